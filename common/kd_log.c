@@ -1,0 +1,53 @@
+/* kd_log: leveled, key=value log lines with UTC timestamps (see kd_log.h). */
+#include "kd_log.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+static const char *log_component = "kadet";
+static kd_log_level log_level = KD_LOG_INFO;
+static FILE *log_stream;
+
+void kd_log_set_component(const char *component) { log_component = component; }
+void kd_log_set_level(kd_log_level level) { log_level = level; }
+kd_log_level kd_log_get_level(void) { return log_level; }
+void kd_log_set_stream(FILE *stream) { log_stream = stream; }
+
+int kd_log_parse_level(const char *text)
+{
+    static const char *names[] = {"debug", "info", "warn", "error", "off"};
+    for (int i = 0; i < 5; i++)
+        if (text != NULL && strcasecmp(text, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void kd_log(kd_log_level level, const char *fmt, ...)
+{
+    static const char *names[] = {"debug", "info ", "warn ", "error"};
+    if (level < log_level || level >= KD_LOG_OFF)
+        return;
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, names[level], log_component);
+    if (n < 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    line[len++] = '\n';
+    FILE *out = log_stream != NULL ? log_stream : stderr;
+    fwrite(line, 1, len, out);
+    fflush(out);
+}

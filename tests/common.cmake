@@ -1,0 +1,2 @@
+kd_add_test(NAME test_yaml SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_yaml.c
+            LIBS kd_common LABELS unit TIMEOUT 30)
