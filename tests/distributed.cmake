@@ -1,0 +1,25 @@
+# Distributed runtime tests (issue 3): wire codec, ring allreduce, checkpoints, and
+# coordinator + workers as real processes on loopback.
+kd_add_test(NAME test_wire SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_wire.c
+            LIBS kd_common LABELS unit TIMEOUT 30)
+
+# The wire fuzz target: replayed over its seed corpus in every build; built with
+# libFuzzer when KADET_FUZZ=ON (clang), and fuzzed for 20 s by a slow test when clang
+# is installed, whatever compiler builds the rest.
+add_executable(fuzz_wire_replay ${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz_wire.c
+               ${CMAKE_CURRENT_LIST_DIR}/fuzz/replay_main.c)
+target_link_libraries(fuzz_wire_replay PRIVATE kd_common)
+kd_add_script_test(NAME fuzz_wire_corpus_replays_cleanly
+  COMMAND $<TARGET_FILE:fuzz_wire_replay> ${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus/wire
+  LABELS unit TIMEOUT 30)
+if(KADET_FUZZ)
+  add_executable(fuzz_wire ${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz_wire.c)
+  target_compile_options(fuzz_wire PRIVATE -fsanitize=fuzzer)
+  target_link_options(fuzz_wire PRIVATE -fsanitize=fuzzer)
+  target_link_libraries(fuzz_wire PRIVATE kd_common)
+endif()
+kd_add_script_test(NAME fuzz_wire_libfuzzer_20s
+  COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/fuzz/run_fuzz.sh ${PROJECT_SOURCE_DIR}
+          ${CMAKE_CURRENT_BINARY_DIR}/fuzz_wire_work
+  LABELS slow TIMEOUT 120)
+set_tests_properties(fuzz_wire_libfuzzer_20s PROPERTIES SKIP_RETURN_CODE 77)
