@@ -23,3 +23,6 @@ kd_add_script_test(NAME fuzz_wire_libfuzzer_20s
           ${CMAKE_CURRENT_BINARY_DIR}/fuzz_wire_work
   LABELS slow TIMEOUT 120)
 set_tests_properties(fuzz_wire_libfuzzer_20s PROPERTIES SKIP_RETURN_CODE 77)
+
+kd_add_test(NAME test_comm SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_comm.c
+            LIBS kd_dist LABELS unit TIMEOUT 60)

@@ -1,0 +1,466 @@
+/* comm: ring allreduce over ZeroMQ PUSH/PULL (see comm.h for the algorithm and the
+ * guarantees). The chunk plan for a vector shape is built once and reused; the steady
+ * state allocates nothing: headers are 48-byte copies, payloads are zero-copy views of
+ * the caller's buffer or forwarded receive buffers. */
+#include "comm.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "kd_error.h"
+#include "kd_log.h"
+#include "kd_wire.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "comm sends float buffers zero-copy and needs a little-endian host"
+#endif
+
+#define COMM_PHASE_RS 1u /* reduce-scatter */
+#define COMM_PHASE_AG 2u /* all-gather */
+#define COMM_MAX_SPANS 8
+
+typedef struct comm_chunk {
+    int span;        /* index of the span holding the chunk */
+    size_t span_off; /* first element inside that span */
+    size_t len;      /* elements */
+    uint64_t off;    /* first element in the logical vector (sent on the wire) */
+} comm_chunk;
+
+struct kd_comm {
+    void *zctx;              /* borrowed ZeroMQ context */
+    void *pull;              /* bound data socket, receives from the previous rank */
+    void *push;              /* connected to the next rank; NULL until a world is set */
+    int timeout_ms;          /* per-receive silence that counts as a dead peer */
+    size_t chunk_elems;      /* largest chunk in floats */
+    uint32_t generation;     /* current world's generation */
+    int rank;                /* this worker's rank in it */
+    int world;               /* number of ranks; 0 = no world yet */
+    atomic_int inflight;     /* zero-copy sends ZeroMQ still holds */
+    /* Chunk plan, rebuilt when the shape (span sizes, world, chunk size) changes. */
+    comm_chunk *chunks;      /* all chunks, segment by segment */
+    size_t nchunks;          /* entries used in chunks */
+    size_t cap;              /* entries allocated in chunks */
+    size_t *seg_first;       /* world+1 indices: segment s is chunks [first[s], first[s+1]) */
+    int plan_world;          /* world the plan was built for */
+    size_t plan_chunk;       /* chunk_elems the plan was built for */
+    int plan_nspans;         /* span count the plan was built for */
+    size_t plan_n[COMM_MAX_SPANS]; /* span sizes the plan was built for */
+    kd_comm_stats stats;     /* counters for kd_comm_get_stats */
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *endpoint,
+                 size_t endpoint_len, char *err, size_t errlen)
+{
+    *out = NULL;
+    kd_comm *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory");
+    c->zctx = zctx;
+    c->timeout_ms = 2000;
+    c->chunk_elems = (256u * 1024) / sizeof(float);
+    atomic_init(&c->inflight, 0);
+    c->pull = zmq_socket(zctx, ZMQ_PULL);
+    if (c->pull == NULL) {
+        kd_errf(err, errlen, KD_ENETWORK, "comm: socket: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    int linger = 0, hwm = 0;
+    zmq_setsockopt(c->pull, ZMQ_LINGER, &linger, sizeof linger);
+    /* Unlimited receive queue: flow control is the ring itself, a bounded queue
+     * would only add a second, invisible one. */
+    zmq_setsockopt(c->pull, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    if (zmq_bind(c->pull, bind_endpoint) != 0) {
+        kd_errf(err, errlen, KD_ENETWORK, "comm: bind %s: %s", bind_endpoint,
+                zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    size_t len = endpoint_len;
+    if (zmq_getsockopt(c->pull, ZMQ_LAST_ENDPOINT, endpoint, &len) != 0) {
+        kd_errf(err, errlen, KD_ENETWORK, "comm: endpoint: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    *out = c;
+    return KD_OK;
+fail:
+    kd_comm_close(&c);
+    return KD_ENETWORK;
+}
+
+/* ZeroMQ calls this from its I/O thread once a zero-copy payload has been sent or
+ * dropped; the caller's buffer may be rewritten only when the count is back to 0. */
+static void comm_release(void *data, void *hint)
+{
+    (void)data;
+    atomic_fetch_sub((atomic_int *)hint, 1);
+}
+
+/* Waits until ZeroMQ has let go of every zero-copy payload, at most timeout_ms. */
+static int comm_wait_released(kd_comm *c, int timeout_ms)
+{
+    double deadline = now_s() + timeout_ms / 1000.0;
+    while (atomic_load(&c->inflight) > 0) {
+        if (now_s() > deadline)
+            return KD_ETIMEOUT;
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+    return KD_OK;
+}
+
+static void comm_drop_push(kd_comm *c)
+{
+    if (c->push == NULL)
+        return;
+    zmq_close(c->push);
+    c->push = NULL;
+    /* With linger 0 the close discards queued messages and releases their payloads
+     * shortly after, in the I/O thread; the buffers must stay valid until then. */
+    if (comm_wait_released(c, 5000) != KD_OK)
+        KD_ERROR("comm: ZeroMQ kept zero-copy buffers after close inflight=%d",
+                 atomic_load(&c->inflight));
+}
+
+void kd_comm_close(kd_comm **cp)
+{
+    if (cp == NULL || *cp == NULL)
+        return;
+    kd_comm *c = *cp;
+    comm_drop_push(c);
+    if (c->pull != NULL)
+        zmq_close(c->pull);
+    free(c->chunks);
+    free(c->seg_first);
+    free(c);
+    *cp = NULL;
+}
+
+void kd_comm_set_timeout(kd_comm *c, int timeout_ms)
+{
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+}
+
+void kd_comm_set_chunk_bytes(kd_comm *c, size_t bytes)
+{
+    if (bytes < 4096)
+        bytes = 4096;
+    if (bytes > 16u * 1024 * 1024)
+        bytes = 16u * 1024 * 1024;
+    c->chunk_elems = bytes / sizeof(float);
+}
+
+int kd_comm_set_world(kd_comm *c, uint32_t generation, int rank, int world,
+                      const char *const *peers, char *err, size_t errlen)
+{
+    if (world < 1 || (unsigned)world > KD_WIRE_MAX_WORLD || rank < 0 || rank >= world)
+        return kd_errf(err, errlen, KD_EINVAL, "comm: rank %d of world %d", rank, world);
+    comm_drop_push(c);
+    c->world = 0;
+    if (world > 1) {
+        const char *next = peers[(rank + 1) % world];
+        if (next == NULL || next[0] == '\0')
+            return kd_errf(err, errlen, KD_EINVAL, "comm: no endpoint for rank %d",
+                           (rank + 1) % world);
+        c->push = zmq_socket(c->zctx, ZMQ_PUSH);
+        if (c->push == NULL)
+            return kd_errf(err, errlen, KD_ENETWORK, "comm: socket: %s",
+                           zmq_strerror(zmq_errno()));
+        int linger = 0, hwm = 0;
+        zmq_setsockopt(c->push, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_setsockopt(c->push, ZMQ_SNDHWM, &hwm, sizeof hwm);
+        zmq_setsockopt(c->push, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+        if (zmq_connect(c->push, next) != 0) {
+            int e = zmq_errno();
+            zmq_close(c->push);
+            c->push = NULL;
+            return kd_errf(err, errlen, KD_EINVAL, "comm: connect %s: %s", next,
+                           zmq_strerror(e));
+        }
+    }
+    c->generation = generation;
+    c->rank = rank;
+    c->world = world;
+    return KD_OK;
+}
+
+/* Builds the chunk plan for this shape: W segments of the logical vector of near-equal
+ * size, each cut into chunks at chunk_elems and at span boundaries. */
+static int comm_plan(kd_comm *c, const kd_comm_span *spans, int nspans)
+{
+    int same = c->plan_world == c->world && c->plan_chunk == c->chunk_elems &&
+               c->plan_nspans == nspans && c->chunks != NULL;
+    for (int i = 0; same && i < nspans; i++)
+        same = c->plan_n[i] == spans[i].n;
+    if (same)
+        return KD_OK;
+    uint64_t total = 0;
+    for (int i = 0; i < nspans; i++)
+        total += spans[i].n;
+    int w = c->world;
+    /* Upper bound: every segment splits at chunk size plus once per span boundary. */
+    size_t cap = (size_t)(total / c->chunk_elems) + (size_t)w * (nspans + 2) + 1;
+    comm_chunk *chunks = malloc(cap * sizeof *chunks);
+    size_t *first = malloc(((size_t)w + 1) * sizeof *first);
+    if (chunks == NULL || first == NULL) {
+        free(chunks);
+        free(first);
+        return KD_ENOMEM;
+    }
+    size_t n = 0;
+    int span = 0;
+    size_t span_off = 0;
+    uint64_t pos = 0;
+    for (int s = 0; s < w; s++) {
+        first[s] = n;
+        uint64_t end = total * (uint64_t)(s + 1) / (uint64_t)w;
+        while (pos < end) {
+            while (span_off == spans[span].n) {
+                span++;
+                span_off = 0;
+            }
+            size_t len = spans[span].n - span_off;
+            if (len > c->chunk_elems)
+                len = c->chunk_elems;
+            if (len > end - pos)
+                len = (size_t)(end - pos);
+            chunks[n++] = (comm_chunk){span, span_off, len, pos};
+            span_off += len;
+            pos += len;
+        }
+    }
+    first[w] = n;
+    free(c->chunks);
+    free(c->seg_first);
+    c->chunks = chunks;
+    c->seg_first = first;
+    c->nchunks = n;
+    c->cap = cap;
+    c->plan_world = w;
+    c->plan_chunk = c->chunk_elems;
+    c->plan_nspans = nspans;
+    for (int i = 0; i < nspans; i++)
+        c->plan_n[i] = spans[i].n;
+    return KD_OK;
+}
+
+static int comm_send_hdr(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch)
+{
+    kd_wire_hdr h = {.type = KD_WIRE_DATA, .generation = c->generation,
+                     .sender = (uint32_t)c->rank, .step = step, .epoch = 0, .aux = aux,
+                     .offset = ch->off, .payload_len = (uint32_t)(ch->len * sizeof(float))};
+    unsigned char buf[KD_WIRE_HDR_SIZE];
+    kd_wire_encode(&h, buf);
+    while (zmq_send(c->push, buf, sizeof buf, ZMQ_SNDMORE) < 0) {
+        if (zmq_errno() != EINTR)
+            return zmq_errno() == EAGAIN ? KD_ETIMEOUT : KD_ENETWORK;
+    }
+    return KD_OK;
+}
+
+static int comm_send_msg(kd_comm *c, zmq_msg_t *m)
+{
+    while (zmq_msg_send(m, c->push, 0) < 0) {
+        if (zmq_errno() != EINTR) {
+            zmq_msg_close(m);
+            return zmq_errno() == EAGAIN ? KD_ETIMEOUT : KD_ENETWORK;
+        }
+    }
+    return KD_OK;
+}
+
+/* Sends a chunk of the caller's buffer without copying it. */
+static int comm_send_view(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
+                          const kd_comm_span *spans)
+{
+    int rc = comm_send_hdr(c, aux, step, ch);
+    if (rc != KD_OK)
+        return rc;
+    zmq_msg_t m;
+    atomic_fetch_add(&c->inflight, 1);
+    if (zmq_msg_init_data(&m, spans[ch->span].data + ch->span_off, ch->len * sizeof(float),
+                          comm_release, &c->inflight) != 0) {
+        atomic_fetch_sub(&c->inflight, 1);
+        return KD_ENOMEM;
+    }
+    c->stats.bytes_sent += ch->len * sizeof(float);
+    return comm_send_msg(c, &m);
+}
+
+/* Receives the next chunk from the previous rank and checks that it is exactly the one
+ * the ring order says comes next; on KD_OK *payload holds the float frame (the caller
+ * closes it). Stale and unexpected messages are dropped and waited past. */
+static int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
+                     zmq_msg_t *payload)
+{
+    double deadline = now_s() + c->timeout_ms / 1000.0;
+    uint32_t prev = (uint32_t)((c->rank + c->world - 1) % c->world);
+    for (;;) {
+        int left = (int)((deadline - now_s()) * 1000.0);
+        if (left <= 0)
+            return KD_ETIMEOUT;
+        zmq_pollitem_t item = {c->pull, 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(&item, 1, left);
+        if (n < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            return KD_ENETWORK;
+        }
+        if (n == 0)
+            return KD_ETIMEOUT;
+        zmq_msg_t frames[3];
+        size_t nframes = 0, total = 0;
+        int more = 1;
+        /* Read the whole multipart message; keep at most 3 frames, count the rest. */
+        while (more) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, c->pull, ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&m);
+                break;
+            }
+            more = zmq_msg_more(&m);
+            if (nframes < 3)
+                frames[nframes++] = m;
+            else
+                zmq_msg_close(&m);
+            total++;
+        }
+        if (nframes == 0)
+            continue;
+        const void *data[3];
+        size_t lens[3];
+        for (size_t i = 0; i < nframes; i++) {
+            data[i] = zmq_msg_data(&frames[i]);
+            lens[i] = zmq_msg_size(&frames[i]);
+        }
+        kd_wire_hdr h;
+        kd_wire_drop_reason why = KD_WIRE_DROP_UNEXPECTED;
+        int ok = total == nframes &&
+                 kd_wire_decode(data, lens, nframes, &h, &why) == KD_OK;
+        if (ok && h.type != KD_WIRE_DATA) {
+            ok = 0;
+            why = KD_WIRE_DROP_UNEXPECTED;
+        } else if (ok && (h.generation != c->generation || h.step != step)) {
+            ok = 0;
+            why = KD_WIRE_DROP_STALE;
+        } else if (ok && (h.sender != prev || h.aux != aux || h.offset != ch->off ||
+                          h.payload_len != ch->len * sizeof(float))) {
+            ok = 0;
+            why = KD_WIRE_DROP_UNEXPECTED;
+        } else if (total != nframes) {
+            why = KD_WIRE_DROP_FRAMES;
+        }
+        for (size_t i = 0; i + 1 < nframes || (!ok && i < nframes); i++)
+            zmq_msg_close(&frames[i]);
+        if (!ok) {
+            kd_wire_drop(why, "data");
+            continue;
+        }
+        *payload = frames[1];
+        return KD_OK;
+    }
+}
+
+static uint32_t comm_aux(uint32_t phase, int ring_step)
+{
+    return (phase << 16) | (uint32_t)ring_step;
+}
+
+static int comm_ring(kd_comm *c, const kd_comm_span *spans, uint64_t step)
+{
+    int w = c->world, r = c->rank, rc;
+    /* Reduce-scatter: send my segment r, then W-1 times receive segment (r-k-1), add
+     * my values into it and forward the partial sum; the last one received, segment
+     * r+1, is complete and starts the all-gather. */
+    size_t s0 = (size_t)r;
+    for (size_t i = c->seg_first[s0]; i < c->seg_first[s0 + 1]; i++)
+        if ((rc = comm_send_view(c, comm_aux(COMM_PHASE_RS, 0), step, &c->chunks[i],
+                                 spans)) != KD_OK)
+            return rc;
+    for (int k = 0; k < w - 1; k++) {
+        size_t s = (size_t)((r - k - 1 + 2 * w) % w);
+        for (size_t i = c->seg_first[s]; i < c->seg_first[s + 1]; i++) {
+            const comm_chunk *ch = &c->chunks[i];
+            zmq_msg_t in;
+            if ((rc = comm_recv(c, comm_aux(COMM_PHASE_RS, k), step, ch, &in)) != KD_OK)
+                return rc;
+            float *dst = spans[ch->span].data + ch->span_off;
+            const float *src = zmq_msg_data(&in);
+            for (size_t j = 0; j < ch->len; j++)
+                dst[j] += src[j];
+            zmq_msg_close(&in);
+            uint32_t aux = k < w - 2 ? comm_aux(COMM_PHASE_RS, k + 1)
+                                     : comm_aux(COMM_PHASE_AG, 0);
+            if ((rc = comm_send_view(c, aux, step, ch, spans)) != KD_OK)
+                return rc;
+        }
+    }
+    /* All-gather: W-1 times receive the final segment (r-k), copy it, and forward the
+     * received message itself unless the next rank already has it. */
+    for (int k = 0; k < w - 1; k++) {
+        size_t s = (size_t)((r - k + 2 * w) % w);
+        for (size_t i = c->seg_first[s]; i < c->seg_first[s + 1]; i++) {
+            const comm_chunk *ch = &c->chunks[i];
+            zmq_msg_t in;
+            if ((rc = comm_recv(c, comm_aux(COMM_PHASE_AG, k), step, ch, &in)) != KD_OK)
+                return rc;
+            memcpy(spans[ch->span].data + ch->span_off, zmq_msg_data(&in),
+                   ch->len * sizeof(float));
+            zmq_msg_close(&in);
+            /* Forward from our own copy, zero-copy as well, so that every payload still
+             * queued is counted in inflight and waited for before returning. */
+            if (k < w - 2 &&
+                (rc = comm_send_view(c, comm_aux(COMM_PHASE_AG, k + 1), step, ch, spans)) !=
+                    KD_OK)
+                return rc;
+        }
+    }
+    return comm_wait_released(c, c->timeout_ms);
+}
+
+int kd_comm_allreducev(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
+                       char *err, size_t errlen)
+{
+    if (c->world < 1)
+        return kd_errf(err, errlen, KD_EINVAL, "comm: allreduce before a world was set");
+    if (nspans < 1 || nspans > COMM_MAX_SPANS)
+        return kd_errf(err, errlen, KD_EINVAL, "comm: %d spans", nspans);
+    if (c->world == 1) {
+        c->stats.allreduces++;
+        return KD_OK;
+    }
+    double t0 = now_s();
+    if (comm_plan(c, spans, nspans) != KD_OK)
+        return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory for the chunk plan");
+    int rc = comm_ring(c, spans, step);
+    if (rc == KD_OK) {
+        c->stats.allreduces++;
+        c->stats.seconds += now_s() - t0;
+        return KD_OK;
+    }
+    if (rc == KD_ETIMEOUT)
+        c->stats.timeouts++;
+    return kd_errf(err, errlen, rc, "comm: allreduce gen=%u step=%llu rank=%d world=%d: %s",
+                   c->generation, (unsigned long long)step, c->rank, c->world,
+                   rc == KD_ETIMEOUT ? "a peer stayed silent" : kd_strerror(rc));
+}
+
+int kd_comm_allreduce(kd_comm *c, float *buf, size_t n, uint64_t step, char *err,
+                      size_t errlen)
+{
+    kd_comm_span s = {buf, n};
+    return kd_comm_allreducev(c, &s, 1, step, err, errlen);
+}
+
+void kd_comm_get_stats(const kd_comm *c, kd_comm_stats *out) { *out = c->stats; }

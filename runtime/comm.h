@@ -1,0 +1,81 @@
+/*
+ * comm: kadet's data plane, a bandwidth-optimal ring allreduce over ZeroMQ.
+ *
+ * Every worker binds one PULL socket (its data endpoint, announced to the coordinator
+ * at join) and, for each generation of the world, connects one PUSH socket to the next
+ * rank's endpoint. An allreduce of a float vector of n elements among W workers is a
+ * reduce-scatter followed by an all-gather, each of W-1 ring steps, so that every worker
+ * sends and receives 2(W-1)/W * n floats whatever W is. The vector is cut into W
+ * segments and every segment into chunks of at most comm's chunk size; chunks are
+ * reduced and forwarded as soon as they arrive, so the ring steps pipeline. Sends are
+ * zero-copy (ZeroMQ reads the caller's buffer, and the call returns only once ZeroMQ has
+ * let go of it); reductions are done in place from ZeroMQ's receive buffer.
+ *
+ * Every chunk carries the generation, the step, the phase/ring step and its element
+ * offset; anything from another generation or step is stale and dropped, anything else
+ * unexpected is counted and dropped (kd_wire_drop). A peer silent for longer than the
+ * timeout makes the allreduce return KD_ETIMEOUT with the buffer in an unspecified
+ * state: the caller must redo the step from its own saved inputs in a new generation.
+ *
+ * Lifecycle: kd_comm_open (binds), kd_comm_set_world per generation (connects to the
+ * next rank), any number of kd_comm_allreduce, kd_comm_close. Not thread-safe: one
+ * thread uses a comm. Requires a little-endian host (the float frames go out as is).
+ */
+#ifndef KD_COMM_H
+#define KD_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct kd_comm kd_comm;
+
+/* A piece of the logical vector being reduced: the vector is the concatenation of the
+ * spans, so that small extras (loss sums, a stop flag) ride along with the gradients
+ * without copying them into one buffer. */
+typedef struct kd_comm_span {
+    float *data; /* caller's floats, reduced in place */
+    size_t n;    /* number of floats */
+} kd_comm_span;
+
+typedef struct kd_comm_stats {
+    uint64_t allreduces;   /* completed allreduce calls */
+    uint64_t bytes_sent;   /* payload bytes handed to ZeroMQ */
+    uint64_t timeouts;     /* allreduce calls that gave up on a silent peer */
+    double seconds;        /* wall time inside completed allreduce calls */
+} kd_comm_stats;
+
+/* Creates a comm on the ZeroMQ context zctx (borrowed, must outlive the comm) and binds
+ * its PULL socket to bind_endpoint (for example "tcp://127.0.0.1:*"). The endpoint that
+ * peers must connect to is written to endpoint (size endpoint_len). KD_ENETWORK with a
+ * message in err when the bind fails. */
+int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *endpoint,
+                 size_t endpoint_len, char *err, size_t errlen);
+
+/* Frees the comm (closing its sockets) and sets *c to NULL; accepts NULL. */
+void kd_comm_close(kd_comm **c);
+
+/* Per-receive timeout in milliseconds (default 2000) after which a peer counts as dead. */
+void kd_comm_set_timeout(kd_comm *c, int timeout_ms);
+/* Largest chunk in bytes (default 256 KiB; clamped to [4 KiB, 16 MiB]). */
+void kd_comm_set_chunk_bytes(kd_comm *c, size_t bytes);
+
+/* Enters generation `generation` as `rank` of `world` workers whose data endpoints are
+ * peers[0..world-1]: drops the previous ring connection and connects to the next rank.
+ * KD_EINVAL (message in err) for a bad rank, world or endpoint. */
+int kd_comm_set_world(kd_comm *c, uint32_t generation, int rank, int world,
+                      const char *const *peers, char *err, size_t errlen);
+
+/* Sums the logical vector (the concatenation of spans[0..nspans-1]) element-wise over
+ * all ranks of the current world, in place; every rank ends with bit-identical values.
+ * step tags the messages. KD_ETIMEOUT when a peer stays silent, KD_ENETWORK on a socket
+ * error, KD_EINVAL when the world is not set; detail in err. No allocation once the
+ * chunk plan for this shape has been built. */
+int kd_comm_allreducev(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
+                       char *err, size_t errlen);
+/* kd_comm_allreducev of one buffer. */
+int kd_comm_allreduce(kd_comm *c, float *buf, size_t n, uint64_t step, char *err,
+                      size_t errlen);
+
+void kd_comm_get_stats(const kd_comm *c, kd_comm_stats *out);
+
+#endif

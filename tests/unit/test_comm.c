@@ -1,0 +1,280 @@
+/* comm: the ring allreduce among real processes on loopback gives every rank the exact
+ * element-wise sum (bit-identical across ranks), for several world sizes, shapes that do
+ * not divide evenly and multi-span vectors; stale and foreign messages on the data port
+ * are dropped without disturbing it; a dead peer is reported as a timeout. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <zmq.h>
+
+#include "comm.h"
+#include "kd_error.h"
+#include "kd_wire.h"
+
+#define MAX_RANKS 4
+#define EP_LEN 128
+
+typedef struct shared {
+    volatile int ready;                 /* ranks that published their endpoint */
+    char endpoint[MAX_RANKS][EP_LEN];   /* each rank's data endpoint */
+    uint32_t crc[MAX_RANKS][4];         /* per-rank digest of the reduced vector */
+} shared;
+
+static shared *sh;
+
+static float value_of(int rank, size_t i, int round)
+{
+    /* Values with fractional parts so that summation order would show in the bits. */
+    return (float)((rank + 1) * 0.37 + (double)(i % 1013) * 0.001 + round * 0.5);
+}
+
+static uint32_t digest(const float *v, size_t n)
+{
+    uint32_t h = 2166136261u;
+    const unsigned char *p = (const unsigned char *)v;
+    for (size_t i = 0; i < n * sizeof(float); i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+static void publish_and_wait(int rank, int world, const char *ep)
+{
+    snprintf(sh->endpoint[rank], EP_LEN, "%s", ep);
+    __sync_fetch_and_add(&sh->ready, 1);
+    while (sh->ready < world)
+        usleep(1000);
+}
+
+/* Child body: allreduce rounds of a two-span vector (n + 3 floats) and check sums. */
+static int child(int rank, int world, size_t n, size_t chunk_bytes)
+{
+    void *ctx = zmq_ctx_new();
+    kd_comm *c = NULL;
+    char ep[EP_LEN], err[256];
+    if (kd_comm_open(&c, ctx, "tcp://127.0.0.1:*", ep, sizeof ep, err, sizeof err) != KD_OK)
+        return 10;
+    kd_comm_set_chunk_bytes(c, chunk_bytes);
+    publish_and_wait(rank, world, ep);
+    const char *peers[MAX_RANKS];
+    for (int i = 0; i < world; i++)
+        peers[i] = sh->endpoint[i];
+    if (kd_comm_set_world(c, 5, rank, world, peers, err, sizeof err) != KD_OK)
+        return 11;
+    float *v = malloc(n * sizeof *v);
+    float tail[3];
+    int bad = 0;
+    for (int round = 0; round < 3 && !bad; round++) {
+        for (size_t i = 0; i < n; i++)
+            v[i] = value_of(rank, i, round);
+        for (int j = 0; j < 3; j++)
+            tail[j] = (float)(rank + j);
+        kd_comm_span spans[2] = {{v, n}, {tail, 3}};
+        if (kd_comm_allreducev(c, spans, 2, (uint64_t)round, err, sizeof err) != KD_OK) {
+            fprintf(stderr, "rank %d: %s\n", rank, err);
+            bad = 12;
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            double want = 0;
+            for (int r = 0; r < world; r++)
+                want += value_of(r, i, round);
+            if (v[i] < want - 1e-3 * world || v[i] > want + 1e-3 * world) {
+                fprintf(stderr, "rank %d elem %zu: %f want %f\n", rank, i, v[i], want);
+                bad = 13;
+                break;
+            }
+        }
+        for (int j = 0; j < 3; j++)
+            if (tail[j] != (float)(world * (world - 1) / 2 + world * j))
+                bad = 14;
+        sh->crc[rank][round] = digest(v, n) ^ digest(tail, 3);
+    }
+    free(v);
+    kd_comm_close(&c);
+    zmq_ctx_term(ctx);
+    return bad;
+}
+
+static void run_world(int world, size_t n, size_t chunk_bytes)
+{
+    memset(sh, 0, sizeof *sh);
+    pid_t pids[MAX_RANKS];
+    for (int r = 0; r < world; r++) {
+        pids[r] = fork();
+        assert_true(pids[r] >= 0);
+        if (pids[r] == 0)
+            _exit(child(r, world, n, chunk_bytes));
+    }
+    for (int r = 0; r < world; r++) {
+        int status = 0;
+        assert_int_equal(waitpid(pids[r], &status, 0), pids[r]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    /* Every rank holds bit-identical results. */
+    for (int r = 1; r < world; r++)
+        for (int round = 0; round < 3; round++)
+            assert_int_equal(sh->crc[r][round], sh->crc[0][round]);
+}
+
+static void test_two_ranks_sum_exactly(void **state)
+{
+    (void)state;
+    run_world(2, 250000, 256 * 1024);
+}
+
+static void test_three_and_four_ranks_with_uneven_segments(void **state)
+{
+    (void)state;
+    run_world(3, 100003, 16 * 1024);
+    run_world(4, 77777, 4096);
+}
+
+static void test_vector_smaller_than_world(void **state)
+{
+    (void)state;
+    run_world(4, 1, 4096); /* 4 floats in all: some segments are empty */
+}
+
+static void test_single_rank_is_identity(void **state)
+{
+    (void)state;
+    void *ctx = zmq_ctx_new();
+    kd_comm *c = NULL;
+    char ep[EP_LEN], err[256];
+    assert_int_equal(kd_comm_open(&c, ctx, "tcp://127.0.0.1:*", ep, sizeof ep, err,
+                                  sizeof err), KD_OK);
+    const char *peers[1] = {ep};
+    assert_int_equal(kd_comm_set_world(c, 1, 0, 1, peers, err, sizeof err), KD_OK);
+    float v[3] = {1, 2, 3};
+    assert_int_equal(kd_comm_allreduce(c, v, 3, 0, err, sizeof err), KD_OK);
+    assert_true(v[0] == 1 && v[1] == 2 && v[2] == 3);
+    assert_int_equal(kd_comm_set_world(c, 1, 1, 1, peers, err, sizeof err), KD_EINVAL);
+    kd_comm_close(&c);
+    kd_comm_close(&c);
+    zmq_ctx_term(ctx);
+}
+
+static void test_dead_peer_times_out(void **state)
+{
+    (void)state;
+    void *ctx = zmq_ctx_new();
+    kd_comm *c = NULL, *peer = NULL;
+    char ep[EP_LEN], ep2[EP_LEN], err[256];
+    assert_int_equal(kd_comm_open(&c, ctx, "tcp://127.0.0.1:*", ep, sizeof ep, err,
+                                  sizeof err), KD_OK);
+    /* The peer binds but never takes part, as a process frozen or killed mid-step. */
+    assert_int_equal(kd_comm_open(&peer, ctx, "tcp://127.0.0.1:*", ep2, sizeof ep2, err,
+                                  sizeof err), KD_OK);
+    const char *peers[2] = {ep, ep2};
+    kd_comm_set_timeout(c, 300);
+    assert_int_equal(kd_comm_set_world(c, 2, 0, 2, peers, err, sizeof err), KD_OK);
+    float v[1000] = {0};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(kd_comm_allreduce(c, v, 1000, 1, err, sizeof err), KD_ETIMEOUT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double dt = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    assert_true(dt >= 0.25 && dt < 2.0);
+    assert_non_null(strstr(err, "silent"));
+    kd_comm_stats st;
+    kd_comm_get_stats(c, &st);
+    assert_int_equal(st.timeouts, 1);
+    kd_comm_close(&c);
+    kd_comm_close(&peer);
+    zmq_ctx_term(ctx);
+}
+
+/* Writes garbage, a foreign header and a stale-generation chunk into a data port. */
+static void inject_noise(void *ctx, const char *ep)
+{
+    void *s = zmq_socket(ctx, ZMQ_PUSH);
+    int linger = 1000;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(s, ep), 0);
+    zmq_send(s, "hello", 5, 0);
+    unsigned char hdr[KD_WIRE_HDR_SIZE];
+    kd_wire_hdr h = {.type = KD_WIRE_DATA, .generation = 4, .sender = 1, .step = 0,
+                     .offset = 0, .payload_len = 8};
+    kd_wire_encode(&h, hdr);
+    float two[2] = {1e9f, 1e9f};
+    zmq_send(s, hdr, sizeof hdr, ZMQ_SNDMORE);
+    zmq_send(s, two, sizeof two, 0); /* stale: generation 4 */
+    h.generation = 5;
+    h.payload_len = 12;
+    kd_wire_encode(&h, hdr);
+    zmq_send(s, hdr, sizeof hdr, ZMQ_SNDMORE);
+    zmq_send(s, two, sizeof two, 0); /* length lies */
+    zmq_close(s);
+}
+
+static void test_noise_on_data_port_is_dropped(void **state)
+{
+    (void)state;
+    memset(sh, 0, sizeof *sh);
+    uint64_t before = kd_wire_drops(KD_WIRE_DROP_COUNT);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        while (sh->ready < 1)
+            usleep(1000);
+        _exit(child(1, 2, 5000, 4096));
+    }
+    /* Rank 0 runs here so that the drops are counted in this process. */
+    void *ctx = zmq_ctx_new();
+    kd_comm *c = NULL;
+    char ep[EP_LEN], err[256];
+    assert_int_equal(kd_comm_open(&c, ctx, "tcp://127.0.0.1:*", ep, sizeof ep, err,
+                                  sizeof err), KD_OK);
+    kd_comm_set_chunk_bytes(c, 4096);
+    inject_noise(ctx, ep);
+    usleep(100000);
+    publish_and_wait(0, 2, ep);
+    const char *peers[2] = {sh->endpoint[0], sh->endpoint[1]};
+    assert_int_equal(kd_comm_set_world(c, 5, 0, 2, peers, err, sizeof err), KD_OK);
+    float *v = malloc(5000 * sizeof *v);
+    float tail[3];
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < 5000; i++)
+            v[i] = value_of(0, i, round);
+        for (int j = 0; j < 3; j++)
+            tail[j] = (float)j;
+        kd_comm_span spans[2] = {{v, 5000}, {tail, 3}};
+        assert_int_equal(kd_comm_allreducev(c, spans, 2, (uint64_t)round, err, sizeof err),
+                         KD_OK);
+        assert_true(v[10] == value_of(0, 10, round) + value_of(1, 10, round));
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(kd_wire_drops(KD_WIRE_DROP_COUNT) - before >= 3);
+    assert_true(kd_wire_drops(KD_WIRE_DROP_STALE) >= 1);
+    free(v);
+    kd_comm_close(&c);
+    zmq_ctx_term(ctx);
+}
+
+int main(void)
+{
+    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_two_ranks_sum_exactly),
+        cmocka_unit_test(test_three_and_four_ranks_with_uneven_segments),
+        cmocka_unit_test(test_vector_smaller_than_world),
+        cmocka_unit_test(test_single_rank_is_identity),
+        cmocka_unit_test(test_dead_peer_times_out),
+        cmocka_unit_test(test_noise_on_data_port_is_dropped),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
