@@ -1,0 +1,125 @@
+/*
+ * kd_spec: the AgentJob resource (kadet.io/v1alpha1) decoded from a json_t into a C
+ * struct with every default filled in.
+ *
+ * One decoder serves `kadet run` (YAML through kd_yaml) and the operator (JSON from the
+ * Kubernetes API). Unknown fields are not fatal: each becomes a warning naming its path
+ * (job->warnings). A wrong type or value is an error whose text names the path and the
+ * offending value, for example
+ *     spec.training.batchSize: expected a positive integer, got "abc"
+ * and the decode fails (KD_EINVALID_OBJECT) so that nothing is trained or scheduled.
+ * status and most of metadata are ignored: they belong to the API server.
+ *
+ * Ownership: strings in kd_agentjob are owned by it (freed by kd_agentjob_free);
+ * job->template is a new reference (json_incref of the document's value) so it outlives
+ * the document.
+ */
+#ifndef KD_SPEC_H
+#define KD_SPEC_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KD_SPEC_API_VERSION "kadet.io/v1alpha1"
+#define KD_SPEC_KIND "AgentJob"
+#define KD_SPEC_MAX_HIDDEN 15 /* hidden layers in model.hidden */
+#define KD_SPEC_DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
+
+typedef enum kd_spec_optimizer { KD_SPEC_OPT_SGD = 0, KD_SPEC_OPT_ADAM = 1 } kd_spec_optimizer;
+typedef enum kd_spec_schedule {
+    KD_SPEC_SCHED_CONSTANT = 0,
+    KD_SPEC_SCHED_COSINE = 1,
+    KD_SPEC_SCHED_STEP = 2
+} kd_spec_schedule;
+typedef enum kd_spec_sync { KD_SPEC_SYNC_ALLREDUCE = 0, KD_SPEC_SYNC_LOCAL_SGD = 1 } kd_spec_sync;
+typedef enum kd_spec_policy {
+    KD_SPEC_POLICY_STATIC = 0,
+    KD_SPEC_POLICY_FAIR = 1,
+    KD_SPEC_POLICY_GREEDY = 2,
+    KD_SPEC_POLICY_RL = 3
+} kd_spec_policy;
+typedef enum kd_spec_clean_pod {
+    KD_SPEC_CLEAN_RUNNING = 0,
+    KD_SPEC_CLEAN_ALL = 1,
+    KD_SPEC_CLEAN_NONE = 2
+} kd_spec_clean_pod;
+
+typedef struct kd_agentjob {
+    char *name;                  /* metadata.name (required) */
+    char *namespace_;            /* metadata.namespace, default "default" */
+
+    int agents_min;              /* spec.agents.min >= 1, default 1 */
+    int agents_max;              /* spec.agents.max >= min, default = min */
+    int replicas;                /* spec.replicas in [min, max]; -1 = absent (scheduler) */
+    json_t *template_;           /* spec.template (new reference) or NULL */
+    int64_t agent_cpu_millis;    /* template's first container requests.cpu, 0 = unset */
+    int64_t agent_memory_bytes;  /* template's first container requests.memory, 0 = unset */
+
+    /* spec.training */
+    char *dataset_format;        /* "idx" (default) or "csv" */
+    char *dataset_path;          /* default KD_SPEC_DEFAULT_DATA */
+    int dataset_label_column;    /* csv only: label column, -1 = last; default 0 */
+    char *model_type;            /* "mlp" (the only type) */
+    int n_hidden;                /* entries in hidden */
+    int hidden[KD_SPEC_MAX_HIDDEN]; /* hidden layer widths, default {256, 128} */
+    int epochs;                  /* >= 1, default 10 */
+    int batch_size;              /* per agent, >= 1, default 64 */
+    kd_spec_optimizer optimizer; /* default sgd */
+    double learning_rate;        /* > 0, default 0.05 (sgd) / 0.001 (adam) */
+    double momentum;             /* sgd, [0, 1), default 0 */
+    double weight_decay;         /* >= 0, default 0 */
+    double beta1, beta2;         /* adam, [0, 1), defaults 0.9 / 0.999 */
+    double epsilon;              /* adam, > 0, default 1e-8 */
+    kd_spec_schedule schedule;   /* optimizer.schedule(.type), default constant */
+    double warmup_epochs;        /* optimizer.schedule.warmupEpochs >= 0, default 0 */
+    double min_learning_rate;    /* optimizer.schedule.minLearningRate >= 0, default 0 */
+    double step_epochs;          /* optimizer.schedule.stepEpochs > 0, default 1 */
+    double gamma;                /* optimizer.schedule.gamma in (0, 1], default 0.1 */
+    kd_spec_sync sync_mode;      /* default allreduce */
+    int sync_period;             /* local-sgd steps between averages, default 8 (1 for allreduce) */
+    int adaptive_lr;             /* adaptive.learningRate, default 1 */
+    int adaptive_batch;          /* adaptive.batchSize, default 0 */
+    double target_accuracy;      /* (0, 1]; 0 = absent (train all epochs) */
+
+    char *checkpoint_path;       /* spec.checkpoint.path, NULL = no checkpoints */
+    int checkpoint_interval;     /* seconds, >= 1, default 60 */
+
+    kd_spec_policy policy;       /* spec.scheduling.policy, default rl */
+    double weight_time;          /* scheduling.weights.time >= 0, default 1.0 */
+    double weight_cost;          /* scheduling.weights.cost >= 0, default 0.1 */
+    int priority;                /* scheduling.priority, default 0 */
+
+    int backoff_limit;           /* runPolicy.backoffLimit >= 0, default 3 */
+    int64_t active_deadline;     /* runPolicy.activeDeadlineSeconds >= 0, 0 = none */
+    int64_t ttl_after_finished;  /* runPolicy.ttlSecondsAfterFinished >= 0, -1 = never */
+    kd_spec_clean_pod clean_pod_policy; /* default Running */
+    int suspend;                 /* runPolicy.suspend, default 0 */
+
+    char **warnings;             /* n_warnings messages "path: unknown field" (owned) */
+    size_t n_warnings;
+} kd_agentjob;
+
+/* Decodes a whole AgentJob document (apiVersion, kind, metadata, spec; status ignored).
+ * doc is borrowed. Returns KD_OK, KD_EINVALID_OBJECT with the path-naming message in err
+ * (job is then freed and zeroed), or KD_ENOMEM. Warnings are in job->warnings even on
+ * success. */
+int kd_agentjob_decode(const json_t *doc, kd_agentjob *job, char *err, size_t errlen);
+
+/* Frees every owned field and zeroes *job; accepts NULL and a zeroed job. */
+void kd_agentjob_free(kd_agentjob *job);
+
+/* Parses a Kubernetes quantity: for cpu ("2", "0.5", "250m") into millicores, for
+ * memory ("512Mi", "1Gi", "1G", "1000", "1e3") into bytes. KD_EINVAL on anything else. */
+int kd_quantity_cpu_millis(const char *text, int64_t *millis);
+int kd_quantity_bytes(const char *text, int64_t *bytes);
+
+/* Names of the enums as written in the manifest ("sgd", "cosine", "local-sgd", "rl",
+ * "Running"...). */
+const char *kd_spec_optimizer_name(kd_spec_optimizer v);
+const char *kd_spec_schedule_name(kd_spec_schedule v);
+const char *kd_spec_sync_name(kd_spec_sync v);
+const char *kd_spec_policy_name(kd_spec_policy v);
+const char *kd_spec_clean_pod_name(kd_spec_clean_pod v);
+
+#endif

@@ -1,0 +1,318 @@
+/*
+ * kd_model: the MLP's memory layout, initialisation, and fused forward/backward pass.
+ *
+ * Everything a step needs is allocated by kd_model_init: the flat parameter and gradient
+ * buffers and one workspace block holding each layer's activations and two ping-pong
+ * buffers for the backward pass, sized for max_batch samples. A step therefore never
+ * allocates. The hot path fuses bias + ReLU after each forward GEMM, the ReLU mask into
+ * the backward pass, and skips dX of the first layer (nobody needs the input gradient).
+ */
+#include "kd_model.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd_data.h"
+#include "kd_error.h"
+
+/* Sub-buffers start on 64-byte boundaries so that vector loads in the fused loops and in
+ * OpenBLAS's packing stay aligned. */
+#define KD_ALIGN_FLOATS 16
+
+static size_t round_up(size_t n)
+{
+    return (n + KD_ALIGN_FLOATS - 1) / KD_ALIGN_FLOATS * KD_ALIGN_FLOATS;
+}
+
+static float *alloc_floats(size_t n)
+{
+    size_t bytes = round_up(n ? n : 1) * sizeof(float);
+    float *p = aligned_alloc(64, bytes);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
+int kd_model_init(kd_model *m, int n_in, const int *hidden, int n_hidden, int n_out,
+                  int max_batch, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    if (n_hidden < 0 || n_hidden + 1 > KD_MODEL_MAX_LAYERS)
+        return kd_errf(err, errlen, KD_ERANGE, "model: %d hidden layers (at most %d)",
+                       n_hidden, KD_MODEL_MAX_LAYERS - 1);
+    if (n_hidden > 0 && !hidden)
+        return kd_errf(err, errlen, KD_EINVAL, "model: hidden sizes missing");
+    if (max_batch < 1 || max_batch > KD_MODEL_MAX_WIDTH)
+        return kd_errf(err, errlen, KD_ERANGE, "model: batch size %d outside [1, %d]",
+                       max_batch, KD_MODEL_MAX_WIDTH);
+    m->n_layers = n_hidden + 1;
+    m->sizes[0] = n_in;
+    for (int i = 0; i < n_hidden; i++)
+        m->sizes[i + 1] = hidden[i];
+    m->sizes[m->n_layers] = n_out;
+    for (int i = 0; i <= m->n_layers; i++) {
+        if (m->sizes[i] < 1 || m->sizes[i] > KD_MODEL_MAX_WIDTH) {
+            int n = m->n_layers;
+            memset(m, 0, sizeof *m);
+            return kd_errf(err, errlen, KD_ERANGE,
+                           "model: layer %d width %d outside [1, %d] (%d layers)", i,
+                           i == 0 ? n_in : (i == n ? n_out : hidden[i - 1]),
+                           KD_MODEL_MAX_WIDTH, n);
+        }
+    }
+    if (n_out < 2) {
+        memset(m, 0, sizeof *m);
+        return kd_errf(err, errlen, KD_ERANGE, "model: %d classes (need at least 2)", n_out);
+    }
+
+    size_t off = 0;
+    size_t widest = 0;
+    size_t act_total = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        size_t in = (size_t)m->sizes[i], out = (size_t)m->sizes[i + 1];
+        m->w_off[i] = off;
+        m->b_off[i] = off + in * out;
+        off += in * out + out;
+        if (out > widest)
+            widest = out;
+        act_total += round_up((size_t)max_batch * out);
+    }
+    m->n_params = off;
+    m->max_batch = max_batch;
+    size_t dact_len = round_up((size_t)max_batch * widest);
+
+    m->params = alloc_floats(m->n_params);
+    m->grads = alloc_floats(m->n_params);
+    m->work = alloc_floats(act_total + 2 * dact_len);
+    if (!m->params || !m->grads || !m->work) {
+        kd_model_free(m);
+        return kd_errf(err, errlen, KD_ENOMEM, "model: cannot allocate %zu parameters",
+                       off);
+    }
+    float *p = m->work;
+    for (int i = 0; i < m->n_layers; i++) {
+        m->act[i] = p;
+        p += round_up((size_t)max_batch * (size_t)m->sizes[i + 1]);
+    }
+    m->dact[0] = p;
+    m->dact[1] = p + dact_len;
+    return KD_OK;
+}
+
+void kd_model_free(kd_model *m)
+{
+    if (!m)
+        return;
+    free(m->params);
+    free(m->grads);
+    free(m->work);
+    memset(m, 0, sizeof *m);
+}
+
+void kd_model_init_params(kd_model *m, uint64_t seed)
+{
+    kd_rng rng;
+    kd_rng_seed(&rng, seed);
+    for (int i = 0; i < m->n_layers; i++) {
+        int in = m->sizes[i], out = m->sizes[i + 1];
+        float *w = m->params + m->w_off[i];
+        size_t nw = (size_t)in * (size_t)out;
+        if (i + 1 < m->n_layers) {
+            /* He: keeps the variance of ReLU activations constant through depth. */
+            double sd = sqrt(2.0 / in);
+            for (size_t k = 0; k < nw; k++)
+                w[k] = (float)(kd_rng_normal(&rng) * sd);
+        } else {
+            /* Xavier for the linear output layer feeding the softmax. */
+            double lim = sqrt(6.0 / (in + out));
+            for (size_t k = 0; k < nw; k++)
+                w[k] = (float)((2.0 * kd_rng_uniform(&rng) - 1.0) * lim);
+        }
+        memset(m->params + m->b_off[i], 0, (size_t)out * sizeof(float));
+    }
+}
+
+void kd_model_set_grad_ready(kd_model *m, kd_grad_ready_fn fn, void *arg)
+{
+    m->grad_ready = fn;
+    m->grad_ready_arg = arg;
+}
+
+/* ---- layer kernels ------------------------------------------------------------------ */
+
+void kd_dense_forward(const float *x, const float *w, const float *bias, float *y, int batch,
+                      int in, int out)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, out, in, 1.0f, x, in, w,
+                out, 0.0f, y, out);
+    for (int b = 0; b < batch; b++) {
+        float *row = y + (size_t)b * out;
+        for (int j = 0; j < out; j++)
+            row[j] += bias[j];
+    }
+}
+
+/* db[j] = sum over rows of dy[:, j]. */
+static void column_sums(const float *dy, float *db, int batch, int out)
+{
+    memcpy(db, dy, (size_t)out * sizeof(float));
+    for (int b = 1; b < batch; b++) {
+        const float *row = dy + (size_t)b * out;
+        for (int j = 0; j < out; j++)
+            db[j] += row[j];
+    }
+}
+
+void kd_dense_backward(const float *x, const float *w, const float *dy, float *dw, float *db,
+                       float *dx, int batch, int in, int out)
+{
+    /* dW[in x out] = x^T[in x batch] dy[batch x out] */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, batch, 1.0f, x, in, dy,
+                out, 0.0f, dw, out);
+    column_sums(dy, db, batch, out);
+    if (dx) {
+        /* dx[batch x in] = dy[batch x out] W^T[out x in] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, in, out, 1.0f, dy, out,
+                    w, out, 0.0f, dx, in);
+    }
+}
+
+void kd_relu_forward(float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+}
+
+void kd_relu_backward(const float *y, float *dy, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+float kd_softmax_xent(float *logits, const int32_t *labels, float *dlogits, int batch,
+                      int classes)
+{
+    double total = 0.0;
+    float inv_batch = 1.0f / (float)batch;
+    for (int b = 0; b < batch; b++) {
+        float *z = logits + (size_t)b * classes;
+        float mx = z[0];
+        for (int j = 1; j < classes; j++)
+            mx = z[j] > mx ? z[j] : mx;
+        float sum = 0.0f;
+        for (int j = 0; j < classes; j++) {
+            z[j] = expf(z[j] - mx);
+            sum += z[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < classes; j++)
+            z[j] *= inv;
+        int32_t t = labels[b];
+        /* Clamp so that a probability that underflowed to 0 gives a large finite loss. */
+        float pt = z[t] > 1e-30f ? z[t] : 1e-30f;
+        total -= log((double)pt);
+        if (dlogits) {
+            float *d = dlogits + (size_t)b * classes;
+            for (int j = 0; j < classes; j++)
+                d[j] = z[j] * inv_batch;
+            d[t] -= inv_batch;
+        }
+    }
+    return (float)(total / batch);
+}
+
+/* ---- fused model passes ------------------------------------------------------------- */
+
+/* y = relu(y + bias) (hidden layers) or y + bias (output layer), one pass. */
+static void bias_act(float *y, const float *bias, int batch, int out, int relu)
+{
+    for (int b = 0; b < batch; b++) {
+        float *row = y + (size_t)b * out;
+        if (relu) {
+            for (int j = 0; j < out; j++) {
+                float v = row[j] + bias[j];
+                row[j] = v > 0.0f ? v : 0.0f;
+            }
+        } else {
+            for (int j = 0; j < out; j++)
+                row[j] += bias[j];
+        }
+    }
+}
+
+static void forward(kd_model *m, const float *x, int batch)
+{
+    const float *in = x;
+    for (int i = 0; i < m->n_layers; i++) {
+        int ni = m->sizes[i], no = m->sizes[i + 1];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, no, ni, 1.0f, in, ni,
+                    m->params + m->w_off[i], no, 0.0f, m->act[i], no);
+        bias_act(m->act[i], m->params + m->b_off[i], batch, no, i + 1 < m->n_layers);
+        in = m->act[i];
+    }
+}
+
+float kd_model_forward_backward(kd_model *m, const float *x, const int32_t *labels,
+                                int batch)
+{
+    forward(m, x, batch);
+    int last = m->n_layers - 1;
+    /* The probabilities are not needed after the loss: dlogits overwrites them. */
+    float loss = kd_softmax_xent(m->act[last], labels, m->act[last], batch,
+                                 m->sizes[m->n_layers]);
+    float *dy = m->act[last];
+    int ping = 0;
+    for (int i = last; i >= 0; i--) {
+        int ni = m->sizes[i], no = m->sizes[i + 1];
+        const float *xin = i > 0 ? m->act[i - 1] : x;
+        float *dw = m->grads + m->w_off[i];
+        float *db = m->grads + m->b_off[i];
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ni, no, batch, 1.0f, xin, ni,
+                    dy, no, 0.0f, dw, no);
+        column_sums(dy, db, batch, no);
+        if (i > 0) {
+            float *dx = m->dact[ping];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, ni, no, 1.0f, dy, no,
+                        m->params + m->w_off[i], no, 0.0f, dx, ni);
+            /* The ReLU mask: the previous layer's output was clamped at 0 where <= 0. */
+            kd_relu_backward(m->act[i - 1], dx, (size_t)batch * (size_t)ni);
+            dy = dx;
+            ping ^= 1;
+        }
+        if (m->grad_ready)
+            m->grad_ready(m->grad_ready_arg, i, m->w_off[i],
+                          (size_t)ni * (size_t)no + (size_t)no);
+    }
+    return loss;
+}
+
+double kd_model_predict(kd_model *m, const float *x, const int32_t *labels, int batch,
+                        int32_t *pred)
+{
+    forward(m, x, batch);
+    int classes = m->sizes[m->n_layers];
+    const float *z = m->act[m->n_layers - 1];
+    double total = 0.0;
+    for (int b = 0; b < batch; b++) {
+        const float *row = z + (size_t)b * classes;
+        int best = 0;
+        float mx = row[0];
+        for (int j = 1; j < classes; j++) {
+            if (row[j] > mx) {
+                mx = row[j];
+                best = j;
+            }
+        }
+        if (pred)
+            pred[b] = best;
+        if (labels) {
+            double s = 0.0;
+            for (int j = 0; j < classes; j++)
+                s += exp((double)row[j] - mx);
+            total += log(s) - ((double)row[labels[b]] - mx);
+        }
+    }
+    return total;
+}
