@@ -26,3 +26,5 @@ set_tests_properties(fuzz_wire_libfuzzer_20s PROPERTIES SKIP_RETURN_CODE 77)
 
 kd_add_test(NAME test_comm SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_comm.c
             LIBS kd_dist LABELS unit TIMEOUT 60)
+kd_add_test(NAME test_checkpoint SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_checkpoint.c
+            LIBS kd_dist LABELS unit TIMEOUT 30)

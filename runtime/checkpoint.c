@@ -1,0 +1,265 @@
+/* checkpoint: atomic, checksummed checkpoint files with fallback to the previous one
+ * (see checkpoint.h). Header layout, little-endian, 80 bytes:
+ *   0 magic "KDCKPT\0\1"  8 fingerprint  16 generation(u32) 20 epoch(u32)  24 cursor
+ *   32 step  40 optim_t  48 seed  56 n_params  64 n_state  72 reserved(8, zero)
+ * then n_params + n_state float32, then the CRC32 of everything before it (u32). */
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "kd_error.h"
+#include "kd_log.h"
+#include "kd_wire.h"
+
+#define CKPT_HDR 80
+/* Refuse absurd sizes before allocating: 1 Gi floats each. */
+#define CKPT_MAX_FLOATS (1ull << 30)
+static const unsigned char ckpt_magic[8] = {'K', 'D', 'C', 'K', 'P', 'T', 0, 1};
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Floats go out little-endian in blocks, with the CRC updated as they go. */
+static int write_floats(int fd, const float *v, size_t n, uLong *crc)
+{
+    unsigned char block[64 * 1024];
+    size_t per = sizeof block / 4;
+    for (size_t i = 0; i < n; i += per) {
+        size_t k = n - i < per ? n - i : per;
+        kd_wire_floats_to_le(block, v + i, k);
+        *crc = crc32(*crc, block, (uInt)(k * 4));
+        if (write_all(fd, block, k * 4) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int path_join(char *out, size_t len, const char *dir, const char *name)
+{
+    int w = snprintf(out, len, "%s/%s", dir, name);
+    return w > 0 && (size_t)w < len ? 0 : -1;
+}
+
+int kd_ckpt_save(const char *dir, const kd_ckpt *c, char *err, size_t errlen)
+{
+    char tmp[4096], cur[4096], prev[4096];
+    if (path_join(tmp, sizeof tmp, dir, "checkpoint.tmp") != 0 ||
+        path_join(cur, sizeof cur, dir, KD_CKPT_FILE) != 0 ||
+        path_join(prev, sizeof prev, dir, KD_CKPT_PREV) != 0)
+        return kd_errf(err, errlen, KD_EINVAL, "checkpoint: directory name too long");
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return kd_errf(err, errlen, KD_EIO, "checkpoint: mkdir %s: %s", dir, strerror(errno));
+    unsigned char hdr[CKPT_HDR] = {0};
+    memcpy(hdr, ckpt_magic, 8);
+    put_u64(hdr + 8, c->fingerprint);
+    put_u32(hdr + 16, c->generation);
+    put_u32(hdr + 20, c->epoch);
+    put_u64(hdr + 24, c->cursor);
+    put_u64(hdr + 32, c->step);
+    put_u64(hdr + 40, c->optim_t);
+    put_u64(hdr + 48, c->seed);
+    put_u64(hdr + 56, c->n_params);
+    put_u64(hdr + 64, c->n_state);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return kd_errf(err, errlen, KD_EIO, "checkpoint: open %s: %s", tmp, strerror(errno));
+    uLong crc = crc32(0L, Z_NULL, 0);
+    crc = crc32(crc, hdr, CKPT_HDR);
+    unsigned char tail[4];
+    int bad = write_all(fd, hdr, CKPT_HDR) != 0 ||
+              write_floats(fd, c->params, c->n_params, &crc) != 0 ||
+              write_floats(fd, c->state, c->n_state, &crc) != 0;
+    put_u32(tail, (uint32_t)crc);
+    bad = bad || write_all(fd, tail, 4) != 0 || fsync(fd) != 0;
+    int e = errno;
+    if (close(fd) != 0 && !bad) {
+        bad = 1;
+        e = errno;
+    }
+    if (bad) {
+        unlink(tmp);
+        return kd_errf(err, errlen, KD_EIO, "checkpoint: write %s: %s", tmp, strerror(e));
+    }
+    /* Keep the checkpoint being replaced: if this one turns out damaged on disk, the
+     * loader falls back to it. */
+    if (rename(cur, prev) != 0 && errno != ENOENT)
+        KD_WARN("checkpoint: cannot keep previous path=%s error=\"%s\"", cur, strerror(errno));
+    if (rename(tmp, cur) != 0) {
+        e = errno;
+        unlink(tmp);
+        return kd_errf(err, errlen, KD_EIO, "checkpoint: rename %s: %s", tmp, strerror(e));
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        /* Makes both renames durable; without it a power cut could resurrect the old
+         * directory entries. */
+        if (fsync(dfd) != 0)
+            KD_WARN("checkpoint: fsync dir=%s error=\"%s\"", dir, strerror(errno));
+        close(dfd);
+    }
+    return KD_OK;
+}
+
+void kd_ckpt_free(kd_ckpt *c)
+{
+    if (c == NULL)
+        return;
+    free(c->params);
+    free(c->state);
+    memset(c, 0, sizeof *c);
+}
+
+int kd_ckpt_load_file(const char *path, uint64_t fingerprint, kd_ckpt *out, char *err,
+                      size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return kd_errf(err, errlen, errno == ENOENT ? KD_ENOTFOUND : KD_EIO,
+                       "checkpoint %s: %s", path, strerror(errno));
+    unsigned char hdr[CKPT_HDR];
+    int rc = KD_OK;
+    unsigned char *body = NULL;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        rc = kd_errf(err, errlen, KD_EIO, "checkpoint %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (fread(hdr, 1, CKPT_HDR, f) != CKPT_HDR) {
+        rc = kd_errf(err, errlen, KD_ETRUNCATED, "checkpoint %s: truncated header", path);
+        goto out;
+    }
+    if (memcmp(hdr, ckpt_magic, 8) != 0 || get_u64(hdr + 72) != 0) {
+        rc = kd_errf(err, errlen, KD_EFORMAT, "checkpoint %s: not a kadet checkpoint", path);
+        goto out;
+    }
+    uint64_t np = get_u64(hdr + 56), ns = get_u64(hdr + 64);
+    if (np == 0 || np > CKPT_MAX_FLOATS || ns > CKPT_MAX_FLOATS) {
+        rc = kd_errf(err, errlen, KD_EFORMAT, "checkpoint %s: absurd sizes %llu/%llu", path,
+                     (unsigned long long)np, (unsigned long long)ns);
+        goto out;
+    }
+    uint64_t want = CKPT_HDR + 4 * (np + ns) + 4;
+    if ((uint64_t)st.st_size != want) {
+        rc = kd_errf(err, errlen, (uint64_t)st.st_size < want ? KD_ETRUNCATED : KD_EFORMAT,
+                     "checkpoint %s: %lld bytes, expected %llu", path, (long long)st.st_size,
+                     (unsigned long long)want);
+        goto out;
+    }
+    size_t blen = (size_t)(4 * (np + ns) + 4);
+    body = malloc(blen);
+    out->params = malloc((size_t)np * sizeof(float));
+    out->state = ns > 0 ? malloc((size_t)ns * sizeof(float)) : NULL;
+    if (body == NULL || out->params == NULL || (ns > 0 && out->state == NULL)) {
+        rc = kd_errf(err, errlen, KD_ENOMEM, "checkpoint %s: out of memory", path);
+        goto out;
+    }
+    if (fread(body, 1, blen, f) != blen) {
+        rc = kd_errf(err, errlen, KD_ETRUNCATED, "checkpoint %s: short read", path);
+        goto out;
+    }
+    uLong crc = crc32(0L, Z_NULL, 0);
+    crc = crc32(crc, hdr, CKPT_HDR);
+    crc = crc32(crc, body, (uInt)(blen - 4));
+    if ((uint32_t)crc != get_u32(body + blen - 4)) {
+        rc = kd_errf(err, errlen, KD_ECHECKSUM, "checkpoint %s: checksum mismatch", path);
+        goto out;
+    }
+    out->fingerprint = get_u64(hdr + 8);
+    if (fingerprint != 0 && out->fingerprint != fingerprint) {
+        rc = kd_errf(err, errlen, KD_ECONFLICT,
+                     "checkpoint %s: belongs to another job or model (fingerprint %016llx, "
+                     "expected %016llx)", path, (unsigned long long)out->fingerprint,
+                     (unsigned long long)fingerprint);
+        goto out;
+    }
+    out->generation = get_u32(hdr + 16);
+    out->epoch = get_u32(hdr + 20);
+    out->cursor = get_u64(hdr + 24);
+    out->step = get_u64(hdr + 32);
+    out->optim_t = get_u64(hdr + 40);
+    out->seed = get_u64(hdr + 48);
+    out->n_params = (size_t)np;
+    out->n_state = (size_t)ns;
+    kd_wire_floats_from_le(out->params, body, (size_t)np);
+    if (ns > 0)
+        kd_wire_floats_from_le(out->state, body + 4 * np, (size_t)ns);
+out:
+    free(body);
+    fclose(f);
+    if (rc != KD_OK)
+        kd_ckpt_free(out);
+    return rc;
+}
+
+int kd_ckpt_load(const char *dir, uint64_t fingerprint, kd_ckpt *out, const char **which,
+                 char *err, size_t errlen)
+{
+    char cur[4096], prev[4096];
+    if (path_join(cur, sizeof cur, dir, KD_CKPT_FILE) != 0 ||
+        path_join(prev, sizeof prev, dir, KD_CKPT_PREV) != 0)
+        return kd_errf(err, errlen, KD_EINVAL, "checkpoint: directory name too long");
+    char first[512];
+    int rc = kd_ckpt_load_file(cur, fingerprint, out, first, sizeof first);
+    if (rc == KD_OK) {
+        if (which)
+            *which = KD_CKPT_FILE;
+        return KD_OK;
+    }
+    if (rc != KD_ENOTFOUND)
+        KD_WARN("checkpoint: latest unusable, trying the previous one error=\"%s\"", first);
+    int rc2 = kd_ckpt_load_file(prev, fingerprint, out, err, errlen);
+    if (rc2 == KD_OK) {
+        if (which)
+            *which = KD_CKPT_PREV;
+        return KD_OK;
+    }
+    if (rc2 == KD_ENOTFOUND && rc != KD_ENOTFOUND)
+        return kd_errf(err, errlen, rc, "%s (and no previous checkpoint)", first);
+    return rc2;
+}

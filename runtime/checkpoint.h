@@ -1,0 +1,60 @@
+/*
+ * checkpoint: the coordinator's durable copy of a job's training state.
+ *
+ * A checkpoint holds the parameters, the optimizer state and everything needed to
+ * continue exactly where it was taken: generation, epoch, the epoch's global sample
+ * cursor, the global step, the optimizer's step counter, the shuffle/initialisation seed
+ * and a fingerprint of the job (model shape) so that a checkpoint of another model is
+ * refused. The file is a fixed little-endian header, the float32 parameters, the float32
+ * optimizer state and a CRC32 (zlib) of all of it.
+ *
+ * kd_ckpt_save writes DIR/checkpoint.tmp, fsyncs it, moves the current DIR/checkpoint.kdc
+ * to DIR/checkpoint.prev.kdc, renames the temporary file into place and fsyncs DIR, so a
+ * crash at any point leaves a complete latest or previous checkpoint. kd_ckpt_load
+ * validates size, header and checksum and falls back to the previous checkpoint when
+ * the latest is truncated or corrupt.
+ */
+#ifndef KD_CHECKPOINT_H
+#define KD_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KD_CKPT_FILE "checkpoint.kdc"
+#define KD_CKPT_PREV "checkpoint.prev.kdc"
+
+typedef struct kd_ckpt {
+    uint64_t fingerprint; /* job/model identity; load refuses a mismatch */
+    uint32_t generation;  /* membership generation when taken */
+    uint32_t epoch;       /* 0-based epoch in progress */
+    uint64_t cursor;      /* samples of that epoch already trained */
+    uint64_t step;        /* global steps taken since the start of training */
+    uint64_t optim_t;     /* optimizer step counter */
+    uint64_t seed;        /* initialisation and shuffle seed */
+    size_t n_params;      /* floats in params */
+    size_t n_state;       /* floats in state */
+    float *params;        /* parameters (owned after a load) */
+    float *state;         /* optimizer state (owned after a load; NULL when n_state 0) */
+} kd_ckpt;
+
+/* Atomically replaces DIR's checkpoint with c (params and state are borrowed), keeping
+ * the one it replaces as the previous checkpoint. Creates DIR if missing. KD_EIO with the
+ * failing path and errno text in err. */
+int kd_ckpt_save(const char *dir, const kd_ckpt *c, char *err, size_t errlen);
+
+/* Reads one checkpoint file into *out (allocating params and state). KD_ENOTFOUND when
+ * the file does not exist, KD_ETRUNCATED, KD_EFORMAT or KD_ECHECKSUM when it is damaged,
+ * KD_ECONFLICT when fingerprint is not 0 and differs from the file's; detail in err. */
+int kd_ckpt_load_file(const char *path, uint64_t fingerprint, kd_ckpt *out, char *err,
+                      size_t errlen);
+
+/* Loads DIR's latest checkpoint, or the previous one when the latest is missing or
+ * damaged (a warning is logged). KD_ENOTFOUND when neither exists; otherwise the error
+ * of the previous checkpoint. *which is set to the file name used (may be NULL). */
+int kd_ckpt_load(const char *dir, uint64_t fingerprint, kd_ckpt *out, const char **which,
+                 char *err, size_t errlen);
+
+/* Frees what a load allocated and zeroes *c; accepts NULL. */
+void kd_ckpt_free(kd_ckpt *c);
+
+#endif
