@@ -161,12 +161,16 @@ static int get_int(dec *d, const json_t *obj, const char *key, const char *base,
     char path[PATH_MAX_LEN];
     join(path, base, key);
     int64_t x;
-    int ok = as_int64(v, &x) == 0 && x >= lo && x <= hi;
-    if (!ok) {
+    int is_int = as_int64(v, &x) == 0;
+    if (!is_int || x < lo || x > hi) {
+        /* Wrong type or sign: say what kind of number; too large: say the range. */
         char expect[96];
-        if (lo == 1 && hi >= INT_MAX)
+        if (is_int && x > hi)
+            snprintf(expect, sizeof expect, "an integer in [%lld, %lld]", (long long)lo,
+                     (long long)hi);
+        else if (lo == 1)
             snprintf(expect, sizeof expect, "a positive integer");
-        else if (lo == 0 && hi >= INT_MAX)
+        else if (lo == 0)
             snprintf(expect, sizeof expect, "a non-negative integer");
         else
             snprintf(expect, sizeof expect, "an integer in [%lld, %lld]", (long long)lo,

@@ -1,0 +1,294 @@
+/* kd_spec: the sample manifest decodes to the values it states; a minimal AgentJob gets
+ * every documented default; each kind of bad value yields KD_EINVALID_OBJECT with the
+ * exact path-naming message; unknown fields become warnings with their path; Kubernetes
+ * quantities parse. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "kd_error.h"
+#include "kd_spec.h"
+#include "kd_yaml.h"
+
+static json_t *parse(const char *text)
+{
+    json_t *docs = NULL;
+    char err[256] = "";
+    if (kd_yaml_parse(text, strlen(text), &docs, err, sizeof err) != KD_OK)
+        fail_msg("yaml: %s", err);
+    json_t *d = json_incref(json_array_get(docs, 0));
+    json_decref(docs);
+    return d;
+}
+
+#define HEAD "apiVersion: kadet.io/v1alpha1\nkind: AgentJob\nmetadata: {name: j}\n"
+
+static void test_sample_manifest_decodes(void **state)
+{
+    (void)state;
+    const char *src = getenv("KADET_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/manifests/samples/fashion-mnist.yaml", src ? src : ".");
+    json_t *docs = NULL;
+    char err[256];
+    assert_int_equal(kd_yaml_load_file(path, 0, &docs, err, sizeof err), KD_OK);
+    kd_agentjob j;
+    int rc = kd_agentjob_decode(json_array_get(docs, 0), &j, err, sizeof err);
+    if (rc != KD_OK)
+        fail_msg("%s", err);
+    json_decref(docs);
+    assert_int_equal(j.n_warnings, 0);
+    assert_string_equal(j.name, "fashion-mnist");
+    assert_string_equal(j.namespace_, "default");
+    assert_int_equal(j.agents_min, 1);
+    assert_int_equal(j.agents_max, 4);
+    assert_int_equal(j.replicas, -1);
+    assert_int_equal(j.n_hidden, 2);
+    assert_int_equal(j.hidden[0], 256);
+    assert_int_equal(j.hidden[1], 128);
+    assert_int_equal(j.batch_size, 64);
+    assert_int_equal(j.epochs, 10);
+    assert_int_equal(j.optimizer, KD_SPEC_OPT_SGD);
+    assert_true(j.learning_rate == 0.05);
+    assert_true(j.momentum == 0.9);
+    assert_int_equal(j.schedule, KD_SPEC_SCHED_COSINE);
+    assert_int_equal(j.agent_cpu_millis, 1000);
+    assert_int_equal(j.agent_memory_bytes, 512ll * 1024 * 1024);
+    assert_non_null(j.template_);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(json_object_get(j.template_, "spec"),
+                                                           "containers"), 0), "image")),
+                        "kadet-runtime:latest");
+    assert_string_equal(j.checkpoint_path, "/checkpoints/fashion-mnist");
+    assert_int_equal(j.policy, KD_SPEC_POLICY_RL);
+    assert_int_equal(j.clean_pod_policy, KD_SPEC_CLEAN_RUNNING);
+    kd_agentjob_free(&j);
+    kd_agentjob_free(&j); /* idempotent on a zeroed job */
+}
+
+static void test_minimal_job_gets_defaults(void **state)
+{
+    (void)state;
+    json_t *d = parse(HEAD "spec: {}\n");
+    kd_agentjob j;
+    char err[256];
+    assert_int_equal(kd_agentjob_decode(d, &j, err, sizeof err), KD_OK);
+    json_decref(d);
+    assert_int_equal(j.agents_min, 1);
+    assert_int_equal(j.agents_max, 1);
+    assert_string_equal(j.dataset_format, "idx");
+    assert_string_equal(j.dataset_path, KD_SPEC_DEFAULT_DATA);
+    assert_int_equal(j.epochs, 10);
+    assert_int_equal(j.batch_size, 64);
+    assert_true(j.learning_rate == 0.05);
+    assert_true(j.momentum == 0.0);
+    assert_int_equal(j.schedule, KD_SPEC_SCHED_CONSTANT);
+    assert_int_equal(j.sync_mode, KD_SPEC_SYNC_ALLREDUCE);
+    assert_int_equal(j.sync_period, 1);
+    assert_int_equal(j.adaptive_lr, 1);
+    assert_int_equal(j.adaptive_batch, 0);
+    assert_true(j.target_accuracy == 0.0);
+    assert_null(j.checkpoint_path);
+    assert_int_equal(j.checkpoint_interval, 60);
+    assert_true(j.weight_time == 1.0);
+    assert_true(j.weight_cost == 0.1);
+    assert_int_equal(j.backoff_limit, 3);
+    assert_int_equal(j.ttl_after_finished, -1);
+    assert_int_equal(j.suspend, 0);
+    assert_null(j.template_);
+    kd_agentjob_free(&j);
+}
+
+static void test_full_options_decode(void **state)
+{
+    (void)state;
+    json_t *d = parse(HEAD
+                      "spec:\n"
+                      "  agents: {min: 2, max: 6}\n"
+                      "  replicas: 3\n"
+                      "  training:\n"
+                      "    dataset: {format: csv, path: /data/x, labelColumn: -1}\n"
+                      "    optimizer: {type: adam, weightDecay: 0.01,\n"
+                      "                schedule: {type: step, stepEpochs: 3, gamma: 0.5,\n"
+                      "                           warmupEpochs: 1}}\n"
+                      "    sync: {mode: local-sgd, period: 4}\n"
+                      "    adaptive: {learningRate: false, batchSize: true}\n"
+                      "    targetAccuracy: 0.9\n"
+                      "  scheduling: {policy: greedy, weights: {time: 2, cost: 0}, priority: -5}\n"
+                      "  runPolicy: {cleanPodPolicy: All, suspend: true, backoffLimit: 0}\n"
+                      "status: {phase: Running}\n");
+    kd_agentjob j;
+    char err[256];
+    int rc = kd_agentjob_decode(d, &j, err, sizeof err);
+    if (rc != KD_OK)
+        fail_msg("%s", err);
+    json_decref(d);
+    assert_int_equal(j.n_warnings, 0);
+    assert_int_equal(j.replicas, 3);
+    assert_string_equal(j.dataset_format, "csv");
+    assert_int_equal(j.dataset_label_column, -1);
+    assert_int_equal(j.optimizer, KD_SPEC_OPT_ADAM);
+    assert_true(j.learning_rate == 0.001); /* adam's default */
+    assert_int_equal(j.schedule, KD_SPEC_SCHED_STEP);
+    assert_true(j.step_epochs == 3.0);
+    assert_true(j.warmup_epochs == 1.0);
+    assert_int_equal(j.sync_mode, KD_SPEC_SYNC_LOCAL_SGD);
+    assert_int_equal(j.sync_period, 4);
+    assert_int_equal(j.adaptive_lr, 0);
+    assert_int_equal(j.adaptive_batch, 1);
+    assert_true(j.target_accuracy == 0.9);
+    assert_int_equal(j.policy, KD_SPEC_POLICY_GREEDY);
+    assert_int_equal(j.priority, -5);
+    assert_int_equal(j.clean_pod_policy, KD_SPEC_CLEAN_ALL);
+    assert_int_equal(j.suspend, 1);
+    assert_int_equal(j.backoff_limit, 0);
+    kd_agentjob_free(&j);
+}
+
+static void expect_error(const char *yaml, const char *message)
+{
+    json_t *d = parse(yaml);
+    kd_agentjob j;
+    char err[256] = "";
+    int rc = kd_agentjob_decode(d, &j, err, sizeof err);
+    json_decref(d);
+    if (rc != KD_EINVALID_OBJECT)
+        fail_msg("decode returned %d (%s) for:\n%s", rc, err, yaml);
+    if (strcmp(err, message) != 0)
+        fail_msg("message\n  \"%s\"\nexpected\n  \"%s\"", err, message);
+    assert_null(j.name);
+    assert_null(j.warnings);
+}
+
+static void test_errors_name_the_path_and_value(void **state)
+{
+    (void)state;
+    expect_error(HEAD "spec: {training: {batchSize: abc}}\n",
+                 "spec.training.batchSize: expected a positive integer, got \"abc\"");
+    expect_error(HEAD "spec: {training: {batchSize: 0}}\n",
+                 "spec.training.batchSize: expected a positive integer, got 0");
+    expect_error(HEAD "spec: {training: {batchSize: 100000}}\n",
+                 "spec.training.batchSize: expected an integer in [1, 65536], got 100000");
+    expect_error(HEAD "spec: {training: {epochs: 2.5}}\n",
+                 "spec.training.epochs: expected a positive integer, got 2.5");
+    expect_error(HEAD "spec: {training: {optimizer: {type: rmsprop}}}\n",
+                 "spec.training.optimizer.type: expected one of sgd, adam, got \"rmsprop\"");
+    expect_error(HEAD "spec: {training: {optimizer: {learningRate: -1}}}\n",
+                 "spec.training.optimizer.learningRate: expected a positive number, got -1");
+    expect_error(HEAD "spec: {training: {optimizer: {momentum: 1.5}}}\n",
+                 "spec.training.optimizer.momentum: expected a number in [0, 1), got 1.5");
+    expect_error(HEAD "spec: {training: {optimizer: {schedule: linear}}}\n",
+                 "spec.training.optimizer.schedule: expected one of constant, cosine, step, "
+                 "got \"linear\"");
+    expect_error(HEAD "spec: {training: {model: {hidden: [256, x]}}}\n",
+                 "spec.training.model.hidden[1]: expected an integer in [1, 65536], got \"x\"");
+    expect_error(HEAD "spec: {training: {model: {type: cnn}}}\n",
+                 "spec.training.model.type: expected one of mlp, got \"cnn\"");
+    expect_error(HEAD "spec: {training: {dataset: {format: parquet}}}\n",
+                 "spec.training.dataset.format: expected one of idx, csv, got \"parquet\"");
+    expect_error(HEAD "spec: {training: {sync: {mode: ring}}}\n",
+                 "spec.training.sync.mode: expected one of allreduce, local-sgd, got \"ring\"");
+    expect_error(HEAD "spec: {training: {adaptive: {batchSize: yes}}}\n",
+                 "spec.training.adaptive.batchSize: expected true or false, got \"yes\"");
+    expect_error(HEAD "spec: {training: {targetAccuracy: 1.5}}\n",
+                 "spec.training.targetAccuracy: expected a number in (0, 1], got 1.5");
+    expect_error(HEAD "spec: {training: [1]}\n", "spec.training: expected an object, got [1]");
+    expect_error(HEAD "spec: {agents: {min: 4, max: 2}}\n",
+                 "spec.agents.max: 2 is below spec.agents.min 4");
+    expect_error(HEAD "spec: {agents: {min: 0}}\n",
+                 "spec.agents.min: expected a positive integer, got 0");
+    expect_error(HEAD "spec: {agents: {min: 1, max: 4}, replicas: 9}\n",
+                 "spec.replicas: 9 is outside spec.agents [1, 4]");
+    expect_error(HEAD "spec: {scheduling: {policy: random}}\n",
+                 "spec.scheduling.policy: expected one of static, fair, greedy, rl, got "
+                 "\"random\"");
+    expect_error(HEAD "spec: {runPolicy: {cleanPodPolicy: running}}\n",
+                 "spec.runPolicy.cleanPodPolicy: expected one of Running, All, None, got "
+                 "\"running\"");
+    expect_error(HEAD "spec: {checkpoint: {intervalSeconds: -3}}\n",
+                 "spec.checkpoint.intervalSeconds: expected a positive integer, got -3");
+    expect_error(HEAD "spec: {template: {spec: {containers: [{resources: {requests: "
+                      "{cpu: lots}}}]}}}\n",
+                 "spec.template.spec.containers[0].resources.requests.cpu: expected a CPU "
+                 "quantity such as 1, 0.5 or 500m, got \"lots\"");
+    expect_error("apiVersion: v1\nkind: AgentJob\nmetadata: {name: j}\nspec: {}\n",
+                 "apiVersion: expected \"kadet.io/v1alpha1\", got \"v1\"");
+    expect_error("apiVersion: kadet.io/v1alpha1\nkind: Pod\nmetadata: {name: j}\nspec: {}\n",
+                 "kind: expected \"AgentJob\", got \"Pod\"");
+    expect_error("apiVersion: kadet.io/v1alpha1\nkind: AgentJob\nmetadata: {name: Bad_Name}\n"
+                 "spec: {}\n",
+                 "metadata.name: expected a name of at most 63 lowercase letters, digits and "
+                 "'-', got \"Bad_Name\"");
+    expect_error(HEAD, "spec: required");
+    expect_error("- 1\n", "document: expected an AgentJob object, got [1]");
+}
+
+static void test_unknown_fields_warn_with_path(void **state)
+{
+    (void)state;
+    json_t *d = parse(HEAD "spec:\n  replica: 3\n  training:\n    optimiser: {type: sgd}\n"
+                           "    optimizer: {type: adam, momentum: 0.9}\n"
+                           "    sync: {period: 4}\n"
+                           "extra: 1\n");
+    kd_agentjob j;
+    char err[256];
+    assert_int_equal(kd_agentjob_decode(d, &j, err, sizeof err), KD_OK);
+    json_decref(d);
+    assert_int_equal(j.n_warnings, 5);
+    const char *expect[] = {
+        "extra: unknown field (ignored)",
+        "spec.replica: unknown field (ignored)",
+        "spec.training.optimiser: unknown field (ignored)",
+        "spec.training.optimizer.momentum: ignored by the adam optimizer (use beta1)",
+        "spec.training.sync.period: ignored with mode allreduce (every step is averaged)",
+    };
+    for (int i = 0; i < 5; i++) {
+        int found = 0;
+        for (size_t k = 0; k < j.n_warnings; k++)
+            found |= strcmp(j.warnings[k], expect[i]) == 0;
+        if (!found)
+            fail_msg("missing warning \"%s\"", expect[i]);
+    }
+    kd_agentjob_free(&j);
+}
+
+static void test_quantities(void **state)
+{
+    (void)state;
+    int64_t v;
+    assert_int_equal(kd_quantity_cpu_millis("2", &v), KD_OK);
+    assert_int_equal(v, 2000);
+    assert_int_equal(kd_quantity_cpu_millis("500m", &v), KD_OK);
+    assert_int_equal(v, 500);
+    assert_int_equal(kd_quantity_cpu_millis("0.25", &v), KD_OK);
+    assert_int_equal(v, 250);
+    assert_int_equal(kd_quantity_bytes("512Mi", &v), KD_OK);
+    assert_int_equal(v, 536870912);
+    assert_int_equal(kd_quantity_bytes("1G", &v), KD_OK);
+    assert_int_equal(v, 1000000000);
+    assert_int_equal(kd_quantity_bytes("1e3", &v), KD_OK);
+    assert_int_equal(v, 1000);
+    assert_int_equal(kd_quantity_bytes("12Qi", &v), KD_EINVAL);
+    assert_int_equal(kd_quantity_bytes("", &v), KD_EINVAL);
+    assert_int_equal(kd_quantity_cpu_millis("-1", &v), KD_EINVAL);
+    assert_string_equal(kd_spec_sync_name(KD_SPEC_SYNC_LOCAL_SGD), "local-sgd");
+    assert_string_equal(kd_spec_clean_pod_name(KD_SPEC_CLEAN_NONE), "None");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sample_manifest_decodes),
+        cmocka_unit_test(test_minimal_job_gets_defaults),
+        cmocka_unit_test(test_full_options_decode),
+        cmocka_unit_test(test_errors_name_the_path_and_value),
+        cmocka_unit_test(test_unknown_fields_warn_with_path),
+        cmocka_unit_test(test_quantities),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
