@@ -1,0 +1,13 @@
+# operator: the kadet-operator process shell (settings, metrics, HTTP endpoints) and the
+# process itself (flags, endpoints, shutdown).
+kd_add_test(NAME test_opconfig SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_opconfig.c
+            LIBS kd_opshell LABELS unit TIMEOUT 30)
+kd_add_test(NAME test_metrics SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_metrics.c
+            LIBS kd_opshell LABELS unit TIMEOUT 30)
+kd_add_test(NAME test_metrics_http SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_metrics_http.c
+            LIBS kd_opshell LABELS unit TIMEOUT 30)
+
+find_program(KD_PYTHON3 NAMES python3 REQUIRED)
+kd_add_script_test(NAME operator_process
+  COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_process.py
+  LABELS integration TIMEOUT 60)
