@@ -1,0 +1,294 @@
+/* kube client against the API emulator: CRUD, conflicts and AlreadyExists as typed
+ * errors, selectors and pagination, merge patch, the status subresource, delete with
+ * propagation, 429/500 retried with Retry-After honoured, retries bounded, and a
+ * rotated service-account token picked up without a restart. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kd_error.h"
+#include "kube_harness.h"
+
+static kh_emulator emu;
+static kube_client *cli;
+
+static int setup(void **state)
+{
+    (void)state;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (kh_start(&emu, NULL) != 0) {
+        return -1;
+    }
+    kube_client_options o = {.backoff_base_ms = 20, .backoff_max_ms = 200};
+    cli = kh_client(&emu, &o);
+    return cli != NULL ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    kube_client_free(&cli);
+    kh_stop(&emu);
+    curl_global_cleanup();
+    return 0;
+}
+
+static json_t *configmap(const char *name, const char *app, const char *value)
+{
+    return json_pack("{s:s,s:s,s:{s:s,s:{s:s}},s:{s:s}}", "apiVersion", "v1", "kind",
+                     "ConfigMap", "metadata", "name", name, "labels", "app", app, "data",
+                     "v", value);
+}
+
+static void test_create_get_update_conflict_patch_delete(void **state)
+{
+    (void)state;
+    kube_error e;
+    json_t *obj = configmap("cm1", "crud", "1"), *out = NULL;
+    assert_int_equal(kube_create(cli, &KUBE_CONFIGMAPS, NULL, obj, &out, &e), KD_OK);
+    const char *rv1 = kube_object_rv(out);
+    assert_non_null(rv1);
+    char rv_created[64];
+    snprintf(rv_created, sizeof rv_created, "%s", rv1);
+    json_decref(out);
+
+    /* Same name again: AlreadyExists, reason kept. */
+    assert_int_equal(kube_create(cli, &KUBE_CONFIGMAPS, NULL, obj, NULL, &e), KD_EEXISTS);
+    assert_int_equal(e.http_status, 409);
+    assert_string_equal(e.reason, "AlreadyExists");
+    json_decref(obj);
+
+    json_t *got = NULL;
+    assert_int_equal(kube_get(cli, &KUBE_CONFIGMAPS, "default", "cm1", &got, &e), KD_OK);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(got, "data"), "v")),
+                        "1");
+
+    /* Update from the fresh copy succeeds; the same stale copy then conflicts. */
+    json_t *upd = json_deep_copy(got);
+    json_object_set_new(json_object_get(upd, "data"), "v", json_string("2"));
+    assert_int_equal(kube_update(cli, &KUBE_CONFIGMAPS, NULL, NULL, NULL, upd, &out, &e), KD_OK);
+    assert_string_not_equal(kube_object_rv(out), rv_created);
+    json_decref(out);
+    json_object_set_new(json_object_get(upd, "data"), "v", json_string("3"));
+    assert_int_equal(kube_update(cli, &KUBE_CONFIGMAPS, NULL, NULL, NULL, upd, NULL, &e),
+                     KD_ECONFLICT);
+    assert_int_equal(e.http_status, 409);
+    assert_string_equal(e.reason, "Conflict");
+    assert_true(strlen(e.message) > 0);
+    json_decref(upd);
+    json_decref(got);
+
+    json_t *patch = json_pack("{s:{s:s,s:n}}", "data", "w", "added", "v");
+    assert_int_equal(kube_patch(cli, &KUBE_CONFIGMAPS, NULL, "cm1", NULL, patch, &out, &e),
+                     KD_OK);
+    json_t *data = json_object_get(out, "data");
+    assert_string_equal(json_string_value(json_object_get(data, "w")), "added");
+    assert_null(json_object_get(data, "v"));
+    json_decref(out);
+    json_decref(patch);
+
+    kube_delete_opts d = {.propagation = "Foreground", .precondition_rv = "1"};
+    assert_int_equal(kube_delete(cli, &KUBE_CONFIGMAPS, NULL, "cm1", &d, NULL, &e), KD_ECONFLICT);
+    d.precondition_rv = NULL;
+    d.propagation = "Background";
+    assert_int_equal(kube_delete(cli, &KUBE_CONFIGMAPS, NULL, "cm1", &d, NULL, &e), KD_OK);
+    assert_int_equal(kube_get(cli, &KUBE_CONFIGMAPS, NULL, "cm1", NULL, &e), KD_ENOTFOUND);
+    assert_int_equal(e.http_status, 404);
+    assert_string_equal(e.reason, "NotFound");
+    assert_int_equal(kube_delete(cli, &KUBE_CONFIGMAPS, NULL, "cm1", NULL, NULL, &e),
+                     KD_ENOTFOUND);
+    /* Names that would change the URL are refused before any request. */
+    assert_int_equal(kube_get(cli, &KUBE_CONFIGMAPS, NULL, "a/../b", NULL, &e), KD_EINVAL);
+}
+
+static void test_list_selectors_and_pagination(void **state)
+{
+    (void)state;
+    kube_error e;
+    char name[32];
+    for (int i = 0; i < 7; i++) {
+        snprintf(name, sizeof name, "page-%d", i);
+        json_t *o = configmap(name, i % 2 ? "odd" : "even", "x");
+        assert_int_equal(kube_create(cli, &KUBE_CONFIGMAPS, "default", o, NULL, &e), KD_OK);
+        json_decref(o);
+    }
+    kube_list_opts lo = {.label_selector = "app in (odd,even)", .limit = 3};
+    json_t *page = NULL;
+    assert_int_equal(kube_list(cli, &KUBE_CONFIGMAPS, "default", &lo, &page, &e), KD_OK);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 3);
+    assert_non_null(json_string_value(
+        json_object_get(json_object_get(page, "metadata"), "continue")));
+    json_decref(page);
+
+    json_t *items = NULL;
+    char *rv = NULL;
+    assert_int_equal(kube_list_all(cli, &KUBE_CONFIGMAPS, "default", &lo, &items, &rv, &e),
+                     KD_OK);
+    assert_int_equal(json_array_size(items), 7);
+    assert_true(atol(rv) > 0);
+    json_decref(items);
+    free(rv);
+
+    lo.label_selector = "app=odd";
+    assert_int_equal(kube_list_all(cli, &KUBE_CONFIGMAPS, NULL, &lo, &items, &rv, &e), KD_OK);
+    assert_int_equal(json_array_size(items), 3);
+    json_decref(items);
+    free(rv);
+
+    kube_list_opts fo = {.field_selector = "metadata.name=page-4"};
+    assert_int_equal(kube_list_all(cli, &KUBE_CONFIGMAPS, NULL, &fo, &items, &rv, &e), KD_OK);
+    assert_int_equal(json_array_size(items), 1);
+    json_decref(items);
+    free(rv);
+}
+
+static void test_pod_status_subresource(void **state)
+{
+    (void)state;
+    kube_error e;
+    json_t *pod = json_pack("{s:s,s:s,s:{s:s},s:{s:[{s:s,s:s}]}}", "apiVersion", "v1", "kind",
+                            "Pod", "metadata", "name", "p1", "spec", "containers", "name",
+                            "c", "image", "busybox");
+    json_t *out = NULL;
+    assert_int_equal(kube_create(cli, &KUBE_PODS, NULL, pod, &out, &e), KD_OK);
+    json_decref(pod);
+    json_object_set_new(out, "status", json_pack("{s:s}", "phase", "Running"));
+    json_t *after = NULL;
+    assert_int_equal(kube_update(cli, &KUBE_PODS, NULL, "p1", "status", out, &after, &e), KD_OK);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(after, "status"), "phase")),
+        "Running");
+    json_decref(after);
+    json_decref(out);
+    json_t *patch = json_pack("{s:{s:s}}", "status", "phase", "Succeeded");
+    assert_int_equal(kube_patch(cli, &KUBE_PODS, NULL, "p1", "status", patch, &after, &e),
+                     KD_OK);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(after, "status"), "phase")),
+        "Succeeded");
+    json_decref(after);
+    json_decref(patch);
+}
+
+static void test_throttling_and_server_errors_are_retried(void **state)
+{
+    (void)state;
+    kube_error e;
+    /* Two 429s with Retry-After: 1 s, then success: three attempts, >= 2 s. */
+    assert_int_equal(kh_fault(cli, "{\"failNext\": 2, \"code\": 429, \"retryAfter\": 1}"), 0);
+    double t0 = kh_now_ms();
+    assert_int_equal(kube_get(cli, &KUBE_NAMESPACES, NULL, "default", NULL, &e), KD_OK);
+    double took = kh_now_ms() - t0;
+    assert_int_equal(e.attempts, 3);
+    assert_true(took >= 1900.0);
+
+    assert_int_equal(kh_fault(cli, "{\"failNext\": 2, \"code\": 500}"), 0);
+    assert_int_equal(kube_get(cli, &KUBE_NAMESPACES, NULL, "default", NULL, &e), KD_OK);
+    assert_int_equal(e.attempts, 3);
+
+    /* Bounded: more failures than attempts give the typed error. */
+    assert_int_equal(kh_fault(cli, "{\"failNext\": 50, \"code\": 503, \"retryAfter\": 0}"), 0);
+    assert_int_equal(kube_get(cli, &KUBE_NAMESPACES, NULL, "default", NULL, &e),
+                     KD_EUNAVAILABLE);
+    assert_int_equal(e.attempts, 5);
+    assert_int_equal(e.http_status, 503);
+    assert_string_equal(e.reason, "ServiceUnavailable");
+    assert_int_equal(kh_fault(cli, "{\"failNext\": 0}"), 0);
+    /* Not retried: a 404 is answered after one attempt. */
+    assert_int_equal(kube_get(cli, &KUBE_CONFIGMAPS, NULL, "nope", NULL, &e), KD_ENOTFOUND);
+    assert_int_equal(e.attempts, 1);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    char tmp[400];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    assert_int_equal(rename(tmp, path), 0);
+}
+
+static void test_rotated_service_account_token_is_picked_up(void **state)
+{
+    (void)state;
+    char sa[300], p[400], cmd[1200];
+    snprintf(sa, sizeof sa, "%s/sa", emu.dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s/ca.crt' '%s/ca.crt'", sa, emu.dir, sa);
+    assert_int_equal(system(cmd), 0);
+    snprintf(p, sizeof p, "%s/token", sa);
+    write_text(p, "token-one-0001\n");
+    assert_int_equal(kh_fault(cli, "{\"tokens\": [\"token-one-0001\"]}"), 0);
+
+    kube_config cfg;
+    char err[256];
+    assert_int_equal(kube_config_in_cluster(sa, emu.host, emu.port, &cfg, err, sizeof err),
+                     KD_OK);
+    kube_client *sc = NULL;
+    assert_int_equal(kube_client_new(&cfg, NULL, &sc, err, sizeof err), KD_OK);
+    kube_config_clear(&cfg);
+    kube_error e;
+    assert_int_equal(kube_get(sc, &KUBE_NAMESPACES, NULL, "default", NULL, &e), KD_OK);
+
+    /* The server moves to a new token; the file still has the old one: 401, typed. */
+    json_t *tok = json_pack("{s:[s]}", "tokens", "token-two-0002");
+    assert_int_equal(kube_request(sc, "POST", "/_emulator/faults", NULL, tok, NULL, NULL, &e),
+                     KD_OK);
+    json_decref(tok);
+    assert_int_equal(kube_get(sc, &KUBE_NAMESPACES, NULL, "default", NULL, &e),
+                     KD_EUNAUTHORIZED);
+    assert_int_equal(e.http_status, 401);
+
+    /* Kubelet rotates the file (atomic rename): the next request uses the new token. */
+    write_text(p, "token-two-0002\n");
+    assert_int_equal(kube_get(sc, &KUBE_NAMESPACES, NULL, "default", NULL, &e), KD_OK);
+
+    /* A rewrite that stat cannot see (same inode, size and mtime): the 401 makes the
+     * client re-read the file and retry once. */
+    struct stat before;
+    assert_int_equal(stat(p, &before), 0);
+    FILE *f = fopen(p, "r+");
+    assert_non_null(f);
+    fputs("token-six-0006\n", f);
+    fclose(f);
+    struct timespec times[2] = {before.st_atim, before.st_mtim};
+    assert_int_equal(utimensat(AT_FDCWD, p, times, 0), 0);
+    tok = json_pack("{s:[s]}", "tokens", "token-six-0006");
+    assert_int_equal(kube_request(sc, "POST", "/_emulator/faults", NULL, tok, NULL, NULL, &e),
+                     KD_OK);
+    json_decref(tok);
+    assert_int_equal(kube_get(sc, &KUBE_NAMESPACES, NULL, "default", NULL, &e), KD_OK);
+    assert_int_equal(e.attempts, 2);
+
+    /* Restore the emulator's own token for the other tests. */
+    char body[200];
+    snprintf(body, sizeof body, "{\"tokens\": [\"%s\"]}", emu.token);
+    tok = json_loads(body, 0, NULL);
+    assert_int_equal(kube_request(sc, "POST", "/_emulator/faults", NULL, tok, NULL, NULL, &e),
+                     KD_OK);
+    json_decref(tok);
+    kube_client_free(&sc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create_get_update_conflict_patch_delete),
+        cmocka_unit_test(test_list_selectors_and_pagination),
+        cmocka_unit_test(test_pod_status_subresource),
+        cmocka_unit_test(test_throttling_and_server_errors_are_retried),
+        cmocka_unit_test(test_rotated_service_account_token_is_picked_up),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
