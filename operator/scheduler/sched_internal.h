@@ -1,0 +1,133 @@
+/*
+ * sched_internal: what the policy core's files share and nothing outside
+ * operator/scheduler may use: the policy handle's layout, the packing of agents onto
+ * nodes (the capacity safety limit), the speed model, the reward model, and the rl table.
+ */
+#ifndef KD_SCHED_INTERNAL_H
+#define KD_SCHED_INTERNAL_H
+
+#include "sched.h"
+
+enum sched_kind { SCHED_STATIC, SCHED_TIRESIAS, SCHED_FAIR, SCHED_GREEDY, SCHED_RL };
+
+/* rl state features; each is discretised into the number of buckets below. */
+#define SCHED_F_COUNT 6 /* agents held: 1, 2, 3-4, 5-8, 9-16, 17+ */
+#define SCHED_F_EFF 4   /* scaling efficiency at the count: <0.5, <0.7, <0.85, >=0.85 */
+#define SCHED_F_FREE 4  /* free cluster fraction: 0, <0.1, <0.3, >=0.3 */
+#define SCHED_F_QUEUE 4 /* queued demand / capacity: 0, <0.1, <0.5, >=0.5 */
+#define SCHED_F_PROG 3  /* progress: <1/3, <2/3, >=2/3 */
+#define SCHED_F_TIME 4  /* estimated time left: <15 min, <1 h, <4 h, >=4 h */
+#define SCHED_N_STATES                                                         \
+    (SCHED_F_COUNT * SCHED_F_EFF * SCHED_F_FREE * SCHED_F_QUEUE * SCHED_F_PROG * SCHED_F_TIME)
+#define SCHED_N_ACTIONS 5 /* change of the count: -2, -1, 0, +1, +2 (index = change + 2) */
+
+/* A pending rl transition: the job's state and action at its last decision. */
+typedef struct sched_pending {
+    char id[SCHED_ID_MAX]; /* job id; "" = free slot */
+    int state;             /* state index at the decision */
+    int action;            /* action index actually applied (after the safety limits) */
+    double reward;         /* reward supplied through sched_observe() so far */
+    int has_reward;        /* 1 once sched_observe() supplied a reward */
+    int seen;              /* scratch: job present in the current snapshot */
+} sched_pending;
+
+/* The rl policy's learned state; the table is dense (SCHED_N_STATES x SCHED_N_ACTIONS). */
+typedef struct sched_rl {
+    double *q1;            /* Q values; the only table unless double_q */
+    double *q2;            /* second table for Double Q-learning; NULL otherwise */
+    unsigned *visits;      /* updates applied per state (0 = unvisited: greedy fallback) */
+    long updates;          /* Q updates applied */
+    long fallbacks;        /* decisions taken by the greedy fallback */
+    double epsilon;        /* current exploration probability */
+    sched_pending *pend;   /* pending transitions, one per job with a decision */
+    int n_pend;            /* slots in use at the front of pend (some may be free) */
+    int cap_pend;          /* allocated slots */
+} sched_rl;
+
+struct sched_policy {
+    enum sched_kind kind;  /* which policy */
+    char name[16];         /* name given at creation */
+    sched_options o;       /* validated options */
+    uint64_t rng;          /* xorshift state for exploration */
+    sched_rl *rl;          /* learned state (rl only) */
+    /* scratch buffers grown on demand so that decide() allocates rarely */
+    int *want;             /* per job: count proposed by the policy */
+    int *order;            /* per job: packing order */
+    double *score;         /* per job: sort key */
+    int *placed;           /* per job: agents placed by the safety stage */
+    double *ncpu, *nmem;   /* per node: capacity left while packing */
+    int *nslots;           /* per node: slots left while packing */
+    int cap_jobs, cap_nodes; /* allocated sizes of the scratch buffers */
+};
+
+/* Packing state: capacity left on each node while agents are being placed. */
+typedef struct sched_pack {
+    const sched_snapshot *s;
+    double *cpu, *mem;     /* per node, left */
+    int *slots;            /* per node, left; INT_MAX-like when not limiting */
+} sched_pack;
+
+/* Resets the packing state to the snapshot's full capacity. */
+void sched_pack_init(sched_pack *pk, const sched_snapshot *s, double *cpu, double *mem,
+                     int *slots);
+/* Places up to n agents of job j (first fit over nodes); returns how many were placed. */
+int sched_pack_place(sched_pack *pk, const sched_job *j, int n);
+/* How many more agents of job j fit, capped at limit (nothing is placed). */
+int sched_pack_fits(const sched_pack *pk, const sched_job *j, int limit);
+/* Total agent slots of the snapshot measured in agents of job j (capacity for it). */
+int sched_capacity_for(const sched_snapshot *s, const sched_job *j);
+
+/* The count a non-elastic policy gives the job: request (0 = max) clamped to [min, max],
+ * or the pin. */
+int sched_requested(const sched_job *j);
+
+/* Estimated seconds to finish job j at n agents (INFINITY when n <= 0 or unknown speed). */
+double sched_time_left(const sched_job *j, int n, double prior_k);
+
+/* Reward-model scales of one snapshot, so that rewards are comparable across jobs. */
+typedef struct sched_scale {
+    double inv_t_mean;     /* mean of 1/T over running jobs (all jobs at min if none) */
+    double inv_c_mean;     /* mean of 1/agents over the same jobs */
+    double interval_s;     /* the snapshot's decision interval */
+} sched_scale;
+
+void sched_scale_init(sched_scale *sc, const sched_snapshot *s, const sched_options *o);
+/* Predicted normalised reward alpha/T + beta/C of job j at n agents (0 for n = 0). */
+double sched_reward(const sched_scale *sc, const sched_job *j, int n, const sched_options *o);
+/* The same with extra_s seconds added to T (the stall of a restart). */
+double sched_reward_ex(const sched_scale *sc, const sched_job *j, int n, const sched_options *o,
+                       double extra_s);
+
+/* Final stage of every policy: applies pins, the cool-down, [min, max] and capacity to
+ * p->want (proposed counts) packing jobs in p->order, and fills out (desired, predictions;
+ * the reason is set only where still empty). all_or_nothing: a job gets its whole want or
+ * nothing (static, tiresias); otherwise at least min. keep_running: running jobs keep at
+ * least min agents (no preemption by the capacity stage). */
+void sched_finish(sched_policy *p, const sched_snapshot *s, sched_decision *out,
+                  int all_or_nothing, int keep_running);
+
+/* Policies: fill p->want, p->order and reasons; sched_finish() is applied by the caller. */
+void sched_policy_static(sched_policy *p, const sched_snapshot *s, sched_decision *out);
+void sched_policy_tiresias(sched_policy *p, const sched_snapshot *s, sched_decision *out);
+void sched_policy_fair(sched_policy *p, const sched_snapshot *s, sched_decision *out);
+/* greedy also serves as rl's fallback: fills p->want with the greedy allocation. */
+void sched_policy_greedy(sched_policy *p, const sched_snapshot *s, sched_decision *out);
+int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *out);
+
+/* rl table lifecycle (sched_rl.c). */
+int sched_rl_create(sched_policy *p);
+void sched_rl_free(sched_rl *rl);
+void sched_rl_clear(sched_rl *rl);
+int sched_rl_observe(sched_policy *p, const char *job_id, double reward, int done);
+void sched_rl_episode_end(sched_policy *p);
+
+/* Sorts idx[0..n) by key descending, ties by index ascending (stable, deterministic). */
+void sched_sort_desc(int *idx, int n, const double *key);
+
+/* True when the job's count is frozen by the cool-down. */
+int sched_cooling(const sched_policy *p, const sched_job *j);
+
+/* Deterministic RNG in [0, 1). */
+double sched_rand(sched_policy *p);
+
+#endif

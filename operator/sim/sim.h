@@ -1,0 +1,106 @@
+/*
+ * sim: kadet-sim's trace-driven cluster simulator. sim_model.c turns the Pollux traces
+ * into a job model (step time by agent count, node count and batch size; iterations to
+ * the last epoch) and reads workloads; sim_run.c replays a workload against a policy from
+ * the scheduler core; sim_main.c is the command line.
+ *
+ * Model (docs/scheduler.md): a job keeps its global batch size B whatever its agent count
+ * n, so its length in iterations is fixed (the validation trace's last epoch at B) and
+ * only the time per iteration changes with n: step(n, k) = a * compute(B / (n a)) +
+ * sync(n, k), where k is the number of nodes its agents sit on and a the gradient
+ * accumulation steps needed when B / n exceeds the largest local batch ever measured.
+ */
+#ifndef KD_SIM_H
+#define KD_SIM_H
+
+#include <stddef.h>
+
+#include "sched.h"
+
+#define SIM_MAX_LB 64     /* distinct local batch sizes kept per app */
+#define SIM_MAX_N 64      /* largest agent count with measured sync time */
+#define SIM_MAX_K 16      /* largest node count with measured sync time */
+#define SIM_MAX_BSZ 16    /* validation traces (batch sizes) kept per app */
+
+/* One application's measured behaviour. */
+typedef struct sim_app {
+    char name[32];                /* application name (trace directory) */
+    int n_lb;                     /* local batch sizes measured */
+    double lb[SIM_MAX_LB];        /* ascending local batch sizes */
+    double comp[SIM_MAX_LB];      /* compute seconds per step at lb[i] (step - sync) */
+    double sync[SIM_MAX_N + 1][SIM_MAX_K + 1]; /* mean sync s by agents, nodes; <0 = none */
+    double sync_multi[SIM_MAX_N + 1]; /* mean sync s over multi-node rows by agents; <0 none */
+    int n_bsz;                    /* validation traces found */
+    int bsz[SIM_MAX_BSZ];         /* their global batch sizes */
+    double iters[SIM_MAX_BSZ];    /* iterations to the last epoch at bsz[i] */
+} sim_app;
+
+/* Loads traces/<app>/{placements,scalability}.csv and validation-*.csv. */
+int sim_app_load(sim_app *a, const char *traces_dir, const char *app, char *err, size_t errlen);
+/* Seconds per iteration of a job with global batch bsz on n agents over k nodes. */
+double sim_step_time(const sim_app *a, double bsz, int n, int k);
+/* Iterations to the app's last epoch at global batch bsz (nearest trace, rescaled by
+ * samples when bsz has no trace of its own). */
+double sim_iterations(const sim_app *a, int bsz);
+
+/* One job of a workload. */
+typedef struct sim_wjob {
+    char name[48];   /* job name from the workload */
+    double arrival;  /* seconds from the start */
+    int app;         /* index into the model's apps */
+    int request;     /* num_replicas: the agent count the job asks for */
+    int bsz;         /* global batch size */
+} sim_wjob;
+
+typedef struct sim_model {
+    sim_app *apps;   /* loaded applications */
+    int n_apps;
+    char traces_dir[1024];
+} sim_model;
+
+typedef struct sim_workload {
+    sim_wjob *jobs;  /* sorted by arrival */
+    int n_jobs;
+} sim_workload;
+
+/* Reads a workload CSV (name,time,application,num_replicas,batch_size), loading each
+ * application's traces into m on first use. */
+int sim_workload_load(sim_workload *w, sim_model *m, const char *path, char *err, size_t errlen);
+void sim_workload_free(sim_workload *w);
+void sim_model_init(sim_model *m, const char *traces_dir);
+void sim_model_free(sim_model *m);
+
+/* Cluster and run settings. */
+typedef struct sim_config {
+    int nodes;           /* nodes in the cluster */
+    int slots;           /* agent slots per node */
+    double interval_s;   /* scheduling interval */
+    double restart_s;    /* stall of a job on every change of its count (and its start) */
+    double max_factor;   /* a job's max = ceil(max_factor * request), capped by the cluster */
+    double alpha, beta;  /* reward weights of every job */
+    double horizon_s;    /* give up after this much simulated time (0 = 30 days) */
+} sim_config;
+
+void sim_config_default(sim_config *c);
+
+/* What one run measured. */
+typedef struct sim_result {
+    int jobs;            /* jobs in the workload */
+    int finished;        /* jobs that finished before the horizon */
+    double avg_jct, p50_jct, p99_jct; /* seconds */
+    double makespan;     /* seconds from 0 to the last completion */
+    double utilization;  /* agent-seconds held / (slots * makespan) */
+    double rescales;     /* changes of count per job (starts excluded) */
+    double ideal_avg;    /* mean of each job's ideal JCT: alone, at max agents, no delays */
+    long decisions;      /* scheduling rounds */
+    double work_done_iters; /* total iterations executed (accounting checks) */
+    double work_total_iters; /* total iterations the workload needs */
+    double min_slack;    /* min over jobs of JCT - ideal JCT (>= 0 when accounting holds) */
+} sim_result;
+
+/* Replays w on the cluster under policy p (learning if p was created with learn = 1).
+ * jct_out (w->n_jobs entries, may be NULL) receives each job's JCT (-1 = unfinished). */
+int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sched_policy *p,
+            sim_result *r, double *jct_out, char *err, size_t errlen);
+
+#endif
