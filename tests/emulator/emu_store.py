@@ -15,12 +15,10 @@ import collections
 import json
 import queue
 import random
-import string
 import threading
 import time
 import uuid
 
-import emu_schema
 from emu_util import (ApiError, bad_request, conflict, dumps, invalid, labels_match,
                       fields_match, not_found, now_rfc3339)
 
@@ -166,7 +164,10 @@ class Store:
         return new, raw
 
     def expire_now(self):
+        """Every version a client has seen becomes expired: the version moves on by one
+        (as writes to other resources move etcd's revision) and the log is dropped."""
         with self.lock:
+            self.rv += 1
             self.events.clear()
             self.compacted = self.rv
 
@@ -420,10 +421,18 @@ class Store:
                 return ent
             if dry_run:
                 return new, dumps(new)
-            if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") \
-                    and not self._pod_awaits_kubelet(rt, new):
+            if new["metadata"].get("deletionTimestamp") and not self._held(rt, new):
                 return self._commit(rt, (ns, name), "DELETED", old, new)
             return self._commit(rt, (ns, name), "MODIFIED", old, new)
+
+    def _held(self, rt, obj):
+        """Whether an object being deleted must stay: finalizers, a namespace's own
+        spec.finalizers (its content is being removed), or a pod awaiting its kubelet."""
+        if obj["metadata"].get("finalizers"):
+            return True
+        if rt.gr == ("", "namespaces") and obj.get("spec", {}).get("finalizers"):
+            return True
+        return self._pod_awaits_kubelet(rt, obj)
 
     def _pod_awaits_kubelet(self, rt, obj):
         """A bound, not yet terminated pod is deleted gracefully: it stays (with
@@ -483,7 +492,7 @@ class Store:
             md["deletionGracePeriodSeconds"] = max(0, int(grace))
             if dry_run:
                 return new, dumps(new), False
-            if fins or self._pod_awaits_kubelet(rt, new):
+            if self._held(rt, new):
                 if new == old:
                     return ent[0], ent[1], False
                 o, raw = self._commit(rt, (ns, name), "MODIFIED", old, new)
@@ -576,13 +585,15 @@ class Store:
                                          if f != fin]
         if not new["metadata"]["finalizers"]:
             del new["metadata"]["finalizers"]
-            if not self._pod_awaits_kubelet(rt, new):
+            if not self._held(rt, new):
                 self._commit(rt, key, "DELETED", ent[0], new)
                 return
         self._commit(rt, key, "MODIFIED", ent[0], new)
 
     def _finish_namespace(self, ns_obj):
         ns = ns_obj["metadata"]["name"]
+        if not ns_obj.get("spec", {}).get("finalizers"):
+            return
         remaining = 0
         for gr, objs in list(self.objects.items()):
             rt = self.types_gr.get(gr)
@@ -600,7 +611,8 @@ class Store:
             if ent is not None:
                 new = json.loads(ent[1])
                 new.setdefault("spec", {})["finalizers"] = []
-                self._commit(rt, ("", ns), "DELETED", ent[0], new)
+                self._commit(rt, ("", ns), "MODIFIED" if self._held(rt, new) else "DELETED",
+                             ent[0], new)
         elif ns_obj.get("status", {}).get("phase") != "Terminating":
             new = json.loads(dumps(ns_obj))
             new["status"] = {"phase": "Terminating"}
@@ -631,21 +643,3 @@ class Store:
             except ApiError:
                 self.gc_dirty = True
 
-
-def schema_validator(store_ref):
-    """The validator used for writes: CR schemas, plus fieldValidation handling by the
-    caller through the returned pruned-path list."""
-    def validate(rt, version, obj, old, pruned_out=None):
-        schema = rt.schemas.get(version) or rt.schemas.get(rt.versions[0])
-        if not schema:
-            return
-        causes, pruned = [], []
-        emu_schema.validate(schema, obj, "", causes, pruned)
-        if causes:
-            raise invalid(rt.kind, rt.group, obj.get("metadata", {}).get("name", ""), causes)
-        if pruned_out is not None:
-            pruned_out.extend(pruned)
-    return validate
-
-
-_ = string
