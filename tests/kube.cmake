@@ -12,3 +12,6 @@ target_link_libraries(kd_kube_harness PUBLIC kd_kube)
 kd_add_test(NAME kube_client_test
             SOURCES ${CMAKE_CURRENT_LIST_DIR}/integration/kube_client_test.c
             LIBS kd_kube_harness LABELS integration TIMEOUT 90)
+kd_add_test(NAME kube_informer_test
+            SOURCES ${CMAKE_CURRENT_LIST_DIR}/integration/kube_informer_test.c
+            LIBS kd_kube_harness LABELS integration TIMEOUT 120)
