@@ -15,3 +15,12 @@ foreach(check helm_lint template_objects values_schema_rejects_typos rbac_least_
                      LABELS unit charts TIMEOUT 60)
   set_tests_properties(charts_${check} PROPERTIES SKIP_RETURN_CODE 77)
 endforeach()
+
+# The CRD, the samples and the rendered install.yaml applied with kubectl to the API
+# emulator (tests/emulator); install is skipped (77) while the emulator lacks some kinds.
+foreach(mode agentjobs install)
+  kd_add_script_test(NAME charts_emulator_${mode}
+    COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/charts/emulator_apply.py ${mode}
+    LABELS integration charts TIMEOUT 120)
+  set_tests_properties(charts_emulator_${mode} PROPERTIES SKIP_RETURN_CODE 77)
+endforeach()

@@ -38,6 +38,21 @@ def _show(value):
     return json.dumps(value) if isinstance(value, str) else repr(value).replace("True", "true")
 
 
+def _json_type(value):
+    """The JSON type name the API server reports for a value of the wrong type."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
 def _type_ok(value, t):
     if t == "object":
         return isinstance(value, dict)
@@ -82,8 +97,9 @@ def validate(value, schema, path, errors):
                       % (path, path, t))
         return
     if t is not None and not _type_ok(value, t):
-        errors.append("%s: Invalid value: %s: %s in body must be of type %s: \"%s\""
-                      % (path, _show(value), path, t, type(value).__name__))
+        kind = _json_type(value)
+        errors.append("%s: Invalid value: \"%s\": %s in body must be of type %s: \"%s\""
+                      % (path, kind, path, t, kind))
         return
     fmt = schema.get("format")
     if fmt is not None and fmt not in FORMATS:
@@ -157,7 +173,7 @@ def validate_object(obj, crd):
     served = [v for v in spec["versions"] if "%s/%s" % (group, v["name"]) == version
               and v.get("served")]
     if not served:
-        return ["apiVersion: %s is not served by %s" % (version, crd["metadata"]["name"])]
+        return ['no matches for kind "%s" in version "%s"' % (kind, version)]
     name = (obj.get("metadata") or {}).get("name", "")
     if not isinstance(name, str) or not NAME.match(name) or len(name) > 253:
         return ["metadata.name: Invalid value: %s: a lowercase RFC 1123 subdomain" % _show(name)]
