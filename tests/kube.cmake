@@ -18,3 +18,6 @@ kd_add_test(NAME kube_informer_test
 kd_add_test(NAME kube_leader_test
             SOURCES ${CMAKE_CURRENT_LIST_DIR}/integration/kube_leader_test.c
             LIBS kd_kube_harness LABELS integration TIMEOUT 120)
+kd_add_test(NAME kube_malformed_test
+            SOURCES ${CMAKE_CURRENT_LIST_DIR}/integration/kube_malformed_test.c
+            LIBS kd_kube LABELS integration TIMEOUT 60)
