@@ -254,7 +254,7 @@ static int set_lease_duration(opc_config *c, const char *v, char *err, size_t n)
     long ms;
     if (opc_parse_duration(v, &ms) != KD_OK)
         return kd_errf(err, n, KD_EINVAL, "lease-duration: '%s' is not a duration (e.g. 15s)", v);
-    /* Renewal runs at a third of the duration; below 2 s that is noise on a busy node. */
+    /* The renew deadline is 2/3 of the duration; below 2 s that is noise on a busy node. */
     if (ms < 2000 || ms > 3600000)
         return kd_errf(err, n, KD_ERANGE, "lease-duration: %s is outside [2s, 1h]", v);
     c->lease_duration_ms = ms;
@@ -401,7 +401,7 @@ static const opc_option opc_options[] = {
     {"lease-namespace", "KADET_LEASE_NAMESPACE", NULL, "NS",
      "namespace of the Lease; default: the operator namespace", set_lease_namespace},
     {"lease-duration", "KADET_LEASE_DURATION", "15s", "DURATION",
-     "a leader that does not renew for this long is replaced (renewal every third)",
+     "a leader that does not renew for this long is replaced (renew deadline 2/3 of it)",
      set_lease_duration},
     {"identity", "KADET_IDENTITY", NULL, "ID", "holder identity in the Lease; default: host name",
      set_identity},
