@@ -15,9 +15,8 @@ import urllib.parse
 
 import emu_schema
 from emu_store import ResourceType
-from emu_util import (ApiError, bad_request, dumps, json_patch, merge_patch,
-                      not_found, parse_field_selector, parse_label_selector,
-                      strategic_merge_patch)
+from emu_util import (ApiError, bad_request, dumps, invalid, json_patch, merge_patch,
+                      parse_field_selector, parse_label_selector, strategic_merge_patch)
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
@@ -310,7 +309,6 @@ class Api:
                 return
             causes, pruned = [], []
             emu_schema.validate(schema, obj, "", causes, pruned)
-            from emu_util import invalid
             if causes:
                 raise invalid(rt.kind, rt.group, obj["metadata"].get("name", ""), causes)
             if pruned and mode == "Strict":
@@ -724,7 +722,6 @@ class Api:
             causes.append(("FieldValueInvalid", "metadata.name", "Invalid value: %r: must be "
                            "spec.names.plural+\".\"+spec.group" % name))
         if causes:
-            from emu_util import invalid
             raise invalid("CustomResourceDefinition", "apiextensions.k8s.io", name or "", causes)
 
     def establish_crd(self, crd):

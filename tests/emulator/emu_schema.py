@@ -258,11 +258,9 @@ class _CelParser:
         if kind == "id" and val in ("has", "size"):
             self.take("(")
             if val == "has":
-                start = self.i
                 base = self.postfix_chain(self.postfix_base(), stop_last=True)
                 name = base[1]
                 self.take(")")
-                del start
                 return isinstance(base[0], dict) and name in base[0]
             v = self.expr()
             self.take(")")

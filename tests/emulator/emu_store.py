@@ -20,7 +20,7 @@ import time
 import uuid
 
 from emu_util import (ApiError, bad_request, conflict, dumps, invalid, labels_match,
-                      fields_match, not_found, now_rfc3339)
+                      fields_match, not_found, now_rfc3339, parse_rfc3339)
 
 _NAME_RE = __import__("re").compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
@@ -548,7 +548,6 @@ class Store:
                 elif rt.gr == ("apiextensions.k8s.io", "customresourcedefinitions"):
                     self._finish_crd(obj)
                 elif rt.gr == ("", "pods") and not fins:
-                    from emu_util import parse_rfc3339
                     due = parse_rfc3339(md["deletionTimestamp"]) or 0
                     if now > due + self.pod_force_delete_slack:
                         self.delete(rt, key[0], key[1], {"gracePeriodSeconds": 0})
