@@ -192,7 +192,7 @@ static void print_epoch(void *arg, const kd_epoch_report *r)
 {
     (void)arg;
     printf("epoch %2d/%d  lr %.5f  train_loss %.4f  test_acc %.4f  samples/s %.0f  agents %d"
-           "  time %.1fs\n",
+           "  time %.2fs\n",
            r->epoch, r->epochs, (double)r->lr, r->train_loss, r->test_accuracy,
            r->samples_per_second, r->agents, r->wall_seconds);
     fflush(stdout);

@@ -1,11 +1,11 @@
 /*
  * `kadet version`: the version and the math library in use, for bug reports.
  */
-#include <cblas.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "kd_cmd.h"
+#include "kd_train.h"
 
 int kd_cmd_version(int argc, char **argv)
 {
@@ -17,6 +17,6 @@ int kd_cmd_version(int argc, char **argv)
         fprintf(stderr, "kadet version: unexpected argument \"%s\"\n", argv[1]);
         return 2;
     }
-    printf("kadet %s (%s)\n", KADET_VERSION, openblas_get_config());
+    printf("kadet %s (%s)\n", KADET_VERSION, kd_blas_info());
     return 0;
 }

@@ -11,6 +11,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,6 +26,13 @@ double kd_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+const char *kd_blas_info(void)
+{
+    static char buf[256];
+    snprintf(buf, sizeof buf, "%s; kernels %s", openblas_get_config(), openblas_get_corename());
+    return buf;
 }
 
 void kd_train_math_setup(int threads)

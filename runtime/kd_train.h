@@ -56,6 +56,10 @@ typedef struct kd_train_result {
     double step_seconds;       /* time inside training steps */
 } kd_train_result;
 
+/* The BLAS build and the kernels it chose for this CPU, for `kadet version` and logs
+ * (OPENBLAS_CORETYPE overrides the choice). Static storage; can't fail. */
+const char *kd_blas_info(void);
+
 /* Sets the math thread count (OpenBLAS) and flushes denormals to zero on this thread:
  * call once per agent process before training. */
 void kd_train_math_setup(int threads);
