@@ -36,7 +36,7 @@
 
 /* Message types. Numbers are part of the protocol: never reuse or renumber. */
 #define KD_WIRE_TYPES(X)                                                        \
-    X(JOIN, 1, KD_WIRE_BODY_JSON)      /* w->c: {name, endpoint, pid, need_state} */ \
+    X(JOIN, 1, KD_WIRE_BODY_JSON)      /* w->c: {name, endpoint, pid} */            \
     X(WORLD, 2, KD_WIRE_BODY_JSON)     /* c->w: generation, rank, peers, cursor... */ \
     X(HEARTBEAT, 3, KD_WIRE_BODY_NONE) /* w->c and c->w: liveness */              \
     X(METRICS, 4, KD_WIRE_BODY_JSON)   /* w->c: per-step timings, loss, accuracy */ \
@@ -47,7 +47,9 @@
     X(STATE, 9, KD_WIRE_BODY_FLOAT)    /* both: parameters then optimizer state */   \
     X(DONE, 10, KD_WIRE_BODY_NONE)     /* c->w: training finished, exit */           \
     X(DATA, 11, KD_WIRE_BODY_FLOAT)    /* w->w: one ring allreduce chunk */          \
-    X(FINISHED, 12, KD_WIRE_BODY_JSON) /* w->c: reached the last epoch */
+    X(FINISHED, 12, KD_WIRE_BODY_JSON) /* w->c: reached the last epoch or the target */ \
+    X(WELCOME, 13, KD_WIRE_BODY_JSON)  /* c->w: the job to train, answer to JOIN */    \
+    X(READY, 14, KD_WIRE_BODY_JSON)    /* w->c: data loaded; {n_params, n_state, n_train} */
 
 typedef enum kd_wire_body {
     KD_WIRE_BODY_NONE = 0,  /* no payload frame allowed */
@@ -59,7 +61,7 @@ typedef enum kd_wire_type {
 #define KD_WIRE_TYPE_ENUM(name, num, body) KD_WIRE_##name = (num),
     KD_WIRE_TYPES(KD_WIRE_TYPE_ENUM)
 #undef KD_WIRE_TYPE_ENUM
-    KD_WIRE_TYPE_MAX = 12
+    KD_WIRE_TYPE_MAX = 14
 } kd_wire_type;
 
 /* Decoded header, in host order. */

@@ -22,6 +22,7 @@
 #include "kd_spec.h"
 #include "kd_train.h"
 #include "kd_yaml.h"
+#include "launcher.h"
 
 typedef struct run_args {
     const char *file;         /* manifest */
@@ -222,6 +223,10 @@ static int write_summary(const char *path, const kd_train_result *res)
 
 int kd_cmd_run(int argc, char **argv)
 {
+    /* The default run is the distributed launcher (launcher.h); --in-process keeps the
+     * single-agent trainer below. */
+    if (!kd_launch_in_process(&argc, argv))
+        return kd_launch_cmd_run(argc, argv);
     run_args a;
     int st = parse_args(argc, argv, &a);
     if (st != 0)

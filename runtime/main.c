@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kd_cmd.h"
+#include "launcher.h" /* coordinator, worker (distributed runtime) */
 
 typedef struct kd_cmd {
     const char *name;                  /* as typed after `kadet` */
@@ -15,6 +16,8 @@ typedef struct kd_cmd {
 
 static const kd_cmd commands[] = {
     {"run", kd_cmd_run, "train an AgentJob manifest locally"},
+    {"coordinator", kd_cmd_coordinator, "coordinate one distributed job (membership, checkpoints)"},
+    {"worker", kd_cmd_worker, "run one agent of a distributed job"},
     {"version", kd_cmd_version, "print the version"},
 };
 

@@ -1,0 +1,889 @@
+/* coordinator: membership state machine, world formation, checkpoints and metrics
+ * (see coordinator.h). Single-threaded: one poll loop over the ROUTER socket with
+ * timers for heartbeats, liveness, pause deadlines, checkpoints and metrics. */
+#include "coordinator.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "checkpoint.h"
+#include "comm_ctl.h"
+#include "kd_error.h"
+#include "kd_log.h"
+#include "kd_spec.h"
+#include "kd_train.h"
+#include "kd_wire.h"
+
+#define MAX_MEMBERS 256
+#define MEMBER_TIMEOUT_S 8.0 /* silence after which a member is forgotten */
+
+static volatile sig_atomic_t coord_sigterm;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    coord_sigterm = 1;
+}
+
+typedef enum cstate { C_WAITING, C_RUNNING, C_PAUSING, C_GATHER, C_DONE } cstate;
+
+typedef struct pos {
+    uint64_t step;   /* next global step */
+    uint32_t epoch;  /* its epoch */
+    uint64_t cursor; /* samples of that epoch already trained */
+} pos;
+
+typedef struct member {
+    unsigned char ident[KD_CTL_IDENT_MAX]; /* routing id (the worker's name) */
+    size_t ident_len;
+    char endpoint[256];  /* data endpoint */
+    int used;            /* slot in use */
+    int ready;           /* job loaded (READY received) */
+    int valid;           /* holds a usable state at p (fresh init or trained) */
+    int rank;            /* rank in the current world, -1 = not in it */
+    int leaving;         /* sent LEAVE */
+    int replied;         /* answered the current pause (PAUSED/FINISHED) */
+    int finished;        /* answered with FINISHED */
+    pos p;               /* its last reported position */
+    double last_seen;    /* when it was last heard */
+} member;
+
+typedef struct coord {
+    const kd_coord_config *cfg;
+    kd_agentjob job;         /* decoded spec */
+    char job_id[300];        /* namespace/name */
+    void *zctx, *router, *pub;
+    cstate st;
+    member m[MAX_MEMBERS];
+    int world;               /* members in the current world */
+    uint32_t gen;            /* current generation */
+    pos start;               /* where the current world started */
+    double scale;            /* lr scale of the current world (target of its ramp) */
+    double scale_from;       /* ramp start of the current world */
+    uint64_t scale_step;     /* ramp start step */
+    int max_agents;
+    int epochs;
+    int batch;
+    /* Sizes agreed by every READY worker. */
+    size_t n_params, n_state, n_train;
+    uint64_t fingerprint;
+    /* The coordinator's own copy of the state (checkpoint or last transfer). */
+    int have_state;
+    pos sp;                  /* its position */
+    float *state;            /* n_params + n_state floats, little-endian as received */
+    int state_from;          /* member index asked for a state, -1 = none */
+    double gather_deadline;  /* give up on that state request */
+    int finishing;           /* training is over once the state is in */
+    double pause_deadline;   /* drop members that have not answered by then */
+    double first_ready;      /* when the first worker became ready, 0 = none */
+    double last_hb, last_pub, last_ckpt, t_start;
+    int ckpt_requested;
+    int formed;              /* a world has been formed at least once */
+    /* Metrics. */
+    json_t *last_metrics;    /* rank 0's last step metrics (owned) */
+    double accuracy, test_loss, train_loss; /* last epoch's evaluation */
+    int epochs_done;
+    double train_seconds;    /* sum of epoch times */
+    uint64_t samples_trained;
+    json_t *epoch_log;       /* [{epoch, accuracy, wall_seconds, agents}] (owned) */
+    FILE *range_log;
+} coord;
+
+void kd_coord_config_default(kd_coord_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->bind = "tcp://0.0.0.0:7070";
+    c->metrics_bind = "tcp://0.0.0.0:7071";
+    c->seed = 1;
+    c->initial_agents = 1;
+    c->initial_wait_s = 10.0;
+    c->lr_scaling = KD_LR_SCALE_LINEAR;
+    c->warmup_steps = 200;
+    c->comm_timeout_ms = 1500;
+}
+
+const char *kd_lr_scaling_name(kd_lr_scaling s)
+{
+    return s == KD_LR_SCALE_SQRT ? "sqrt" : s == KD_LR_SCALE_NONE ? "none" : "linear";
+}
+
+int kd_lr_scaling_parse(const char *text, kd_lr_scaling *out)
+{
+    static const char *names[] = {"linear", "sqrt", "none"};
+    for (int i = 0; i < 3; i++)
+        if (strcasecmp(text, names[i]) == 0) {
+            *out = (kd_lr_scaling)i;
+            return 0;
+        }
+    return -1;
+}
+
+static double scale_for(const coord *c, int agents)
+{
+    switch (c->cfg->lr_scaling) {
+    case KD_LR_SCALE_LINEAR:
+        return (double)agents;
+    case KD_LR_SCALE_SQRT:
+        return sqrt((double)agents);
+    default:
+        return 1.0;
+    }
+}
+
+/* The lr scale in effect at step s of the current world's ramp. */
+static double scale_at(const coord *c, uint64_t s)
+{
+    int warm = c->cfg->lr_scaling == KD_LR_SCALE_NONE ? 0 : c->cfg->warmup_steps;
+    if (warm == 0 || s >= c->scale_step + (uint64_t)warm)
+        return c->scale;
+    return c->scale_from + (c->scale - c->scale_from) * (double)(s - c->scale_step) / warm;
+}
+
+static int send_to(coord *c, member *mb, uint16_t type, uint32_t aux, const json_t *body)
+{
+    kd_wire_hdr h = {.type = type, .generation = c->gen, .sender = KD_WIRE_NO_RANK,
+                     .aux = aux, .step = c->start.step};
+    return body != NULL ? kd_ctl_send_json(c->router, mb->ident, mb->ident_len, h, body)
+                        : kd_ctl_send(c->router, mb->ident, mb->ident_len, h, NULL, 0);
+}
+
+static void send_state_to(coord *c, member *mb)
+{
+    kd_wire_hdr h = {.type = KD_WIRE_STATE, .generation = c->gen, .sender = KD_WIRE_NO_RANK,
+                     .step = c->sp.step, .epoch = c->sp.epoch, .offset = c->sp.cursor};
+    if (kd_ctl_send(c->router, mb->ident, mb->ident_len, h, c->state,
+                    (c->n_params + c->n_state) * sizeof(float)) != KD_OK)
+        KD_WARN("coordinator: state transfer to a worker failed (queue full)");
+}
+
+static member *find(coord *c, const unsigned char *id, size_t len)
+{
+    for (int i = 0; i < MAX_MEMBERS; i++)
+        if (c->m[i].used && c->m[i].ident_len == len && memcmp(c->m[i].ident, id, len) == 0)
+            return &c->m[i];
+    return NULL;
+}
+
+static void save_checkpoint(coord *c)
+{
+    const char *dir = c->cfg->checkpoint_dir ? c->cfg->checkpoint_dir : c->job.checkpoint_path;
+    if (dir == NULL || !c->have_state)
+        return;
+    float *p = malloc((c->n_params + c->n_state) * sizeof(float));
+    if (p == NULL)
+        return;
+    kd_wire_floats_from_le(p, c->state, c->n_params + c->n_state);
+    kd_ckpt ck = {.fingerprint = c->fingerprint, .generation = c->gen, .epoch = c->sp.epoch,
+                  .cursor = c->sp.cursor, .step = c->sp.step, .optim_t = c->sp.step,
+                  .seed = c->cfg->seed, .n_params = c->n_params, .n_state = c->n_state,
+                  .params = p, .state = c->n_state > 0 ? p + c->n_params : NULL};
+    char err[512];
+    if (kd_ckpt_save(dir, &ck, err, sizeof err) != KD_OK)
+        KD_ERROR("coordinator: %s", err);
+    else
+        KD_INFO("coordinator: checkpoint saved dir=%s step=%llu epoch=%u cursor=%llu", dir,
+                (unsigned long long)c->sp.step, c->sp.epoch, (unsigned long long)c->sp.cursor);
+    free(p);
+    c->last_ckpt = kd_now();
+}
+
+/* Logs the cursor ranges the world that just stopped trained (debug, for tests). */
+static void log_ranges(coord *c, pos from, pos to)
+{
+    if (c->range_log == NULL || to.step <= from.step)
+        return;
+    while (from.epoch < to.epoch) {
+        fprintf(c->range_log, "range %u %llu %zu\n", from.epoch,
+                (unsigned long long)from.cursor, c->n_train);
+        from.epoch++;
+        from.cursor = 0;
+    }
+    if (to.cursor > from.cursor)
+        fprintf(c->range_log, "range %u %llu %llu\n", to.epoch,
+                (unsigned long long)from.cursor, (unsigned long long)to.cursor);
+    fflush(c->range_log);
+}
+
+static void publish(coord *c, const char *state_name)
+{
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f}",
+                          "job", c->job_id, "state", state_name, "generation", (int)c->gen,
+                          "agents", c->st == C_RUNNING ? c->world : 0, "epoch",
+                          (int)c->start.epoch + 1, "step", (json_int_t)c->start.step,
+                          "samples_per_s", 0.0, "compute_ms", 0.0, "comm_ms", 0.0, "loss",
+                          0.0, "accuracy", c->accuracy, "wall_seconds",
+                          kd_now() - c->t_start);
+    if (o == NULL)
+        return;
+    json_object_set_new(o, "epochs", json_integer(c->epochs));
+    const json_t *mt = c->last_metrics;
+    if (mt != NULL && c->st == C_RUNNING) {
+        long long steps = 0;
+        double v;
+        kd_wire_get_int(mt, "steps", 0, INT64_MAX, &steps);
+        if (kd_wire_get_num(mt, "samples_per_s", 0, 1e12, &v) == 0)
+            json_object_set_new(o, "samples_per_s", json_real(v));
+        if (steps > 0 && kd_wire_get_num(mt, "compute_s", 0, 1e9, &v) == 0)
+            json_object_set_new(o, "compute_ms", json_real(v * 1000.0 / steps));
+        if (steps > 0 && kd_wire_get_num(mt, "comm_s", 0, 1e9, &v) == 0)
+            json_object_set_new(o, "comm_ms", json_real(v * 1000.0 / steps));
+        if (kd_wire_get_num(mt, "loss", 0, 1e30, &v) == 0)
+            json_object_set_new(o, "loss", json_real(v));
+        long long ep;
+        if (kd_wire_get_int(mt, "epoch", 0, INT32_MAX, &ep) == 0)
+            json_object_set_new(o, "epoch", json_integer(ep + 1));
+        if (kd_wire_get_int(mt, "step", 0, INT64_MAX, &ep) == 0)
+            json_object_set_new(o, "step", json_integer(ep));
+    }
+    char *text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    if (text != NULL) {
+        zmq_send(c->pub, text, strlen(text), ZMQ_DONTWAIT);
+        free(text);
+    }
+    json_decref(o);
+    c->last_pub = kd_now();
+}
+
+/* Starts a pause of the current world (no-op if one is in progress). */
+static void start_pause(coord *c, const char *why, double deadline_s)
+{
+    if (c->st != C_RUNNING)
+        return;
+    c->st = C_PAUSING;
+    c->pause_deadline = kd_now() + deadline_s;
+    for (int i = 0; i < MAX_MEMBERS; i++)
+        if (c->m[i].used && c->m[i].rank >= 0) {
+            c->m[i].replied = 0;
+            c->m[i].finished = 0;
+            send_to(c, &c->m[i], KD_WIRE_PAUSE, 0, NULL);
+        }
+    KD_INFO("coordinator: pausing gen=%u reason=%s", c->gen, why);
+}
+
+static void forget(coord *c, member *mb, const char *why)
+{
+    KD_INFO("coordinator: worker removed name=%.*s reason=%s", (int)mb->ident_len,
+            (const char *)mb->ident, why);
+    if (mb->rank >= 0 && c->st == C_RUNNING)
+        start_pause(c, why, c->cfg->comm_timeout_ms / 1000.0 + 1.5);
+    int idx = (int)(mb - c->m);
+    if (c->state_from == idx)
+        c->state_from = -1;
+    memset(mb, 0, sizeof *mb);
+    mb->rank = -1;
+}
+
+/* Picks the most advanced state available; returns the member index holding it, -1 for
+ * the coordinator's own state, -2 when there is none. */
+static int best_source(coord *c, pos *best)
+{
+    int src = -2;
+    if (c->have_state) {
+        *best = c->sp;
+        src = -1;
+    }
+    for (int i = 0; i < MAX_MEMBERS; i++) {
+        member *mb = &c->m[i];
+        if (!mb->used || !mb->ready || !mb->valid)
+            continue;
+        if (mb->rank >= 0 && !mb->replied)
+            continue;
+        /* Prefer a member of the world at equal steps: it needs no transfer itself. */
+        if (src == -2 || mb->p.step > best->step ||
+            (mb->p.step == best->step && src == -1 && !c->have_state)) {
+            *best = mb->p;
+            src = i;
+        }
+    }
+    return src;
+}
+
+static void finish(coord *c);
+
+/* Forms the next world from the members that can train, once the state is in place. */
+static void form_world(coord *c)
+{
+    pos best;
+    int src = best_source(c, &best);
+    int local = c->job.sync_mode == KD_SPEC_SYNC_LOCAL_SGD;
+    /* Members that are in the candidate set. */
+    int cand[MAX_MEMBERS], n = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < MAX_MEMBERS && n < c->max_agents; i++) {
+            member *mb = &c->m[i];
+            if (!mb->used || !mb->ready || mb->leaving)
+                continue;
+            int old = mb->rank >= 0;
+            if ((pass == 0) != old)
+                continue; /* current members first, then joiners */
+            cand[n++] = i;
+        }
+    int need_transfer = 0;
+    for (int k = 0; k < n; k++) {
+        member *mb = &c->m[cand[k]];
+        if (!mb->valid || mb->p.step != best.step || (local && cand[k] != src))
+            need_transfer = 1;
+    }
+    if (src == -2) {
+        KD_ERROR("coordinator: no state to continue from");
+        c->st = C_WAITING;
+        return;
+    }
+    /* Everyone who needs the state gets it from the coordinator's copy, so fetch it
+     * first when a member holds the best one (also needed for a leaving source). */
+    int leaving_src = src >= 0 && c->m[src].leaving;
+    if (src >= 0 && (need_transfer || leaving_src || c->finishing)) {
+        if (!c->have_state || c->sp.step != best.step) {
+            c->state_from = src;
+            c->gather_deadline = kd_now() + 5.0;
+            c->st = C_GATHER;
+            send_to(c, &c->m[src], KD_WIRE_STATE_REQ, 0, NULL);
+            return;
+        }
+    }
+    log_ranges(c, c->start, best);
+    if (c->finishing) {
+        finish(c);
+        return;
+    }
+    /* Leavers are released now that their state, if needed, is safe. */
+    for (int i = 0; i < MAX_MEMBERS; i++)
+        if (c->m[i].used && c->m[i].leaving) {
+            send_to(c, &c->m[i], KD_WIRE_DONE, 0, NULL);
+            forget(c, &c->m[i], "left");
+        }
+    for (int i = 0; i < MAX_MEMBERS; i++)
+        if (c->m[i].used)
+            c->m[i].rank = -1;
+    if (n == 0) {
+        c->st = C_WAITING;
+        c->world = 0;
+        c->start = best;
+        KD_INFO("coordinator: no workers left, waiting step=%llu",
+                (unsigned long long)best.step);
+        return;
+    }
+    double from = c->world > 0 ? scale_at(c, best.step) : scale_for(c, n);
+    c->gen++;
+    c->formed = 1;
+    c->world = n;
+    c->start = best;
+    c->scale_from = from;
+    c->scale = scale_for(c, n);
+    c->scale_step = best.step;
+    json_t *peers = json_array();
+    for (int k = 0; k < n; k++)
+        json_array_append_new(peers, json_string(c->m[cand[k]].endpoint));
+    for (int k = 0; k < n; k++) {
+        member *mb = &c->m[cand[k]];
+        int give = !mb->valid || mb->p.step != best.step || (local && cand[k] != src);
+        mb->rank = k;
+        mb->replied = 0;
+        mb->finished = 0;
+        json_t *b = json_pack(
+            "{s:i, s:i, s:O, s:I, s:I, s:I, s:f, s:f, s:I, s:i, s:i}", "rank", k, "world", n,
+            "peers", peers, "epoch", (json_int_t)best.epoch, "cursor", (json_int_t)best.cursor,
+            "step", (json_int_t)best.step, "scale_from", from, "scale_to", c->scale,
+            "scale_step", (json_int_t)best.step, "warmup_steps",
+            c->cfg->lr_scaling == KD_LR_SCALE_NONE ? 0 : c->cfg->warmup_steps, "state",
+            give);
+        if (b != NULL)
+            send_to(c, mb, KD_WIRE_WORLD, 0, b);
+        json_decref(b);
+        if (give)
+            send_state_to(c, mb);
+        mb->valid = 1;
+        mb->p = best;
+    }
+    json_decref(peers);
+    c->st = C_RUNNING;
+    KD_INFO("coordinator: world gen=%u agents=%d epoch=%u cursor=%llu step=%llu lr_scale=%g",
+            c->gen, n, best.epoch, (unsigned long long)best.cursor,
+            (unsigned long long)best.step, c->scale);
+    publish(c, "running");
+}
+
+static void write_summary(coord *c)
+{
+    if (c->cfg->summary_json == NULL)
+        return;
+    json_t *o = json_pack("{s:f, s:f, s:i, s:i, s:f, s:f, s:O, s:i}", "test_accuracy",
+                          c->accuracy, "train_loss", c->train_loss, "epochs", c->epochs_done,
+                          "agents", c->world, "samples_per_second",
+                          c->train_seconds > 0 ? (double)c->samples_trained / c->train_seconds
+                                               : 0.0,
+                          "wall_seconds", kd_now() - c->t_start, "epoch_log", c->epoch_log,
+                          "generation", (int)c->gen);
+    if (o == NULL)
+        return;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", c->cfg->summary_json);
+    if (json_dump_file(o, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) != 0 ||
+        rename(tmp, c->cfg->summary_json) != 0)
+        KD_ERROR("coordinator: cannot write summary %s", c->cfg->summary_json);
+    json_decref(o);
+}
+
+static void finish(coord *c)
+{
+    save_checkpoint(c);
+    for (int i = 0; i < MAX_MEMBERS; i++)
+        if (c->m[i].used)
+            send_to(c, &c->m[i], KD_WIRE_DONE, 0, NULL);
+    publish(c, "succeeded");
+    write_summary(c);
+    KD_INFO("coordinator: training finished job=%s epochs=%d accuracy=%.4f step=%llu",
+            c->job_id, c->epochs_done, c->accuracy, (unsigned long long)c->sp.step);
+    c->st = C_DONE;
+}
+
+static void on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
+{
+    long long ed;
+    double acc, tl, trl, es;
+    const json_t *b = msg->json;
+    if (kd_wire_get_int(b, "epoch_done", 1, INT32_MAX, &ed) == 0) {
+        if (kd_wire_get_num(b, "accuracy", 0, 1, &acc) != 0 ||
+            kd_wire_get_num(b, "test_loss", 0, 1e30, &tl) != 0 ||
+            kd_wire_get_num(b, "train_loss", 0, 1e30, &trl) != 0 ||
+            kd_wire_get_num(b, "epoch_seconds", 0, 1e9, &es) != 0) {
+            kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+            return;
+        }
+        c->accuracy = acc;
+        c->test_loss = tl;
+        c->train_loss = trl;
+        c->epochs_done = (int)ed;
+        c->train_seconds += es;
+        c->samples_trained += c->n_train;
+        json_array_append_new(c->epoch_log,
+                              json_pack("{s:i, s:f, s:f, s:f, s:i}", "epoch", (int)ed,
+                                        "accuracy", acc, "train_loss", trl, "wall_seconds",
+                                        kd_now() - c->t_start, "agents", c->world));
+        KD_INFO("coordinator: epoch done epoch=%lld accuracy=%.4f train_loss=%.4f agents=%d "
+                "seconds=%.2f", ed, acc, trl, c->world, es);
+        return;
+    }
+    if (mb->rank == 0) {
+        json_t *copy = json_deep_copy(b);
+        json_object_set_new(copy, "epoch", json_integer(msg->h.epoch));
+        json_object_set_new(copy, "step", json_integer((json_int_t)msg->h.step));
+        json_decref(c->last_metrics);
+        c->last_metrics = copy;
+    }
+}
+
+static void on_state(coord *c, member *mb, kd_ctl_msg *msg)
+{
+    size_t want = (c->n_params + c->n_state) * sizeof(float);
+    if (c->n_params == 0 || zmq_msg_size(&msg->payload) != want) {
+        kd_wire_drop(KD_WIRE_DROP_LENGTH, "control");
+        return;
+    }
+    if (c->have_state && msg->h.step < c->sp.step)
+        return; /* an answer to an older request; we already hold a newer state */
+    if (c->state == NULL && (c->state = malloc(want)) == NULL)
+        return;
+    memcpy(c->state, zmq_msg_data(&msg->payload), want);
+    c->have_state = 1;
+    c->sp.step = msg->h.step;
+    c->sp.epoch = msg->h.epoch;
+    c->sp.cursor = msg->h.offset;
+    c->ckpt_requested = 0;
+    save_checkpoint(c);
+    if (c->st == C_GATHER && c->state_from == (int)(mb - c->m)) {
+        c->state_from = -1;
+        form_world(c);
+    }
+}
+
+static void on_ready(coord *c, member *mb, const kd_ctl_msg *msg)
+{
+    long long np, ns, nt;
+    int fresh = json_is_true(json_object_get(msg->json, "fresh"));
+    if (kd_wire_get_int(msg->json, "n_params", 1, 1LL << 30, &np) != 0 ||
+        kd_wire_get_int(msg->json, "n_state", 0, 1LL << 31, &ns) != 0 ||
+        kd_wire_get_int(msg->json, "n_train", 1, 1LL << 32, &nt) != 0) {
+        kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+        return;
+    }
+    uint64_t h = 1469598103934665603ull;
+    for (const char *s = c->job_id; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    uint64_t fp = h ^ ((uint64_t)np << 20) ^ (uint64_t)ns;
+    if (c->n_train == 0) {
+        /* The first READY fixes the sizes; a checkpoint of another model is dropped. */
+        if (c->have_state && fp != c->fingerprint) {
+            KD_WARN("coordinator: checkpoint belongs to another job or model, ignored");
+            c->have_state = 0;
+            free(c->state);
+            c->state = NULL;
+            c->sp = c->start = (pos){0, 0, 0};
+        }
+        c->n_params = (size_t)np;
+        c->n_state = (size_t)ns;
+        c->n_train = (size_t)nt;
+        c->fingerprint = fp;
+    } else if ((size_t)np != c->n_params || (size_t)ns != c->n_state ||
+               (size_t)nt != c->n_train) {
+        KD_ERROR("coordinator: worker disagrees on the model or data size, ignored");
+        send_to(c, mb, KD_WIRE_DONE, 0, NULL);
+        forget(c, mb, "incompatible");
+        return;
+    }
+    mb->ready = 1;
+    mb->valid = fresh || msg->h.step > 0;
+    mb->p = (pos){msg->h.step, msg->h.epoch, msg->h.offset};
+    if (fresh)
+        mb->p = (pos){0, 0, 0};
+    if (c->first_ready == 0)
+        c->first_ready = kd_now();
+    KD_INFO("coordinator: worker ready name=%.*s step=%llu fresh=%d", (int)mb->ident_len,
+            (const char *)mb->ident, (unsigned long long)mb->p.step, fresh);
+}
+
+static void welcome(coord *c, member *mb)
+{
+    json_t *b = json_pack("{s:O, s:i, s:I, s:I}", "job", c->cfg->job_doc, "epochs", c->epochs,
+                          "seed", (json_int_t)c->cfg->seed, "max_samples",
+                          (json_int_t)c->cfg->max_samples);
+    if (b == NULL)
+        return;
+    if (c->cfg->data != NULL)
+        json_object_set_new(b, "data", json_string(c->cfg->data));
+    json_object_set_new(b, "batch", json_integer(c->batch));
+    send_to(c, mb, KD_WIRE_WELCOME, 0, b);
+    json_decref(b);
+}
+
+static void on_message(coord *c, kd_ctl_msg *msg)
+{
+    member *mb = find(c, msg->ident, msg->ident_len);
+    if (mb == NULL && msg->h.type != KD_WIRE_JOIN) {
+        /* A worker of a previous coordinator instance: ask it to join us. */
+        kd_wire_hdr h = {.type = KD_WIRE_PAUSE, .generation = c->gen,
+                         .sender = KD_WIRE_NO_RANK, .aux = 1};
+        kd_ctl_send(c->router, msg->ident, msg->ident_len, h, NULL, 0);
+        return;
+    }
+    if (mb != NULL)
+        mb->last_seen = kd_now();
+    switch (msg->h.type) {
+    case KD_WIRE_JOIN: {
+        const char *ep;
+        if (kd_wire_get_str(msg->json, "endpoint", 255, &ep) != 0 ||
+            strncmp(ep, "tcp://", 6) != 0) {
+            kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+            return;
+        }
+        if (mb != NULL && mb->rank >= 0)
+            forget(c, mb, "rejoined"); /* it lost its world: treat as a failure */
+        if (mb == NULL || !mb->used) {
+            for (int i = 0; i < MAX_MEMBERS && mb == NULL; i++)
+                if (!c->m[i].used)
+                    mb = &c->m[i];
+            if (mb == NULL) {
+                KD_WARN("coordinator: too many workers, JOIN ignored");
+                return;
+            }
+            memset(mb, 0, sizeof *mb);
+            mb->used = 1;
+            mb->rank = -1;
+            memcpy(mb->ident, msg->ident, msg->ident_len);
+            mb->ident_len = msg->ident_len;
+        }
+        snprintf(mb->endpoint, sizeof mb->endpoint, "%s", ep);
+        /* Workers of a previous coordinator instance may have seen later generations;
+         * never reuse a generation whose data may still be in flight. */
+        if (c->st == C_WAITING && msg->h.generation > c->gen)
+            c->gen = msg->h.generation;
+        mb->ready = 0;
+        mb->last_seen = kd_now();
+        KD_INFO("coordinator: worker joined name=%.*s endpoint=%s", (int)mb->ident_len,
+                (const char *)mb->ident, ep);
+        welcome(c, mb);
+        break;
+    }
+    case KD_WIRE_READY:
+        on_ready(c, mb, msg);
+        break;
+    case KD_WIRE_HEARTBEAT:
+        break;
+    case KD_WIRE_METRICS:
+        on_metrics(c, mb, msg);
+        break;
+    case KD_WIRE_LEAVE:
+        mb->leaving = 1;
+        KD_INFO("coordinator: worker leaving name=%.*s", (int)mb->ident_len,
+                (const char *)mb->ident);
+        if (mb->rank < 0) {
+            send_to(c, mb, KD_WIRE_DONE, 0, NULL);
+            forget(c, mb, "left");
+        } else if (c->st == C_RUNNING) {
+            /* It stops at the next boundary by itself; the deadline covers a slow step. */
+            c->st = C_PAUSING;
+            c->pause_deadline = kd_now() + c->cfg->comm_timeout_ms / 1000.0 + 1.5;
+            for (int i = 0; i < MAX_MEMBERS; i++)
+                c->m[i].replied = 0;
+        }
+        break;
+    case KD_WIRE_PAUSED:
+    case KD_WIRE_FINISHED:
+        if (mb->rank < 0 || msg->h.generation != c->gen) {
+            kd_wire_drop(KD_WIRE_DROP_STALE, "control");
+            break;
+        }
+        mb->replied = 1;
+        mb->p = (pos){msg->h.step, msg->h.epoch, msg->h.offset};
+        mb->valid = 1;
+        if (msg->h.type == KD_WIRE_FINISHED)
+            c->finishing = 1;
+        if (c->st == C_RUNNING) {
+            int ok = json_is_true(json_object_get(msg->json, "ok"));
+            c->st = C_PAUSING;
+            /* Peers of a failed step time out within comm_timeout; give them that. */
+            c->pause_deadline = kd_now() + c->cfg->comm_timeout_ms / 1000.0 + 1.5;
+            for (int i = 0; i < MAX_MEMBERS; i++)
+                if (c->m[i].used && c->m[i].rank >= 0 && &c->m[i] != mb) {
+                    c->m[i].replied = 0;
+                    send_to(c, &c->m[i], KD_WIRE_PAUSE, 0, NULL);
+                }
+            KD_INFO("coordinator: world stopping gen=%u reason=%s", c->gen,
+                    msg->h.type == KD_WIRE_FINISHED ? "finished" : ok ? "paused" : "failure");
+        }
+        break;
+    case KD_WIRE_STATE:
+        on_state(c, mb, msg);
+        break;
+    default:
+        kd_wire_drop(KD_WIRE_DROP_UNEXPECTED, "control");
+    }
+}
+
+static void tick(coord *c)
+{
+    double now = kd_now();
+    if (now - c->last_hb > 0.5) {
+        for (int i = 0; i < MAX_MEMBERS; i++)
+            if (c->m[i].used)
+                send_to(c, &c->m[i], KD_WIRE_HEARTBEAT, 0, NULL);
+        c->last_hb = now;
+    }
+    for (int i = 0; i < MAX_MEMBERS; i++)
+        if (c->m[i].used && now - c->m[i].last_seen > MEMBER_TIMEOUT_S &&
+            !(c->st == C_PAUSING && c->m[i].rank >= 0))
+            forget(c, &c->m[i], "silent");
+    int ready = 0, joiners = 0;
+    for (int i = 0; i < MAX_MEMBERS; i++)
+        if (c->m[i].used && c->m[i].ready && !c->m[i].leaving) {
+            ready++;
+            joiners += c->m[i].rank < 0;
+        }
+    switch (c->st) {
+    case C_WAITING:
+        if (ready > 0 && (ready >= c->cfg->initial_agents || c->formed ||
+                          now - c->first_ready > c->cfg->initial_wait_s))
+            form_world(c);
+        break;
+    case C_RUNNING: {
+        if (joiners > 0 && c->world < c->max_agents)
+            start_pause(c, "join", c->cfg->comm_timeout_ms / 1000.0 + 1.5);
+        int interval = c->cfg->checkpoint_interval > 0 ? c->cfg->checkpoint_interval
+                                                       : c->job.checkpoint_interval;
+        const char *dir = c->cfg->checkpoint_dir ? c->cfg->checkpoint_dir
+                                                 : c->job.checkpoint_path;
+        if (dir != NULL && now - c->last_ckpt > interval && !c->ckpt_requested)
+            for (int i = 0; i < MAX_MEMBERS; i++)
+                if (c->m[i].used && c->m[i].rank == 0) {
+                    send_to(c, &c->m[i], KD_WIRE_STATE_REQ, 0, NULL);
+                    c->ckpt_requested = 1;
+                    c->last_ckpt = now;
+                }
+        break;
+    }
+    case C_PAUSING: {
+        int waiting = 0;
+        for (int i = 0; i < MAX_MEMBERS; i++)
+            if (c->m[i].used && c->m[i].rank >= 0 && !c->m[i].replied)
+                waiting++;
+        if (waiting > 0 && now > c->pause_deadline)
+            for (int i = 0; i < MAX_MEMBERS; i++)
+                if (c->m[i].used && c->m[i].rank >= 0 && !c->m[i].replied) {
+                    c->m[i].rank = -1; /* so that forget does not start another pause */
+                    forget(c, &c->m[i], "no answer to pause");
+                    waiting--;
+                }
+        if (waiting == 0)
+            form_world(c);
+        break;
+    }
+    case C_GATHER:
+        if (c->state_from < 0 || now > c->gather_deadline) {
+            if (c->state_from >= 0) {
+                c->m[c->state_from].valid = 0;
+                c->state_from = -1;
+            }
+            KD_WARN("coordinator: state transfer failed, choosing another source");
+            form_world(c);
+        }
+        break;
+    default:
+        break;
+    }
+    if (now - c->last_pub >= 1.0 && c->st != C_DONE)
+        publish(c, c->st == C_RUNNING ? "running" : c->st == C_WAITING ? "waiting"
+                                                                        : "rescaling");
+}
+
+static int load_initial_checkpoint(coord *c)
+{
+    const char *dir = c->cfg->checkpoint_dir ? c->cfg->checkpoint_dir : c->job.checkpoint_path;
+    if (dir == NULL)
+        return KD_OK;
+    kd_ckpt ck;
+    const char *which = NULL;
+    char err[512];
+    int rc = kd_ckpt_load(dir, 0, &ck, &which, err, sizeof err);
+    if (rc == KD_ENOTFOUND)
+        return KD_OK;
+    if (rc != KD_OK) {
+        KD_WARN("coordinator: no usable checkpoint, starting fresh: %s", err);
+        return KD_OK;
+    }
+    size_t n = ck.n_params + ck.n_state;
+    c->state = malloc(n * sizeof(float));
+    if (c->state == NULL) {
+        kd_ckpt_free(&ck);
+        return KD_ENOMEM;
+    }
+    kd_wire_floats_to_le(c->state, ck.params, ck.n_params);
+    if (ck.n_state > 0)
+        kd_wire_floats_to_le(c->state + ck.n_params, ck.state, ck.n_state);
+    c->n_params = ck.n_params;
+    c->n_state = ck.n_state;
+    c->fingerprint = ck.fingerprint;
+    c->have_state = 1;
+    c->sp = (pos){ck.step, ck.epoch, ck.cursor};
+    c->start = c->sp;
+    c->gen = ck.generation;
+    KD_INFO("coordinator: resuming from checkpoint file=%s/%s step=%llu epoch=%u cursor=%llu",
+            dir, which, (unsigned long long)ck.step, ck.epoch, (unsigned long long)ck.cursor);
+    if (c->range_log != NULL) {
+        fprintf(c->range_log, "restart %u %llu\n", ck.epoch, (unsigned long long)ck.cursor);
+        fflush(c->range_log);
+    }
+    kd_ckpt_free(&ck);
+    return KD_OK;
+}
+
+static int open_sockets(coord *c)
+{
+    c->zctx = zmq_ctx_new();
+    c->router = zmq_socket(c->zctx, ZMQ_ROUTER);
+    c->pub = zmq_socket(c->zctx, ZMQ_PUB);
+    if (c->router == NULL || c->pub == NULL)
+        return KD_ENETWORK;
+    int one = 1, linger = 200, hwm = 10000;
+    zmq_setsockopt(c->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
+    zmq_setsockopt(c->router, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(c->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(c->pub, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(c->router, c->cfg->bind) != 0) {
+        KD_ERROR("coordinator: bind %s: %s", c->cfg->bind, zmq_strerror(zmq_errno()));
+        return KD_ENETWORK;
+    }
+    if (zmq_bind(c->pub, c->cfg->metrics_bind) != 0) {
+        KD_ERROR("coordinator: bind %s: %s", c->cfg->metrics_bind, zmq_strerror(zmq_errno()));
+        return KD_ENETWORK;
+    }
+    char ctl[256], met[256];
+    size_t l1 = sizeof ctl, l2 = sizeof met;
+    zmq_getsockopt(c->router, ZMQ_LAST_ENDPOINT, ctl, &l1);
+    zmq_getsockopt(c->pub, ZMQ_LAST_ENDPOINT, met, &l2);
+    KD_INFO("coordinator: listening job=%s control=%s metrics=%s", c->job_id, ctl, met);
+    if (c->cfg->endpoint_file != NULL) {
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", c->cfg->endpoint_file);
+        FILE *f = fopen(tmp, "w");
+        if (f == NULL || fprintf(f, "control=%s\nmetrics=%s\n", ctl, met) < 0 ||
+            fclose(f) != 0 || rename(tmp, c->cfg->endpoint_file) != 0) {
+            KD_ERROR("coordinator: cannot write %s", c->cfg->endpoint_file);
+            return KD_EIO;
+        }
+    }
+    return KD_OK;
+}
+
+int kd_coord_run(const kd_coord_config *cfg)
+{
+    coord *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return 1;
+    c->cfg = cfg;
+    c->state_from = -1;
+    for (int i = 0; i < MAX_MEMBERS; i++)
+        c->m[i].rank = -1;
+    int rc = 1;
+    char err[512];
+    if (kd_agentjob_decode(cfg->job_doc, &c->job, err, sizeof err) != KD_OK) {
+        KD_ERROR("coordinator: %s", err);
+        free(c);
+        return 2;
+    }
+    snprintf(c->job_id, sizeof c->job_id, "%s/%s", c->job.namespace_, c->job.name);
+    c->epochs = cfg->epochs > 0 ? cfg->epochs : c->job.epochs;
+    c->batch = cfg->batch > 0 ? cfg->batch : c->job.batch_size;
+    c->max_agents = cfg->max_agents > 0 ? cfg->max_agents : c->job.agents_max;
+    if (c->max_agents > MAX_MEMBERS)
+        c->max_agents = MAX_MEMBERS;
+    c->epoch_log = json_array();
+    c->t_start = c->last_ckpt = kd_now();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    if (cfg->range_log != NULL && (c->range_log = fopen(cfg->range_log, "a")) == NULL) {
+        KD_ERROR("coordinator: cannot open %s", cfg->range_log);
+        goto out;
+    }
+    if (load_initial_checkpoint(c) != KD_OK || open_sockets(c) != KD_OK)
+        goto out;
+    while (c->st != C_DONE && !coord_sigterm) {
+        zmq_pollitem_t it = {c->router, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 50);
+        kd_ctl_msg msg;
+        while (c->st != C_DONE && kd_ctl_recv(c->router, 1, &msg, "control") == KD_OK) {
+            on_message(c, &msg);
+            kd_ctl_msg_close(&msg);
+        }
+        if (c->st != C_DONE)
+            tick(c);
+    }
+    if (coord_sigterm && c->st != C_DONE) {
+        KD_INFO("coordinator: terminated, keeping the last checkpoint");
+        save_checkpoint(c);
+    }
+    rc = 0;
+out:
+    if (c->router != NULL)
+        zmq_close(c->router);
+    if (c->pub != NULL)
+        zmq_close(c->pub);
+    if (c->zctx != NULL)
+        zmq_ctx_term(c->zctx);
+    if (c->range_log != NULL)
+        fclose(c->range_log);
+    json_decref(c->last_metrics);
+    json_decref(c->epoch_log);
+    free(c->state);
+    kd_agentjob_free(&c->job);
+    free(c);
+    return rc;
+}

@@ -1,0 +1,527 @@
+/* launcher: the distributed `kadet run`. It starts `kadet coordinator` and N
+ * `kadet worker` processes of this same binary (/proc/self/exe, so `ps` shows them by
+ * role), follows the coordinator's metrics to print progress, and changes N while
+ * training: pinned by --agents, forced by --agents-schedule, or decided by the
+ * scheduling policy of the job (operator/scheduler, the same code the operator runs)
+ * from a snapshot of the local machine (free CPUs) and the job's measured throughput.
+ * Scale-up spawns workers (they join at the next step boundary); scale-down sends
+ * SIGTERM to the newest workers (they leave at the next step boundary). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "kd_error.h"
+#include "kd_log.h"
+#include "kd_train.h"
+#include "launcher.h"
+#include "sched.h"
+
+#define MAX_WORKERS 64
+
+typedef struct child {
+    pid_t pid;        /* 0 = free slot */
+    int stopping;     /* SIGTERM sent */
+    double started;   /* when it was spawned */
+} child;
+
+typedef struct launch {
+    const kd_launch_opts *o;
+    char exe[4096];
+    char dir[64];            /* private temporary directory */
+    char ctl_ep[256], met_ep[256];
+    pid_t coord;
+    child w[MAX_WORKERS];
+    int spawned;             /* workers spawned so far (names, sample logs) */
+    int target;              /* desired agent count */
+    int last_agents;         /* agent count last printed */
+    double t0;
+    sched_policy *policy;    /* NULL when pinned or scheduled by hand */
+    sched_tp tp[MAX_WORKERS]; /* measured throughput by agent count */
+    int n_tp;
+    double last_change;
+    double last_speed;       /* last samples/s reported */
+    int cur_agents;          /* agents in the running world (from metrics) */
+    double progress;
+} launch;
+
+static volatile sig_atomic_t launch_sigint;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    launch_sigint = 1;
+}
+
+static pid_t spawn(launch *l, char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv(l->exe, argv);
+        fprintf(stderr, "kadet run: exec %s: %s\n", l->exe, strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static int alive_workers(const launch *l)
+{
+    int n = 0;
+    for (int i = 0; i < MAX_WORKERS; i++)
+        n += l->w[i].pid > 0 && !l->w[i].stopping;
+    return n;
+}
+
+static void spawn_worker(launch *l)
+{
+    int slot = -1;
+    for (int i = 0; i < MAX_WORKERS && slot < 0; i++)
+        if (l->w[i].pid == 0)
+            slot = i;
+    if (slot < 0)
+        return;
+    char name[64], threads[16], log[4200];
+    snprintf(name, sizeof name, "w%d-%ld", l->spawned, (long)getpid());
+    snprintf(threads, sizeof threads, "%d", l->o->threads);
+    char *argv[16];
+    int k = 0;
+    argv[k++] = "kadet";
+    argv[k++] = "worker";
+    argv[k++] = "--coordinator";
+    argv[k++] = l->ctl_ep;
+    argv[k++] = "--name";
+    argv[k++] = name;
+    argv[k++] = "--threads";
+    argv[k++] = threads;
+    if (l->o->sample_log_dir != NULL) {
+        snprintf(log, sizeof log, "%s/samples-%s.log", l->o->sample_log_dir, name);
+        argv[k++] = "--sample-log";
+        argv[k++] = log;
+    }
+    if (l->o->log_level != NULL) {
+        argv[k++] = "--log-level";
+        argv[k++] = (char *)l->o->log_level;
+    }
+    argv[k] = NULL;
+    pid_t pid = spawn(l, argv);
+    if (pid > 0) {
+        l->w[slot] = (child){pid, 0, kd_now()};
+        l->spawned++;
+    }
+}
+
+/* Scale to the target: spawn, or SIGTERM the newest workers. */
+static void reconcile(launch *l)
+{
+    int n = alive_workers(l);
+    while (n < l->target) {
+        spawn_worker(l);
+        n++;
+    }
+    while (n > l->target) {
+        int newest = -1;
+        for (int i = 0; i < MAX_WORKERS; i++)
+            if (l->w[i].pid > 0 && !l->w[i].stopping &&
+                (newest < 0 || l->w[i].started > l->w[newest].started))
+                newest = i;
+        if (newest < 0)
+            break;
+        kill(l->w[newest].pid, SIGTERM);
+        l->w[newest].stopping = 1;
+        n--;
+    }
+}
+
+static void reap(launch *l, int *coord_status)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == l->coord) {
+            *coord_status = status;
+            l->coord = 0;
+            continue;
+        }
+        for (int i = 0; i < MAX_WORKERS; i++)
+            if (l->w[i].pid == pid) {
+                if (!l->w[i].stopping && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+                    KD_WARN("run: worker exited unexpectedly pid=%ld status=%d", (long)pid,
+                            status);
+                l->w[i].pid = 0;
+            }
+    }
+}
+
+/* --agents-schedule "0:2,30:4": the count of the last entry whose time has come. */
+static int scheduled_count(const char *sched, double t)
+{
+    int count = -1;
+    const char *p = sched;
+    while (p != NULL && *p != '\0') {
+        double at;
+        int n, used = 0;
+        if (sscanf(p, "%lf:%d%n", &at, &n, &used) != 2)
+            return count;
+        if (t >= at)
+            count = n;
+        p = strchr(p + used, ',');
+        if (p != NULL)
+            p++;
+    }
+    return count;
+}
+
+int kd_launch_schedule_valid(const char *sched, int lo, int hi)
+{
+    const char *p = sched;
+    double prev = -1;
+    while (*p != '\0') {
+        double at;
+        int n, used = 0;
+        if (sscanf(p, "%lf:%d%n", &at, &n, &used) != 2 || at < prev || at < 0 || n < lo ||
+            n > hi)
+            return -1;
+        prev = at;
+        p += used;
+        if (*p == ',')
+            p++;
+        else if (*p != '\0')
+            return -1;
+    }
+    return prev < 0 ? -1 : 0;
+}
+
+/* The scheduling interface: a snapshot of this machine and the job in, the desired
+ * agent count out, from the job's policy (the same code the operator runs). */
+static int policy_decide(launch *l)
+{
+    const kd_agentjob *job = l->o->job;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    sched_node node = {.cpu = ncpu > 0 ? (double)ncpu : 1.0, .mem = 0, .slots = 0};
+    sched_job sj = {
+        .id = "local",
+        .min = job->agents_min,
+        .max = job->agents_max,
+        .pin = 0,
+        .request = job->replicas > 0 ? job->replicas : 0,
+        .cpu_per_agent = (double)l->o->threads,
+        .current = alive_workers(l),
+        .age_s = kd_now() - l->t0,
+        .attained_s = 0,
+        .since_change_s = kd_now() - l->last_change,
+        .tp = l->tp,
+        .n_tp = l->n_tp,
+        .progress = l->progress,
+        .alpha = job->weight_time,
+        .beta = job->weight_cost,
+        .priority = job->priority,
+    };
+    sched_snapshot s = {.nodes = &node, .n_nodes = 1, .jobs = &sj, .n_jobs = 1,
+                        .interval_s = 5.0, .restart_s = 1.0};
+    sched_decision d;
+    char err[256];
+    if (sched_decide(l->policy, &s, &d, err, sizeof err) != KD_OK) {
+        KD_WARN("run: scheduler: %s", err);
+        return l->target;
+    }
+    if (d.desired != l->target && d.desired > 0)
+        printf("[%6.1fs] scheduler (%s): agents %d -> %d: %s\n", kd_now() - l->t0,
+               sched_policy_name(l->policy), l->target, d.desired, d.reason);
+    return d.desired > 0 ? d.desired : l->target;
+}
+
+static void record_speed(launch *l, int agents, double speed)
+{
+    if (agents <= 0 || speed <= 0)
+        return;
+    for (int i = 0; i < l->n_tp; i++)
+        if (l->tp[i].agents == agents) {
+            l->tp[i].samples_per_s = 0.7 * l->tp[i].samples_per_s + 0.3 * speed;
+            return;
+        }
+    if (l->n_tp < MAX_WORKERS)
+        l->tp[l->n_tp++] = (sched_tp){agents, speed};
+}
+
+static void on_metrics(launch *l, const char *text, size_t len)
+{
+    json_error_t e;
+    json_t *o = json_loadb(text, len, 0, &e);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return;
+    }
+    int agents = (int)json_integer_value(json_object_get(o, "agents"));
+    int epoch = (int)json_integer_value(json_object_get(o, "epoch"));
+    int epochs = (int)json_integer_value(json_object_get(o, "epochs"));
+    double sps = json_number_value(json_object_get(o, "samples_per_s"));
+    const char *state = json_string_value(json_object_get(o, "state"));
+    if (state != NULL && strcmp(state, "running") == 0) {
+        if (agents != l->cur_agents)
+            l->last_change = kd_now();
+        l->cur_agents = agents;
+        /* Skip the first seconds after a change: they include the rescale itself. */
+        if (kd_now() - l->last_change > 2.0)
+            record_speed(l, agents, sps);
+        if (epochs > 0)
+            l->progress = (double)(epoch - 1) / epochs;
+    }
+    if (!l->o->quiet || agents != l->last_agents) {
+        printf("[%6.1fs] %-9s epoch %d/%d  step %lld  agents %d  samples/s %.0f  "
+               "compute %.2fms  comm %.2fms  loss %.4f  test_acc %.4f  gen %lld\n",
+               kd_now() - l->t0, state ? state : "?", epoch, epochs,
+               (long long)json_integer_value(json_object_get(o, "step")), agents, sps,
+               json_number_value(json_object_get(o, "compute_ms")),
+               json_number_value(json_object_get(o, "comm_ms")),
+               json_number_value(json_object_get(o, "loss")),
+               json_number_value(json_object_get(o, "accuracy")),
+               (long long)json_integer_value(json_object_get(o, "generation")));
+        fflush(stdout);
+    }
+    l->last_agents = agents;
+    json_decref(o);
+}
+
+static int read_endpoints(launch *l, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    char line[300];
+    int got = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "control=", 8) == 0)
+            got |= snprintf(l->ctl_ep, sizeof l->ctl_ep, "%s", line + 8) > 0;
+        if (strncmp(line, "metrics=", 8) == 0)
+            got |= (snprintf(l->met_ep, sizeof l->met_ep, "%s", line + 8) > 0) << 1;
+    }
+    fclose(f);
+    return got == 3 ? 0 : -1;
+}
+
+static void start_coordinator(launch *l, const char *epfile, const char *summary)
+{
+    char seed[32], epochs[16], maxs[32], initial[16], batch[16], maxa[16];
+    snprintf(seed, sizeof seed, "%llu", l->o->seed);
+    snprintf(epochs, sizeof epochs, "%d", l->o->epochs);
+    snprintf(maxs, sizeof maxs, "%ld", l->o->max_samples);
+    snprintf(initial, sizeof initial, "%d", l->target);
+    snprintf(batch, sizeof batch, "%d", l->o->batch);
+    snprintf(maxa, sizeof maxa, "%d", l->o->job->agents_max > l->target
+                                          ? l->o->job->agents_max : l->target);
+    char *argv[48];
+    int k = 0;
+    argv[k++] = "kadet";
+    argv[k++] = "coordinator";
+    argv[k++] = "--job";
+    argv[k++] = (char *)l->o->file;
+    argv[k++] = "--bind";
+    argv[k++] = "tcp://127.0.0.1:*";
+    argv[k++] = "--metrics-bind";
+    argv[k++] = "tcp://127.0.0.1:*";
+    argv[k++] = "--endpoint-file";
+    argv[k++] = (char *)epfile;
+    argv[k++] = "--summary-json";
+    argv[k++] = (char *)summary;
+    argv[k++] = "--seed";
+    argv[k++] = seed;
+    argv[k++] = "--initial-agents";
+    argv[k++] = initial;
+    argv[k++] = "--max-agents";
+    argv[k++] = maxa;
+    if (l->o->epochs > 0) {
+        argv[k++] = "--epochs";
+        argv[k++] = epochs;
+    }
+    if (l->o->batch > 0) {
+        argv[k++] = "--batch-size";
+        argv[k++] = batch;
+    }
+    if (l->o->max_samples > 0) {
+        argv[k++] = "--max-samples";
+        argv[k++] = maxs;
+    }
+    const char *pairs[][2] = {{"--data", l->o->data},
+                              {"--lr-scaling", l->o->lr_scaling},
+                              {"--checkpoint-dir", l->o->checkpoint_dir},
+                              {"--range-log", l->o->range_log},
+                              {"--log-level", l->o->log_level}};
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
+        if (pairs[i][1] != NULL) {
+            argv[k++] = (char *)pairs[i][0];
+            argv[k++] = (char *)pairs[i][1];
+        }
+    argv[k] = NULL;
+    l->coord = spawn(l, argv);
+}
+
+static void stop_all(launch *l)
+{
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (l->w[i].pid > 0)
+            kill(l->w[i].pid, SIGTERM);
+    if (l->coord > 0)
+        kill(l->coord, SIGTERM);
+    double until = kd_now() + 8.0;
+    int st;
+    while (kd_now() < until) {
+        int left = l->coord > 0;
+        reap(l, &st);
+        for (int i = 0; i < MAX_WORKERS; i++)
+            left += l->w[i].pid > 0;
+        if (left == 0)
+            return;
+        usleep(20000);
+    }
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (l->w[i].pid > 0)
+            kill(l->w[i].pid, SIGKILL);
+    if (l->coord > 0)
+        kill(l->coord, SIGKILL);
+    while (waitpid(-1, &st, 0) > 0) {
+    }
+}
+
+int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
+{
+    *summary_out = NULL;
+    launch *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return 1;
+    l->o = o;
+    l->t0 = l->last_change = kd_now();
+    ssize_t n = readlink("/proc/self/exe", l->exe, sizeof l->exe - 1);
+    if (n <= 0) {
+        fprintf(stderr, "kadet run: cannot find my own executable\n");
+        free(l);
+        return 1;
+    }
+    l->exe[n] = '\0';
+    snprintf(l->dir, sizeof l->dir, "/tmp/kadet-run.XXXXXX");
+    if (mkdtemp(l->dir) == NULL) {
+        fprintf(stderr, "kadet run: mkdtemp: %s\n", strerror(errno));
+        free(l);
+        return 1;
+    }
+    char epfile[128], summary[128];
+    snprintf(epfile, sizeof epfile, "%s/endpoints", l->dir);
+    snprintf(summary, sizeof summary, "%s/summary.json", l->dir);
+    const kd_agentjob *job = o->job;
+    if (o->agents > 0)
+        l->target = o->agents;
+    else if (o->schedule != NULL)
+        l->target = scheduled_count(o->schedule, 0) > 0 ? scheduled_count(o->schedule, 0)
+                                                        : job->agents_min;
+    else {
+        char err[256];
+        sched_options so;
+        sched_options_default(&so);
+        so.learn = 0; /* a local run acts on what the policy knows; it does not explore */
+        const char *name = kd_spec_policy_name(job->policy);
+        if (sched_policy_create(name, &so, &l->policy, err, sizeof err) != KD_OK) {
+            KD_WARN("run: scheduler %s unavailable (%s), using greedy", name, err);
+            sched_policy_create("greedy", &so, &l->policy, err, sizeof err);
+        }
+        l->target = job->replicas > 0 ? job->replicas : job->agents_min;
+        if (l->policy != NULL)
+            l->target = policy_decide(l);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int rc = 1, coord_status = -1;
+    void *zctx = zmq_ctx_new(), *sub = NULL;
+    start_coordinator(l, epfile, summary);
+    double until = kd_now() + 15.0;
+    while (read_endpoints(l, epfile) != 0) {
+        reap(l, &coord_status);
+        if (l->coord == 0 || kd_now() > until) {
+            fprintf(stderr, "kadet run: the coordinator did not start\n");
+            goto out;
+        }
+        usleep(20000);
+    }
+    sub = zmq_socket(zctx, ZMQ_SUB);
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
+    zmq_connect(sub, l->met_ep);
+    printf("[%6.1fs] coordinator pid %ld control %s, starting %d agents\n", kd_now() - l->t0,
+           (long)l->coord, l->ctl_ep, l->target);
+    fflush(stdout);
+    reconcile(l);
+    double last_decide = kd_now();
+    while (l->coord > 0 && !launch_sigint) {
+        zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 100);
+        char buf[4096];
+        int len;
+        while ((len = zmq_recv(sub, buf, sizeof buf, ZMQ_DONTWAIT)) > 0)
+            on_metrics(l, buf, (size_t)len < sizeof buf ? (size_t)len : sizeof buf);
+        reap(l, &coord_status);
+        double t = kd_now() - l->t0;
+        int want = l->target;
+        if (o->agents > 0)
+            want = o->agents;
+        else if (o->schedule != NULL) {
+            int s = scheduled_count(o->schedule, t);
+            if (s > 0)
+                want = s;
+        } else if (l->policy != NULL && kd_now() - last_decide > 5.0) {
+            want = policy_decide(l);
+            last_decide = kd_now();
+        }
+        if (want != l->target) {
+            printf("[%6.1fs] agents %d -> %d\n", t, l->target, want);
+            fflush(stdout);
+            l->target = want;
+            l->last_change = kd_now();
+        }
+        if (l->coord > 0)
+            reconcile(l);
+    }
+    if (launch_sigint) {
+        fprintf(stderr, "kadet run: interrupted\n");
+        goto out;
+    }
+    /* The coordinator is gone: the workers got DONE and exit on their own. */
+    until = kd_now() + 5.0;
+    while (alive_workers(l) + 0 > 0 && kd_now() < until) {
+        reap(l, &coord_status);
+        int left = 0;
+        for (int i = 0; i < MAX_WORKERS; i++)
+            left += l->w[i].pid > 0;
+        if (left == 0)
+            break;
+        usleep(20000);
+    }
+    if (!(WIFEXITED(coord_status) && WEXITSTATUS(coord_status) == 0)) {
+        fprintf(stderr, "kadet run: the coordinator failed (status %d)\n", coord_status);
+        goto out;
+    }
+    json_error_t e;
+    *summary_out = json_load_file(summary, 0, &e);
+    if (*summary_out == NULL) {
+        fprintf(stderr, "kadet run: no summary from the coordinator: %s\n", e.text);
+        goto out;
+    }
+    rc = 0;
+out:
+    stop_all(l);
+    if (sub != NULL)
+        zmq_close(sub);
+    zmq_ctx_term(zctx);
+    sched_policy_free(&l->policy);
+    unlink(epfile);
+    unlink(summary);
+    rmdir(l->dir);
+    free(l);
+    return rc;
+}

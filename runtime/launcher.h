@@ -1,0 +1,75 @@
+/*
+ * launcher: the distributed runtime's subcommands and what they share.
+ *
+ *   kadet coordinator  one per job: membership, cursor, checkpoints, metrics
+ *   kadet worker       one per agent: trains its share, allreduces with its peers
+ *   kadet run          local launcher: spawns one coordinator and N workers as
+ *                      processes of this same binary and changes N while training
+ *
+ * Every option of the coordinator and the worker can also come from the environment
+ * (the name in the help text), which is how the operator configures pods; a flag wins
+ * over the environment. The option helper here is table driven so that --help, flags
+ * and environment never disagree.
+ */
+#ifndef KD_LAUNCHER_H
+#define KD_LAUNCHER_H
+
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "kd_spec.h"
+
+int kd_cmd_coordinator(int argc, char **argv);
+int kd_cmd_worker(int argc, char **argv);
+/* The distributed `kadet run` (option parsing, then kd_launch_run). */
+int kd_launch_cmd_run(int argc, char **argv);
+/* 1 (and removes the flag from argv) when argv asks for --in-process. */
+int kd_launch_in_process(int *argc, char **argv);
+/* What `kadet run` (cmd_run.c) hands the distributed launcher. */
+typedef struct kd_launch_opts {
+    const char *file;           /* manifest path (the coordinator reads it) */
+    const kd_agentjob *job;     /* the decoded manifest (borrowed) */
+    int agents;                 /* --agents: pinned count, 0 = not pinned */
+    const char *schedule;       /* --agents-schedule "sec:count,...", or NULL */
+    int epochs;                 /* override, 0 = spec */
+    int batch;                  /* per-agent batch override, 0 = spec */
+    unsigned long long seed;    /* shuffle and init seed */
+    const char *data;           /* dataset directory override, or NULL */
+    int threads;                /* math threads per agent */
+    long max_samples;           /* first N training samples only, 0 = all */
+    int quiet;                  /* print only agent-count changes */
+    const char *lr_scaling;     /* linear|sqrt|none, or NULL = coordinator default */
+    const char *checkpoint_dir; /* override spec.checkpoint.path, or NULL */
+    const char *sample_log_dir; /* debug: per-worker sample-id logs here, or NULL */
+    const char *range_log;      /* debug: coordinator's cursor range log, or NULL */
+    const char *log_level;      /* passed to the processes, or NULL */
+} kd_launch_opts;
+
+/* Runs the job with a coordinator and workers as processes; on success (0) *summary is
+ * the coordinator's summary (new reference: test_accuracy, train_loss, epochs, agents,
+ * samples_per_second, wall_seconds, epoch_log). 1 when training failed. */
+int kd_launch_run(const kd_launch_opts *o, json_t **summary);
+/* 0 when "sec:count,..." is well formed with non-decreasing times and counts in
+ * [lo, hi]. */
+int kd_launch_schedule_valid(const char *sched, int lo, int hi);
+
+typedef enum kd_opt_type { KD_OPT_STR, KD_OPT_INT, KD_OPT_DBL, KD_OPT_FLAG } kd_opt_type;
+
+typedef struct kd_opt {
+    const char *name;  /* long option without dashes */
+    const char *env;   /* environment variable, or NULL */
+    kd_opt_type type;  /* how the value is parsed */
+    void *target;      /* const char **, long long *, double * or int * */
+    double lo, hi;     /* accepted range for numbers */
+    const char *help;  /* one line */
+} kd_opt;
+
+/* Applies the environment, then argv (argv[0] is the subcommand); returns 0 on success,
+ * 1 after printing help (--help), 2 on a usage error (message printed). Positional
+ * arguments are refused unless pos_out is not NULL (it receives the first one). */
+int kd_opts_parse(const char *cmd, const char *summary, const kd_opt *opts, int n, int argc,
+                  char **argv, const char **pos_out);
+void kd_opts_usage(FILE *out, const char *cmd, const char *summary, const kd_opt *opts, int n);
+
+#endif

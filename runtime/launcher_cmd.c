@@ -1,0 +1,159 @@
+/* launcher_cmd: option handling of the distributed `kadet run` (the default), which
+ * keeps the single-agent options (--epochs, --seed, --data, --summary-json with the same
+ * keys, ...) and adds the elastic ones. `kadet run --in-process` keeps the single-agent
+ * in-process trainer of cmd_run.c. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kd_error.h"
+#include "kd_log.h"
+#include "kd_yaml.h"
+#include "launcher.h"
+
+int kd_launch_in_process(int *argc, char **argv)
+{
+    for (int i = 1; i < *argc; i++)
+        if (strcmp(argv[i], "--in-process") == 0) {
+            memmove(&argv[i], &argv[i + 1], (size_t)(*argc - i) * sizeof *argv);
+            (*argc)--;
+            return 1;
+        }
+    return 0;
+}
+
+static int load_job(const char *file, kd_agentjob *job)
+{
+    char err[512];
+    json_t *docs = NULL;
+    if (kd_yaml_load_file(file, 0, &docs, err, sizeof err) != KD_OK) {
+        fprintf(stderr, "kadet run: %s\n", err);
+        return 2;
+    }
+    if (json_array_size(docs) != 1) {
+        fprintf(stderr, "kadet run: %s: expected one AgentJob document, found %zu documents\n",
+                file, json_array_size(docs));
+        json_decref(docs);
+        return 2;
+    }
+    int rc = kd_agentjob_decode(json_array_get(docs, 0), job, err, sizeof err);
+    json_decref(docs);
+    if (rc != KD_OK) {
+        fprintf(stderr, "kadet run: %s: %s\n", file, err);
+        return 2;
+    }
+    for (size_t i = 0; i < job->n_warnings; i++)
+        fprintf(stderr, "kadet run: warning: %s: %s\n", file, job->warnings[i]);
+    return 0;
+}
+
+static int write_summary(const char *path, json_t *s)
+{
+    /* Same keys as the single-agent summary, plus the distributed extras. */
+    char tmp[4096];
+    int w = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (w <= 0 || (size_t)w >= sizeof tmp ||
+        json_dump_file(s, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) != 0)
+        return -1;
+    if (rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int kd_launch_cmd_run(int argc, char **argv)
+{
+    kd_launch_opts o;
+    memset(&o, 0, sizeof o);
+    long long agents = 0, epochs = 0, seed = 1, threads = 1, maxs = 0, batch = 0;
+    const char *summary_json = NULL;
+    const kd_opt opts[] = {
+        {"agents", NULL, KD_OPT_INT, &agents, 1, 64,
+         "pin the agent count (default: the job's scheduling policy decides)"},
+        {"agents-schedule", NULL, KD_OPT_STR, &o.schedule, 0, 0,
+         "force agent counts over time, \"sec:count,...\" e.g. \"0:2,30:4,60:1\""},
+        {"epochs", NULL, KD_OPT_INT, &epochs, 1, 100000, "override spec.training.epochs"},
+        {"batch-size", NULL, KD_OPT_INT, &batch, 1, 1 << 20, "override the per-agent batch"},
+        {"seed", NULL, KD_OPT_INT, &seed, 0, 9.2e18, "initialisation and shuffle seed (1)"},
+        {"data", NULL, KD_OPT_STR, &o.data, 0, 0, "dataset directory (overrides the spec)"},
+        {"threads", NULL, KD_OPT_INT, &threads, 1, 256, "math threads per agent (default 1)"},
+        {"max-samples", NULL, KD_OPT_INT, &maxs, 1, 1e12, "train on the first N samples only"},
+        {"lr-scaling", NULL, KD_OPT_STR, &o.lr_scaling, 0, 0,
+         "linear (default, with warm-up), sqrt or none"},
+        {"checkpoint-dir", NULL, KD_OPT_STR, &o.checkpoint_dir, 0, 0,
+         "override spec.checkpoint.path"},
+        {"summary-json", NULL, KD_OPT_STR, &summary_json, 0, 0,
+         "write {test_accuracy, train_loss, epochs, agents, samples_per_second, "
+         "wall_seconds, ...} here"},
+        {"quiet", NULL, KD_OPT_FLAG, &o.quiet, 0, 0, "print only agent-count changes"},
+        {"sample-log-dir", NULL, KD_OPT_STR, &o.sample_log_dir, 0, 0,
+         "debug: each worker logs the sample ids it trains into this directory"},
+        {"range-log", NULL, KD_OPT_STR, &o.range_log, 0, 0,
+         "debug: the coordinator logs the cursor ranges trained"},
+        {"log-level", NULL, KD_OPT_STR, &o.log_level, 0, 0,
+         "log level of the coordinator and workers (default info)"},
+    };
+    const char *file = NULL;
+    int st = kd_opts_parse("run", "Trains the AgentJob manifest FILE locally: one `kadet "
+                           "coordinator` and N `kadet worker`\nprocesses on loopback; N changes "
+                           "while training. --in-process trains one agent in this\nprocess "
+                           "instead (see kadet run --in-process --help).\n\nusage: kadet run "
+                           "[options] FILE",
+                           opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, &file);
+    if (st != 0)
+        return st == 1 ? 0 : st;
+    if (file == NULL) {
+        fprintf(stderr, "kadet run: missing manifest FILE\n");
+        return 2;
+    }
+    kd_log_set_component("run");
+    kd_agentjob job;
+    if ((st = load_job(file, &job)) != 0)
+        return st;
+    if (o.schedule != NULL && kd_launch_schedule_valid(o.schedule, 1, 64) != 0) {
+        fprintf(stderr, "kadet run: --agents-schedule: expected \"sec:count,...\" with "
+                        "increasing times and counts in 1..64, got \"%s\"\n", o.schedule);
+        kd_agentjob_free(&job);
+        return 2;
+    }
+    o.file = file;
+    o.job = &job;
+    o.agents = (int)agents;
+    o.epochs = (int)epochs;
+    o.batch = (int)batch;
+    o.seed = (unsigned long long)seed;
+    o.threads = (int)threads;
+    o.max_samples = (long)maxs;
+    printf("job %s/%s: %s %s, mlp", job.namespace_, job.name, job.dataset_format,
+           o.data ? o.data : job.dataset_path);
+    for (int i = 0; i < job.n_hidden; i++)
+        printf("%s%d", i ? "-" : " ", job.hidden[i]);
+    printf(", batch %d per agent, %s lr %g, %d epochs, agents %d..%d%s, sync %s, seed %llu\n",
+           o.batch ? o.batch : job.batch_size, kd_spec_optimizer_name(job.optimizer),
+           job.learning_rate, o.epochs ? o.epochs : job.epochs, job.agents_min,
+           job.agents_max, o.agents ? " (pinned)" : "", kd_spec_sync_name(job.sync_mode),
+           o.seed);
+    fflush(stdout);
+    json_t *summary = NULL;
+    st = kd_launch_run(&o, &summary);
+    if (st == 0) {
+        printf("done: job %s/%s  epochs %lld  test_accuracy %.4f  train_loss %.4f  "
+               "samples/s %.0f  agents %lld  wall %.1fs\n",
+               job.namespace_, job.name,
+               (long long)json_integer_value(json_object_get(summary, "epochs")),
+               json_number_value(json_object_get(summary, "test_accuracy")),
+               json_number_value(json_object_get(summary, "train_loss")),
+               json_number_value(json_object_get(summary, "samples_per_second")),
+               (long long)json_integer_value(json_object_get(summary, "agents")),
+               json_number_value(json_object_get(summary, "wall_seconds")));
+        if (summary_json != NULL && write_summary(summary_json, summary) != 0) {
+            fprintf(stderr, "kadet run: cannot write %s: %s\n", summary_json, strerror(errno));
+            st = 1;
+        }
+    }
+    json_decref(summary);
+    kd_agentjob_free(&job);
+    return st;
+}

@@ -1,0 +1,696 @@
+/* worker: the agent's control loop and training step (see worker.h for the protocol).
+ * The step allocates nothing: batch buffers, the permutation, the control floats and
+ * (for local-sgd) the averaging buffer are allocated once the job is known. */
+#include "worker.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "comm.h"
+#include "comm_ctl.h"
+#include "kd_error.h"
+#include "kd_log.h"
+#include "kd_train.h"
+#include "kd_wire.h"
+
+#define TAIL_PAUSE 0  /* control floats riding on the allreduce: pause votes */
+#define TAIL_FINISH 1 /* finish votes (target accuracy reached) */
+#define TAIL_LOSS 2   /* sum of loss * samples */
+#define TAIL_COUNT 3  /* samples in the step */
+#define TAIL_N 4
+#define MAX_PEERS 1024
+
+static volatile sig_atomic_t worker_sigterm;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    worker_sigterm = 1;
+}
+
+typedef enum step_result { STEP_OK, STEP_PAUSED, STEP_FINISHED, STEP_FAILED } step_result;
+
+typedef struct worker {
+    const kd_worker_config *cfg;  /* borrowed settings */
+    char name[128];               /* routing id and log name */
+    void *zctx;                   /* ZeroMQ context */
+    void *ctl;                    /* DEALER to the coordinator */
+    kd_comm *comm;                /* data plane */
+    char data_ep[256];            /* our data endpoint as announced */
+    double last_coord;            /* when the coordinator was last heard */
+    double last_sent;             /* when we last sent anything to it */
+    double last_join;             /* when JOIN was last sent */
+    /* The job, known after WELCOME. */
+    int have_job;                 /* data and model are loaded */
+    kd_agentjob job;              /* decoded spec */
+    int epochs;                   /* epochs to train */
+    uint64_t seed;                /* shuffle and initialisation seed */
+    kd_dataset train, test;       /* the data */
+    kd_model m;                   /* the model (params, grads) */
+    kd_optim o;                   /* the optimizer state */
+    kd_lr_schedule sched;         /* base learning-rate schedule */
+    uint32_t *perm;               /* permutation of the current epoch */
+    int64_t perm_epoch;           /* epoch perm belongs to, -1 = none */
+    float *xb;                    /* batch features */
+    int32_t *yb;                  /* batch labels */
+    float *avg;                   /* local-sgd: parameters being averaged */
+    float tail[TAIL_N];           /* control floats of the current step */
+    /* The world, known after WORLD. */
+    uint32_t gen;                 /* generation */
+    int rank, world;              /* our rank and the world size */
+    uint64_t step;                /* next global step */
+    uint32_t epoch;               /* epoch of the next step */
+    uint64_t cursor;              /* samples of that epoch already trained */
+    double scale_from, scale_to;  /* learning-rate scale ramp over the warm-up */
+    uint64_t scale_step, warmup;  /* ramp start step and length in steps */
+    int finish_vote;              /* target accuracy reached: vote to finish */
+    int pause_vote;               /* coordinator asked to pause, or we are leaving */
+    int leave_sent;               /* LEAVE already sent */
+    int fatal;                    /* unrecoverable (diverged): exit with failure */
+    int trained;                  /* params moved away from the seeded initialisation */
+    /* Samples of a step that failed after our contribution may have been applied by a
+     * peer; logged once the next world shows whether the step counted. */
+    uint64_t pend_step;           /* that step, UINT64_MAX = none */
+    uint32_t pend_epoch;          /* its epoch */
+    uint64_t pend_start, pend_n;  /* its slice of the permutation */
+    FILE *sample_log;             /* debug sample-id log or NULL */
+    /* Metrics accumulated since the last report. */
+    double m_compute, m_comm, m_loss, m_t0; /* seconds, summed loss*n, window start */
+    uint64_t m_samples, m_steps;  /* global samples and steps in the window */
+    double epoch_loss;            /* loss*n summed over the epoch (global) */
+    uint64_t epoch_n;             /* samples in it */
+    double epoch_t0;              /* wall clock at the epoch's first step */
+} worker;
+
+void kd_worker_config_default(kd_worker_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->bind = "tcp://127.0.0.1:*";
+    c->threads = 1;
+    c->comm_timeout_ms = 1500;
+    c->chunk_bytes = 512 * 1024;
+    c->coord_timeout_ms = 4000;
+}
+
+static int ctl_send(worker *w, uint16_t type, const json_t *body)
+{
+    kd_wire_hdr h = {.type = type, .generation = w->gen,
+                     .sender = w->world > 0 ? (uint32_t)w->rank : KD_WIRE_NO_RANK,
+                     .step = w->step, .epoch = w->epoch, .offset = w->cursor};
+    w->last_sent = kd_now();
+    return body != NULL ? kd_ctl_send_json(w->ctl, NULL, 0, h, body)
+                        : kd_ctl_send(w->ctl, NULL, 0, h, NULL, 0);
+}
+
+static void send_join(worker *w)
+{
+    json_t *b = json_pack("{s:s, s:s, s:I}", "name", w->name, "endpoint", w->data_ep, "pid",
+                          (json_int_t)getpid());
+    if (b != NULL)
+        ctl_send(w, KD_WIRE_JOIN, b);
+    json_decref(b);
+    w->last_join = kd_now();
+}
+
+static void send_state(worker *w)
+{
+    size_t n = w->m.n_params + w->o.state_len;
+    float *buf = malloc(n * sizeof *buf);
+    if (buf == NULL) {
+        KD_ERROR("worker: out of memory for a state transfer");
+        return;
+    }
+    kd_wire_floats_to_le(buf, w->m.params, w->m.n_params);
+    if (w->o.state_len > 0)
+        kd_wire_floats_to_le(buf + w->m.n_params, w->o.state, w->o.state_len);
+    kd_wire_hdr h = {.type = KD_WIRE_STATE, .generation = w->gen, .sender = (uint32_t)w->rank,
+                     .step = w->step, .epoch = w->epoch, .offset = w->cursor};
+    /* A full queue only delays the checkpoint; the coordinator asks again. */
+    if (kd_ctl_send(w->ctl, NULL, 0, h, buf, n * sizeof *buf) != KD_OK)
+        KD_WARN("worker: could not send state step=%llu", (unsigned long long)w->step);
+    free(buf);
+    w->last_sent = kd_now();
+}
+
+/* Loads the job sent in WELCOME (once: a coordinator restart re-sends the same job). */
+static int load_job(worker *w, const json_t *body)
+{
+    if (w->have_job)
+        return KD_OK;
+    char err[512];
+    long long epochs, seed, maxs;
+    const json_t *doc = json_object_get(body, "job");
+    const char *data = NULL;
+    if (!json_is_object(doc) || kd_wire_get_int(body, "epochs", 1, 1000000, &epochs) != 0 ||
+        kd_wire_get_int(body, "seed", 0, INT64_MAX, &seed) != 0 ||
+        kd_wire_get_int(body, "max_samples", 0, INT64_MAX, &maxs) != 0) {
+        kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+        return KD_EPROTO;
+    }
+    if (json_object_get(body, "data") != NULL &&
+        kd_wire_get_str(body, "data", 4096, &data) != 0) {
+        kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+        return KD_EPROTO;
+    }
+    int rc = kd_agentjob_decode(doc, &w->job, err, sizeof err);
+    if (rc != KD_OK) {
+        KD_ERROR("worker: the coordinator sent an invalid job: %s", err);
+        return rc;
+    }
+    long long batch;
+    if (kd_wire_get_int(body, "batch", 1, 1 << 20, &batch) == 0)
+        w->job.batch_size = (int)batch;
+    w->epochs = (int)epochs;
+    w->seed = (uint64_t)seed;
+    const char *dir = data != NULL ? data : w->job.dataset_path;
+    rc = kd_dataset_load_dir(w->job.dataset_format, dir, "train", w->job.dataset_label_column,
+                             &w->train, err, sizeof err);
+    if (rc == KD_OK)
+        rc = kd_dataset_load_dir(w->job.dataset_format, dir, "test",
+                                 w->job.dataset_label_column, &w->test, err, sizeof err);
+    if (rc == KD_OK && w->train.dim != w->test.dim)
+        rc = kd_errf(err, sizeof err, KD_EFORMAT, "train and test feature counts differ");
+    if (rc != KD_OK) {
+        KD_ERROR("worker: %s", err);
+        return rc;
+    }
+    if (maxs > 0 && (size_t)maxs < w->train.n)
+        w->train.n = (size_t)maxs;
+    int classes = w->train.n_classes > w->test.n_classes ? w->train.n_classes
+                                                         : w->test.n_classes;
+    w->train.n_classes = w->test.n_classes = classes;
+    kd_train_math_setup(w->cfg->threads);
+    int b = w->job.batch_size;
+    rc = kd_train_setup_model(&w->job, (int)w->train.dim, classes, b, w->seed, &w->m, &w->o,
+                              err, sizeof err);
+    if (rc != KD_OK) {
+        KD_ERROR("worker: %s", err);
+        return rc;
+    }
+    kd_train_schedule(&w->job, &w->sched);
+    w->perm = malloc(w->train.n * sizeof *w->perm);
+    w->xb = malloc((size_t)b * w->train.dim * sizeof(float));
+    w->yb = malloc((size_t)b * sizeof *w->yb);
+    w->avg = malloc(w->m.n_params * sizeof(float));
+    if (w->perm == NULL || w->xb == NULL || w->yb == NULL || w->avg == NULL) {
+        KD_ERROR("worker: out of memory for the batch buffers");
+        return KD_ENOMEM;
+    }
+    w->perm_epoch = -1;
+    w->have_job = 1;
+    KD_INFO("worker: job loaded name=%s train=%zu test=%zu params=%zu", w->name, w->train.n,
+            w->test.n, w->m.n_params);
+    return KD_OK;
+}
+
+static void send_ready(worker *w)
+{
+    json_t *b = json_pack("{s:I, s:I, s:I, s:b}", "n_params", (json_int_t)w->m.n_params,
+                          "n_state", (json_int_t)w->o.state_len, "n_train",
+                          (json_int_t)w->train.n, "fresh", !w->trained);
+    if (b != NULL)
+        ctl_send(w, KD_WIRE_READY, b);
+    json_decref(b);
+}
+
+static void log_samples(worker *w, uint32_t epoch, uint64_t start, uint64_t n)
+{
+    if (w->sample_log == NULL || n == 0)
+        return;
+    if ((int64_t)epoch != w->perm_epoch) {
+        w->perm_epoch = epoch;
+        kd_shuffle_perm(w->seed, epoch, w->perm, w->train.n);
+    }
+    for (uint64_t i = 0; i < n; i++)
+        fprintf(w->sample_log, "%u %u\n", epoch, w->perm[start + i]);
+    fflush(w->sample_log);
+}
+
+/* Applies a WORLD announcement; returns 1 when a STATE message follows. */
+static int apply_world(worker *w, const kd_ctl_msg *msg)
+{
+    const json_t *b = msg->json;
+    long long rank, world, epoch, cursor, step, sstep, warm, state;
+    double sfrom, sto;
+    const json_t *peers = json_object_get(b, "peers");
+    if (kd_wire_get_int(b, "rank", 0, MAX_PEERS - 1, &rank) != 0 ||
+        kd_wire_get_int(b, "world", 1, MAX_PEERS, &world) != 0 || rank >= world ||
+        kd_wire_get_int(b, "epoch", 0, UINT32_MAX, &epoch) != 0 ||
+        kd_wire_get_int(b, "cursor", 0, (long long)w->train.n - 1, &cursor) != 0 ||
+        kd_wire_get_int(b, "step", 0, INT64_MAX, &step) != 0 ||
+        kd_wire_get_int(b, "scale_step", 0, INT64_MAX, &sstep) != 0 ||
+        kd_wire_get_int(b, "warmup_steps", 0, INT64_MAX, &warm) != 0 ||
+        kd_wire_get_int(b, "state", 0, 1, &state) != 0 ||
+        kd_wire_get_num(b, "scale_from", 1e-6, 1e6, &sfrom) != 0 ||
+        kd_wire_get_num(b, "scale_to", 1e-6, 1e6, &sto) != 0 || !json_is_array(peers) ||
+        json_array_size(peers) != (size_t)world) {
+        kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+        return -1;
+    }
+    const char *eps[MAX_PEERS];
+    for (size_t i = 0; i < (size_t)world; i++) {
+        eps[i] = json_string_value(json_array_get(peers, i));
+        if (eps[i] == NULL || strlen(eps[i]) > 255) {
+            kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+            return -1;
+        }
+    }
+    char err[256];
+    if (kd_comm_set_world(w->comm, msg->h.generation, (int)rank, (int)world, eps, err,
+                          sizeof err) != KD_OK) {
+        KD_ERROR("worker: %s", err);
+        return -1;
+    }
+    /* The failed step counted if the new world starts after it. */
+    if (w->pend_step != UINT64_MAX && (uint64_t)step > w->pend_step)
+        log_samples(w, w->pend_epoch, w->pend_start, w->pend_n);
+    w->pend_step = UINT64_MAX;
+    w->gen = msg->h.generation;
+    w->rank = (int)rank;
+    w->world = (int)world;
+    w->epoch = (uint32_t)epoch;
+    w->cursor = (uint64_t)cursor;
+    w->step = (uint64_t)step;
+    w->scale_from = sfrom;
+    w->scale_to = sto;
+    w->scale_step = (uint64_t)sstep;
+    w->warmup = (uint64_t)warm;
+    w->pause_vote = 0;
+    w->finish_vote = 0;
+    KD_INFO("worker: world gen=%u rank=%d agents=%d epoch=%u cursor=%llu step=%llu lr_scale=%g",
+            w->gen, w->rank, w->world, w->epoch, (unsigned long long)w->cursor,
+            (unsigned long long)w->step, sto);
+    return (int)state;
+}
+
+static int apply_state(worker *w, const kd_ctl_msg *msg)
+{
+    size_t n = w->m.n_params + w->o.state_len;
+    if (zmq_msg_size((zmq_msg_t *)&msg->payload) != n * sizeof(float)) {
+        kd_wire_drop(KD_WIRE_DROP_LENGTH, "control");
+        return -1;
+    }
+    const unsigned char *p = zmq_msg_data((zmq_msg_t *)&msg->payload);
+    kd_wire_floats_from_le(w->m.params, p, w->m.n_params);
+    if (w->o.state_len > 0)
+        kd_wire_floats_from_le(w->o.state, p + w->m.n_params * sizeof(float), w->o.state_len);
+    w->o.t = msg->h.step;
+    w->trained = 1;
+    return 0;
+}
+
+static double lr_scale(const worker *w)
+{
+    if (w->warmup == 0 || w->step >= w->scale_step + w->warmup)
+        return w->scale_to;
+    double f = (double)(w->step - w->scale_step) / (double)w->warmup;
+    return w->scale_from + (w->scale_to - w->scale_from) * f;
+}
+
+static void report_metrics(worker *w, int force)
+{
+    double now = kd_now();
+    if (!force && now - w->m_t0 < 0.5)
+        return;
+    double dt = now - w->m_t0;
+    json_t *b = json_pack("{s:i, s:I, s:f, s:f, s:f, s:f, s:I}", "rank", w->rank, "steps",
+                          (json_int_t)w->m_steps, "samples_per_s",
+                          dt > 0 ? (double)w->m_samples / dt : 0.0, "compute_s",
+                          w->m_compute, "comm_s", w->m_comm, "loss",
+                          w->m_samples > 0 ? w->m_loss / (double)w->m_samples : 0.0,
+                          "samples", (json_int_t)w->m_samples);
+    if (b != NULL)
+        ctl_send(w, KD_WIRE_METRICS, b);
+    json_decref(b);
+    w->m_t0 = now;
+    w->m_compute = w->m_comm = w->m_loss = 0;
+    w->m_samples = w->m_steps = 0;
+}
+
+/* Rank 0 evaluates after each epoch and reports; it also decides the finish vote. */
+static void epoch_end(worker *w, uint32_t done_epoch)
+{
+    double acc = 0, tloss = 0, dt = kd_now() - w->epoch_t0;
+    char err[256];
+    if (w->rank == 0 && kd_evaluate(&w->m, &w->test, &acc, &tloss, err, sizeof err) == KD_OK) {
+        json_t *b = json_pack("{s:i, s:f, s:f, s:f, s:f, s:i}", "epoch_done", done_epoch + 1,
+                              "accuracy", acc, "test_loss", tloss, "train_loss",
+                              w->epoch_n > 0 ? w->epoch_loss / (double)w->epoch_n : 0.0,
+                              "epoch_seconds", dt, "agents", w->world);
+        if (b != NULL)
+            ctl_send(w, KD_WIRE_METRICS, b);
+        json_decref(b);
+        if (w->job.target_accuracy > 0 && acc >= w->job.target_accuracy)
+            w->finish_vote = 1;
+    }
+    w->epoch_loss = 0;
+    w->epoch_n = 0;
+    w->epoch_t0 = kd_now();
+}
+
+/* Moves the position past a step of bk samples; returns 1 when an epoch ended. */
+static int advance(worker *w, uint64_t bk)
+{
+    w->step++;
+    w->cursor += bk;
+    if (w->cursor < w->train.n)
+        return 0;
+    w->cursor = 0;
+    w->epoch++;
+    return 1;
+}
+
+static step_result train_step(worker *w)
+{
+    size_t n_total = w->train.n;
+    if ((int64_t)w->epoch != w->perm_epoch) {
+        w->perm_epoch = w->epoch;
+        kd_shuffle_perm(w->seed, w->epoch, w->perm, n_total);
+    }
+    uint64_t gb = (uint64_t)w->world * (uint64_t)w->job.batch_size;
+    uint64_t rest = n_total - w->cursor;
+    uint64_t bk = gb < rest ? gb : rest;
+    /* Ranks split the global batch as evenly as possible; the first bk % W get one more. */
+    uint64_t base = bk / (uint64_t)w->world, extra = bk % (uint64_t)w->world;
+    uint64_t r = (uint64_t)w->rank;
+    uint64_t mine = base + (r < extra ? 1 : 0);
+    uint64_t start = w->cursor + r * base + (r < extra ? r : extra);
+    int local = w->job.sync_mode == KD_SPEC_SYNC_LOCAL_SGD && w->world > 1;
+    double t0 = kd_now();
+    float loss = 0.0f;
+    w->trained = 1;
+    if (mine > 0) {
+        kd_dataset_gather(&w->train, w->perm + start, (size_t)mine, w->xb, w->yb);
+        loss = kd_model_forward_backward(&w->m, w->xb, w->yb, (int)mine);
+        if (!isfinite(loss)) {
+            KD_ERROR("worker: training diverged loss=%g epoch=%u step=%llu (lower the "
+                     "learning rate)", (double)loss, w->epoch, (unsigned long long)w->step);
+            w->fatal = 1;
+            return STEP_FAILED;
+        }
+    } else {
+        memset(w->m.grads, 0, w->m.n_params * sizeof(float));
+    }
+    /* Gradients are batch means: weight each rank by its share so that the sum is the
+     * mean over the global batch, as one agent with batch bk would compute. */
+    if (!local && w->world > 1) {
+        float f = (float)((double)mine / (double)bk);
+        for (size_t i = 0; i < w->m.n_params; i++)
+            w->m.grads[i] *= f;
+    }
+    double lr = kd_lr_at(&w->sched, w->epoch + (double)w->cursor / (double)n_total,
+                         w->epochs) * lr_scale(w);
+    if (local)
+        kd_optim_step(&w->o, w->m.params, w->m.grads, (float)lr);
+    int sync = !local || (w->step + 1) % (uint64_t)w->job.sync_period == 0 ||
+               w->cursor + bk == n_total;
+    double t1 = kd_now();
+    w->tail[TAIL_PAUSE] = (float)w->pause_vote;
+    w->tail[TAIL_FINISH] = (float)w->finish_vote;
+    w->tail[TAIL_LOSS] = loss * (float)mine;
+    w->tail[TAIL_COUNT] = (float)mine;
+    if (sync && w->world > 1) {
+        char err[256];
+        kd_comm_span spans[2] = {{local ? w->avg : w->m.grads, w->m.n_params},
+                                 {w->tail, TAIL_N}};
+        if (local)
+            memcpy(w->avg, w->m.params, w->m.n_params * sizeof(float));
+        int rc = kd_comm_allreducev(w->comm, spans, 2, w->step, err, sizeof err);
+        if (rc != KD_OK) {
+            KD_WARN("worker: %s", err);
+            /* In allreduce mode nothing was applied: the step is redone. With local-sgd
+             * the local step stands and only the averaging is lost. */
+            if (local) {
+                log_samples(w, w->epoch, start, mine);
+                advance(w, bk);
+            } else {
+                w->pend_step = w->step;
+                w->pend_epoch = w->epoch;
+                w->pend_start = start;
+                w->pend_n = mine;
+            }
+            return STEP_FAILED;
+        }
+        if (local) {
+            float inv = 1.0f / (float)w->world;
+            for (size_t i = 0; i < w->m.n_params; i++)
+                w->m.params[i] = w->avg[i] * inv;
+        }
+    }
+    double t2 = kd_now();
+    if (w->tail[TAIL_FINISH] > 0.0f && sync)
+        return STEP_FINISHED; /* stop with the evaluated model, this step not applied */
+    if (!local)
+        kd_optim_step(&w->o, w->m.params, w->m.grads, (float)lr);
+    log_samples(w, w->epoch, start, mine);
+    double t3 = kd_now();
+    w->m_compute += (t1 - t0) + (t3 - t2);
+    w->m_comm += t2 - t1;
+    w->m_steps++;
+    w->m_samples += bk;
+    double step_loss = sync && !local ? w->tail[TAIL_LOSS] : loss * (double)w->world * mine;
+    w->m_loss += step_loss;
+    w->epoch_loss += step_loss;
+    w->epoch_n += bk;
+    if (advance(w, bk)) {
+        epoch_end(w, w->epoch - 1);
+        if (w->epoch >= (uint32_t)w->epochs)
+            return STEP_FINISHED;
+    }
+    if (sync && w->tail[TAIL_PAUSE] > 0.0f)
+        return STEP_PAUSED;
+    return STEP_OK;
+}
+
+static void send_paused(worker *w, int ok, uint16_t type)
+{
+    json_t *b = json_pack("{s:b}", "ok", ok);
+    if (b != NULL)
+        ctl_send(w, type, b);
+    json_decref(b);
+}
+
+/* Handles one control message. Returns 1 when the worker must exit (DONE). */
+static int handle_ctl(worker *w, kd_ctl_msg *msg, int *in_world, int *want_state)
+{
+    w->last_coord = kd_now();
+    switch (msg->h.type) {
+    case KD_WIRE_WELCOME:
+        if (load_job(w, msg->json) != KD_OK)
+            return 2;
+        send_ready(w);
+        break;
+    case KD_WIRE_WORLD: {
+        if (!w->have_job || *in_world) {
+            kd_wire_drop(KD_WIRE_DROP_UNEXPECTED, "control");
+            break;
+        }
+        int st = apply_world(w, msg);
+        if (st < 0)
+            break;
+        *want_state = st;
+        *in_world = st == 0;
+        break;
+    }
+    case KD_WIRE_STATE:
+        if (!w->have_job || !*want_state || msg->h.generation != w->gen) {
+            kd_wire_drop(KD_WIRE_DROP_STALE, "control");
+            break;
+        }
+        if (apply_state(w, msg) == 0) {
+            *want_state = 0;
+            *in_world = 1;
+        }
+        break;
+    case KD_WIRE_STATE_REQ:
+        if (w->have_job)
+            send_state(w);
+        break;
+    case KD_WIRE_PAUSE:
+        if (msg->h.aux == 1) { /* a restarted coordinator does not know us: rejoin */
+            if (*in_world)
+                w->pause_vote = 1;
+            else
+                send_join(w);
+        } else if (msg->h.generation == w->gen) {
+            w->pause_vote = 1;
+        }
+        break;
+    case KD_WIRE_DONE:
+        return 1;
+    case KD_WIRE_HEARTBEAT:
+        break;
+    default:
+        kd_wire_drop(KD_WIRE_DROP_UNEXPECTED, "control");
+    }
+    return 0;
+}
+
+static int drain_ctl(worker *w, int *in_world, int *want_state)
+{
+    kd_ctl_msg msg;
+    while (kd_ctl_recv(w->ctl, 0, &msg, "control") == KD_OK) {
+        int st = handle_ctl(w, &msg, in_world, want_state);
+        kd_ctl_msg_close(&msg);
+        if (st != 0)
+            return st;
+    }
+    return 0;
+}
+
+static int worker_loop(worker *w)
+{
+    int in_world = 0, want_state = 0;
+    send_join(w);
+    w->last_coord = kd_now();
+    for (;;) {
+        if (!in_world) {
+            zmq_pollitem_t it = {w->ctl, 0, ZMQ_POLLIN, 0};
+            zmq_poll(&it, 1, 200);
+            int st = drain_ctl(w, &in_world, &want_state);
+            if (st != 0)
+                return st == 1 ? 0 : 1;
+            double now = kd_now();
+            if (worker_sigterm && !w->leave_sent) {
+                ctl_send(w, KD_WIRE_LEAVE, NULL);
+                KD_INFO("worker: leaving name=%s (outside a world)", w->name);
+                return 0;
+            }
+            /* A silent coordinator may have restarted elsewhere in time: say JOIN again
+             * (the new one answers; the old one, if alive, ignores a known worker). */
+            if (now - w->last_coord > w->cfg->coord_timeout_ms / 1000.0 &&
+                now - w->last_join > 2.0)
+                send_join(w);
+            else if (now - w->last_sent > 0.5)
+                ctl_send(w, KD_WIRE_HEARTBEAT, NULL);
+            if (in_world) {
+                w->m_t0 = w->epoch_t0 = kd_now();
+                w->epoch_loss = 0;
+                w->epoch_n = 0;
+            }
+            continue;
+        }
+        int st = drain_ctl(w, &in_world, &want_state);
+        if (st != 0)
+            return st == 1 ? 0 : 1;
+        double now = kd_now();
+        if (worker_sigterm && !w->leave_sent) {
+            ctl_send(w, KD_WIRE_LEAVE, NULL);
+            w->leave_sent = 1;
+            w->pause_vote = 1;
+            KD_INFO("worker: SIGTERM, leaving at the next step boundary name=%s", w->name);
+        }
+        if (now - w->last_coord > w->cfg->coord_timeout_ms / 1000.0 && !w->pause_vote) {
+            KD_WARN("worker: coordinator silent for %.1fs, pausing", now - w->last_coord);
+            w->pause_vote = 1;
+        }
+        step_result r = train_step(w);
+        report_metrics(w, r != STEP_OK);
+        if (now - w->last_sent > 0.25)
+            ctl_send(w, KD_WIRE_HEARTBEAT, NULL);
+        if (r == STEP_OK)
+            continue;
+        if (w->fatal)
+            return 1;
+        in_world = 0;
+        if (r == STEP_FINISHED) {
+            send_paused(w, 1, KD_WIRE_FINISHED);
+            continue;
+        }
+        send_paused(w, r == STEP_PAUSED, KD_WIRE_PAUSED);
+        if (w->leave_sent) {
+            /* Stay until the coordinator has what it needs (our state when we were the
+             * source) and says DONE, but not forever. */
+            double until = kd_now() + 5.0;
+            while (kd_now() < until) {
+                zmq_pollitem_t it = {w->ctl, 0, ZMQ_POLLIN, 0};
+                zmq_poll(&it, 1, 100);
+                int s2 = drain_ctl(w, &in_world, &want_state);
+                if (s2 != 0 || in_world)
+                    break;
+            }
+            KD_INFO("worker: left name=%s step=%llu", w->name, (unsigned long long)w->step);
+            return 0;
+        }
+    }
+}
+
+int kd_worker_run(const kd_worker_config *cfg)
+{
+    worker *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return 1;
+    w->cfg = cfg;
+    w->pend_step = UINT64_MAX;
+    w->perm_epoch = -1;
+    if (cfg->name != NULL)
+        snprintf(w->name, sizeof w->name, "%s", cfg->name);
+    else {
+        char host[64] = "worker";
+        gethostname(host, sizeof host - 1);
+        snprintf(w->name, sizeof w->name, "%s-%ld-%04x", host, (long)getpid(),
+                 (unsigned)(kd_now() * 1e6) & 0xffff);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    int rc = 1;
+    char err[256];
+    w->zctx = zmq_ctx_new();
+    if (cfg->sample_log != NULL && (w->sample_log = fopen(cfg->sample_log, "a")) == NULL) {
+        KD_ERROR("worker: cannot open sample log %s", cfg->sample_log);
+        goto out;
+    }
+    if (kd_comm_open(&w->comm, w->zctx, cfg->bind, w->data_ep, sizeof w->data_ep, err,
+                     sizeof err) != KD_OK) {
+        KD_ERROR("worker: %s", err);
+        goto out;
+    }
+    kd_comm_set_timeout(w->comm, cfg->comm_timeout_ms);
+    kd_comm_set_chunk_bytes(w->comm, cfg->chunk_bytes);
+    if (cfg->advertise != NULL) {
+        const char *port = strrchr(w->data_ep, ':');
+        char ep[256];
+        snprintf(ep, sizeof ep, "tcp://%s%s", cfg->advertise, port != NULL ? port : "");
+        snprintf(w->data_ep, sizeof w->data_ep, "%s", ep);
+    }
+    w->ctl = zmq_socket(w->zctx, ZMQ_DEALER);
+    int linger = 500, hwm = 1000;
+    zmq_setsockopt(w->ctl, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(w->ctl, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(w->ctl, ZMQ_ROUTING_ID, w->name, strlen(w->name));
+    if (zmq_connect(w->ctl, cfg->coordinator) != 0) {
+        KD_ERROR("worker: connect %s: %s", cfg->coordinator, zmq_strerror(zmq_errno()));
+        goto out;
+    }
+    KD_INFO("worker: started name=%s coordinator=%s data=%s", w->name, cfg->coordinator,
+            w->data_ep);
+    rc = worker_loop(w);
+out:
+    if (w->ctl != NULL)
+        zmq_close(w->ctl);
+    kd_comm_close(&w->comm);
+    if (w->zctx != NULL)
+        zmq_ctx_term(w->zctx);
+    if (w->sample_log != NULL)
+        fclose(w->sample_log);
+    free(w->perm);
+    free(w->xb);
+    free(w->yb);
+    free(w->avg);
+    kd_optim_free(&w->o);
+    kd_model_free(&w->m);
+    kd_dataset_free(&w->train);
+    kd_dataset_free(&w->test);
+    if (w->have_job || w->job.name != NULL)
+        kd_agentjob_free(&w->job);
+    free(w);
+    return rc;
+}
