@@ -382,8 +382,9 @@ static int set_workers(opc_config *c, const char *v, char *err, size_t n)
 }
 
 static const opc_option opc_options[] = {
-    {"kubeconfig", "KUBECONFIG", "", "PATH",
-     "kubeconfig file; empty: in-cluster service account, else ~/.kube/config", set_kubeconfig},
+    {"kubeconfig", "KUBECONFIG", "", "PATH[:PATH]",
+     "kubeconfig file(s); empty: in-cluster service account, else ~/.kube/config",
+     set_kubeconfig},
     {"context", "KADET_CONTEXT", "", "NAME", "kubeconfig context; empty: current-context",
      set_context},
     {"namespaces", "KADET_WATCH_NAMESPACES", "", "NS[,NS...]",

@@ -24,7 +24,8 @@ typedef enum opc_action {
 } opc_action;
 
 typedef struct opc_config {
-    char kubeconfig[4096];  /* kubeconfig path; "" = in-cluster, then ~/.kube/config */
+    char kubeconfig[4096];  /* kubeconfig path(s), colon-separated as in kubectl;
+                               "" = in-cluster, then ~/.kube/config (kube_config_auto) */
     char context[256];      /* kubeconfig context; "" = its current-context */
     size_t n_namespaces;    /* watched namespaces; 0 = all namespaces */
     char namespaces[OPC_MAX_NAMESPACES][64]; /* each a DNS label */
