@@ -162,6 +162,7 @@ def check_values_schema_rejects_typos():
         ("watchNamespaces={Bad_NS}", "watchNamespaces"),
         ("operator.logLevel=verbose", "logLevel"),
         ("logLevel=debug", "logLevel"),
+        ("operator.replicas=2,leaderElection.enabled=false", "needs leaderElection.enabled=true"),
     ]
     for setting, word in bad:
         r = render("--set", setting, expect_ok=False)
