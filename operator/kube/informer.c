@@ -213,7 +213,8 @@ static int collect_gone(void *ud, const char *key, void *value)
         g->keys = k;
         g->cap = cap;
     }
-    if ((g->keys[g->n] = strdup(key)) == NULL) {
+    g->keys[g->n] = strdup(key);
+    if (g->keys[g->n] == NULL) {
         g->oom = 1;
         return 1;
     }

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -41,6 +42,7 @@ struct kube_client {
     time_t token_read_at;            /* when token_file was last read */
     int token_stale;                 /* set after a 401: re-read before next use */
     long requests;                   /* attempts sent, under pool_mu */
+    long connections;                /* TCP connections opened, under pool_mu */
 };
 
 int kube__fail(kube_error *e, int code, const char *fmt, ...)
@@ -177,6 +179,29 @@ void kube__count_request(kube_client *c)
     pthread_mutex_lock(&c->pool_mu);
     c->requests++;
     pthread_mutex_unlock(&c->pool_mu);
+}
+
+void kube__count_connection(kube_client *c)
+{
+    pthread_mutex_lock(&c->pool_mu);
+    c->connections++;
+    pthread_mutex_unlock(&c->pool_mu);
+}
+
+long kube_client_connections(kube_client *c)
+{
+    pthread_mutex_lock(&c->pool_mu);
+    long n = c->connections;
+    pthread_mutex_unlock(&c->pool_mu);
+    return n;
+}
+
+/* Counts connections for the pooled handles (a watch installs its own callback). */
+static curl_socket_t on_open_counted(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)purpose;
+    kube__count_connection(ud);
+    return socket(a->family, a->socktype, a->protocol);
 }
 
 long kube_client_requests(kube_client *c)
@@ -393,6 +418,8 @@ int kube__prepare(kube_client *c, CURL *h, const char *path, const char *query,
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_USERAGENT, c->opt.user_agent);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open_counted);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, c);
     if (c->cfg.insecure) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);

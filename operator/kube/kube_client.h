@@ -87,6 +87,9 @@ void kube_client_free(kube_client **c);
 const char *kube_client_namespace(const kube_client *c);
 /* Requests sent (attempts, retries included) since the client was created. */
 long kube_client_requests(kube_client *c);
+/* TCP connections opened since the client was created (watches included): with
+ * connection reuse this stays far below kube_client_requests. */
+long kube_client_connections(kube_client *c);
 
 typedef struct kube_list_opts {
     const char *label_selector;   /* e.g. "app=x,tier!=db", or NULL */

@@ -226,12 +226,17 @@ static int load_files(struct merged *m, const char *paths, char *err, size_t err
         if (m->current == NULL && json_is_string(cur) && json_string_length(cur) > 0) {
             m->current = json_string_value(cur);
         }
-        if ((rc = add_named(m, "clusters", "cluster", json_object_get(doc, "clusters"), file,
-                            err, errlen)) != KD_OK ||
-            (rc = add_named(m, "users", "user", json_object_get(doc, "users"), file, err,
-                            errlen)) != KD_OK ||
-            (rc = add_named(m, "contexts", "context", json_object_get(doc, "contexts"), file,
-                            err, errlen)) != KD_OK) {
+        rc = add_named(m, "clusters", "cluster", json_object_get(doc, "clusters"), file, err,
+                       errlen);
+        if (rc == KD_OK) {
+            rc = add_named(m, "users", "user", json_object_get(doc, "users"), file, err,
+                           errlen);
+        }
+        if (rc == KD_OK) {
+            rc = add_named(m, "contexts", "context", json_object_get(doc, "contexts"), file,
+                           err, errlen);
+        }
+        if (rc != KD_OK) {
             return rc;
         }
     }
@@ -325,10 +330,14 @@ static int fill_from(struct merged *m, const char *ctxname, kube_config *cfg, ch
                        ctxname);
     }
     const char *cluster_name, *user_name, *ns;
-    int rc;
-    if ((rc = opt_string(ctx, "cluster", &cluster_name, err, errlen)) != KD_OK ||
-        (rc = opt_string(ctx, "user", &user_name, err, errlen)) != KD_OK ||
-        (rc = opt_string(ctx, "namespace", &ns, err, errlen)) != KD_OK) {
+    int rc = opt_string(ctx, "cluster", &cluster_name, err, errlen);
+    if (rc == KD_OK) {
+        rc = opt_string(ctx, "user", &user_name, err, errlen);
+    }
+    if (rc == KD_OK) {
+        rc = opt_string(ctx, "namespace", &ns, err, errlen);
+    }
+    if (rc != KD_OK) {
         return rc;
     }
     if (cluster_name == NULL) {
@@ -341,7 +350,8 @@ static int fill_from(struct merged *m, const char *ctxname, kube_config *cfg, ch
                        ctx->file, ctx->where, cluster_name);
     }
     const char *server;
-    if ((rc = opt_string(cl, "server", &server, err, errlen)) != KD_OK) {
+    rc = opt_string(cl, "server", &server, err, errlen);
+    if (rc != KD_OK) {
         return rc;
     }
     if (server == NULL || *server == '\0') {
@@ -368,9 +378,12 @@ static int fill_from(struct merged *m, const char *ctxname, kube_config *cfg, ch
     while (sl > 0 && cfg->server[sl - 1] == '/') {
         cfg->server[--sl] = '\0';
     }
-    if ((rc = path_field(cl, "certificate-authority", &cfg->ca_file, err, errlen)) != KD_OK ||
-        (rc = data_field(cl, "certificate-authority-data", &cfg->ca_data, &cfg->ca_data_len,
-                         err, errlen)) != KD_OK) {
+    rc = path_field(cl, "certificate-authority", &cfg->ca_file, err, errlen);
+    if (rc == KD_OK) {
+        rc = data_field(cl, "certificate-authority-data", &cfg->ca_data, &cfg->ca_data_len, err,
+                        errlen);
+    }
+    if (rc != KD_OK) {
         return rc;
     }
     if (user_name != NULL && *user_name != '\0') {
@@ -379,15 +392,25 @@ static int fill_from(struct merged *m, const char *ctxname, kube_config *cfg, ch
             return kd_errf(err, errlen, KD_ENOTFOUND, "%s: %s.user: user \"%s\" not found",
                            ctx->file, ctx->where, user_name);
         }
-        if ((rc = dup_field(u, "token", &cfg->token, err, errlen)) != KD_OK ||
-            (rc = path_field(u, "tokenFile", &cfg->token_file, err, errlen)) != KD_OK ||
-            (rc = path_field(u, "client-certificate", &cfg->cert_file, err, errlen)) !=
-                KD_OK ||
-            (rc = data_field(u, "client-certificate-data", &cfg->cert_data,
-                             &cfg->cert_data_len, err, errlen)) != KD_OK ||
-            (rc = path_field(u, "client-key", &cfg->key_file, err, errlen)) != KD_OK ||
-            (rc = data_field(u, "client-key-data", &cfg->key_data, &cfg->key_data_len, err,
-                             errlen)) != KD_OK) {
+        rc = dup_field(u, "token", &cfg->token, err, errlen);
+        if (rc == KD_OK) {
+            rc = path_field(u, "tokenFile", &cfg->token_file, err, errlen);
+        }
+        if (rc == KD_OK) {
+            rc = path_field(u, "client-certificate", &cfg->cert_file, err, errlen);
+        }
+        if (rc == KD_OK) {
+            rc = data_field(u, "client-certificate-data", &cfg->cert_data, &cfg->cert_data_len,
+                            err, errlen);
+        }
+        if (rc == KD_OK) {
+            rc = path_field(u, "client-key", &cfg->key_file, err, errlen);
+        }
+        if (rc == KD_OK) {
+            rc = data_field(u, "client-key-data", &cfg->key_data, &cfg->key_data_len, err,
+                            errlen);
+        }
+        if (rc != KD_OK) {
             return rc;
         }
         int has_cred = cfg->token != NULL || cfg->token_file != NULL ||
@@ -521,9 +544,12 @@ int kube_config_in_cluster(const char *root, const char *host, const char *port,
             free(data);
         }
     }
-    if (cfg->namespace == NULL && (cfg->namespace = strdup("default")) == NULL) {
-        kube_config_clear(cfg);
-        return KD_ENOMEM;
+    if (cfg->namespace == NULL) {
+        cfg->namespace = strdup("default");
+        if (cfg->namespace == NULL) {
+            kube_config_clear(cfg);
+            return KD_ENOMEM;
+        }
     }
     return KD_OK;
 }

@@ -32,6 +32,7 @@ int kube__curl_error(CURLcode rc, const char *detail, int toobig, kube_error *e)
 void kube__token_invalidate(kube_client *c);
 const kube_client_options *kube__options(const kube_client *c);
 void kube__count_request(kube_client *c);
+void kube__count_connection(kube_client *c);
 /* Sets e (when not NULL) to a local error with a message and returns code. */
 int kube__fail(kube_error *e, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -96,6 +96,7 @@ static curl_socket_t on_open(void *ud, curlsocktype purpose, struct curl_sockadd
     kube_watch *w = ud;
     (void)purpose;
     curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
+    kube__count_connection(w->client);
     pthread_mutex_lock(&w->mu);
     w->fd = fd;
     pthread_mutex_unlock(&w->mu);

@@ -10,6 +10,7 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +210,44 @@ static void test_throttling_and_server_errors_are_retried(void **state)
     assert_int_equal(e.attempts, 1);
 }
 
+static void *get_many(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 25; i++) {
+        kube_error e;
+        if (kube_get(cli, &KUBE_NAMESPACES, NULL, "default", NULL, &e) != KD_OK) {
+            return (void *)1;
+        }
+    }
+    return NULL;
+}
+
+static void test_connections_are_reused_across_requests_and_threads(void **state)
+{
+    (void)state;
+    kube_error e;
+    assert_int_equal(kube_get(cli, &KUBE_NAMESPACES, NULL, "default", NULL, &e), KD_OK);
+    long c0 = kube_client_connections(cli), r0 = kube_client_requests(cli);
+    for (int i = 0; i < 30; i++) {
+        assert_int_equal(kube_get(cli, &KUBE_NAMESPACES, NULL, "default", NULL, &e), KD_OK);
+    }
+    assert_int_equal(kube_client_requests(cli) - r0, 30);
+    assert_true(kube_client_connections(cli) - c0 <= 1);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        pthread_create(&th[i], NULL, get_many, NULL);
+    }
+    for (int i = 0; i < 4; i++) {
+        void *rc;
+        pthread_join(th[i], &rc);
+        assert_null(rc);
+    }
+    /* 130 requests; at most one connection per concurrently used handle. */
+    assert_true(kube_client_connections(cli) - c0 <= 5);
+    fprintf(stderr, "connections opened for 130 requests: %ld\n",
+            kube_client_connections(cli) - c0);
+}
+
 static void write_text(const char *path, const char *text)
 {
     char tmp[400];
@@ -289,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_pod_status_subresource),
         cmocka_unit_test(test_throttling_and_server_errors_are_retried),
         cmocka_unit_test(test_rotated_service_account_token_is_picked_up),
+        cmocka_unit_test(test_connections_are_reused_across_requests_and_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

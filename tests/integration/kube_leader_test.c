@@ -125,8 +125,7 @@ static double wait_line(int fd, const char *want, double timeout_ms)
     static size_t len;
     double t0 = kh_now_ms();
     for (;;) {
-        char *nl;
-        while ((nl = memchr(buf, '\n', len)) != NULL) {
+        for (char *nl = memchr(buf, '\n', len); nl != NULL; nl = memchr(buf, '\n', len)) {
             *nl = '\0';
             int match = strcmp(buf, want) == 0;
             size_t used = (size_t)(nl - buf) + 1;
