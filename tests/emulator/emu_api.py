@@ -42,6 +42,25 @@ def builtin_types():
     out = [ResourceType("", ["v1"], p, k, n, s, sub, categories=["all"] if p in
                         ("pods", "services") else ()) for p, k, n, s, sub in core]
     out.append(ResourceType("coordination.k8s.io", ["v1"], "leases", "Lease", True))
+    # Stored and served without controllers: enough for kubectl apply of an install
+    # manifest (RBAC, the operator Deployment) and for kubectl scale on workloads.
+    for plural, kind, short in (("deployments", "Deployment", ["deploy"]),
+                                ("statefulsets", "StatefulSet", ["sts"]),
+                                ("replicasets", "ReplicaSet", ["rs"])):
+        rt = ResourceType("apps", ["v1"], plural, kind, True, short, ["status", "scale"],
+                          categories=["all"])
+        rt.scale = (".spec.replicas", ".status.replicas", None)
+        out.append(rt)
+    out.append(ResourceType("apps", ["v1"], "daemonsets", "DaemonSet", True, ["ds"], ["status"],
+                            categories=["all"]))
+    out.append(ResourceType("batch", ["v1"], "jobs", "Job", True, [], ["status"],
+                            categories=["all"]))
+    out.append(ResourceType("policy", ["v1"], "poddisruptionbudgets", "PodDisruptionBudget",
+                            True, ["pdb"], ["status"]))
+    for plural, kind, namespaced in (("roles", "Role", True), ("rolebindings", "RoleBinding", True),
+                                     ("clusterroles", "ClusterRole", False),
+                                     ("clusterrolebindings", "ClusterRoleBinding", False)):
+        out.append(ResourceType("rbac.authorization.k8s.io", ["v1"], plural, kind, namespaced))
     out.append(ResourceType("apiextensions.k8s.io", ["v1"], "customresourcedefinitions",
                             "CustomResourceDefinition", False, ["crd", "crds"], ["status"]))
     return out

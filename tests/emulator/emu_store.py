@@ -341,6 +341,9 @@ class Store:
             fins = obj["metadata"].setdefault("finalizers", [])
             if "customresourcecleanup.apiextensions.k8s.io" not in fins:
                 fins.append("customresourcecleanup.apiextensions.k8s.io")
+        elif rt.gr in (("apps", "deployments"), ("apps", "statefulsets"), ("apps", "replicasets")):
+            obj.setdefault("spec", {}).setdefault("replicas", 1)
+            obj["status"] = {"replicas": 0, "observedGeneration": 1}
         elif rt.gr == ("", "secrets"):
             obj.setdefault("type", "Opaque")
 
