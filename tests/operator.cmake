@@ -11,3 +11,7 @@ find_program(KD_PYTHON3 NAMES python3 REQUIRED)
 kd_add_script_test(NAME operator_process
   COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_process.py
   LABELS integration TIMEOUT 60)
+kd_add_script_test(NAME operator_leader_election
+  COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_leader.py
+  LABELS integration TIMEOUT 90)
+set_tests_properties(operator_leader_election PROPERTIES SKIP_RETURN_CODE 77)

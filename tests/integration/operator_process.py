@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """kadet-operator as a process: --help documents every setting the chart's Deployment
-passes, bad flags and variables exit 2 with a message, the HTTP endpoints answer over
-loopback with valid Prometheus text, a taken port is a clean error, and SIGTERM/SIGINT
-shut it down with exit status 0. Standard library only."""
+passes, bad flags and variables exit 2 with a message, a missing cluster configuration
+exits 1 with a message, the HTTP endpoints answer over loopback with valid Prometheus
+text, a taken port is a clean error, and SIGTERM/SIGINT shut it down with exit status 0.
+The cluster here is a kubeconfig pointing at a closed port: nothing but leader election
+talks to the API yet, and it must not block shutdown. Standard library only."""
 
 import json
 import os
@@ -10,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,10 +35,27 @@ def check(cond, msg):
         fail(msg)
 
 
+KUBECONFIG_TEXT = """apiVersion: v1
+kind: Config
+clusters:
+- name: closed
+  cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}
+users:
+- name: u
+  user: {token: not-a-secret}
+contexts:
+- name: closed
+  context: {cluster: closed, user: u, namespace: default}
+current-context: closed
+"""
+KUBECONFIG = None
+
+
 def clean_env(**extra):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("KADET_") or k in ("KADET_SOURCE_DIR", "KADET_BIN_DIR")}
-    env.pop("KUBECONFIG", None)
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    env["KUBECONFIG"] = KUBECONFIG
     env.update(extra)
     return env
 
@@ -70,6 +90,10 @@ def test_cli():
     r = run([], KADET_METRICS_ADDR="nonsense")
     check(r.returncode == 2 and "environment KADET_METRICS_ADDR" in r.stderr,
           "bad variable: exit %d, %r" % (r.returncode, r.stderr))
+    r = run(["--metrics-addr", "127.0.0.1:0"], KUBECONFIG="/nonexistent/kubeconfig")
+    check(r.returncode == 1 and "cluster configuration failed" in r.stderr and
+          "/nonexistent/kubeconfig" in r.stderr, "missing kubeconfig: exit %d, %r"
+          % (r.returncode, r.stderr))
 
 
 class Operator:
@@ -150,12 +174,14 @@ def test_endpoints_and_shutdown():
         if op.proc.poll() is None:
             op.proc.kill()
             op.proc.wait()
-    op = Operator("--leader-elect")
+    op = Operator("--leader-elect", "--lease-duration", "3s")
     try:
+        time.sleep(1)  # several failed attempts on the closed port
         status, _, body = op.get("/metrics")
-        check("kadet_leader 0\n" in body, "with election the leader gauge starts at 0")
-        code, _ = op.stop(signal.SIGINT)
+        check("kadet_leader 0\n" in body, "without a reachable API this replica never leads")
+        code, took = op.stop(signal.SIGINT)
         check(code == 0, "exit %d after SIGINT" % code)
+        check(took < 5, "shutdown with an unreachable API took %.1f s" % took)
     finally:
         if op.proc.poll() is None:
             op.proc.kill()
@@ -163,9 +189,14 @@ def test_endpoints_and_shutdown():
 
 
 def main():
+    global KUBECONFIG
     check(os.access(OPERATOR, os.X_OK), "%s not built" % OPERATOR)
-    test_cli()
-    test_endpoints_and_shutdown()
+    with tempfile.TemporaryDirectory() as d:
+        KUBECONFIG = os.path.join(d, "kubeconfig")
+        with open(KUBECONFIG, "w") as f:
+            f.write(KUBECONFIG_TEXT)
+        test_cli()
+        test_endpoints_and_shutdown()
     print("ok operator_process")
 
 

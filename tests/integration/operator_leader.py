@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Leader election of kadet-operator against the Kubernetes API emulator: of two replicas
+exactly one leads (kadet_leader 1, Lease holderIdentity = its identity); SIGTERM on the
+leader releases the Lease and the standby takes over within the lease duration; a
+leader killed with SIGKILL is replaced after the lease expires. Standard library only;
+the Lease is read with kubectl."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+TOP = os.environ.get("KADET_SOURCE_DIR") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("KADET_BIN_DIR") or os.path.join(TOP, "build", "bin")
+OPERATOR = os.path.join(BIN, "kadet-operator")
+EMULATOR = os.path.join(TOP, "tests", "emulator", "kube_emulator.py")
+LEASE_S = 3.0
+SKIP = 77
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+class Operator:
+    def __init__(self, identity, kubeconfig, logdir):
+        self.identity = identity
+        self.logpath = os.path.join(logdir, identity + ".log")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KADET_")}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        self.proc = subprocess.Popen(
+            [OPERATOR, "--kubeconfig", kubeconfig, "--leader-elect", "--identity", identity,
+             "--lease-duration", "%gs" % LEASE_S, "--lease-name", "kadet-operator",
+             "--operator-namespace", "default", "--metrics-addr", "127.0.0.1:0"],
+            stdout=subprocess.DEVNULL, stderr=open(self.logpath, "w"), env=env)
+        self.port = None
+        deadline = time.time() + 15
+        while self.port is None and time.time() < deadline:
+            m = re.search(r"serving .* port=(\d+)", self.log())
+            if m:
+                self.port = int(m.group(1))
+            elif self.proc.poll() is not None:
+                break
+            else:
+                time.sleep(0.05)
+        check(self.port, "%s did not start:\n%s" % (identity, self.log()))
+
+    def log(self):
+        with open(self.logpath) as f:
+            return f.read()
+
+    def leading(self):
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.port,
+                                        timeout=2) as r:
+                return "kadet_leader 1\n" in r.read().decode()
+        except OSError:
+            return False
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+
+def holder(kubectl):
+    r = kubectl("get", "lease", "kadet-operator", "-n", "default", "-o", "json")
+    if r.returncode != 0:
+        return None
+    return json.loads(r.stdout)["spec"].get("holderIdentity", "")
+
+
+def wait_single_leader(ops, limit):
+    """The one operator that leads, once exactly one does; fails after limit seconds."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        leaders = [o for o in ops if o.leading()]
+        if len(leaders) == 1:
+            return leaders[0]
+        check(len(leaders) < 2, "two replicas lead at once: %s" % [o.identity for o in leaders])
+        time.sleep(0.05)
+    fail("no leader within %.1f s; logs:\n%s" % (limit, "\n".join(o.log() for o in ops)))
+
+
+def main():
+    kubectl_bin = shutil.which("kubectl")
+    if kubectl_bin is None or not os.path.exists(EMULATOR):
+        print("SKIP: kubectl or the emulator missing")
+        return SKIP
+    check(os.access(OPERATOR, os.X_OK), "%s not built" % OPERATOR)
+    state = tempfile.mkdtemp(prefix="kadet-leader-")
+    emu = subprocess.Popen([sys.executable, EMULATOR, "--state-dir", state],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ops = []
+    try:
+        deadline = time.time() + 30
+        while not os.path.exists(os.path.join(state, "ready")):
+            check(emu.poll() is None and time.time() < deadline, "emulator did not start")
+            time.sleep(0.1)
+        kubeconfig = os.path.join(state, "kubeconfig")
+
+        def kubectl(*args):
+            return subprocess.run([kubectl_bin, "--kubeconfig", kubeconfig, *args],
+                                  capture_output=True, text=True, timeout=30)
+
+        ops = [Operator("replica-a", kubeconfig, state), Operator("replica-b", kubeconfig, state)]
+        first = wait_single_leader(ops, 2 * LEASE_S)
+        check(holder(kubectl) == first.identity, "Lease holder %r, leader %s"
+              % (holder(kubectl), first.identity))
+        # Stays single for a few renewals.
+        for _ in range(10):
+            check(sum(o.leading() for o in ops) == 1, "leadership not stable")
+            time.sleep(LEASE_S / 10)
+
+        # Graceful: SIGTERM releases the Lease; the standby leads within the lease duration.
+        standby = [o for o in ops if o is not first][0]
+        t0 = time.time()
+        check(first.stop() == 0, "leader exit status %s" % first.proc.returncode)
+        ops.remove(first)
+        second = wait_single_leader(ops, LEASE_S)
+        graceful = time.time() - t0
+        check(second is standby, "the standby did not take over")
+        check(holder(kubectl) == standby.identity, "Lease holder after release %r"
+              % holder(kubectl))
+
+        # Crash: SIGKILL keeps the Lease until it expires; a new replica takes over then.
+        third = Operator("replica-c", kubeconfig, state)
+        ops.append(third)
+        time.sleep(LEASE_S / 3)
+        t0 = time.time()
+        second.stop(signal.SIGKILL)
+        ops.remove(second)
+        check(wait_single_leader(ops, 3 * LEASE_S) is third, "replica-c did not take over")
+        crash = time.time() - t0
+        check(crash >= LEASE_S * 0.8, "took over after %.2f s, before the lease (%.1f s) "
+              "expired" % (crash, LEASE_S))
+        print("failover: graceful %.2f s, after SIGKILL %.2f s (lease %.1f s)"
+              % (graceful, crash, LEASE_S))
+        check(third.stop() == 0, "exit status %s" % third.proc.returncode)
+        ops.remove(third)
+    finally:
+        for o in ops:
+            if o.proc.poll() is None:
+                o.proc.kill()
+                o.proc.wait()
+        emu.send_signal(signal.SIGTERM)
+        try:
+            emu.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            emu.kill()
+            emu.wait()
+        shutil.rmtree(state, ignore_errors=True)
+    print("ok operator_leader")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
