@@ -45,6 +45,8 @@ void sched_options_default(sched_options *o)
     o->epsilon_min = 0.02;
     o->epsilon_decay = 0.999;
     o->prior_k = 0.05;
+    o->min_visits = 100;
+    o->margin = 0.1;
 }
 
 static int sched_options_check(const sched_options *o, char *err, size_t errlen)
@@ -66,6 +68,8 @@ static int sched_options_check(const sched_options *o, char *err, size_t errlen)
         return sched_errf(err, errlen, KD_EINVAL, "epsilon_decay must be in (0, 1]");
     if (!(o->prior_k >= 0 && o->prior_k <= 10))
         return sched_errf(err, errlen, KD_EINVAL, "prior_k must be in [0, 10]");
+    if (o->min_visits < 1 || !(o->margin >= 0) || !isfinite(o->margin))
+        return sched_errf(err, errlen, KD_EINVAL, "min_visits must be >= 1 and margin >= 0");
     return KD_OK;
 }
 
@@ -267,14 +271,13 @@ void sched_scale_init(sched_scale *sc, const sched_snapshot *s, const sched_opti
     sc->inv_c_mean = cnt > 0 ? inv_c / cnt : 1;
 }
 
-/* R = alpha * (1/T) / mean(1/T) + beta * (1/C) / mean(1/C), T the job's estimated time to
- * finish at n agents and C = n the agents it holds; the means run over the running jobs
- * (over all jobs at min when none runs), so both terms are dimensionless and about 1 for a typical
- * job whatever the mix of job sizes: short jobs still earn more per agent than long ones
- * (shortest-remaining-time behaviour) and the cost term prices an agent relative to what
- * the other jobs hold. */
-double sched_reward_ex(const sched_scale *sc, const sched_job *j, int n, const sched_options *o,
-                       double extra_s)
+/* Greedy's objective: U = alpha * (1/T) / mean(1/T) + beta * (1/n) / mean(1/n), T the job's
+ * estimated time to finish at n agents (plus extra_s, a restart stall); the means run over
+ * the running jobs (over all jobs at min when none runs). Dividing by the means makes both
+ * terms about 1 for a typical job of this snapshot, so beta prices an agent relative to
+ * what the other jobs hold, and short jobs still earn more per agent than long ones. */
+double sched_utility(const sched_scale *sc, const sched_job *j, int n, const sched_options *o,
+                     double extra_s)
 {
     if (n <= 0)
         return 0;
@@ -285,9 +288,21 @@ double sched_reward_ex(const sched_scale *sc, const sched_job *j, int n, const s
     return alpha * time_term + beta * (1.0 / n) / sc->inv_c_mean;
 }
 
-double sched_reward(const sched_scale *sc, const sched_job *j, int n, const sched_options *o)
+/* The rl reward of one interval, R = alpha * min(1, interval / T) + beta * min / n: the
+ * time term is the fraction of the job's remaining work done in the interval and the cost
+ * term the fraction of its agents that its minimum needs, so both lie in [0, 1] for every
+ * job whatever its size (this is what "normalised across jobs" means here). The simulator
+ * measures the same quantity from the progress actually made. */
+double sched_reward(double interval_s, const sched_job *j, int n, const sched_options *o,
+                    double extra_s)
 {
-    return sched_reward_ex(sc, j, n, o, 0);
+    if (n <= 0)
+        return 0;
+    double alpha = j->alpha >= 0 ? j->alpha : o->alpha;
+    double beta = j->beta >= 0 ? j->beta : o->beta;
+    double t = sched_time_left(j, n, o->prior_k);
+    double time_term = isfinite(t) ? fmin(1.0, fmax(interval_s - extra_s, 0) / fmax(t, 1e-9)) : 0;
+    return alpha * time_term + beta * (double)j->min / n;
 }
 
 /* ---- packing ---- */
@@ -494,7 +509,8 @@ void sched_finish(sched_policy *p, const sched_snapshot *s, sched_decision *out,
         out[i].desired = d;
         out[i].pred_speed = d > 0 ? sched_predict_speed(j, d, p->o.prior_k) : 0;
         out[i].pred_cost = d * s->interval_s;
-        out[i].pred_reward = sched_reward(&sc, j, d, &p->o);
+        out[i].pred_reward =
+            sched_reward(s->interval_s, j, d, &p->o, d == j->current ? 0 : s->restart_s);
         if (out[i].reason[0] == '\0')
             snprintf(out[i].reason, SCHED_REASON_MAX, "%s", d > 0 ? "running" : "queued");
     }

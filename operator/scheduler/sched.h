@@ -102,6 +102,10 @@ typedef struct sched_options {
     double epsilon_decay; /* rl: epsilon multiplied by this after every decide() */
     double prior_k;       /* speed model: contention k assumed when a job has one
                              measured point (speed(n) = n s1 / (1 + k (n - 1))) */
+    int min_visits;       /* rl: updates an action needs in a state before its Q counts;
+                             fewer and the state is treated as unvisited (greedy) */
+    double margin;        /* rl: relative Q advantage an action needs over greedy's
+                             choice before rl departs from greedy */
 } sched_options;
 
 typedef struct sched_policy sched_policy;

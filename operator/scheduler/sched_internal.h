@@ -92,11 +92,13 @@ typedef struct sched_scale {
 } sched_scale;
 
 void sched_scale_init(sched_scale *sc, const sched_snapshot *s, const sched_options *o);
-/* Predicted normalised reward alpha/T + beta/C of job j at n agents (0 for n = 0). */
-double sched_reward(const sched_scale *sc, const sched_job *j, int n, const sched_options *o);
-/* The same with extra_s seconds added to T (the stall of a restart). */
-double sched_reward_ex(const sched_scale *sc, const sched_job *j, int n, const sched_options *o,
-                       double extra_s);
+/* Greedy's objective for job j at n agents (0 for n = 0), T lengthened by extra_s. */
+double sched_utility(const sched_scale *sc, const sched_job *j, int n, const sched_options *o,
+                     double extra_s);
+/* The rl reward of one interval at n agents, alpha * min(1, interval / T) + beta * min / n,
+ * when extra_s seconds of it are lost to a restart. */
+double sched_reward(double interval_s, const sched_job *j, int n, const sched_options *o,
+                    double extra_s);
 
 /* Final stage of every policy: applies pins, the cool-down, [min, max] and capacity to
  * p->want (proposed counts) packing jobs in p->order, and fills out (desired, predictions;
@@ -110,8 +112,12 @@ void sched_finish(sched_policy *p, const sched_snapshot *s, sched_decision *out,
 void sched_policy_static(sched_policy *p, const sched_snapshot *s, sched_decision *out);
 void sched_policy_tiresias(sched_policy *p, const sched_snapshot *s, sched_decision *out);
 void sched_policy_fair(sched_policy *p, const sched_snapshot *s, sched_decision *out);
-/* greedy also serves as rl's fallback: fills p->want with the greedy allocation. */
 void sched_policy_greedy(sched_policy *p, const sched_snapshot *s, sched_decision *out);
+/* The greedy allocation into p->want and p->order (no reasons); jobs with fixed[i] >= 0
+ * (fixed may be NULL) keep that count and are neither grown nor used as donors. rl uses
+ * it as its fallback and to hand out what its own decisions leave. Clobbers p->score and
+ * p->placed. */
+void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fixed);
 int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *out);
 
 /* rl table lifecycle (sched_rl.c). */

@@ -138,7 +138,7 @@ void sched_policy_fair(sched_policy *p, const sched_snapshot *s, sched_decision 
 static double sched_reff(const sched_scale *sc, const sched_job *j, int n, const sched_options *o,
                          double restart_s)
 {
-    return sched_reward_ex(sc, j, n, o, n == j->current ? 0 : restart_s);
+    return sched_utility(sc, j, n, o, n == j->current ? 0 : restart_s);
 }
 
 /* Reward gained per agent by the job's next step (0 -> min for a queued job, n -> n + 1
@@ -176,7 +176,7 @@ static void sched_repack(sched_pack *pk, const sched_snapshot *s, sched_policy *
  * the job that loses least to a job that cannot otherwise grow or start, as long as the
  * receiver gains more than the donors lose. Rewards count the restart stall of a change,
  * so a count only moves when the move pays for its restart. Never preempts. */
-void sched_policy_greedy(sched_policy *p, const sched_snapshot *s, sched_decision *out)
+void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fixed)
 {
     sched_pack pk;
     sched_scale sc;
@@ -186,11 +186,25 @@ void sched_policy_greedy(sched_policy *p, const sched_snapshot *s, sched_decisio
 
     sched_scale_init(&sc, s, o);
     sched_pack_init(&pk, s, p->ncpu, p->nmem, p->nslots);
+    /* fixed counts first: they are not the greedy's to change */
+    for (int i = 0; i < s->n_jobs; i++) {
+        p->want[i] = 0;
+        blocked[i] = 0;
+        const sched_job *j = &s->jobs[i];
+        int f = fixed && fixed[i] >= 0 ? fixed[i]
+                : j->pin > 0 ? (j->pin < j->min ? j->min : (j->pin > j->max ? j->max : j->pin))
+                : sched_cooling(p, j) ? j->current : -1;
+        if (f >= 0) {
+            int fit = sched_pack_fits(&pk, j, f);
+            p->want[i] = fit >= j->min ? sched_pack_place(&pk, j, fit) : 0;
+            blocked[i] = 3;
+        }
+    }
     for (int i = 0; i < s->n_jobs; i++) {
         const sched_job *j = &s->jobs[i];
         int c = j->current > j->max ? j->max : j->current;
-        p->want[i] = 0;
-        blocked[i] = 0;
+        if (blocked[i] == 3)
+            continue;
         if (c > 0) {
             c = c < j->min ? j->min : c;
             int fit = sched_pack_fits(&pk, j, c);
@@ -199,7 +213,7 @@ void sched_policy_greedy(sched_policy *p, const sched_snapshot *s, sched_decisio
         }
     }
     for (int i = 0; i < s->n_jobs; i++)
-        gain[i] = sched_gain_up(&sc, &s->jobs[i], p->want[i], o, rs);
+        gain[i] = blocked[i] == 3 ? -INFINITY : sched_gain_up(&sc, &s->jobs[i], p->want[i], o, rs);
     /* fill free capacity */
     for (;;) {
         int best = -1;
@@ -239,7 +253,7 @@ void sched_policy_greedy(sched_policy *p, const sched_snapshot *s, sched_decisio
             int d = -1;
             double dl = INFINITY;
             for (int i = 0; i < s->n_jobs; i++) {
-                if (i == r || p->want[i] <= 0)
+                if (i == r || p->want[i] <= 0 || blocked[i] == 3)
                     continue;
                 double l = sched_loss_down(&sc, &s->jobs[i], p->want[i], o, rs);
                 if (l < dl) {
@@ -268,21 +282,31 @@ void sched_policy_greedy(sched_policy *p, const sched_snapshot *s, sched_decisio
             blocked[r] = 2; /* not worth it (or impossible): stop trying this job */
         }
     }
-    /* pack in order of the reward each job reaches, so that the safety stage keeps the
-     * same winners when capacity is tight */
+    /* pack fixed and running jobs first, then in order of the utility each job reaches,
+     * so that the safety stage keeps the same winners when capacity is tight */
     for (int i = 0; i < s->n_jobs; i++) {
         p->order[i] = i;
-        p->score[i] = (s->jobs[i].current > 0 ? 1e3 : 0) +
-                      sched_reward(&sc, &s->jobs[i], p->want[i], o);
+        p->score[i] = (blocked[i] == 3 ? 2e3 : 0) + (s->jobs[i].current > 0 ? 1e3 : 0) +
+                      sched_utility(&sc, &s->jobs[i], p->want[i], o, 0);
     }
     sched_sort_desc(p->order, s->n_jobs, p->score);
+}
+
+void sched_policy_greedy(sched_policy *p, const sched_snapshot *s, sched_decision *out)
+{
+    sched_scale sc;
+    const sched_options *o = &p->o;
+
+    sched_greedy_alloc(p, s, NULL);
+    sched_scale_init(&sc, s, o);
     for (int i = 0; i < s->n_jobs; i++) {
         const sched_job *j = &s->jobs[i];
         if (p->want[i] > 0)
             snprintf(out[i].reason, SCHED_REASON_MAX,
                      "greedy: %d agents, est. %.0fs left, next agent gains %.3g", p->want[i],
                      sched_time_left(j, p->want[i], o->prior_k),
-                     p->want[i] < j->max ? sched_gain_up(&sc, j, p->want[i], o, rs) : 0.0);
+                     p->want[i] < j->max ? sched_gain_up(&sc, j, p->want[i], o, s->restart_s)
+                                         : 0.0);
         else
             snprintf(out[i].reason, SCHED_REASON_MAX, "greedy: queued, no room for %d agents",
                      j->min);

@@ -25,6 +25,7 @@
 typedef struct sched_rl_scratch {
     int *greedy;   /* greedy's proposal per job */
     int *state;    /* state index per job; -1 = not in a decidable state */
+    int *fixed;    /* count rl fixed for a job (deviation from greedy); -1 = none */
     int cap;       /* allocated entries */
 } sched_rl_scratch;
 
@@ -60,6 +61,7 @@ void sched_rl_free(sched_rl *rl)
     sched_rl_scratch *sc = sched_rl_scr(rl);
     free(sc->greedy);
     free(sc->state);
+    free(sc->fixed);
     free(rl->q1);
     free(rl->q2);
     free(rl->visits);
@@ -239,6 +241,10 @@ static int sched_rl_grow(sched_rl *rl, int n)
     if (!st)
         return KD_ENOMEM;
     sc->state = st;
+    int *fx = realloc(sc->fixed, sizeof(int) * (size_t)cap);
+    if (!fx)
+        return KD_ENOMEM;
+    sc->fixed = fx;
     sc->cap = cap;
     return KD_OK;
 }
@@ -248,13 +254,11 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
     sched_rl *rl = p->rl;
     sched_rl_scratch *scr = sched_rl_scr(rl);
     sched_pack pk;
-    sched_scale sc;
-    int feat[6];
+    int feat[6], deviations = 0;
 
     if (sched_rl_grow(rl, s->n_jobs) != KD_OK)
         return KD_ENOMEM;
-    sched_scale_init(&sc, s, &p->o);
-    sched_policy_greedy(p, s, out);
+    sched_greedy_alloc(p, s, NULL);
     memcpy(scr->greedy, p->want, sizeof(int) * (size_t)s->n_jobs);
 
     /* cluster-level features: what is free once every job keeps its count, and how much
@@ -267,7 +271,6 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
     for (int i = 0; i < s->n_jobs; i++)
         if (s->jobs[i].current == 0)
             queued += s->jobs[i].min;
-
     for (int i = 0; i < s->n_jobs; i++) {
         const sched_job *j = &s->jobs[i];
         scr->state[i] = -1;
@@ -281,29 +284,24 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
 
     /* complete the transitions of the previous decision */
     if (p->o.learn) {
-        for (int k = 0; k < rl->n_pend; k++)
-            rl->pend[k].seen = 0;
         for (int i = 0; i < s->n_jobs; i++) {
-            sched_pending *pd = sched_rl_find(rl, s->jobs[i].id);
+            const sched_job *j = &s->jobs[i];
+            sched_pending *pd = sched_rl_find(rl, j->id);
             if (!pd)
                 continue;
-            pd->seen = 1;
             double r = pd->has_reward ? pd->reward
-                                      : sched_reward(&sc, &s->jobs[i], s->jobs[i].current, &p->o);
+                                      : sched_reward(s->interval_s, j, j->current, &p->o, 0);
             sched_rl_update(p, pd->state, pd->action, r, scr->state[i]);
-            pd->id[0] = '\0';
         }
-        /* jobs that left without a done report: their outcome is unknown, drop them */
-        for (int k = 0; k < rl->n_pend; k++)
-            if (!rl->pend[k].seen)
-                rl->pend[k].id[0] = '\0';
+        /* jobs that left without a done report have an unknown outcome: dropped */
         rl->n_pend = 0;
     }
 
-    /* choose an action per running job */
+    /* an action per running job; deviations from greedy become fixed counts */
     for (int i = 0; i < s->n_jobs; i++) {
         const sched_job *j = &s->jobs[i];
         int st = scr->state[i];
+        scr->fixed[i] = -1;
         if (st < 0 || j->pin > 0 || sched_cooling(p, j))
             continue; /* queued jobs keep greedy's admission; pins and cool-down are fixed */
         int lo = -p->o.max_step, hi = p->o.max_step;
@@ -311,49 +309,66 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
             lo = j->min - j->current;
         if (j->current + hi > j->max)
             hi = j->max - j->current;
-        if (lo > 0) /* current below min (pin removed, spec changed): climb to min */
-            lo = hi = lo;
+        if (lo > 0) /* below min (spec changed): climb to it */
+            hi = lo;
         if (hi < lo)
             hi = lo;
-        /* greedy's own change, unclamped: the fallback is exactly greedy */
-        int g_full = scr->greedy[i] - j->current;
+        int g_full = scr->greedy[i] - j->current; /* greedy's own change, unclamped */
         int g = g_full < lo ? lo : (g_full > hi ? hi : g_full);
+        /* the reward is the job's own: it cannot see what its agents would do for the jobs
+         * that wait, so while any job waits rl may grow a job no further than greedy */
+        if (queued > 0 && hi > g)
+            hi = g;
         int d;
         const char *how;
         if (p->o.learn && sched_rand(p) < rl->epsilon) {
             d = lo + (int)(sched_rand(p) * (hi - lo + 1));
-            if (d > hi)
-                d = hi;
+            d = d > hi ? hi : d;
             how = "exploring";
         } else {
             int best = 0, found = 0;
             for (int a = lo; a <= hi; a++) {
-                size_t x = (size_t)st * SCHED_N_ACTIONS + (size_t)(a + 2);
-                if (rl->visits[x] == 0)
+                if (rl->visits[(size_t)st * SCHED_N_ACTIONS + (size_t)(a + 2)] < (unsigned)p->o.min_visits)
                     continue;
                 if (!found || sched_rl_q(rl, st, a + 2) > sched_rl_q(rl, st, best + 2))
                     best = a;
                 found = 1;
             }
-            size_t gx = (size_t)st * SCHED_N_ACTIONS + (size_t)(g + 2);
-            if (!found) {
+            int g_seen =
+                rl->visits[(size_t)st * SCHED_N_ACTIONS + (size_t)(g + 2)] >= (unsigned)p->o.min_visits;
+            if (!found || !g_seen) {
+                /* greedy's choice was not tried often enough here to compare it */
                 d = g_full;
-                how = "unvisited state, greedy fallback";
+                how = "greedy fallback (unvisited)";
                 rl->fallbacks++;
-            } else if (rl->visits[gx] > 0 &&
-                       sched_rl_q(rl, st, g + 2) >= sched_rl_q(rl, st, best + 2)) {
-                d = g; /* ties go to greedy: depart from it only where it pays */
-                how = "learned (agrees with greedy)";
+            } else if (sched_rl_q(rl, st, g + 2) + p->o.margin * fabs(sched_rl_q(rl, st, g + 2)) >=
+                           sched_rl_q(rl, st, best + 2)) {
+                /* depart from greedy only where experience says it pays by a margin:
+                 * small Q differences are mostly noise of the other jobs' behaviour */
+                d = g_full;
+                how = "learned, agrees with greedy";
             } else {
                 d = best;
                 how = "learned";
             }
         }
-        p->want[i] = j->current + d;
-        snprintf(out[i].reason, SCHED_REASON_MAX, "rl %s: %+d (Q=%.3f) at %d agents, est. %.0fs left",
-                 how, d, sched_rl_q(rl, st, d + 2), j->current,
+        if (d != g_full) {
+            scr->fixed[i] = j->current + d;
+            deviations++;
+        }
+        snprintf(out[i].reason, SCHED_REASON_MAX,
+                 "rl %s: %+d at %d agents (Q=%.3f, greedy %+d), est. %.0fs left", how, d,
+                 j->current, sched_rl_q(rl, st, (d < -2 ? -2 : d > 2 ? 2 : d) + 2), g_full,
                  sched_time_left(j, j->current, p->o.prior_k));
     }
+    /* greedy hands out what the deviations leave (or take) among the other jobs */
+    if (deviations > 0)
+        sched_greedy_alloc(p, s, scr->fixed);
+    for (int i = 0; i < s->n_jobs; i++)
+        if (out[i].reason[0] == '\0')
+            snprintf(out[i].reason, SCHED_REASON_MAX, p->want[i] > 0
+                     ? "rl: greedy admission with %d agents" : "rl: queued (%d agents do not fit)",
+                     p->want[i] > 0 ? p->want[i] : s->jobs[i].min);
     sched_finish(p, s, out, 0, 1);
 
     if (p->o.learn) {

@@ -77,8 +77,9 @@ typedef struct sim_config {
     double interval_s;   /* scheduling interval */
     double restart_s;    /* stall of a job on every change of its count (and its start) */
     double max_factor;   /* a job's max = ceil(max_factor * request), capped by the cluster */
-    double alpha, beta;  /* reward weights of every job */
+    double alpha, beta;  /* reward weights of every job (1, 0: the benchmark optimises JCT) */
     double horizon_s;    /* give up after this much simulated time (0 = 30 days) */
+    const char *trace_job; /* print this job's decisions to stderr; NULL = none (borrowed) */
 } sim_config;
 
 void sim_config_default(sim_config *c);

@@ -58,24 +58,28 @@ static void usage(FILE *out)
         "                        %s); with --train: where to save\n"
         "  --summary-json PATH   write {avg_jct,p50_jct,p99_jct,makespan,utilization,rescales}\n"
         "                        (one object per policy when several are given)\n"
+        "  --jobs-csv PATH       write policy,name,application,arrival,replicas,batch,jct\n"
         "  --train N             train rl for N episodes (workloads taken in turn)\n"
         "  --train-workloads L   comma list of workload CSVs to train on\n"
         "  --nodes N             nodes (16)          --slots N      agent slots per node (4)\n"
         "  --interval S          scheduling interval seconds (60)\n"
         "  --restart S           stall on every change of a job's count (30)\n"
         "  --max-factor F        a job may grow to ceil(F * num_replicas) agents (2)\n"
-        "  --alpha A --beta B    reward weights on time and cost (1, 0.1)\n"
+        "  --alpha A --beta B    reward weights on time and cost (1, 0)\n"
         "  --cooldown S          seconds between two changes of one job (0)\n"
         "  --seed N              rl exploration seed (1)   --double-q   Double Q-learning\n"
+        "  --min-visits N        rl: updates before a learned Q counts (100)\n"
+        "  --margin M            rl: relative Q advantage needed to depart from greedy (0.1)\n"
+        "  --trace-job NAME      print every decision about job NAME to stderr\n"
         "  --quiet               only the table          --help\n",
         KADET_POLLUX_DEFAULT, KADET_QTABLE_DEFAULT);
 }
 
 typedef struct sim_cli {
-    const char *workload, *traces, *policies, *qtable, *summary, *train_wl;
-    int train, quiet, double_q;
+    const char *workload, *traces, *policies, *qtable, *summary, *train_wl, *jobs_csv;
+    int train, quiet, double_q, min_visits;
     long seed;
-    double cooldown;
+    double cooldown, margin;
     sim_config cfg;
 } sim_cli;
 
@@ -99,6 +103,8 @@ static int parse_args(int argc, char **argv, sim_cli *cli)
     sim_config_default(&cli->cfg);
     cli->policies = "rl";
     cli->seed = 1;
+    cli->min_visits = -1;
+    cli->margin = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double x;
@@ -123,6 +129,7 @@ static int parse_args(int argc, char **argv, sim_cli *cli)
         else if (strcmp(a, "--qtable") == 0) cli->qtable = v;
         else if (strcmp(a, "--summary-json") == 0) cli->summary = v;
         else if (strcmp(a, "--train-workloads") == 0) cli->train_wl = v;
+        else if (strcmp(a, "--jobs-csv") == 0) cli->jobs_csv = v;
         else if (strcmp(a, "--train") == 0) {
             if (parse_num(a, v, 1, 1e6, &x)) return -1;
             cli->train = (int)x;
@@ -144,6 +151,13 @@ static int parse_args(int argc, char **argv, sim_cli *cli)
             if (parse_num(a, v, 0, 1e6, &cli->cfg.beta)) return -1;
         } else if (strcmp(a, "--cooldown") == 0) {
             if (parse_num(a, v, 0, 86400, &cli->cooldown)) return -1;
+        } else if (strcmp(a, "--min-visits") == 0) {
+            if (parse_num(a, v, 1, 1e9, &x)) return -1;
+            cli->min_visits = (int)x;
+        } else if (strcmp(a, "--margin") == 0) {
+            if (parse_num(a, v, 0, 1e3, &cli->margin)) return -1;
+        } else if (strcmp(a, "--trace-job") == 0) {
+            cli->cfg.trace_job = v;
         } else if (strcmp(a, "--seed") == 0) {
             if (parse_num(a, v, 0, 1e15, &x)) return -1;
             cli->seed = (long)x;
@@ -172,6 +186,10 @@ static void options_for(const sim_cli *cli, sched_options *o, int learn, int epi
     o->beta = cli->cfg.beta;
     o->double_q = cli->double_q;
     o->learn = learn;
+    if (cli->min_visits > 0)
+        o->min_visits = cli->min_visits;
+    if (cli->margin >= 0)
+        o->margin = cli->margin;
     if (learn && episodes_decisions > 0) /* epsilon reaches its floor at ~70% of training */
         o->epsilon_decay = pow(o->epsilon_min / o->epsilon, 1.0 / (0.7 * episodes_decisions));
 }
@@ -262,6 +280,8 @@ int main(int argc, char **argv)
     char err[512], traces[2048], list[1024];
     int rc = 0, n_pol = 0;
     json_t *summary = NULL, *last = NULL;
+    double *jct = NULL;
+    FILE *jobs_fp = NULL;
 
     if (parse_args(argc, argv, &cli) != 0)
         return 2;
@@ -286,6 +306,14 @@ int main(int argc, char **argv)
         return 2;
     }
     summary = json_object();
+    jct = calloc((size_t)w.n_jobs, sizeof(double));
+    if (cli.jobs_csv) {
+        jobs_fp = fopen(cli.jobs_csv, "w");
+        if (!jobs_fp)
+            fprintf(stderr, "kadet-sim: cannot write %s: %s\n", cli.jobs_csv, strerror(errno));
+        else
+            fprintf(jobs_fp, "policy,name,application,arrival,replicas,batch,jct\n");
+    }
     if (!cli.quiet)
         printf("workload %s: %d jobs, %d nodes x %d slots, interval %.0fs, restart %.0fs\n",
                cli.workload, w.n_jobs, cli.cfg.nodes, cli.cfg.slots, cli.cfg.interval_s,
@@ -312,7 +340,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "kadet-sim: warning: %s; rl falls back to greedy\n", err);
         }
         double t0 = now_s();
-        int rr = sim_run(&m, &w, &cli.cfg, p, &r, NULL, err, sizeof(err));
+        int rr = sim_run(&m, &w, &cli.cfg, p, &r, jct, err, sizeof(err));
         double el = now_s() - t0;
         sched_policy_free(&p);
         if (rr != KD_OK) {
@@ -321,6 +349,11 @@ int main(int argc, char **argv)
             if (r.finished == 0)
                 continue;
         }
+        if (jobs_fp)
+            for (int i = 0; i < w.n_jobs; i++)
+                fprintf(jobs_fp, "%s,%s,%s,%.0f,%d,%d,%.1f\n", name, w.jobs[i].name,
+                        m.apps[w.jobs[i].app].name, w.jobs[i].arrival, w.jobs[i].request,
+                        w.jobs[i].bsz, jct[i]);
         printf("%-9s %6d %9.0f %9.0f %9.0f %9.0f %6.2f %9.2f %8.3f\n", name, r.jobs, r.avg_jct,
                r.p50_jct, r.p99_jct, r.makespan, r.utilization, r.rescales, el);
         json_t *jr = result_json(&r);
@@ -339,6 +372,11 @@ int main(int argc, char **argv)
             rc = rc ? rc : 1;
         }
     }
+    if (jobs_fp && fclose(jobs_fp) != 0) {
+        fprintf(stderr, "kadet-sim: cannot write %s\n", cli.jobs_csv);
+        rc = rc ? rc : 1;
+    }
+    free(jct);
     json_decref(last);
     json_decref(summary);
     sim_workload_free(&w);

@@ -57,8 +57,9 @@ void sim_config_default(sim_config *c)
     c->restart_s = 30;
     c->max_factor = 2;
     c->alpha = 1.0;
-    c->beta = 0.1;
+    c->beta = 0;
     c->horizon_s = 0;
+    c->trace_job = NULL;
 }
 
 /* Moves job i to n agents: grows on nodes it already uses, then on the emptiest nodes;
@@ -153,11 +154,9 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
     sched_job *sj = calloc((size_t)nj, sizeof(*sj));
     sched_decision *dec = calloc((size_t)nj, sizeof(*dec));
     double *jct = calloc((size_t)nj, sizeof(double));
-    double *rate_obs = calloc((size_t)nj, sizeof(double));
-    int *n_obs = calloc((size_t)nj, sizeof(int)), *done_obs = calloc((size_t)nj, sizeof(int));
 
     memset(r, 0, sizeof(*r));
-    if (!js || !place || !free_slots || !active || !nodes || !sj || !dec || !jct || !rate_obs || !n_obs || !done_obs) {
+    if (!js || !place || !free_slots || !active || !nodes || !sj || !dec || !jct) {
         rc = sim_errf(err, errlen, KD_ENOMEM, "out of memory");
         goto out;
     }
@@ -230,6 +229,11 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
         if (rc != KD_OK)
             goto out;
         r->decisions++;
+        if (c->trace_job)
+            for (int a = 0; a < na; a++)
+                if (strcmp(w->jobs[active[a]].name, c->trace_job) == 0)
+                    fprintf(stderr, "t=%.0f cur=%d -> %d prog=%.3f %s\n", t, js[active[a]].n,
+                            dec[a].desired, js[active[a]].done / js[active[a]].total, dec[a].reason);
 
         /* apply: shrink first so that growth finds the freed slots */
         for (int pass = 0; pass < 2; pass++)
@@ -251,12 +255,10 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
             }
 
         /* advance one interval */
-        double t1 = t + c->interval_s, obs_t = 0, obs_c = 0;
-        int n_run = 0;
+        double t1 = t + c->interval_s;
         for (int a = 0; a < na; a++) {
             int i = active[a];
             sim_js *j = &js[i];
-            n_obs[a] = 0;
             if (j->n <= 0)
                 continue;
             const sim_wjob *wj = &w->jobs[i];
@@ -280,13 +282,12 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
             held += j->n * (end - t);
             if (run > 0)
                 sim_record_tp(j, j->n, wj->bsz * rate);
-            /* the rl reward's ingredients: progress rate (1/T) and agents held (C) */
-            rate_obs[a] = did / fmax(need, 1e-12);
-            n_obs[a] = j->n;
-            done_obs[a] = done;
-            obs_t += rate_obs[a];
-            obs_c += 1.0 / j->n;
-            n_run++;
+            /* the rl reward as sched_reward() predicts it, from the progress made: the
+             * fraction of the remaining work done (restart stall included) and the
+             * fraction of the agents the job's minimum needs */
+            double rew = c->alpha * (need > 0 ? fmin(1.0, did / need) : 1.0) +
+                         c->beta * (double)j->min / j->n;
+            sched_observe(p, wj->name, rew, done);
             if (done) {
                 j->finished = 1;
                 j->finish = end;
@@ -300,15 +301,6 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
                     r->makespan = end;
                 left--;
             }
-        }
-        /* R = alpha (1/T) / mean(1/T) + beta (1/C) / mean(1/C), measured, as the policy
-         * predicts it (sched_reward()) */
-        for (int a = 0; a < na && n_run > 0; a++) {
-            if (n_obs[a] <= 0)
-                continue;
-            double rew = (obs_t > 0 ? c->alpha * rate_obs[a] / (obs_t / n_run) : 0) +
-                         c->beta * (1.0 / n_obs[a]) / (obs_c / n_run);
-            sched_observe(p, w->jobs[active[a]].name, rew, done_obs[a]);
         }
         t = t1;
     }
@@ -358,8 +350,5 @@ out:
     free(sj);
     free(dec);
     free(jct);
-    free(rate_obs);
-    free(n_obs);
-    free(done_obs);
     return rc;
 }
