@@ -3,6 +3,7 @@
  * methods are refused; bad listen addresses are errors, not crashes. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -172,6 +173,53 @@ static void test_bad_addresses_are_errors(void **state)
     assert_int_equal(op_httpd_start(&h, "127.0.0.1", 0, NULL, err, sizeof err), KD_EINVAL);
 }
 
+typedef struct scrape_arg {
+    fixture *f;   /* server under test */
+    int ok;       /* scrapes that returned 200 with a consistent counter line */
+} scrape_arg;
+
+static void *scraper(void *p)
+{
+    scrape_arg *a = p;
+    char *body = malloc(65536);
+    for (int i = 0; body != NULL && i < 50; i++) {
+        int status = request(a->f->port, "GET", "/metrics", body, 65536);
+        if (status == 200 && strstr(body, "kadet_reconciles_total{result=\"success\"} ") != NULL)
+            a->ok++;
+    }
+    free(body);
+    return NULL;
+}
+
+static void test_concurrent_scrapes_while_updating(void **state)
+{
+    fixture *f = *state;
+    const char *v[] = {"success"};
+    assert_int_equal(opm_add(f->metrics.reconciles, v, 1), KD_OK);
+    pthread_t t[3];
+    scrape_arg args[3];
+    for (int i = 0; i < 3; i++) {
+        args[i] = (scrape_arg){f, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, scraper, &args[i]), 0);
+    }
+    char job[32];
+    const char *jv[] = {"default", job};
+    for (int i = 0; i < 20000; i++) {
+        opm_add(f->metrics.reconciles, v, 1);
+        snprintf(job, sizeof job, "job-%d", i % 50);
+        opm_set(f->metrics.sched_reward, jv, i);
+        if (i % 7 == 0)
+            opm_remove(f->metrics.sched_reward, jv);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(args[i].ok, 50);
+    }
+    double n = 0;
+    assert_int_equal(opm_get(f->metrics.reconciles, v, &n), KD_OK);
+    assert_true(n == 20001);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -181,6 +229,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checks_are_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_paths_and_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_addresses_are_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_scrapes_while_updating, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
