@@ -13,6 +13,7 @@ import os
 import time
 import urllib.parse
 
+import emu_proto
 import emu_schema
 from emu_store import ResourceType
 from emu_util import (ApiError, bad_request, dumps, invalid, json_patch, merge_patch,
@@ -288,6 +289,8 @@ class Api:
 
     @staticmethod
     def body_json(body, ctype="application/json"):
+        if ctype and ctype.startswith("application/vnd.kubernetes.protobuf"):
+            return emu_proto.decode(body)
         if ctype and not ctype.startswith("application/json") and not ctype.startswith("*/*"):
             raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an "
                            "unknown format - accepted media types include: application/json "

@@ -313,7 +313,7 @@ def _pod_row(o, now):
         wait = c.get("state", {}).get("waiting")
         if wait and wait.get("reason"):
             reason = wait["reason"]
-        elif term and phase not in ("Succeeded",) and term.get("reason"):
+        elif term and term.get("reason"):
             reason = term["reason"]
     if o.get("metadata", {}).get("deletionTimestamp"):
         reason = "Terminating"

@@ -139,6 +139,23 @@ class KubectlTest(unittest.TestCase):
         self.assertIn('configmap "settings" deleted',
                       self.kubectl("delete", "cm", "settings").stdout)
 
+    def test_4_typed_create_commands_send_protobuf(self):
+        self.assertIn("namespace/typed created", self.kubectl("create", "namespace", "typed").stdout)
+        self.kubectl("create", "configmap", "cfg", "-n", "typed", "--from-literal=a=b")
+        self.kubectl("create", "secret", "generic", "sec", "-n", "typed",
+                     "--from-literal=pw=hunter2")
+        self.kubectl("create", "service", "clusterip", "front", "-n", "typed", "--tcp=80:8080")
+        r = self.kubectl("get", "cm", "cfg", "-n", "typed", "-o", "jsonpath={.data.a}")
+        self.assertEqual(r.stdout, "b")
+        r = self.kubectl("get", "secret", "sec", "-n", "typed", "-o",
+                         "jsonpath={.type} {.data.pw}")
+        self.assertEqual(r.stdout, "Opaque aHVudGVyMg==")
+        svc = json.loads(self.kubectl("get", "svc", "front", "-n", "typed", "-o", "json").stdout)
+        self.assertEqual(svc["spec"]["ports"][0]["targetPort"], 8080)
+        self.assertEqual(svc["spec"]["selector"], {"app": "front"})
+        r = self.kubectl("delete", "namespace", "typed", timeout=40)
+        self.assertIn('namespace "typed" deleted', r.stdout)
+
     def test_3_watch(self):
         w = subprocess.Popen([KUBECTL, "--kubeconfig", self.emu.kubeconfig, "--cache-dir",
                               os.path.join(self.work, "cache"), "get", "configmaps", "-w",
