@@ -13,6 +13,7 @@
 #include "kube_internal.h"
 
 #include "kd_error.h"
+#include "kd_log.h"
 #include "kd_yaml.h"
 #include "kube_backoff.h"
 
@@ -113,7 +114,10 @@ int kube_client_new(const kube_config *cfg, const kube_client_options *opts,
     c->cfg.namespace = dup_or_null(cfg->namespace != NULL ? cfg->namespace : "default", &oom);
     c->cfg.context = dup_or_null(cfg->context, &oom);
     if (c->cfg.token != NULL) {
+        /* As in kubectl, a literal token wins over tokenFile. */
         c->token = dup_or_null(c->cfg.token, &oom);
+        free(c->cfg.token_file);
+        c->cfg.token_file = NULL;
     }
     if (oom) {
         kube_client_free(&c);
@@ -617,6 +621,12 @@ static int attempt(kube_client *c, const char *method, const char *path, const c
     CURLcode cc = curl_easy_perform(h);
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (kd_log_get_level() <= KD_LOG_DEBUG) {
+        double total = 0;
+        curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &total);
+        KD_DEBUG("kube request method=%s path=%s status=%ld bytes=%zu ms=%.1f curl=%d",
+                 method, path, status, b.len, total * 1000.0, (int)cc);
+    }
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(headers);
