@@ -46,7 +46,7 @@ void sched_options_default(sched_options *o)
     o->epsilon_decay = 0.999;
     o->prior_k = 0.05;
     o->min_visits = 100;
-    o->margin = 0.1;
+    o->margin = 0;
 }
 
 static int sched_options_check(const sched_options *o, char *err, size_t errlen)
@@ -288,11 +288,13 @@ double sched_utility(const sched_scale *sc, const sched_job *j, int n, const sch
     return alpha * time_term + beta * (1.0 / n) / sc->inv_c_mean;
 }
 
-/* The rl reward of one interval, R = alpha * min(1, interval / T) + beta * min / n: the
- * time term is the fraction of the job's remaining work done in the interval and the cost
- * term the fraction of its agents that its minimum needs, so both lie in [0, 1] for every
- * job whatever its size (this is what "normalised across jobs" means here). The simulator
- * measures the same quantity from the progress actually made. */
+/* The rl reward of one interval: R = alpha * (1/T) / (1/T_min) + beta * (1/C) / (1/C_min)
+ * with T the job's time to finish at n agents, C = n the agents it holds, and T_min, C_min
+ * the same at the job's minimum count. Normalising each job by itself makes R the speed-up
+ * over its minimum (time term, reduced by the part of the interval a restart stalls) plus
+ * the share of its agents its minimum needs (cost term): both independent of the job's
+ * size, so that jobs of any length land in comparable Q-values. The simulator measures
+ * the same quantity from the progress actually made. */
 double sched_reward(double interval_s, const sched_job *j, int n, const sched_options *o,
                     double extra_s)
 {
@@ -300,9 +302,10 @@ double sched_reward(double interval_s, const sched_job *j, int n, const sched_op
         return 0;
     double alpha = j->alpha >= 0 ? j->alpha : o->alpha;
     double beta = j->beta >= 0 ? j->beta : o->beta;
-    double t = sched_time_left(j, n, o->prior_k);
-    double time_term = isfinite(t) ? fmin(1.0, fmax(interval_s - extra_s, 0) / fmax(t, 1e-9)) : 0;
-    return alpha * time_term + beta * (double)j->min / n;
+    double tn = sched_time_left(j, n, o->prior_k), tm = sched_time_left(j, j->min, o->prior_k);
+    double speedup = isfinite(tn) && isfinite(tm) && tn > 0 ? tm / tn : 1;
+    double live = fmax(interval_s - extra_s, 0) / interval_s;
+    return alpha * speedup * live + beta * (double)j->min / n;
 }
 
 /* ---- packing ---- */

@@ -95,7 +95,7 @@ void sched_scale_init(sched_scale *sc, const sched_snapshot *s, const sched_opti
 /* Greedy's objective for job j at n agents (0 for n = 0), T lengthened by extra_s. */
 double sched_utility(const sched_scale *sc, const sched_job *j, int n, const sched_options *o,
                      double extra_s);
-/* The rl reward of one interval at n agents, alpha * min(1, interval / T) + beta * min / n,
+/* The rl reward of one interval at n agents, alpha * speed-up over min + beta * min / n,
  * when extra_s seconds of it are lost to a restart. */
 double sched_reward(double interval_s, const sched_job *j, int n, const sched_options *o,
                     double extra_s);

@@ -4,7 +4,7 @@
  * Every decision interval each running job is in a discretised state (agents held,
  * scaling efficiency, free cluster fraction, queue pressure, progress, estimated time
  * left) and takes an action: change its count by -2..+2. The reward of the interval that
- * follows is R = alpha * min(1, interval / T) + beta * min / n (see sched_reward()), either
+ * follows is R = alpha * T_min / T + beta * min / n (see sched_reward()), either
  * predicted from the next snapshot or supplied by the caller through sched_observe() (the
  * simulator supplies the progress actually made, restart stalls included). Queued jobs are
  * admitted as greedy admits them; in a state (or for an action) never tried, the job takes
@@ -160,7 +160,9 @@ static void sched_rl_update(sched_policy *p, int s, int a, double r, int s2)
         q = rl->q2;
         other = rl->q1;
     }
-    double target = r;
+    /* a finished job is absorbed at the rate it ended with: finishing must neither earn
+     * nor lose future reward, or jobs would learn to linger */
+    double target = s2 < 0 ? steady : r;
     if (s2 >= 0) {
         if (other) { /* Double Q: one table picks the action, the other values it */
             int a2 = sched_rl_argmax(rl, q, s2);
@@ -314,11 +316,17 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
         if (hi < lo)
             hi = lo;
         int g_full = scr->greedy[i] - j->current; /* greedy's own change, unclamped */
+        if (g_full < -p->o.max_step || g_full > p->o.max_step)
+            continue; /* a jump beyond the action set has no Q to weigh it: greedy's */
         int g = g_full < lo ? lo : (g_full > hi ? hi : g_full);
         /* the reward is the job's own: it cannot see what its agents would do for the jobs
          * that wait, so while any job waits rl may grow a job no further than greedy */
-        if (queued > 0 && hi > g)
-            hi = g;
+        /* rl only moderates greedy: it keeps the count or changes it less than greedy
+         * would. Its reward is the job's own, blind to what the job's agents would do for
+         * the others, so it may judge whether a change pays for the job (a restart
+         * stall, a speed-up the model overrates) but not take agents greedy gives away */
+        lo = g < 0 ? g : 0;
+        hi = g > 0 ? g : 0;
         int d;
         const char *how;
         if (p->o.learn && sched_rand(p) < rl->epsilon) {

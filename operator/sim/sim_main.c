@@ -69,7 +69,7 @@ static void usage(FILE *out)
         "  --cooldown S          seconds between two changes of one job (0)\n"
         "  --seed N              rl exploration seed (1)   --double-q   Double Q-learning\n"
         "  --min-visits N        rl: updates before a learned Q counts (100)\n"
-        "  --margin M            rl: relative Q advantage needed to depart from greedy (0.1)\n"
+        "  --margin M            rl: relative Q advantage needed to depart from greedy (0)\n"
         "  --trace-job NAME      print every decision about job NAME to stderr\n"
         "  --quiet               only the table          --help\n",
         KADET_POLLUX_DEFAULT, KADET_QTABLE_DEFAULT);

@@ -283,9 +283,10 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
             if (run > 0)
                 sim_record_tp(j, j->n, wj->bsz * rate);
             /* the rl reward as sched_reward() predicts it, from the progress made: the
-             * fraction of the remaining work done (restart stall included) and the
-             * fraction of the agents the job's minimum needs */
-            double rew = c->alpha * (need > 0 ? fmin(1.0, did / need) : 1.0) +
+             * speed-up over the job's minimum count (restart stall included) and the
+             * share of its agents that its minimum needs */
+            double rate_min = 1.0 / sim_step_time(&m->apps[wj->app], wj->bsz, j->min, 1);
+            double rew = c->alpha * (did / fmax(end - t, 1e-9)) / rate_min +
                          c->beta * (double)j->min / j->n;
             sched_observe(p, wj->name, rew, done);
             if (done) {
