@@ -210,6 +210,72 @@ static void test_throttling_and_server_errors_are_retried(void **state)
     assert_int_equal(e.attempts, 1);
 }
 
+static const kube_resource CRDS = {"apiextensions.k8s.io", "v1", "customresourcedefinitions",
+                                   0};
+static const kube_resource WIDGETS = {"tests.kadet.io", "v1", "widgets", 1};
+
+static json_int_t int_at(json_t *o, const char *a, const char *b)
+{
+    return json_integer_value(json_object_get(json_object_get(o, a), b));
+}
+
+static void test_custom_resource_with_schema_status_and_scale(void **state)
+{
+    (void)state;
+    kube_error e;
+    json_t *crd = json_loads(
+        "{\"apiVersion\":\"apiextensions.k8s.io/v1\",\"kind\":\"CustomResourceDefinition\","
+        "\"metadata\":{\"name\":\"widgets.tests.kadet.io\"},\"spec\":{\"group\":"
+        "\"tests.kadet.io\",\"scope\":\"Namespaced\",\"names\":{\"plural\":\"widgets\","
+        "\"singular\":\"widget\",\"kind\":\"Widget\",\"listKind\":\"WidgetList\"},"
+        "\"versions\":[{\"name\":\"v1\",\"served\":true,\"storage\":true,\"schema\":"
+        "{\"openAPIV3Schema\":{\"type\":\"object\",\"properties\":{\"spec\":{\"type\":"
+        "\"object\",\"required\":[\"size\"],\"properties\":{\"size\":{\"type\":"
+        "\"integer\",\"minimum\":1},\"replicas\":{\"type\":\"integer\"}}},\"status\":"
+        "{\"type\":\"object\",\"properties\":{\"replicas\":{\"type\":\"integer\"}}}}}},"
+        "\"subresources\":{\"status\":{},\"scale\":{\"specReplicasPath\":"
+        "\".spec.replicas\",\"statusReplicasPath\":\".status.replicas\"}}}]}}",
+        0, NULL);
+    assert_non_null(crd);
+    assert_int_equal(kube_create(cli, &CRDS, NULL, crd, NULL, &e), KD_OK);
+    json_decref(crd);
+
+    /* The schema is enforced: 422 with the Status' reason. */
+    json_t *bad = json_pack("{s:s,s:s,s:{s:s},s:{s:i}}", "apiVersion", "tests.kadet.io/v1",
+                            "kind", "Widget", "metadata", "name", "w0", "spec", "size", 0);
+    assert_int_equal(kube_create(cli, &WIDGETS, NULL, bad, NULL, &e), KD_EINVALID_OBJECT);
+    assert_int_equal(e.http_status, 422);
+    assert_string_equal(e.reason, "Invalid");
+    assert_non_null(strstr(e.message, "spec.size"));
+    json_decref(bad);
+
+    json_t *w = json_pack("{s:s,s:s,s:{s:s},s:{s:i,s:i}}", "apiVersion", "tests.kadet.io/v1",
+                          "kind", "Widget", "metadata", "name", "w1", "spec", "size", 2,
+                          "replicas", 1);
+    json_t *out = NULL;
+    assert_int_equal(kube_create(cli, &WIDGETS, NULL, w, &out, &e), KD_OK);
+    json_decref(w);
+    json_int_t gen = int_at(out, "metadata", "generation");
+    json_decref(out);
+
+    json_t *scale = NULL;
+    assert_int_equal(kube_get_sub(cli, &WIDGETS, NULL, "w1", "scale", &scale, &e), KD_OK);
+    assert_int_equal(int_at(scale, "spec", "replicas"), 1);
+    json_object_set_new(json_object_get(scale, "spec"), "replicas", json_integer(3));
+    assert_int_equal(kube_update(cli, &WIDGETS, NULL, "w1", "scale", scale, NULL, &e), KD_OK);
+    json_decref(scale);
+
+    json_t *st = json_pack("{s:{s:i}}", "status", "replicas", 3);
+    assert_int_equal(kube_patch(cli, &WIDGETS, NULL, "w1", "status", st, NULL, &e), KD_OK);
+    json_decref(st);
+    assert_int_equal(kube_get(cli, &WIDGETS, NULL, "w1", &out, &e), KD_OK);
+    assert_int_equal(int_at(out, "spec", "replicas"), 3);
+    assert_int_equal(int_at(out, "status", "replicas"), 3);
+    /* The spec change through scale bumped the generation once; status did not. */
+    assert_int_equal(int_at(out, "metadata", "generation"), gen + 1);
+    json_decref(out);
+}
+
 static void *get_many(void *arg)
 {
     (void)arg;
@@ -326,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_create_get_update_conflict_patch_delete),
         cmocka_unit_test(test_list_selectors_and_pagination),
         cmocka_unit_test(test_pod_status_subresource),
+        cmocka_unit_test(test_custom_resource_with_schema_status_and_scale),
         cmocka_unit_test(test_throttling_and_server_errors_are_retried),
         cmocka_unit_test(test_rotated_service_account_token_is_picked_up),
         cmocka_unit_test(test_connections_are_reused_across_requests_and_threads),
