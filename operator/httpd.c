@@ -86,7 +86,9 @@ static enum MHD_Result serve_readyz(op_httpd *h, struct MHD_Connection *conn)
         ready = 0;
         off += (size_t)snprintf(body + off, cap - off, "[-]shutdown failed: shutting down\n");
     }
-    for (size_t i = 0; i < h->nchecks; i++) {
+    /* After shutdown starts, the checks' components are being torn down: never call them
+     * again (set_shutting_down takes this lock, so no check is running once it returns). */
+    for (size_t i = 0; !h->shutting_down && i < h->nchecks; i++) {
         char detail[256] = "";
         int ok = h->checks[i].fn(h->checks[i].arg, detail, sizeof detail);
         ready &= ok != 0;

@@ -41,7 +41,8 @@ int op_httpd_port(const op_httpd *h);
 int op_httpd_add_check(op_httpd *h, const char *name, op_httpd_check fn, void *arg);
 
 /* Makes /readyz answer 503 "shutting down" from now on (called first on SIGTERM so that
- * endpoints stop routing to this pod while it drains). */
+ * endpoints stop routing to this pod while it drains). Once it returns no readiness
+ * check runs again, so their components may be freed. */
 void op_httpd_set_shutting_down(op_httpd *h);
 
 /* Stops the server (waits for its thread), frees it, sets *h to NULL; accepts NULL. */

@@ -1,8 +1,9 @@
 /*
  * kadet-operator: process shell of the operator. Parses the settings (opconfig), sets up
  * logging and the metrics registry, serves /healthz, /readyz and /metrics (httpd), loads
- * the cluster configuration and builds the Kubernetes client, runs leader election when
- * asked (--leader-elect), and shuts down in order on SIGTERM or SIGINT.
+ * the cluster configuration and builds the Kubernetes client, starts the informers whose
+ * caches the reconciler and the scheduler read (readiness waits for them), runs leader
+ * election when asked (--leader-elect), and shuts down in order on SIGTERM or SIGINT.
  *
  * Signals are blocked in every thread before any thread starts and taken synchronously
  * with sigwait() here, so no work runs in a signal handler and every thread sees the same
@@ -12,12 +13,15 @@
  * docs/operator.md, "Process lifecycle").
  */
 #include <curl/curl.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "httpd.h"
+#include "informer.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kube_client.h"
@@ -64,6 +68,123 @@ static int connect_cluster(const opc_config *cfg, kube_client **client, char *er
     rc = kube_client_new(&kc, NULL, client, err, errlen);
     kube_config_clear(&kc);
     return rc;
+}
+
+static const kube_resource op_agentjobs = {"kadet.io", "v1alpha1", "agentjobs", 1};
+
+#define OP_MAX_INFORMERS (2 * OPC_MAX_NAMESPACES + 2)
+
+/* The informers of the process and what the housekeeping tick last read from them. */
+typedef struct op_informers {
+    informer *inf[OP_MAX_INFORMERS];   /* started informers */
+    char label[OP_MAX_INFORMERS][80];  /* "agentjobs/ns" style name for logs and checks */
+    const char *resource[OP_MAX_INFORMERS]; /* plural, the watch-restarts metric label */
+    int is_jobs[OP_MAX_INFORMERS];     /* 1 for AgentJob informers (jobs by phase) */
+    long restarts[OP_MAX_INFORMERS];   /* watch errors + 410 relists already counted */
+    size_t n;
+} op_informers;
+
+static int add_informer(op_informers *set, kube_client *client, const kube_resource *r,
+                        const char *ns, const char *selector, int is_jobs)
+{
+    size_t i = set->n;
+    snprintf(set->label[i], sizeof set->label[i], "%s%s%s", r->plural, ns != NULL ? "/" : "",
+             ns != NULL ? ns : "");
+    informer_options o = {.name = set->label[i], .namespace = ns, .label_selector = selector};
+    int rc = informer_new(client, r, &o, NULL, &set->inf[i]);
+    if (rc == KD_OK)
+        rc = informer_start(set->inf[i]);
+    if (rc != KD_OK) {
+        informer_free(&set->inf[i]);
+        return rc;
+    }
+    set->resource[i] = r->plural;
+    set->is_jobs[i] = is_jobs;
+    set->n++;
+    return KD_OK;
+}
+
+/* AgentJobs and the Services the operator owns, in each watched namespace (or all);
+ * pods in every namespace (the scheduler subtracts the requests of every pod bound to a
+ * node); nodes. Handlers come with the reconciler; the caches are filled now so that
+ * /readyz means "caches synced". */
+static int start_informers(op_informers *set, kube_client *client, const opc_config *cfg)
+{
+    size_t nns = cfg->n_namespaces > 0 ? cfg->n_namespaces : 1;
+    int rc = KD_OK;
+    for (size_t i = 0; i < nns && rc == KD_OK; i++) {
+        const char *ns = cfg->n_namespaces > 0 ? cfg->namespaces[i] : NULL;
+        rc = add_informer(set, client, &op_agentjobs, ns, NULL, 1);
+        if (rc == KD_OK)
+            rc = add_informer(set, client, &KUBE_SERVICES, ns, "kadet.io/job-name", 0);
+    }
+    if (rc == KD_OK)
+        rc = add_informer(set, client, &KUBE_PODS, NULL, NULL, 0);
+    if (rc == KD_OK)
+        rc = add_informer(set, client, &KUBE_NODES, NULL, NULL, 0);
+    return rc;
+}
+
+static void stop_informers(op_informers *set)
+{
+    for (size_t i = 0; i < set->n; i++)
+        informer_stop(set->inf[i]);
+    for (size_t i = 0; i < set->n; i++)
+        informer_free(&set->inf[i]);
+    set->n = 0;
+}
+
+/* Readiness: every informer has applied its first list. */
+static int informers_synced(void *arg, char *detail, size_t len)
+{
+    op_informers *set = arg;
+    for (size_t i = 0; i < set->n; i++) {
+        if (!informer_has_synced(set->inf[i])) {
+            snprintf(detail, len, "%s not synced", set->label[i]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Once a second: watch restarts and AgentJobs by phase into the metrics. */
+static void housekeeping(op_informers *set, op_metrics *m)
+{
+    static const char *const phases[] = {"Pending", "Running", "Succeeded", "Failed",
+                                         "Suspended"};
+    double count[5] = {0, 0, 0, 0, 0};
+    int have_jobs = 0;
+    for (size_t i = 0; i < set->n; i++) {
+        informer_stats st;
+        informer_get_stats(set->inf[i], &st);
+        long restarts = st.watch_errors + st.gone;
+        if (restarts > set->restarts[i]) {
+            const char *v[] = {set->resource[i]};
+            opm_add(m->watch_restarts, v, (double)(restarts - set->restarts[i]));
+            set->restarts[i] = restarts;
+        }
+        if (!set->is_jobs[i] || !informer_has_synced(set->inf[i]))
+            continue;
+        have_jobs = 1;
+        json_t *jobs = informer_list(set->inf[i]);
+        size_t idx;
+        json_t *job;
+        json_array_foreach(jobs, idx, job)
+        {
+            const char *phase =
+                json_string_value(json_object_get(json_object_get(job, "status"), "phase"));
+            size_t p = 0; /* no phase yet: Pending */
+            for (size_t k = 0; phase != NULL && k < 5; k++)
+                if (strcmp(phase, phases[k]) == 0)
+                    p = k;
+            count[p] += 1;
+        }
+        json_decref(jobs);
+    }
+    for (size_t k = 0; have_jobs && k < 5; k++) {
+        const char *v[] = {phases[k]};
+        opm_set(m->jobs, v, count[k]);
+    }
 }
 
 int main(int argc, char **argv)
@@ -119,13 +240,32 @@ int main(int argc, char **argv)
 
     int status = 1;
     kube_client *client = NULL;
+    kube_client *informer_client = NULL;
     leader_elector *elector = NULL;
+    op_informers informers;
+    memset(&informers, 0, sizeof informers);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     rc = connect_cluster(&cfg, &client, err, sizeof err);
     if (rc != KD_OK) {
         KD_ERROR("cluster configuration failed err=\"%s\"", err);
         goto out;
     }
+    /* The informers retry with their own interruptible backoff; retries inside the client
+     * would only delay informer_stop (up to a few seconds against a dead API server). */
+    kube_client_options once = {.max_attempts = 1};
+    rc = kube_client_clone(client, &once, &informer_client, err, sizeof err);
+    if (rc != KD_OK) {
+        KD_ERROR("kube client failed err=\"%s\"", err);
+        goto out;
+    }
+    rc = start_informers(&informers, informer_client, &cfg);
+    if (rc == KD_OK)
+        rc = op_httpd_add_check(httpd, "informers", informers_synced, &informers);
+    if (rc != KD_OK) {
+        KD_ERROR("informers failed err=%s", kd_strerror(rc));
+        goto out;
+    }
+    KD_INFO("informers started count=%zu", informers.n);
     if (cfg.leader_elect) {
         double lease_s = (double)cfg.lease_duration_ms / 1000.0;
         leader_options lo = {
@@ -151,15 +291,25 @@ int main(int argc, char **argv)
                 cfg.identity);
     }
 
-    int sig = 0;
-    while (sigwait(&stop_signals, &sig) != 0)
-        ;
+    const struct timespec tick = {1, 0};
+    int sig;
+    do {
+        sig = sigtimedwait(&stop_signals, NULL, &tick);
+        if (sig < 0)
+            housekeeping(&informers, &metrics);
+    } while (sig < 0 && (errno == EAGAIN || errno == EINTR));
+    if (sig < 0) {
+        KD_ERROR("waiting for signals failed errno=%d", errno);
+        goto out;
+    }
     KD_INFO("shutting down signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     status = 0;
 out:
     op_httpd_set_shutting_down(httpd);
     /* Releasing the Lease first lets a standby take over while we finish stopping. */
     leader_free(&elector);
+    stop_informers(&informers);
+    kube_client_free(&informer_client);
     kube_client_free(&client);
     curl_global_cleanup();
     op_httpd_stop(&httpd);

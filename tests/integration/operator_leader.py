@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Leader election of kadet-operator against the Kubernetes API emulator: of two replicas
-exactly one leads (kadet_leader 1, Lease holderIdentity = its identity); SIGTERM on the
+"""Leader election and readiness of kadet-operator against the Kubernetes API emulator:
+both replicas become ready once their informers synced, leader or not, and count the
+AgentJobs by phase; of two replicas exactly one leads (kadet_leader 1, Lease
+holderIdentity = its identity); SIGTERM on the
 leader releases the Lease and the standby takes over within the lease duration; a
 leader killed with SIGKILL is replaced after the lease expires. Standard library only;
 the Lease is read with kubectl."""
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 TOP = os.environ.get("KADET_SOURCE_DIR") or os.path.abspath(
@@ -62,13 +65,18 @@ class Operator:
         with open(self.logpath) as f:
             return f.read()
 
-    def leading(self):
+    def get(self, path):
         try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.port,
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path),
                                         timeout=2) as r:
-                return "kadet_leader 1\n" in r.read().decode()
-        except OSError:
-            return False
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError as e:
+            return 0, str(e)
+
+    def leading(self):
+        return "kadet_leader 1\n" in self.get("/metrics")[1]
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc.poll() is None:
@@ -117,8 +125,25 @@ def main():
             return subprocess.run([kubectl_bin, "--kubeconfig", kubeconfig, *args],
                                   capture_output=True, text=True, timeout=30)
 
+        for path in ("manifests/crd/kadet.io_agentjobs.yaml",
+                     "manifests/samples/fashion-mnist.yaml"):
+            r = kubectl("apply", "-f", os.path.join(TOP, path))
+            check(r.returncode == 0, "kubectl apply %s: %s" % (path, r.stderr))
         ops = [Operator("replica-a", kubeconfig, state), Operator("replica-b", kubeconfig, state)]
         first = wait_single_leader(ops, 2 * LEASE_S)
+        # Ready regardless of leadership, and the AgentJob cache is filled.
+        for o in ops:
+            deadline = time.time() + 20
+            while o.get("/readyz")[0] != 200 and time.time() < deadline:
+                time.sleep(0.1)
+            status, body = o.get("/readyz")
+            check(status == 200 and "[+]informers ok" in body, "%s /readyz %d %r"
+                  % (o.identity, status, body))
+            deadline = time.time() + 5
+            while 'kadet_jobs{phase="Pending"} 1\n' not in o.get("/metrics")[1]:
+                check(time.time() < deadline, "%s does not count the sample job as Pending"
+                      % o.identity)
+                time.sleep(0.1)
         check(holder(kubectl) == first.identity, "Lease holder %r, leader %s"
               % (holder(kubectl), first.identity))
         # Stays single for a few renewals.
