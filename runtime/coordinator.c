@@ -22,6 +22,7 @@
 
 #define MAX_MEMBERS 256
 #define MEMBER_TIMEOUT_S 8.0 /* silence after which a member is forgotten */
+#define LOADING_TIMEOUT_S 300.0 /* ... while it loads the data (it cannot heartbeat) */
 
 static volatile sig_atomic_t coord_sigterm;
 
@@ -85,6 +86,8 @@ typedef struct coord {
     double last_hb, last_pub, last_ckpt, t_start;
     int ckpt_requested;
     int formed;              /* a world has been formed at least once */
+    int saved;               /* a checkpoint was written by this instance */
+    uint64_t saved_step;     /* ... at this step */
     /* Metrics. */
     json_t *last_metrics;    /* rank 0's last step metrics (owned) */
     double accuracy, test_loss, train_loss; /* last epoch's evaluation */
@@ -184,11 +187,14 @@ static void save_checkpoint(coord *c)
                   .seed = c->cfg->seed, .n_params = c->n_params, .n_state = c->n_state,
                   .params = p, .state = c->n_state > 0 ? p + c->n_params : NULL};
     char err[512];
-    if (kd_ckpt_save(dir, &ck, err, sizeof err) != KD_OK)
+    if (kd_ckpt_save(dir, &ck, err, sizeof err) != KD_OK) {
         KD_ERROR("coordinator: %s", err);
-    else
+    } else {
+        c->saved = 1;
+        c->saved_step = c->sp.step;
         KD_INFO("coordinator: checkpoint saved dir=%s step=%llu epoch=%u cursor=%llu", dir,
                 (unsigned long long)c->sp.step, c->sp.epoch, (unsigned long long)c->sp.cursor);
+    }
     free(p);
     c->last_ckpt = kd_now();
 }
@@ -215,7 +221,8 @@ static void publish(coord *c, const char *state_name)
     json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f}",
                           "job", c->job_id, "state", state_name, "generation", (int)c->gen,
                           "agents", c->st == C_RUNNING ? c->world : 0, "epoch",
-                          (int)c->start.epoch + 1, "step", (json_int_t)c->start.step,
+                          (int)(c->st == C_DONE ? c->sp.epoch : c->start.epoch + 1), "step",
+                          (json_int_t)(c->st == C_DONE ? c->sp.step : c->start.step),
                           "samples_per_s", 0.0, "compute_ms", 0.0, "comm_ms", 0.0, "loss",
                           0.0, "accuracy", c->accuracy, "wall_seconds",
                           kd_now() - c->t_start);
@@ -432,10 +439,12 @@ static void write_summary(coord *c)
 
 static void finish(coord *c)
 {
-    save_checkpoint(c);
+    if (c->saved_step != c->sp.step || !c->saved)
+        save_checkpoint(c);
     for (int i = 0; i < MAX_MEMBERS; i++)
         if (c->m[i].used)
             send_to(c, &c->m[i], KD_WIRE_DONE, 0, NULL);
+    c->st = C_DONE;
     publish(c, "succeeded");
     write_summary(c);
     KD_INFO("coordinator: training finished job=%s epochs=%d accuracy=%.4f step=%llu",
@@ -647,8 +656,9 @@ static void on_message(coord *c, kd_ctl_msg *msg)
         if (c->st == C_RUNNING) {
             int ok = json_is_true(json_object_get(msg->json, "ok"));
             c->st = C_PAUSING;
-            /* Peers of a failed step time out within comm_timeout; give them that. */
-            c->pause_deadline = kd_now() + c->cfg->comm_timeout_ms / 1000.0 + 1.5;
+            /* Peers of a failed step are all blocked on the same ring and time out
+             * within a short while of the first; a healthy pause answers at once. */
+            c->pause_deadline = kd_now() + (ok ? c->cfg->comm_timeout_ms / 1000.0 + 1.5 : 1.0);
             for (int i = 0; i < MAX_MEMBERS; i++)
                 if (c->m[i].used && c->m[i].rank >= 0 && &c->m[i] != mb) {
                     c->m[i].replied = 0;
@@ -676,7 +686,8 @@ static void tick(coord *c)
         c->last_hb = now;
     }
     for (int i = 0; i < MAX_MEMBERS; i++)
-        if (c->m[i].used && now - c->m[i].last_seen > MEMBER_TIMEOUT_S &&
+        if (c->m[i].used &&
+            now - c->m[i].last_seen > (c->m[i].ready ? MEMBER_TIMEOUT_S : LOADING_TIMEOUT_S) &&
             !(c->st == C_PAUSING && c->m[i].rank >= 0))
             forget(c, &c->m[i], "silent");
     int ready = 0, joiners = 0;

@@ -49,6 +49,8 @@ typedef struct launch {
     double last_speed;       /* last samples/s reported */
     int cur_agents;          /* agents in the running world (from metrics) */
     double progress;
+    char ckpt_dir[4200];     /* checkpoints: --checkpoint-dir or our temporary directory */
+    int restarts;            /* coordinator restarts so far */
 } launch;
 
 static volatile sig_atomic_t launch_sigint;
@@ -322,10 +324,12 @@ static void start_coordinator(launch *l, const char *epfile, const char *summary
     argv[k++] = "coordinator";
     argv[k++] = "--job";
     argv[k++] = (char *)l->o->file;
+    /* A restarted coordinator binds the same endpoints, so that the workers (which keep
+     * reconnecting) and our metrics subscription find it again. */
     argv[k++] = "--bind";
-    argv[k++] = "tcp://127.0.0.1:*";
+    argv[k++] = l->ctl_ep[0] != '\0' ? l->ctl_ep : "tcp://127.0.0.1:*";
     argv[k++] = "--metrics-bind";
-    argv[k++] = "tcp://127.0.0.1:*";
+    argv[k++] = l->met_ep[0] != '\0' ? l->met_ep : "tcp://127.0.0.1:*";
     argv[k++] = "--endpoint-file";
     argv[k++] = (char *)epfile;
     argv[k++] = "--summary-json";
@@ -350,7 +354,7 @@ static void start_coordinator(launch *l, const char *epfile, const char *summary
     }
     const char *pairs[][2] = {{"--data", l->o->data},
                               {"--lr-scaling", l->o->lr_scaling},
-                              {"--checkpoint-dir", l->o->checkpoint_dir},
+                              {"--checkpoint-dir", l->ckpt_dir},
                               {"--range-log", l->o->range_log},
                               {"--log-level", l->o->log_level}};
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
@@ -414,6 +418,12 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
     snprintf(epfile, sizeof epfile, "%s/endpoints", l->dir);
     snprintf(summary, sizeof summary, "%s/summary.json", l->dir);
     const kd_agentjob *job = o->job;
+    /* A local run checkpoints into its own directory unless told otherwise: the spec's
+     * path is usually a pod volume (/checkpoints) that does not exist here. */
+    if (o->checkpoint_dir != NULL)
+        snprintf(l->ckpt_dir, sizeof l->ckpt_dir, "%s", o->checkpoint_dir);
+    else
+        snprintf(l->ckpt_dir, sizeof l->ckpt_dir, "%s/checkpoints", l->dir);
     if (o->agents > 0)
         l->target = o->agents;
     else if (o->schedule != NULL)
@@ -458,7 +468,21 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
     fflush(stdout);
     reconcile(l);
     double last_decide = kd_now();
-    while (l->coord > 0 && !launch_sigint) {
+    for (;;) {
+        if (l->coord == 0 && coord_status != -1 &&
+            !(WIFEXITED(coord_status) && WEXITSTATUS(coord_status) == 0) &&
+            l->restarts < job->backoff_limit && !launch_sigint) {
+            /* kill -9 of the coordinator: start it again; it resumes from the latest
+             * checkpoint (or the workers' newer state) and the workers rejoin it. */
+            l->restarts++;
+            printf("[%6.1fs] coordinator died (status %d), restart %d/%d\n", kd_now() - l->t0,
+                   coord_status, l->restarts, job->backoff_limit);
+            fflush(stdout);
+            coord_status = -1;
+            start_coordinator(l, epfile, summary);
+        }
+        if (l->coord == 0 || launch_sigint)
+            break;
         zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
         zmq_poll(&it, 1, 100);
         char buf[4096];
@@ -521,6 +545,15 @@ out:
     sched_policy_free(&l->policy);
     unlink(epfile);
     unlink(summary);
+    if (o->checkpoint_dir == NULL) {
+        const char *names[] = {"checkpoint.kdc", "checkpoint.prev.kdc", "checkpoint.tmp"};
+        char p[4400];
+        for (int i = 0; i < 3; i++) {
+            snprintf(p, sizeof p, "%s/%s", l->ckpt_dir, names[i]);
+            unlink(p);
+        }
+        rmdir(l->ckpt_dir);
+    }
     rmdir(l->dir);
     free(l);
     return rc;

@@ -1,0 +1,444 @@
+#!/usr/bin/env python3
+"""Distributed runtime integration tests: real `kadet coordinator` / `kadet worker`
+processes on loopback (python3 stdlib only).
+
+Usage: dist_test.py SCENARIO   (KADET_BIN_DIR points at the kadet binary's directory)
+
+Scenarios:
+  equivalence      N agents with per-agent batch B/N give the parameters of 1 agent with
+                   batch B after 20 steps (float tolerance)
+  join_leave       agents 1 -> 3 -> 2 while training: every sample of every epoch is
+                   trained exactly once (worker sample-id logs, coordinator ranges)
+  schedule         kadet run --agents-schedule changes the count; progress shows it
+  kill_worker      kill -9 of a worker mid-training: survivors re-form the ring within
+                   5 s, training completes, no sample trained twice
+  kill_coordinator kill -9 of the coordinator: the launcher restarts it, it resumes,
+                   the workers rejoin, training completes
+  corrupt_checkpoint  a corrupt latest checkpoint is detected and the previous is used
+  foreign_messages garbage and forged kd_wire messages on the control and data ports are
+                   dropped and counted; training completes
+"""
+import collections
+import glob
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = os.path.join(os.environ.get("KADET_BIN_DIR", "build/bin"), "kadet")
+DATA = "/usr/share/datasets/fashion-mnist"
+ASAN = "asan" in os.environ.get("KADET_BIN_DIR", "")
+
+
+def fail(msg):
+    print("FAIL: " + msg)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+    print("ok: " + msg)
+
+
+def write_job(d, name="t", epochs=2, batch=64, hidden="[64]", agents="{min: 1, max: 4}",
+              extra=""):
+    path = os.path.join(d, "job.yaml")
+    with open(path, "w") as f:
+        f.write(f"""apiVersion: kadet.io/v1alpha1
+kind: AgentJob
+metadata: {{name: {name}}}
+spec:
+  agents: {agents}
+  training:
+    dataset: {{format: idx, path: {DATA}}}
+    model: {{type: mlp, hidden: {hidden}}}
+    epochs: {epochs}
+    batchSize: {batch}
+    optimizer: {{type: sgd, learningRate: 0.05, momentum: 0.9}}
+{extra}""")
+    return path
+
+
+def run(args, timeout=120, **kw):
+    p = subprocess.run([BIN] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=timeout, text=True, **kw)
+    return p.returncode, p.stdout
+
+
+def read_ckpt(path):
+    """Parses a checkpoint file (runtime/checkpoint.c layout)."""
+    b = open(path, "rb").read()
+    fp, gen, epoch, cursor, step, optim_t, seed, np_, ns = struct.unpack_from(
+        "<QIIQQQQQQ", b, 8)
+    floats = struct.unpack_from("<%df" % (np_ + ns), b, 80)
+    return {"step": step, "epoch": epoch, "cursor": cursor, "params": floats[:np_],
+            "state": floats[np_:]}
+
+
+def sample_counts(d):
+    cnt = collections.defaultdict(collections.Counter)
+    for f in glob.glob(os.path.join(d, "samples-*.log")):
+        for line in open(f):
+            e, i = line.split()
+            cnt[int(e)][int(i)] += 1
+    return cnt
+
+
+def ranges_tile(path, n):
+    """The coordinator's trained cursor ranges cover [0, n) of each epoch exactly once."""
+    by_epoch = collections.defaultdict(list)
+    for line in open(path):
+        f = line.split()
+        if f[0] == "range":
+            by_epoch[int(f[1])].append((int(f[2]), int(f[3])))
+    for e, rs in by_epoch.items():
+        rs.sort()
+        pos = 0
+        for a, b in rs:
+            if a != pos:
+                return False, f"epoch {e}: gap or overlap at {pos} (next range {a}-{b})"
+            pos = b
+        if pos != n:
+            return False, f"epoch {e}: ranges end at {pos}, not {n}"
+    return True, f"{len(by_epoch)} epochs tiled"
+
+
+def scenario_equivalence():
+    d = tempfile.mkdtemp(prefix="kd_eq.")
+    job = write_job(d, epochs=1, hidden="[32]")
+    results = {}
+    for agents, batch in ((1, 64), (2, 32), (4, 16)):
+        ck = os.path.join(d, f"ck{agents}")
+        rc, out = run(["run", job, "--agents", str(agents), "--batch-size", str(batch),
+                       "--lr-scaling", "none", "--max-samples", "1280", "--checkpoint-dir",
+                       ck, "--quiet", "--log-level", "warn"])
+        check(rc == 0, f"{agents} agents x batch {batch} trained (rc {rc})\n{out[-2000:]}")
+        results[agents] = read_ckpt(os.path.join(ck, "checkpoint.kdc"))
+        check(results[agents]["step"] == 20, f"{agents} agents took 20 steps "
+              f"(got {results[agents]['step']})")
+    base = results[1]
+    for agents in (2, 4):
+        r = results[agents]
+        worst = max(abs(a - b) for a, b in zip(base["params"], r["params"]))
+        scale = max(abs(a) for a in base["params"])
+        check(worst <= 1e-4 * max(scale, 1.0),
+              f"{agents} agents match 1 agent: max |diff| {worst:.3g} (params up to {scale:.3g})")
+        worst_s = max(abs(a - b) for a, b in zip(base["state"], r["state"]))
+        check(worst_s <= 1e-4, f"{agents} agents momentum matches: max |diff| {worst_s:.3g}")
+
+
+def scenario_join_leave():
+    """Workers join and leave (SIGTERM) at driven moments; counts every sample id."""
+    d = tempfile.mkdtemp(prefix="kd_jl.")
+    n = 12000
+    job = write_job(d, epochs=40 if not ASAN else 16, hidden="[64]")
+    port = free_port()
+    clog = os.path.join(d, "coordinator.log")
+    ranges = os.path.join(d, "ranges.log")
+    c = start(["coordinator", "--job", job, "--bind", f"tcp://127.0.0.1:{port}",
+               "--metrics-bind", "tcp://127.0.0.1:*", "--max-samples", str(n),
+               "--range-log", ranges], open(clog, "w"))
+
+    def worker(i):
+        return start(["worker", "--coordinator", f"tcp://127.0.0.1:{port}", "--name",
+                      f"jl{i}", "--sample-log", os.path.join(d, f"samples-jl{i}.log")],
+                     open(os.path.join(d, f"w{i}.log"), "w"))
+    ws = [worker(0)]
+    try:
+        check(wait_for(clog, r"world gen=1 agents=1", 60) is not None, "1 worker trains")
+        check(wait_for(clog, r"epoch done epoch=1", 60) is not None, "first epoch done")
+        ws += [worker(1), worker(2)]
+        check(wait_for(clog, r"world gen=\d+ agents=3", 60) is not None, "2 workers joined")
+        mark = len(open(clog).read())
+        check(wait_for(clog, r"epoch done", 60, mark) is not None, "an epoch with 3 agents")
+        ws[1].send_signal(signal.SIGTERM)
+        check(wait_for(clog, r"world gen=\d+ agents=2", 30) is not None,
+              "a worker left on SIGTERM at a step boundary")
+        check(ws[1].wait(timeout=30) == 0, "the leaving worker exited 0")
+        rc = c.wait(timeout=180)
+        check(rc == 0, "coordinator finished the job")
+    finally:
+        for p in ws + [c]:
+            if p.poll() is None:
+                p.kill()
+    cnt = sample_counts(d)
+    check(len(cnt) >= 5, f"{len(cnt)} epochs logged")
+    for e in sorted(cnt):
+        c = cnt[e]
+        check(len(c) == n and max(c.values()) == 1,
+              f"epoch {e}: {len(c)} distinct samples of {n}, none repeated")
+    ok, why = ranges_tile(ranges, n)
+    check(ok, "coordinator ranges: " + why)
+
+
+def scenario_schedule():
+    """kadet run --agents-schedule changes the agent count and prints it."""
+    d = tempfile.mkdtemp(prefix="kd_sc.")
+    n = 6000
+    job = write_job(d, epochs=60 if not ASAN else 25, hidden="[64]")
+    rc, out = run(["run", job, "--agents-schedule", "0:1,1:2", "--max-samples", str(n),
+                   "--range-log", os.path.join(d, "ranges.log"), "--log-level", "warn"],
+                  timeout=240)
+    print(out[-2500:])
+    check(rc == 0, "training with a scheduled agent count completed")
+    check("agents 1 -> 2" in out, "the launcher applied the schedule")
+    seen = set(int(a) for a in re.findall(r"running .* agents (\d+)", out))
+    check({1, 2} <= seen, f"progress lines show the agent count changing: {sorted(seen)}")
+    ok, why = ranges_tile(os.path.join(d, "ranges.log"), n)
+    check(ok, "coordinator ranges: " + why)
+
+
+def start(args, log):
+    return subprocess.Popen([BIN] + args, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(path, pattern, timeout, start_at=0):
+    until = time.time() + timeout
+    while time.time() < until:
+        try:
+            text = open(path).read()
+        except FileNotFoundError:
+            text = ""
+        m = re.search(pattern, text[start_at:])
+        if m:
+            return m
+        time.sleep(0.05)
+    return None
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def scenario_kill_worker():
+    d = tempfile.mkdtemp(prefix="kd_kw.")
+    n = 12000
+    job = write_job(d, epochs=6 if not ASAN else 3, hidden="[64]")
+    port = free_port()
+    clog = os.path.join(d, "coordinator.log")
+    ranges = os.path.join(d, "ranges.log")
+    c = start(["coordinator", "--job", job, "--bind", f"tcp://127.0.0.1:{port}",
+               "--metrics-bind", "tcp://127.0.0.1:*", "--initial-agents", "3",
+               "--max-samples", str(n), "--range-log", ranges, "--summary-json",
+               os.path.join(d, "summary.json")], open(clog, "w"))
+    ws = []
+    for i in range(3):
+        ws.append(start(["worker", "--coordinator", f"tcp://127.0.0.1:{port}", "--name",
+                         f"kw{i}", "--sample-log", os.path.join(d, f"samples-kw{i}.log")],
+                        open(os.path.join(d, f"w{i}.log"), "w")))
+    try:
+        check(wait_for(clog, r"world gen=1 agents=3", 60) is not None, "3 workers formed gen 1")
+        check(wait_for(clog, r"epoch done epoch=1", 60) is not None, "first epoch done")
+        time.sleep(0.3)
+        mark = len(open(clog).read())
+        ws[1].send_signal(signal.SIGKILL)
+        t_kill = time.time()
+        m = wait_for(clog, r"world gen=(\d+) agents=2", 20, mark)
+        t_reform = time.time() - t_kill
+        check(m is not None, "survivors re-formed a world of 2")
+        check(t_reform < 5.0, f"ring re-formed {t_reform:.2f}s after kill -9 (< 5 s)")
+        rc = c.wait(timeout=180)
+        check(rc == 0, "coordinator finished the job")
+    finally:
+        for p in ws + [c]:
+            if p.poll() is None:
+                p.kill()
+    ok, why = ranges_tile(ranges, n)
+    check(ok, "coordinator ranges: " + why)
+    cnt = sample_counts(d)
+    for e in sorted(cnt):
+        check(max(cnt[e].values()) == 1, f"epoch {e}: no sample logged twice "
+              f"({len(cnt[e])} logged; the killed worker's last step may be missing)")
+
+
+def scenario_kill_coordinator():
+    d = tempfile.mkdtemp(prefix="kd_kc.")
+    ck = os.path.join(d, "ck")
+    job = write_job(d, epochs=30 if not ASAN else 8, hidden="[256, 128]",
+                    extra=f"  checkpoint: {{path: {ck}, intervalSeconds: 1}}\n")
+    log = os.path.join(d, "run.log")
+    p = subprocess.Popen([BIN, "run", job, "--agents", "2", "--max-samples", "12000",
+                          "--checkpoint-dir", ck, "--summary-json",
+                          os.path.join(d, "summary.json")],
+                         stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        m = wait_for(log, r"coordinator pid (\d+)", 30)
+        check(m is not None, "launcher started a coordinator")
+        check(wait_for(log, r"epoch done epoch=2", 90) is not None, "two epochs trained")
+        check(wait_for(log, r"checkpoint saved", 30) is not None, "a checkpoint was saved")
+        os.kill(int(m.group(1)), signal.SIGKILL)
+        check(wait_for(log, r"coordinator died \(status \d+\), restart 1", 10) is not None,
+              "launcher noticed the kill -9 and restarted the coordinator")
+        check(wait_for(log, r"world gen=\d+ agents=2", 30,
+                       len(open(log).read()) - 2000) is not None, "workers rejoined")
+        rc = p.wait(timeout=240)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    text = open(log).read()
+    print(text[-2500:])
+    check(rc == 0, "run completed after the coordinator restart")
+    check("resuming from checkpoint" in text or "worker ready" in text, "coordinator resumed")
+    check(re.search(r"done: .* test_accuracy 0\.[6-9]", text) is not None,
+          "model converged after the restart")
+
+
+def scenario_corrupt_checkpoint():
+    d = tempfile.mkdtemp(prefix="kd_cc.")
+    job = write_job(d, epochs=1, hidden="[32]")
+    ck = os.path.join(d, "ck")
+    common = ["run", job, "--agents", "1", "--max-samples", "3200", "--checkpoint-dir", ck,
+              "--quiet"]
+    rc, out = run(common + ["--epochs", "1"])
+    check(rc == 0, "first run (1 epoch) wrote a checkpoint")
+    first = read_ckpt(os.path.join(ck, "checkpoint.kdc"))
+    rc, out = run(common + ["--epochs", "2"])
+    check(rc == 0 and "resuming from checkpoint" in out, "second run resumed to 2 epochs")
+    second = read_ckpt(os.path.join(ck, "checkpoint.kdc"))
+    check(second["step"] == 2 * first["step"], f"steps {first['step']} then {second['step']}")
+    path = os.path.join(ck, "checkpoint.kdc")
+    b = bytearray(open(path, "rb").read())
+    b[200] ^= 0x40
+    open(path, "wb").write(bytes(b))
+    rc, out = run(common + ["--epochs", "3"])
+    print(out[-2000:])
+    check(rc == 0, "third run completed")
+    check("checksum mismatch" in out and "latest unusable" in out,
+          "the corrupt checkpoint was detected")
+    check(re.search(r"resuming from checkpoint file=.*checkpoint.prev.kdc step=%d " %
+                    first["step"], out) is not None, "the previous checkpoint was used")
+    third = read_ckpt(os.path.join(ck, "checkpoint.kdc"))
+    check(third["step"] == 3 * first["step"], f"training continued to step {third['step']}")
+
+
+def zmtp_connect(port, socket_type):
+    """A minimal ZMTP 3.0 (NULL mechanism) peer, to speak to kadet's ports directly."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL" + b"\x00" * 16 + \
+        b"\x00" + b"\x00" * 31
+    s.sendall(greeting)
+    got = b""
+    while len(got) < 64:
+        chunk = s.recv(64 - len(got))
+        if not chunk:
+            raise OSError("peer closed during greeting")
+        got += chunk
+    prop = b"Socket-Type"
+    body = b"\x05READY" + bytes([len(prop)]) + prop + struct.pack(">I", len(socket_type)) + \
+        socket_type
+    s.sendall(b"\x04" + bytes([len(body)]) + body)
+    return s
+
+
+def zmtp_close(s):
+    """Half-closes and drains, so that the kernel does not reset the connection (which
+    would discard what we sent) because the peer's READY was left unread."""
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(2)
+    try:
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+    s.close()
+
+
+def zmtp_send(s, frames):
+    for i, f in enumerate(frames):
+        more = 1 if i < len(frames) - 1 else 0
+        if len(f) < 256:
+            s.sendall(bytes([more]) + bytes([len(f)]) + f)
+        else:
+            s.sendall(bytes([more | 2]) + struct.pack(">Q", len(f)) + f)
+
+
+def hdr(t, gen=0, sender=0xffffffff, step=0, plen=0, magic=0x3154444b, version=1,
+        reserved=0):
+    return struct.pack("<IHHIIQIIQII", magic, version, t, gen, sender, step, 0, 0, 0, plen,
+                       reserved)
+
+
+def forged_messages():
+    return [
+        [b"GET / HTTP/1.1\r\n\r\n"],
+        [hdr(3, magic=0xdeadbeef)],
+        [hdr(3, version=9)],
+        [hdr(99)],
+        [hdr(3, reserved=1)],
+        [hdr(1, plen=10), b"{not json}"],
+        [hdr(1, plen=100), b"{}"],
+        [hdr(11, gen=1, plen=8), b"\x00" * 8],
+        [hdr(11, gen=77, sender=5, plen=8), b"\x00" * 8],
+        [hdr(7, gen=1, plen=2), b"{}"],
+        [hdr(9, plen=4), b"\x00" * 4],
+    ]
+
+
+def scenario_foreign_messages():
+    d = tempfile.mkdtemp(prefix="kd_fm.")
+    job = write_job(d, epochs=20 if not ASAN else 6, hidden="[256, 128]")
+    port = free_port()
+    clog = os.path.join(d, "coordinator.log")
+    c = start(["coordinator", "--job", job, "--bind", f"tcp://127.0.0.1:{port}",
+               "--metrics-bind", "tcp://127.0.0.1:*", "--initial-agents", "2",
+               "--max-samples", "12000"], open(clog, "w"))
+    wlogs = [os.path.join(d, f"w{i}.log") for i in range(2)]
+    ws = [start(["worker", "--coordinator", f"tcp://127.0.0.1:{port}"], open(wlogs[i], "w"))
+          for i in range(2)]
+    try:
+        check(wait_for(clog, r"world gen=1 agents=2", 60) is not None, "world formed")
+        text = open(clog).read()
+        eps = re.findall(r"endpoint=tcp://127.0.0.1:(\d+)", text)
+        # Forged control messages, as a DEALER, then raw garbage on the TCP port.
+        s = zmtp_connect(port, b"DEALER")
+        for f in forged_messages():
+            zmtp_send(s, f)
+        time.sleep(0.5)
+        zmtp_close(s)
+        raw = socket.create_connection(("127.0.0.1", port))
+        raw.sendall(os.urandom(4096))
+        raw.close()
+        # Forged data-plane chunks into each worker's PULL port, as a PUSH.
+        for ep in eps:
+            s = zmtp_connect(int(ep), b"PUSH")
+            for f in forged_messages():
+                zmtp_send(s, f)
+            time.sleep(0.5)
+            zmtp_close(s)
+        rc = c.wait(timeout=180)
+        for w in ws:
+            w.wait(timeout=30)
+    finally:
+        for p in ws + [c]:
+            if p.poll() is None:
+                p.kill()
+    check(rc == 0, "training completed despite foreign messages")
+    ctext = open(clog).read()
+    wtext = "".join(open(w).read() for w in wlogs)
+    check("dropped message" in ctext, "coordinator logged dropped messages")
+    check("bad magic" in ctext and "not a valid JSON" in ctext,
+          "coordinator named the reasons (bad magic, bad JSON)")
+    check(ctext.count("reason=\"bad magic") == 1, "each reason logged once")
+    check("dropped message" in wtext and "stale" in wtext, "workers dropped forged data")
+
+
+SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
+             if name.startswith("scenario_")}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
+        print(__doc__)
+        sys.exit(2)
+    t0 = time.time()
+    SCENARIOS[sys.argv[1]]()
+    print(f"PASS {sys.argv[1]} in {time.time() - t0:.1f}s")
