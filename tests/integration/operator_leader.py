@@ -2,7 +2,8 @@
 """Leader election and readiness of kadet-operator against the Kubernetes API emulator:
 both replicas become ready once their informers synced, leader or not, and count the
 AgentJobs by phase; of two replicas exactly one leads (kadet_leader 1, Lease
-holderIdentity = its identity); SIGTERM on the
+holderIdentity = its identity); watches the emulator drops show in
+kadet_watch_restarts_total; SIGTERM on the
 leader releases the Lease and the standby takes over within the lease duration; a
 leader killed with SIGKILL is replaced after the lease expires. Standard library only;
 the Lease is read with kubectl."""
@@ -12,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -146,6 +148,28 @@ def main():
                 time.sleep(0.1)
         check(holder(kubectl) == first.identity, "Lease holder %r, leader %s"
               % (holder(kubectl), first.identity))
+        # Dropped watches are restarted and counted.
+        ctx = ssl.create_default_context(cafile=os.path.join(state, "ca.crt"))
+        with open(os.path.join(state, "token")) as f:
+            token = f.read().strip()
+        with open(os.path.join(state, "port")) as f:
+            port = int(f.read().strip())
+        req = urllib.request.Request("https://127.0.0.1:%d/_emulator/faults" % port,
+                                     data=b'{"dropWatches": true}', method="POST",
+                                     headers={"Authorization": "Bearer " + token,
+                                              "Content-Type": "application/json"})
+        urllib.request.urlopen(req, context=ctx, timeout=10).read()
+        deadline = time.time() + 10
+        pattern = re.compile(r'kadet_watch_restarts_total\{resource="(agentjobs|pods|nodes|'
+                             r'services)"\} [1-9]')
+        while not all(pattern.search(o.get("/metrics")[1]) for o in ops):
+            check(time.time() < deadline, "dropped watches not counted:\n%s"
+                  % ops[0].get("/metrics")[1])
+            time.sleep(0.1)
+        for o in ops:
+            check(o.get("/readyz")[0] == 200, "%s not ready after the watches restarted"
+                  % o.identity)
+
         # Stays single for a few renewals.
         for _ in range(10):
             check(sum(o.leading() for o in ops) == 1, "leadership not stable")
