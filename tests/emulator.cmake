@@ -1,7 +1,7 @@
 # Kubernetes API emulator and fake kubelet (tests/emulator/): Python unittest files,
 # each starting its own emulator on a free loopback port.
 find_program(KD_PYTHON3 python3)
-foreach(t api watch gc crd kubelet kubectl)
+foreach(t units api watch gc crd kubelet kubectl)
   if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/emulator/test_${t}.py)
     kd_add_script_test(NAME emulator_${t}
       COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/emulator/test_${t}.py

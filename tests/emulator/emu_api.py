@@ -378,15 +378,15 @@ class Api:
                                {"causes": [{"reason": "ResourceVersionTooLarge",
                                             "message": "Too large resource version"}],
                                 "retryAfterSeconds": 1})
-        items, rv, next_key = self.store.list(rt, ns, lsel, fsel, limit, after)
+        items, rv, next_key, remaining = self.store.list(rt, ns, lsel, fsel, limit, after)
         if list_rv is not None:
             rv = list_rv
         meta = {"resourceVersion": str(rv)}
         if next_key is not None:
             meta["continue"] = base64.urlsafe_b64encode(
                 dumps({"rv": rv, "start": list(next_key)})).decode()
-            rest, _, _ = self.store.list(rt, ns, lsel, fsel, 0, next_key)
-            meta["remainingItemCount"] = len(rest)
+            if remaining is not None:
+                meta["remainingItemCount"] = remaining
         if table:
             return self.json(200, emu_schema.to_table(
                 rt, version, [self.convert(rt, version, o) for o, _ in items],
@@ -562,7 +562,7 @@ class Api:
 
     def delete_collection(self, rt, version, ns, query, opts, dry):
         lsel, fsel = self.selectors(query)
-        items, rv, _ = self.store.list(rt, ns, lsel, fsel)
+        items, rv, _, _ = self.store.list(rt, ns, lsel, fsel)
         out = []
         for o, _ in items:
             try:

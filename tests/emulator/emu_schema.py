@@ -164,9 +164,17 @@ class _Unsupported(Exception):
     pass
 
 
+class _Err:
+    """A CEL evaluation error (such as a missing field) carried as a value, so that
+    && and || can still short-circuit around it as CEL does."""
+
+
+ERR = _Err()
+
+
 def cel_eval(rule, self_value):
     """True/False for rules inside the supported subset, None when the rule uses
-    anything else (the emulator then does not enforce it)."""
+    anything else or fails to evaluate (the emulator then does not enforce it)."""
     toks = []
     pos = 0
     while pos < len(rule):
@@ -184,7 +192,7 @@ def cel_eval(rule, self_value):
         v = p.expr()
         if p.i != len(toks):
             return None
-    except (_Unsupported, IndexError, TypeError, KeyError):
+    except (_Unsupported, IndexError, TypeError, KeyError, ZeroDivisionError):
         return None
     return v if isinstance(v, bool) else None
 
@@ -193,55 +201,59 @@ class _CelParser:
     def __init__(self, toks, self_value):
         self.t, self.i, self.self_value = toks, 0, self_value
 
-    def peek(self, v=None):
-        if self.i < len(self.t) and (v is None or self.t[self.i][1] == v):
-            return self.t[self.i]
-        return None
+    def is_op(self, v):
+        return self.i < len(self.t) and self.t[self.i] == ("op", v)
 
     def take(self, v):
-        if not self.peek(v):
+        if not self.is_op(v):
             raise _Unsupported()
         self.i += 1
 
     def expr(self):
         v = self.conj()
-        while self.peek("||") and self.t[self.i][0] == "op":
+        while self.is_op("||"):
             self.i += 1
             r = self.conj()
-            v = bool(v) or bool(r)
+            v = True if v is True or r is True else ERR if ERR in (v, r) else False
         return v
 
     def conj(self):
         v = self.cmp()
-        while self.peek("&&") and self.t[self.i][0] == "op":
+        while self.is_op("&&"):
             self.i += 1
             r = self.cmp()
-            v = bool(v) and bool(r)
+            v = False if v is False or r is False else ERR if ERR in (v, r) else True
         return v
 
     def cmp(self):
         v = self.add()
-        tok = self.peek()
-        if tok and tok[0] == "op" and tok[1] in ("==", "!=", ">=", "<=", "<", ">"):
-            self.i += 1
-            r = self.add()
-            return {"==": v == r, "!=": v != r, ">=": v >= r, "<=": v <= r,
-                    "<": v < r, ">": v > r}[tok[1]]
+        for op in ("==", "!=", ">=", "<=", "<", ">"):
+            if self.is_op(op):
+                self.i += 1
+                r = self.add()
+                if ERR in (v, r):
+                    return ERR
+                return {"==": v == r, "!=": v != r, ">=": v >= r, "<=": v <= r,
+                        "<": v < r, ">": v > r}[op]
         return v
 
     def add(self):
         v = self.unary()
-        while self.peek() and self.t[self.i][0] == "op" and self.t[self.i][1] in "+-*/":
+        while any(self.is_op(o) for o in "+-*/"):
             op = self.t[self.i][1]
             self.i += 1
             r = self.unary()
-            v = v + r if op == "+" else v - r if op == "-" else v * r if op == "*" else v / r
+            if ERR in (v, r):
+                v = ERR
+            else:
+                v = v + r if op == "+" else v - r if op == "-" else v * r if op == "*" else v / r
         return v
 
     def unary(self):
-        if self.peek("!") and self.t[self.i][0] == "op":
+        if self.is_op("!"):
             self.i += 1
-            return not self.unary()
+            v = self.unary()
+            return ERR if v is ERR else not v
         return self.postfix()
 
     def postfix(self):
@@ -249,45 +261,44 @@ class _CelParser:
         self.i += 1
         if kind in ("num", "str"):
             return val
-        if kind == "op" and val == "(":
+        if (kind, val) == ("op", "("):
             v = self.expr()
             self.take(")")
             return v
         if kind == "id" and val in ("true", "false"):
             return val == "true"
-        if kind == "id" and val in ("has", "size"):
+        if kind == "id" and val == "has":
             self.take("(")
-            if val == "has":
-                base = self.postfix_chain(self.postfix_base(), stop_last=True)
-                name = base[1]
-                self.take(")")
-                return isinstance(base[0], dict) and name in base[0]
+            if self.t[self.i] != ("id", "self"):
+                raise _Unsupported()
+            self.i += 1
+            parent, name = self.chain(self.self_value, keep_last=True)
+            self.take(")")
+            return ERR if parent is ERR else isinstance(parent, dict) and name in parent
+        if kind == "id" and val == "size":
+            self.take("(")
             v = self.expr()
             self.take(")")
-            return len(v)
+            return ERR if v is ERR else len(v)
         if kind == "id" and val == "self":
-            return self.postfix_chain(self.self_value)
+            return self.chain(self.self_value)
         raise _Unsupported()
 
-    def postfix_base(self):
-        kind, val = self.t[self.i]
-        if kind != "id" or val != "self":
-            raise _Unsupported()
-        self.i += 1
-        return self.self_value
-
-    def postfix_chain(self, v, stop_last=False):
-        while self.peek(".") and self.t[self.i][0] == "op":
-            name = self.t[self.i + 1][1]
+    def chain(self, v, keep_last=False):
+        """Follow .field selections; with keep_last, return (parent, last name)."""
+        names = []
+        while self.is_op("."):
+            if self.i + 1 >= len(self.t) or self.t[self.i + 1][0] != "id":
+                raise _Unsupported()
+            names.append(self.t[self.i + 1][1])
             self.i += 2
-            if stop_last and not (self.peek(".") and self.t[self.i][0] == "op"):
-                return (v, name)
-            if not isinstance(v, dict) or name not in v:
-                raise KeyError(name)
-            v = v[name]
-        if stop_last:
-            raise _Unsupported()
-        return v
+        if keep_last:
+            if not names:
+                raise _Unsupported()
+            names, last = names[:-1], names[-1]
+        for n in names:
+            v = v.get(n, ERR) if isinstance(v, dict) else ERR
+        return (v, last) if keep_last else v
 
 
 # ---------------------------------------------------------------- tables

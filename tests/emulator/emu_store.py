@@ -11,6 +11,7 @@ One re-entrant lock guards everything. Handlers hold it only to read or commit; 
 serialisation of lists is a join of cached bytes, so 10,000 pods list in milliseconds.
 """
 
+import bisect
 import collections
 import json
 import queue
@@ -105,6 +106,7 @@ class Store:
         self.events = collections.deque()
         self.objects = collections.defaultdict(dict)   # gr -> {(ns, name): (obj, raw)}
         self.by_uid = {}                                # uid -> (gr, key)
+        self.sorted_keys = {}                           # gr -> sorted keys, rebuilt lazily
         self.types = {}                                 # (group, version, plural) -> ResourceType
         self.types_gr = {}                              # (group, plural) -> ResourceType
         self.watchers = set()
@@ -144,10 +146,13 @@ class Store:
         uid = new["metadata"].get("uid")
         if etype == "DELETED":
             objs.pop(key, None)
+            self.sorted_keys.pop(rt.gr, None)
             self.by_uid.pop(uid, None)
             self.gc_dirty = True
             self.gc_wake.set()
         else:
+            if key not in objs:
+                self.sorted_keys.pop(rt.gr, None)
             objs[key] = (new, raw)
             self.by_uid[uid] = (rt.gr, key)
             if new["metadata"].get("deletionTimestamp") or new["metadata"].get("ownerReferences"):
@@ -185,30 +190,44 @@ class Store:
             raise not_found(rt.plural, rt.group, name)
         return ent
 
+    def _sorted_keys(self, gr):
+        keys = self.sorted_keys.get(gr)
+        if keys is None:
+            keys = self.sorted_keys[gr] = sorted(self.objects[gr].keys())
+        return keys
+
     def list(self, rt, ns, lsel, fsel, limit=0, after=None):
-        """(entries, rv, next_key) of matching objects sorted by namespace/name."""
+        """(entries, rv, next_key, remaining) of matching objects sorted by namespace and
+        name, starting after the key `after`. remaining counts the objects after this page
+        when there are no selectors (as the API server's remainingItemCount), else None."""
         with self.lock:
             objs = self.objects[rt.gr]
-            keys = sorted(objs.keys())
+            keys = self._sorted_keys(rt.gr)
             rv = self.rv
+            start = 0
+            if after is not None:
+                start = bisect.bisect_right(keys, after)
+            if ns is not None:
+                start = max(start, bisect.bisect_left(keys, (ns, "")))
+            end = bisect.bisect_left(keys, (ns + "\x00", "")) if ns is not None else len(keys)
             out = []
             next_key = None
-            for k in keys:
-                if ns is not None and k[0] != ns:
-                    continue
-                if after is not None and k <= after:
-                    continue
+            i = start
+            while i < end:
+                k = keys[i]
                 obj, raw = objs[k]
+                i += 1
                 if lsel and not labels_match(lsel, obj["metadata"].get("labels")):
                     continue
                 if fsel and not fields_match(fsel, obj):
                     continue
-                if limit and len(out) >= limit:
-                    next_key = out[-1][0]["metadata"].get("namespace", ""), \
-                        out[-1][0]["metadata"]["name"]
-                    break
                 out.append((obj, raw))
-        return out, rv, next_key
+                if limit and len(out) >= limit:
+                    if i < end:
+                        next_key = k
+                    break
+            remaining = end - i if next_key is not None and not lsel and not fsel else None
+        return out, rv, next_key, remaining
 
     def register_watch(self, rt, ns, name, lsel, fsel, since):
         """Register a watcher and return it with the initial events: the current state
