@@ -276,6 +276,41 @@ static void test_in_cluster_reads_the_service_account_directory(void **state)
     assert_non_null(strstr(err, "KUBERNETES_SERVICE_HOST"));
 }
 
+/* Random byte edits of a valid kubeconfig: loading gives a config or an error naming
+ * the file, never a crash (run under ASan/UBSan in CI). */
+static void test_mutated_kubeconfigs_never_crash(void **state)
+{
+    (void)state;
+    uint64_t r = 0x2545F4914F6CDD1DULL;
+    size_t n = strlen(config_a);
+    char *buf = malloc(n + 1);
+    int ok = 0;
+    for (int iter = 0; iter < 600; iter++) {
+        memcpy(buf, config_a, n + 1);
+        for (int k = 0; k < 3; k++) {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            size_t at = r % n;
+            buf[at] = ":- \n[]{}'\"a1&*!"[(r >> 20) % 15];
+        }
+        write_file(path_a, buf);
+        kube_config cfg;
+        char err[512] = "";
+        int rc = kube_config_load(path_a, NULL, &cfg, err, sizeof err);
+        if (rc == KD_OK) {
+            assert_non_null(cfg.server);
+            ok++;
+            kube_config_clear(&cfg);
+        } else {
+            assert_non_null(strstr(err, path_a));
+            assert_null(cfg.server);
+        }
+    }
+    free(buf);
+    assert_true(ok > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_missing_files_are_an_error_naming_them),
         cmocka_unit_test(test_base64_decoder),
         cmocka_unit_test(test_in_cluster_reads_the_service_account_directory),
+        cmocka_unit_test(test_mutated_kubeconfigs_never_crash),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
