@@ -101,11 +101,25 @@ int kd_model_init(kd_model *m, int n_in, const int *hidden, int n_hidden, int n_
     return KD_OK;
 }
 
+int kd_model_init_replica(kd_model *r, const kd_model *m, int max_batch, char *err,
+                          size_t errlen)
+{
+    int rc = kd_model_init(r, m->sizes[0], m->sizes + 1, m->n_layers - 1,
+                           m->sizes[m->n_layers], max_batch, err, errlen);
+    if (rc != KD_OK)
+        return rc;
+    free(r->params);
+    r->params = m->params;
+    r->params_borrowed = 1;
+    return KD_OK;
+}
+
 void kd_model_free(kd_model *m)
 {
     if (!m)
         return;
-    free(m->params);
+    if (!m->params_borrowed)
+        free(m->params);
     free(m->grads);
     free(m->work);
     memset(m, 0, sizeof *m);

@@ -46,6 +46,7 @@ typedef struct kd_model {
     float *work;                           /* one block holding act[] and dact[] (owned) */
     kd_grad_ready_fn grad_ready;           /* optional backward callback, NULL = none */
     void *grad_ready_arg;                  /* passed to grad_ready */
+    int params_borrowed;                   /* replica: params belong to another model */
 } kd_model;
 
 /* Builds an MLP n_in -> hidden[0] -> ... -> hidden[n_hidden-1] -> n_out with workspace
@@ -53,6 +54,11 @@ typedef struct kd_model {
  * KD_EINVAL/KD_ERANGE (message in err) or KD_ENOMEM. On error *m is left freeable. */
 int kd_model_init(kd_model *m, int n_in, const int *hidden, int n_hidden, int n_out,
                   int max_batch, char *err, size_t errlen);
+
+/* A replica of m for another thread: same shape, its OWN gradients and workspace (for up
+ * to max_batch samples), and m's parameter buffer (borrowed: m must outlive it). */
+int kd_model_init_replica(kd_model *r, const kd_model *m, int max_batch, char *err,
+                          size_t errlen);
 
 /* Frees what kd_model_init allocated and zeroes *m; accepts NULL and a zeroed model. */
 void kd_model_free(kd_model *m);

@@ -123,22 +123,36 @@ static void adam(float *restrict p, const float *restrict g, float *restrict m1,
     }
 }
 
-void kd_optim_step(kd_optim *o, float *params, const float *grads, float lr)
+void kd_optim_step_range(kd_optim *o, float *params, const float *grads, float lr,
+                         size_t off, size_t len)
 {
     const kd_optim_config *c = &o->cfg;
-    o->t++;
+    uint64_t t = o->t + 1;
+    float *p = params + off;
+    const float *g = grads + off;
     if (c->type == KD_OPTIM_ADAM) {
-        double bc1 = 1.0 - pow((double)c->beta1, (double)o->t);
-        double bc2 = 1.0 - pow((double)c->beta2, (double)o->t);
-        adam(params, grads, o->state, o->state + o->n, o->n, (float)(lr / bc1), c->beta1,
+        double bc1 = 1.0 - pow((double)c->beta1, (double)t);
+        double bc2 = 1.0 - pow((double)c->beta2, (double)t);
+        adam(p, g, o->state + off, o->state + o->n + off, len, (float)(lr / bc1), c->beta1,
              c->beta2, c->epsilon, c->weight_decay, (float)(1.0 / sqrt(bc2)));
     } else if (o->state_len == 0) {
-        sgd_plain(params, grads, o->n, lr, c->weight_decay);
-    } else if (o->t == 1) {
-        sgd_momentum_first(params, grads, o->state, o->n, lr, c->weight_decay);
+        sgd_plain(p, g, len, lr, c->weight_decay);
+    } else if (t == 1) {
+        sgd_momentum_first(p, g, o->state + off, len, lr, c->weight_decay);
     } else {
-        sgd_momentum(params, grads, o->state, o->n, lr, c->momentum, c->weight_decay);
+        sgd_momentum(p, g, o->state + off, len, lr, c->momentum, c->weight_decay);
     }
+}
+
+void kd_optim_advance(kd_optim *o)
+{
+    o->t++;
+}
+
+void kd_optim_step(kd_optim *o, float *params, const float *grads, float lr)
+{
+    kd_optim_step_range(o, params, grads, lr, 0, o->n);
+    kd_optim_advance(o);
 }
 
 float kd_lr_at(const kd_lr_schedule *s, double epoch_pos, double total_epochs)

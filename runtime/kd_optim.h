@@ -52,8 +52,16 @@ void kd_optim_free(kd_optim *o);
 void kd_optim_reset(kd_optim *o);
 
 /* One update of params (o->n floats) from grads with learning rate lr; no allocation,
- * can't fail. */
+ * can't fail. Same as kd_optim_step_range over [0, n) followed by kd_optim_advance. */
 void kd_optim_step(kd_optim *o, float *params, const float *grads, float lr);
+
+/* The update of step o->t + 1 restricted to [off, off + len) (params and grads are the
+ * whole buffers), without advancing o->t: several threads can update disjoint ranges of
+ * one step, or a layer can be updated as soon as its gradient is complete. Call
+ * kd_optim_advance once every range of the step is done. */
+void kd_optim_step_range(kd_optim *o, float *params, const float *grads, float lr,
+                         size_t off, size_t len);
+void kd_optim_advance(kd_optim *o);
 
 typedef enum kd_lr_schedule_type {
     KD_LR_CONSTANT = 0,

@@ -20,6 +20,7 @@
 #endif
 
 #include "kd_error.h"
+#include "kd_par.h"
 
 double kd_now(void)
 {
@@ -155,14 +156,14 @@ int kd_train_single(const kd_train_options *opt, kd_train_result *res, char *err
     kd_dataset train = {0}, test = {0};
     kd_model m = {0};
     kd_optim o = {0};
+    kd_par *par = NULL;
     uint32_t *perm = NULL;
-    float *xb = NULL;
-    int32_t *yb = NULL;
 
     int rc = load_data(opt, &train, &test, err, errlen);
     if (rc != KD_OK)
         goto out;
-    kd_train_math_setup(opt->threads);
+    /* Threads split each batch (kd_par); every GEMM itself stays single-threaded. */
+    kd_train_math_setup(1);
     rc = kd_train_setup_model(job, (int)train.dim, train.n_classes, batch, opt->seed, &m, &o,
                               err, errlen);
     if (rc != KD_OK)
@@ -170,11 +171,12 @@ int kd_train_single(const kd_train_options *opt, kd_train_result *res, char *err
     kd_lr_schedule sched;
     kd_train_schedule(job, &sched);
 
+    rc = kd_par_init(&par, &m, &o, opt->threads < 1 ? 1 : opt->threads, err, errlen);
+    if (rc != KD_OK)
+        goto out;
     perm = malloc(train.n * sizeof *perm);
-    xb = aligned_alloc(64, ((size_t)batch * train.dim * sizeof(float) + 63) / 64 * 64);
-    yb = malloc((size_t)batch * sizeof *yb);
-    if (!perm || !xb || !yb) {
-        rc = kd_errf(err, errlen, KD_ENOMEM, "cannot allocate the batch buffers");
+    if (!perm) {
+        rc = kd_errf(err, errlen, KD_ENOMEM, "cannot allocate the permutation");
         goto out;
     }
 
@@ -186,8 +188,8 @@ int kd_train_single(const kd_train_options *opt, kd_train_result *res, char *err
         float lr = sched.base_lr;
         for (size_t cur = 0; cur < train.n; cur += (size_t)batch) {
             int cnt = (int)(train.n - cur < (size_t)batch ? train.n - cur : (size_t)batch);
-            kd_dataset_gather(&train, perm + cur, (size_t)cnt, xb, yb);
-            float loss = kd_model_forward_backward(&m, xb, yb, cnt);
+            lr = kd_lr_at(&sched, e + (double)cur / (double)train.n, epochs);
+            float loss = kd_par_step(par, &train, perm + cur, cnt, lr);
             if (!isfinite(loss)) {
                 rc = kd_errf(err, errlen, KD_ERANGE,
                              "training diverged: loss is %g at epoch %d sample %zu (lower "
@@ -195,8 +197,6 @@ int kd_train_single(const kd_train_options *opt, kd_train_result *res, char *err
                 goto out;
             }
             loss_sum += (double)loss * cnt;
-            lr = kd_lr_at(&sched, e + (double)cur / (double)train.n, epochs);
-            kd_optim_step(&o, m.params, m.grads, lr);
         }
         double dt = kd_now() - t0;
         step_time += dt;
@@ -233,8 +233,7 @@ int kd_train_single(const kd_train_options *opt, kd_train_result *res, char *err
     rc = KD_OK;
 out:
     free(perm);
-    free(xb);
-    free(yb);
+    kd_par_free(par);
     kd_optim_free(&o);
     kd_model_free(&m);
     kd_dataset_free(&train);
