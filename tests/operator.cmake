@@ -15,3 +15,8 @@ kd_add_script_test(NAME operator_leader_election
   COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_leader.py
   LABELS integration TIMEOUT 90)
 set_tests_properties(operator_leader_election PROPERTIES SKIP_RETURN_CODE 77)
+# Memory at the issue's reference size (100 AgentJobs, 1,000 pods); slow: not under ASan.
+kd_add_script_test(NAME operator_rss
+  COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_rss.py
+  LABELS integration slow TIMEOUT 120)
+set_tests_properties(operator_rss PROPERTIES SKIP_RETURN_CODE 77)
