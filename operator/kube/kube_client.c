@@ -260,9 +260,12 @@ static int current_token(kube_client *c, char **out, kube_error *e)
             }
         }
     }
-    if (c->token != NULL && (*out = strdup(c->token)) == NULL) {
-        pthread_mutex_unlock(&c->token_mu);
-        return kube__fail(e, KD_ENOMEM, "out of memory");
+    if (c->token != NULL) {
+        *out = strdup(c->token);
+        if (*out == NULL) {
+            pthread_mutex_unlock(&c->token_mu);
+            return kube__fail(e, KD_ENOMEM, "out of memory");
+        }
     }
     pthread_mutex_unlock(&c->token_mu);
     return KD_OK;
@@ -272,7 +275,8 @@ static int current_token(kube_client *c, char **out, kube_error *e)
 
 static int name_ok(const char *s)
 {
-    if (*s == '\0' || strlen(s) > 253) {
+    /* "." and ".." would be resolved as path segments by the server or by curl. */
+    if (*s == '\0' || strlen(s) > 253 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) {
         return 0;
     }
     for (; *s != '\0'; s++) {
@@ -284,6 +288,21 @@ static int name_ok(const char *s)
         }
     }
     return 1;
+}
+
+/* Appends prefix and value at *n unless an earlier append did not fit; sets *over (and
+ * leaves buf as it was, terminated) when this one does not fit. */
+static void append(char *buf, size_t len, size_t *n, int *over, const char *prefix,
+                   const char *value)
+{
+    size_t pl = strlen(prefix), vl = strlen(value);
+    if (*over || *n + pl + vl + 1 > len) {
+        *over = 1;
+        return;
+    }
+    memcpy(buf + *n, prefix, pl);
+    memcpy(buf + *n + pl, value, vl + 1);
+    *n += pl + vl;
 }
 
 int kube__path(const kube_resource *r, const char *ns, const char *name, const char *sub,
@@ -299,23 +318,26 @@ int kube__path(const kube_resource *r, const char *ns, const char *name, const c
     if (r->group != NULL && *r->group != '\0' && !name_ok(r->group)) {
         return kube__fail(e, KD_EINVAL, "invalid group \"%.64s\"", r->group);
     }
-    int n;
+    size_t n = 0;
+    int over = 0;
+    buf[0] = '\0';
     if (r->group == NULL || *r->group == '\0') {
-        n = snprintf(buf, len, "/api/%s", r->version);
+        append(buf, len, &n, &over, "/api/", r->version);
     } else {
-        n = snprintf(buf, len, "/apis/%s/%s", r->group, r->version);
+        append(buf, len, &n, &over, "/apis/", r->group);
+        append(buf, len, &n, &over, "/", r->version);
     }
     if (ns != NULL && *ns != '\0') {
-        n += snprintf(buf + n, len - (size_t)n, "/namespaces/%s", ns);
+        append(buf, len, &n, &over, "/namespaces/", ns);
     }
-    n += snprintf(buf + n, len - (size_t)n, "/%s", r->plural);
+    append(buf, len, &n, &over, "/", r->plural);
     if (name != NULL && *name != '\0') {
-        n += snprintf(buf + n, len - (size_t)n, "/%s", name);
+        append(buf, len, &n, &over, "/", name);
         if (sub != NULL && *sub != '\0') {
-            n += snprintf(buf + n, len - (size_t)n, "/%s", sub);
+            append(buf, len, &n, &over, "/", sub);
         }
     }
-    if (n < 0 || (size_t)n >= len) {
+    if (over) {
         return kube__fail(e, KD_ETOOBIG, "request path too long");
     }
     return KD_OK;

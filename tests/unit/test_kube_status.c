@@ -229,6 +229,20 @@ static void test_paths_and_queries(void **state)
                      KD_EINVAL);
     assert_non_null(strstr(e.message, "name"));
     assert_int_equal(kube__path(&KUBE_PODS, "a?b", "p", NULL, buf, sizeof buf, &e), KD_EINVAL);
+    assert_int_equal(kube__path(&KUBE_PODS, "ns", "..", NULL, buf, sizeof buf, &e), KD_EINVAL);
+    assert_int_equal(kube__path(&KUBE_PODS, ".", "p", NULL, buf, sizeof buf, &e), KD_EINVAL);
+    assert_int_equal(kube__path(&KUBE_PODS, "ns", "p", NULL, buf, 20, &e), KD_ETOOBIG);
+    assert_int_equal(strlen(buf), 7); /* "/api/v1", never past the buffer */
+    char longname[254];
+    memset(longname, 'a', 253);
+    longname[253] = '\0';
+    kube_resource wide = {longname, longname, longname, 1};
+    char small[1024];
+    assert_int_equal(kube__path(&wide, longname, longname, longname, small, sizeof small, &e),
+                     KD_ETOOBIG);
+    longname[10] = '/';
+    assert_int_equal(kube__path(&KUBE_PODS, "ns", longname, NULL, buf, sizeof buf, &e),
+                     KD_EINVAL);
     kube_list_opts o = {.label_selector = "app=x,tier in (a,b)",
                         .field_selector = "spec.nodeName=n1",
                         .limit = 100,
