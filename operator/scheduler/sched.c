@@ -129,6 +129,7 @@ void sched_policy_free(sched_policy **pp)
     free(p->order);
     free(p->score);
     free(p->placed);
+    free(p->spare);
     free(p->ncpu);
     free(p->nmem);
     free(p->nslots);
@@ -317,6 +318,7 @@ void sched_pack_init(sched_pack *pk, const sched_snapshot *s, double *cpu, doubl
     pk->cpu = cpu;
     pk->mem = mem;
     pk->slots = slots;
+    pk->lo = 0;
     for (int i = 0; i < s->n_nodes; i++) {
         cpu[i] = s->nodes[i].cpu;
         mem[i] = s->nodes[i].mem;
@@ -342,7 +344,7 @@ static int sched_node_fits(const sched_pack *pk, int i, const sched_job *j)
 int sched_pack_fits(const sched_pack *pk, const sched_job *j, int limit)
 {
     long total = 0;
-    for (int i = 0; i < pk->s->n_nodes && total < limit; i++)
+    for (int i = pk->lo; i < pk->s->n_nodes && total < limit; i++)
         total += sched_node_fits(pk, i, j);
     return total < limit ? (int)total : limit;
 }
@@ -350,7 +352,7 @@ int sched_pack_fits(const sched_pack *pk, const sched_job *j, int limit)
 int sched_pack_place(sched_pack *pk, const sched_job *j, int n)
 {
     int placed = 0;
-    for (int i = 0; i < pk->s->n_nodes && placed < n; i++) {
+    for (int i = pk->lo; i < pk->s->n_nodes && placed < n; i++) {
         int k = sched_node_fits(pk, i, j);
         if (k > n - placed)
             k = n - placed;
@@ -363,7 +365,22 @@ int sched_pack_place(sched_pack *pk, const sched_job *j, int n)
             pk->mem[i] -= k * j->mem_per_agent;
         placed += k;
     }
+    /* capacity only shrinks while packing: nodes without a free slot stay full */
+    while (pk->lo < pk->s->n_nodes && pk->slots[pk->lo] <= 0)
+        pk->lo++;
     return placed;
+}
+
+void sched_pack_totals(const sched_pack *pk, double *slots, double *cpu, double *mem)
+{
+    *slots = *cpu = *mem = 0;
+    for (int i = 0; i < pk->s->n_nodes; i++) {
+        const sched_node *nd = &pk->s->nodes[i];
+        /* a resource that does not limit some node does not limit the total */
+        *slots += nd->slots > 0 ? pk->slots[i] : 1e18;
+        *cpu += nd->cpu > 0 ? pk->cpu[i] : 1e18;
+        *mem += nd->mem > 0 ? pk->mem[i] : 1e30;
+    }
 }
 
 int sched_capacity_for(const sched_snapshot *s, const sched_job *j)
@@ -591,6 +608,10 @@ static int sched_grow(sched_policy *p, int n_jobs, int n_nodes)
         if (!pl)
             return KD_ENOMEM;
         p->placed = pl;
+        int *sp = realloc(p->spare, sizeof(int) * (size_t)cap);
+        if (!sp)
+            return KD_ENOMEM;
+        p->spare = sp;
         double *sc = realloc(p->score, sizeof(double) * (size_t)cap);
         if (!sc)
             return KD_ENOMEM;

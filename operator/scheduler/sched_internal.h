@@ -55,6 +55,7 @@ struct sched_policy {
     int *order;            /* per job: packing order */
     double *score;         /* per job: sort key */
     int *placed;           /* per job: agents placed by the safety stage */
+    int *spare;            /* per job: greedy's copy of want while it tries a transfer */
     double *ncpu, *nmem;   /* per node: capacity left while packing */
     int *nslots;           /* per node: slots left while packing */
     int cap_jobs, cap_nodes; /* allocated sizes of the scratch buffers */
@@ -65,6 +66,7 @@ typedef struct sched_pack {
     const sched_snapshot *s;
     double *cpu, *mem;     /* per node, left */
     int *slots;            /* per node, left; INT_MAX-like when not limiting */
+    int lo;                /* nodes before this one have no slot left */
 } sched_pack;
 
 /* Resets the packing state to the snapshot's full capacity. */
@@ -72,6 +74,8 @@ void sched_pack_init(sched_pack *pk, const sched_snapshot *s, double *cpu, doubl
                      int *slots);
 /* Places up to n agents of job j (first fit over nodes); returns how many were placed. */
 int sched_pack_place(sched_pack *pk, const sched_job *j, int n);
+/* Capacity left summed over nodes (huge where a resource does not limit a node). */
+void sched_pack_totals(const sched_pack *pk, double *slots, double *cpu, double *mem);
 /* How many more agents of job j fit, capped at limit (nothing is placed). */
 int sched_pack_fits(const sched_pack *pk, const sched_job *j, int limit);
 /* Total agent slots of the snapshot measured in agents of job j (capacity for it). */

@@ -13,6 +13,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 /* Tiresias' queue thresholds in agent-seconds of attained service: a job leaves the
  * first queue after one agent-hour and the second after ten. */
@@ -243,12 +244,21 @@ void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fix
         const sched_job *jr = &s->jobs[r];
         int step = p->want[r] == 0 ? jr->min : 1;
         double need_gain = gain[r] * step, lost = 0;
-        int taken = 0, ok = 0;
+        int ok = 0;
+        memcpy(p->spare, p->want, sizeof(int) * (size_t)s->n_jobs); /* to undo */
+        /* repacking is the expensive part: only when the capacity freed so far could
+         * hold the receiver in total (necessary, not sufficient: nodes fragment) */
+        double free_slots, free_cpu, free_mem;
+        sched_repack(&pk, s, p);
+        sched_pack_totals(&pk, &free_slots, &free_cpu, &free_mem);
         for (;;) {
-            sched_repack(&pk, s, p);
-            if (sched_pack_fits(&pk, jr, step) >= step) {
-                ok = 1;
-                break;
+            if (free_slots >= step - 1e-9 && free_cpu >= step * jr->cpu_per_agent - 1e-9 &&
+                free_mem >= step * jr->mem_per_agent - 1e-9) {
+                sched_repack(&pk, s, p);
+                if (sched_pack_fits(&pk, jr, step) >= step) {
+                    ok = 1;
+                    break;
+                }
             }
             int d = -1;
             double dl = INFINITY;
@@ -265,20 +275,19 @@ void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fix
                 break;
             lost += dl;
             p->want[d]--;
-            p->order[taken++] = d; /* remember donors to undo */
+            free_slots += 1;
+            free_cpu += s->jobs[d].cpu_per_agent > 0 ? s->jobs[d].cpu_per_agent : 0;
+            free_mem += s->jobs[d].mem_per_agent > 0 ? s->jobs[d].mem_per_agent : 0;
         }
         if (ok) {
             sched_pack_place(&pk, jr, step);
             p->want[r] += step;
-            gain[r] = sched_gain_up(&sc, jr, p->want[r], o, rs);
-            for (int k = 0; k < taken; k++) {
-                int d = p->order[k];
-                gain[d] = sched_gain_up(&sc, &s->jobs[d], p->want[d], o, rs);
-            }
+            for (int i = 0; i < s->n_jobs; i++)
+                if (i == r || p->want[i] != p->spare[i])
+                    gain[i] = sched_gain_up(&sc, &s->jobs[i], p->want[i], o, rs);
             /* the receiver may be able to take more now; keep it a candidate */
         } else {
-            for (int k = 0; k < taken; k++)
-                p->want[p->order[k]]++;
+            memcpy(p->want, p->spare, sizeof(int) * (size_t)s->n_jobs);
             blocked[r] = 2; /* not worth it (or impossible): stop trying this job */
         }
     }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kd_error.h"
@@ -292,6 +293,8 @@ int sched_qtable_save(const sched_policy *p, const char *path, char *err, size_t
         return qt_errf(err, errlen, KD_EIO, "Q-table: cannot create %s: %s", tmp,
                        strerror(errno));
     }
+    /* mkstemp creates 0600; the table is meant to be read by others (chart, ConfigMap) */
+    (void)fchmod(fd, 0644);
     size_t len = strlen(text), off = 0;
     while (off < len) {
         ssize_t w = write(fd, text + off, len - off);

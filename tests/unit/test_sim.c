@@ -1,0 +1,270 @@
+/*
+ * test_sim: kadet-sim's job model and event loop. The model reproduces the step times of
+ * a tiny hand-made trace; every policy's run conserves work (each job executes exactly
+ * the iterations it needs), no job finishes before its work is done or faster than its
+ * ideal; bad workload files give errors, not crashes; training is reproducible; and, when
+ * the Pollux data sits beside the repository, a real 160-job workload replays under rl in
+ * the time budget with the same accounting.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "kd_error.h"
+#include "sched.h"
+#include "sched_qtable.h"
+#include "sim.h"
+
+static const char *const all_policies[] = {"static", "tiresias", "fair", "greedy", "rl"};
+
+static void data_path(char *buf, size_t len, const char *rel)
+{
+    const char *src = getenv("KADET_SOURCE_DIR");
+    snprintf(buf, len, "%s/tests/data/sched/%s", src ? src : ".", rel);
+}
+
+static void test_model_step_times(void **state)
+{
+    (void)state;
+    char traces[1024], err[256];
+    sim_app a;
+    data_path(traces, sizeof(traces), "traces");
+    int rc = sim_app_load(&a, traces, "toy", err, sizeof(err));
+    if (rc != KD_OK)
+        fail_msg("load toy: %s", err);
+    /* batch 32 on 2 agents of one node: local 16, compute 0.18 + sync 0.01 */
+    assert_float_equal(sim_step_time(&a, 32, 2, 1), 0.19, 1e-9);
+    /* on 4 agents: local 8, compute 0.10 + sync 0.02 */
+    assert_float_equal(sim_step_time(&a, 32, 4, 1), 0.12, 1e-9);
+    /* on 1 agent the local batch 32 exceeds the largest measured (16): 2 accumulation
+     * steps of 16 */
+    assert_float_equal(sim_step_time(&a, 32, 1, 1), 0.36, 1e-9);
+    /* 16 agents on 4 nodes comes from scalability.csv */
+    assert_float_equal(sim_step_time(&a, 128, 16, 4), 0.25, 1e-9);
+    /* iterations to the last epoch: exact trace, and rescaled by samples otherwise */
+    assert_float_equal(sim_iterations(&a, 32), 200, 1e-9);
+    assert_float_equal(sim_iterations(&a, 64), 120, 1e-9);
+    assert_float_equal(sim_iterations(&a, 128), 60, 1e-9);
+    err[0] = '\0';
+    assert_int_equal(sim_app_load(&a, traces, "nope", err, sizeof(err)), KD_EIO);
+    assert_non_null(strstr(err, "nope"));
+}
+
+static void load_toy(sim_model *m, sim_workload *w)
+{
+    char traces[1024], wl[1024], err[256];
+    data_path(traces, sizeof(traces), "traces");
+    data_path(wl, sizeof(wl), "workload-toy.csv");
+    sim_model_init(m, traces);
+    int rc = sim_workload_load(w, m, wl, err, sizeof(err));
+    if (rc != KD_OK)
+        fail_msg("toy workload: %s", err);
+}
+
+static sched_policy *make(const char *name, int learn)
+{
+    sched_options o;
+    sched_policy *p = NULL;
+    char err[256];
+    sched_options_default(&o);
+    o.learn = learn;
+    o.alpha = 1;
+    o.beta = 0;
+    if (sched_policy_create(name, &o, &p, err, sizeof(err)) != KD_OK)
+        fail_msg("%s", err);
+    return p;
+}
+
+static void check_accounting(const sim_model *m, const sim_workload *w, const sim_result *r,
+                             const double *jct, const char *pol)
+{
+    assert_int_equal(r->finished, w->n_jobs);
+    /* work conserved: exactly the iterations the jobs need were executed */
+    if (fabs(r->work_done_iters - r->work_total_iters) > 1e-6 * r->work_total_iters)
+        fail_msg("%s: executed %.3f iterations of %.3f", pol, r->work_done_iters,
+                 r->work_total_iters);
+    /* no job beats its ideal (alone, best count and placement, no delays) */
+    if (r->min_slack < -1e-6)
+        fail_msg("%s: a job finished %.3fs faster than possible", pol, -r->min_slack);
+    assert_true(r->avg_jct >= r->ideal_avg - 1e-6);
+    assert_true(r->p50_jct <= r->p99_jct);
+    assert_true(r->utilization > 0 && r->utilization <= 1 + 1e-9);
+    double last = 0;
+    for (int i = 0; i < w->n_jobs; i++) {
+        assert_true(jct[i] > 0);
+        /* a job needs at least its own iterations at the fastest step of its app */
+        const sim_app *a = &m->apps[w->jobs[i].app];
+        double fastest = INFINITY;
+        for (int n = 1; n <= 64; n++)
+            for (int k = 1; k <= 16 && k <= n; k++)
+                fastest = fmin(fastest, sim_step_time(a, w->jobs[i].bsz, n, k));
+        assert_true(jct[i] >= sim_iterations(a, w->jobs[i].bsz) * fastest - 1e-6);
+        last = fmax(last, w->jobs[i].arrival + jct[i]);
+    }
+    assert_float_equal(r->makespan, last, 1e-6);
+}
+
+static void test_accounting_every_policy(void **state)
+{
+    (void)state;
+    sim_model m;
+    sim_workload w;
+    sim_config c;
+    sim_result r;
+    char err[256];
+    double jct[16];
+    load_toy(&m, &w);
+    sim_config_default(&c);
+    c.nodes = 2;
+    c.slots = 4;
+    for (size_t k = 0; k < sizeof(all_policies) / sizeof(all_policies[0]); k++) {
+        for (int learn = 0; learn < 2; learn++) {
+            sched_policy *p = make(all_policies[k], learn);
+            int rc = sim_run(&m, &w, &c, p, &r, jct, err, sizeof(err));
+            if (rc != KD_OK)
+                fail_msg("%s: %s", all_policies[k], err);
+            check_accounting(&m, &w, &r, jct, all_policies[k]);
+            if (strcmp(all_policies[k], "static") == 0)
+                assert_float_equal(r.rescales, 0, 1e-12); /* non-elastic, never preempts */
+            sched_policy_free(&p);
+        }
+    }
+    /* a restart delay can only make things slower */
+    sim_result r0;
+    sched_policy *p = make("fair", 0);
+    c.restart_s = 0;
+    assert_int_equal(sim_run(&m, &w, &c, p, &r0, jct, err, sizeof(err)), KD_OK);
+    c.restart_s = 120;
+    assert_int_equal(sim_run(&m, &w, &c, p, &r, jct, err, sizeof(err)), KD_OK);
+    assert_true(r.avg_jct > r0.avg_jct);
+    sched_policy_free(&p);
+    sim_workload_free(&w);
+    sim_model_free(&m);
+}
+
+static void test_bad_workloads(void **state)
+{
+    (void)state;
+    static const struct { const char *file; const char *msg; } bad[] = {
+        {"bad/header.csv", "header"},       {"bad/number.csv", ":2"},
+        {"bad/app.csv", "not a plain name"}, {"bad/missing-app.csv", "missing"},
+        {"bad/empty.csv", "no jobs"},       {"bad/does-not-exist.csv", "does-not-exist"},
+    };
+    char traces[1024], path[1024], err[256];
+    data_path(traces, sizeof(traces), "traces");
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        sim_model m;
+        sim_workload w;
+        sim_model_init(&m, traces);
+        data_path(path, sizeof(path), bad[k].file);
+        err[0] = '\0';
+        assert_true(sim_workload_load(&w, &m, path, err, sizeof(err)) != KD_OK);
+        if (!strstr(err, bad[k].msg))
+            fail_msg("%s: error '%s' does not mention '%s'", bad[k].file, err, bad[k].msg);
+        assert_null(w.jobs);
+        sim_model_free(&m);
+    }
+}
+
+static char *train_toy(uint64_t seed)
+{
+    sim_model m;
+    sim_workload w;
+    sim_config c;
+    sim_result r;
+    char err[256], *text = NULL;
+    sched_options o;
+    sched_policy *p = NULL;
+    load_toy(&m, &w);
+    sim_config_default(&c);
+    c.nodes = 2;
+    sched_options_default(&o);
+    o.learn = 1;
+    o.seed = seed;
+    o.double_q = 1;
+    assert_int_equal(sched_policy_create("rl", &o, &p, err, sizeof(err)), KD_OK);
+    for (int e = 0; e < 5; e++)
+        assert_int_equal(sim_run(&m, &w, &c, p, &r, NULL, err, sizeof(err)), KD_OK);
+    assert_int_equal(sched_qtable_dumps(p, &text, err, sizeof(err)), KD_OK);
+    sched_policy_free(&p);
+    sim_workload_free(&w);
+    sim_model_free(&m);
+    return text;
+}
+
+static void test_training_is_reproducible(void **state)
+{
+    (void)state;
+    char *a = train_toy(7), *b = train_toy(7);
+    assert_string_equal(a, b);
+    assert_non_null(strstr(a, "\"entries\""));
+    free(a);
+    free(b);
+}
+
+static void test_real_workload_under_rl(void **state)
+{
+    (void)state;
+    char base[1024], traces[1100], wl[1100], qt[1100], err[256];
+    const char *env = getenv("KADET_POLLUX_DIR"), *src = getenv("KADET_SOURCE_DIR");
+    if (env)
+        snprintf(base, sizeof(base), "%s", env);
+    else
+        snprintf(base, sizeof(base), "%s/../shared/data/pollux", src ? src : ".");
+    snprintf(traces, sizeof(traces), "%s/traces", base);
+    snprintf(wl, sizeof(wl), "%s/workloads/workload-1.csv", base);
+    if (access(wl, R_OK) != 0) {
+        print_message("Pollux data not found at %s: skipped\n", base);
+        skip();
+    }
+    snprintf(qt, sizeof(qt), "%s/operator/scheduler/qtable-default.json", src ? src : ".");
+    sim_model m;
+    sim_workload w;
+    sim_config c;
+    sim_result r;
+    static double jct[1024];
+    sim_model_init(&m, traces);
+    if (sim_workload_load(&w, &m, wl, err, sizeof(err)) != KD_OK)
+        fail_msg("%s", err);
+    assert_true(w.n_jobs <= 1024);
+    sim_config_default(&c);
+    sched_policy *p = make("rl", 0);
+    if (sched_qtable_load(p, qt, err, sizeof(err)) != KD_OK)
+        fail_msg("shipped table: %s", err);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = sim_run(&m, &w, &c, p, &r, jct, err, sizeof(err));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc != KD_OK)
+        fail_msg("%s", err);
+    double s = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    print_message("workload-1 under rl: %d jobs, avg JCT %.0fs, simulated in %.3fs\n", r.jobs,
+                  r.avg_jct, s);
+    check_accounting(&m, &w, &r, jct, "rl");
+    /* the target is 2 s on a release build; sanitizers get headroom */
+    assert_true(s < 20);
+    sched_policy_free(&p);
+    sim_workload_free(&w);
+    sim_model_free(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_model_step_times),
+        cmocka_unit_test(test_accounting_every_policy),
+        cmocka_unit_test(test_bad_workloads),
+        cmocka_unit_test(test_training_is_reproducible),
+        cmocka_unit_test(test_real_workload_under_rl),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
