@@ -93,6 +93,11 @@ int kube_client_new(const kube_config *cfg, const kube_client_options *opts,
     if (cfg == NULL || cfg->server == NULL) {
         return kd_errf(err, errlen, KD_EINVAL, "kube client: no server configured");
     }
+    for (const char *t = cfg->token; t != NULL && *t != '\0'; t++) {
+        if ((unsigned char)*t < 0x20 || *t == 0x7f) {
+            return kd_errf(err, errlen, KD_EINVAL, "kube client: control character in token");
+        }
+    }
     kube_client *c = calloc(1, sizeof *c);
     if (c == NULL) {
         return kd_errf(err, errlen, KD_ENOMEM, "kube client: out of memory");
@@ -249,12 +254,28 @@ static int current_token(kube_client *c, char **out, kube_error *e)
                                    data[len - 1] == ' ')) {
                     data[--len] = '\0';
                 }
+                for (size_t i = 0; i < len; i++) {
+                    /* A control character would let the file inject HTTP headers. */
+                    if ((unsigned char)data[i] < 0x20 || data[i] == 0x7f) {
+                        snprintf(msg, sizeof msg, "%s: control character in token",
+                                 c->cfg.token_file);
+                        rc = KD_EFORMAT;
+                        break;
+                    }
+                }
+                if (rc != KD_OK) {
+                    free(data);
+                }
+            }
+            if (rc == KD_OK) {
                 free(c->token);
                 c->token = data;
-                c->token_st = st;
+                if (have) {
+                    c->token_st = st;
+                }
                 c->token_read_at = now;
                 c->token_stale = 0;
-            } else if (c->token == NULL) {
+            } else if (c->token == NULL || rc == KD_EFORMAT) {
                 pthread_mutex_unlock(&c->token_mu);
                 return kube__fail(e, KD_EUNAUTHORIZED, "token: %s", msg);
             }
@@ -469,30 +490,43 @@ int kube__prepare(kube_client *c, CURL *h, const char *path, const char *query,
     } else if (c->cfg.key_file != NULL) {
         curl_easy_setopt(h, CURLOPT_SSLKEY, c->cfg.key_file);
     }
-    struct curl_slist *hl = curl_slist_append(NULL, "Accept: application/json");
-    char line[256];
-    if (content_type != NULL && hl != NULL) {
-        snprintf(line, sizeof line, "Content-Type: %s", content_type);
-        hl = curl_slist_append(hl, line);
+    /* "Expect:" stops curl from waiting for a 100 Continue before larger bodies. */
+    char ctype[256] = "";
+    if (content_type != NULL) {
+        snprintf(ctype, sizeof ctype, "Content-Type: %s", content_type);
     }
-    if (token != NULL && hl != NULL) {
-        size_t tl = strlen(token) + 32;
-        char *auth = malloc(tl);
+    char *auth = NULL;
+    size_t authlen = 0;
+    if (token != NULL) {
+        authlen = strlen(token) + 32;
+        auth = malloc(authlen);
         if (auth != NULL) {
-            snprintf(auth, tl, "Authorization: Bearer %s", token);
-            struct curl_slist *n = curl_slist_append(hl, auth);
-            /* Wipe the copy: tokens should not linger in freed memory. */
-            memset(auth, 0, tl);
-            free(auth);
-            hl = n;
-        } else {
-            curl_slist_free_all(hl);
-            hl = NULL;
+            snprintf(auth, authlen, "Authorization: Bearer %s", token);
         }
         memset(token, 0, strlen(token));
+        free(token);
     }
-    free(token);
-    if (hl == NULL) {
+    const char *lines[] = {"Accept: application/json", "Expect:", ctype, auth};
+    struct curl_slist *hl = NULL;
+    int oom = token != NULL && auth == NULL;
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0] && !oom; i++) {
+        if (lines[i] == NULL || lines[i][0] == '\0') {
+            continue;
+        }
+        struct curl_slist *next = curl_slist_append(hl, lines[i]);
+        if (next == NULL) {
+            oom = 1;
+        } else {
+            hl = next;
+        }
+    }
+    if (auth != NULL) {
+        /* Wipe the copy: tokens should not linger in freed memory. */
+        memset(auth, 0, authlen);
+        free(auth);
+    }
+    if (oom || hl == NULL) {
+        curl_slist_free_all(hl);
         return kube__fail(e, KD_ENOMEM, "out of memory");
     }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);

@@ -398,6 +398,17 @@ static void test_informer_on_a_broken_server_never_syncs_and_stops_cleanly(void 
     informer_free(&inf);
 }
 
+static void test_tokens_with_control_characters_are_refused(void **state)
+{
+    (void)state;
+    kube_config cfg = {.server = "http://127.0.0.1:1", .token = "abc\r\nX-Evil: 1"};
+    kube_client *c = NULL;
+    char err[256];
+    assert_int_equal(kube_client_new(&cfg, NULL, &c, err, sizeof err), KD_EINVAL);
+    assert_null(c);
+    assert_non_null(strstr(err, "control character"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +417,7 @@ int main(void)
         cmocka_unit_test(test_bad_watch_streams_give_typed_errors),
         cmocka_unit_test(test_hanging_watch_stops_promptly_from_another_thread),
         cmocka_unit_test(test_informer_on_a_broken_server_never_syncs_and_stops_cleanly),
+        cmocka_unit_test(test_tokens_with_control_characters_are_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
