@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,7 @@ struct kd_comm {
     int plan_nspans;         /* span count the plan was built for */
     size_t plan_n[COMM_MAX_SPANS]; /* span sizes the plan was built for */
     kd_comm_stats stats;     /* counters for kd_comm_get_stats */
+    float *scratch;          /* chunk_elems floats for misaligned receive buffers */
 };
 
 static double now_s(void)
@@ -69,8 +71,12 @@ int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *end
         return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory");
     c->zctx = zctx;
     c->timeout_ms = 2000;
-    c->chunk_elems = (256u * 1024) / sizeof(float);
     atomic_init(&c->inflight, 0);
+    kd_comm_set_chunk_bytes(c, 256u * 1024);
+    if (c->scratch == NULL) {
+        free(c);
+        return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory");
+    }
     c->pull = zmq_socket(zctx, ZMQ_PULL);
     if (c->pull == NULL) {
         kd_errf(err, errlen, KD_ENETWORK, "comm: socket: %s", zmq_strerror(zmq_errno()));
@@ -142,6 +148,7 @@ void kd_comm_close(kd_comm **cp)
         zmq_close(c->pull);
     free(c->chunks);
     free(c->seg_first);
+    free(c->scratch);
     free(c);
     *cp = NULL;
 }
@@ -157,6 +164,11 @@ void kd_comm_set_chunk_bytes(kd_comm *c, size_t bytes)
         bytes = 4096;
     if (bytes > 16u * 1024 * 1024)
         bytes = 16u * 1024 * 1024;
+    float *s = malloc(bytes);
+    if (s == NULL)
+        return; /* keep the previous size and its scratch buffer */
+    free(c->scratch);
+    c->scratch = s;
     c->chunk_elems = bytes / sizeof(float);
 }
 
@@ -397,6 +409,12 @@ static int comm_ring(kd_comm *c, const kd_comm_span *spans, uint64_t step)
                 return rc;
             float *dst = spans[ch->span].data + ch->span_off;
             const float *src = zmq_msg_data(&in);
+            /* ZeroMQ packs small messages into shared buffers without alignment; read
+             * those through an aligned copy rather than as misaligned floats. */
+            if (((uintptr_t)src & (sizeof(float) - 1)) != 0) {
+                memcpy(c->scratch, src, ch->len * sizeof(float));
+                src = c->scratch;
+            }
             for (size_t j = 0; j < ch->len; j++)
                 dst[j] += src[j];
             zmq_msg_close(&in);

@@ -264,7 +264,7 @@ def scenario_kill_worker():
 def scenario_kill_coordinator():
     d = tempfile.mkdtemp(prefix="kd_kc.")
     ck = os.path.join(d, "ck")
-    job = write_job(d, epochs=30 if not ASAN else 8, hidden="[256, 128]",
+    job = write_job(d, epochs=30 if not ASAN else 5, hidden="[256, 128]",
                     extra=f"  checkpoint: {{path: {ck}, intervalSeconds: 1}}\n")
     log = os.path.join(d, "run.log")
     p = subprocess.Popen([BIN, "run", job, "--agents", "2", "--max-samples", "12000",
