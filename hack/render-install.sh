@@ -4,9 +4,6 @@
 #   manifests/crd/kadet.io_agentjobs.yaml   copy of charts/kadet/crds/
 #   manifests/rbac/*.yaml             ServiceAccount, ClusterRole(Binding), Role(Binding)
 #   manifests/operator/*.yaml         Deployment, metrics Service, scheduler state ConfigMap
-# and first copies the scheduler's trained Q-table operator/scheduler/qtable-default.json
-# into charts/kadet/files/qtable.json (Helm reads files only inside the chart), which seeds
-# the ConfigMap kadet-scheduler-state.
 # Usage: hack/render-install.sh [--check]
 #   --check   render into a temporary directory and fail (exit 1, with a diff) if any
 #             committed file differs from a fresh render; writes nothing.
@@ -17,7 +14,7 @@ check=0
 case "${1:-}" in
   --check) check=1 ;;
   "") ;;
-  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
   *) echo "render-install.sh: unknown argument $1" >&2; exit 2 ;;
 esac
 
@@ -31,16 +28,6 @@ if [ -z "$helm" ]; then
 fi
 
 chart="$top/charts/kadet"
-qtable_src="$top/operator/scheduler/qtable-default.json"
-qtable_dst="$chart/files/qtable.json"
-if [ -f "$qtable_src" ] && ! cmp -s "$qtable_src" "$qtable_dst"; then
-  if [ "$check" = 1 ]; then
-    echo "render-install.sh: charts/kadet/files/qtable.json differs from $qtable_src; run hack/render-install.sh" >&2
-    exit 1
-  fi
-  mkdir -p "$chart/files"
-  cp "$qtable_src" "$qtable_dst"
-fi
 release=kadet
 namespace=kadet-system
 out=$(mktemp -d)

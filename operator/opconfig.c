@@ -346,6 +346,11 @@ static int set_weights(opc_config *c, const char *v, char *err, size_t n)
     return KD_OK;
 }
 
+static int set_default_qtable(opc_config *c, const char *v, char *err, size_t n)
+{
+    return set_str(c->default_qtable, sizeof c->default_qtable, v, "default-qtable", err, n);
+}
+
 static int set_runtime_image(opc_config *c, const char *v, char *err, size_t n)
 {
     if (v[0] == '\0' || strpbrk(v, " \t\n") != NULL)
@@ -417,6 +422,9 @@ static const opc_option opc_options[] = {
      set_weights},
     {"state-configmap", "KADET_STATE_CONFIGMAP", "kadet-scheduler-state", "NAME",
      "ConfigMap holding the learned scheduler state", set_state_configmap},
+    {"default-qtable", "KADET_DEFAULT_QTABLE", "/usr/share/kadet/qtable-default.json", "PATH",
+     "rl table to start from when the state ConfigMap holds none (empty: an empty table)",
+     set_default_qtable},
     {"runtime-image", "KADET_RUNTIME_IMAGE", "ghcr.io/kadet/kadet:" KADET_VERSION, "IMAGE",
      "agent image when a job's pod template names none", set_runtime_image},
     {"runtime-pull-policy", "KADET_RUNTIME_PULL_POLICY", "IfNotPresent", "POLICY",
@@ -575,12 +583,14 @@ void opc_log(const opc_config *c)
     }
     KD_INFO("config namespaces=%s operator_namespace=%s leader_elect=%d lease=%s/%s "
             "lease_duration_ms=%ld identity=%s metrics_addr=%s:%d policy=%s interval_ms=%ld "
-            "weights=time:%g,cost:%g state_configmap=%s runtime_image=%s workers=%d "
+            "weights=time:%g,cost:%g state_configmap=%s default_qtable=%s runtime_image=%s "
+            "workers=%d "
             "kubeconfig=%s context=%s",
             c->n_namespaces ? ns : "*", c->operator_namespace, c->leader_elect,
             c->lease_namespace, c->lease_name, c->lease_duration_ms, c->identity,
             c->metrics_host, c->metrics_port, c->scheduler_policy, c->scheduler_interval_ms,
-            c->weight_time, c->weight_cost, c->state_configmap, c->runtime_image, c->workers,
+            c->weight_time, c->weight_cost, c->state_configmap,
+            c->default_qtable[0] ? c->default_qtable : "(none)", c->runtime_image, c->workers,
             c->kubeconfig[0] ? c->kubeconfig : "(in-cluster or ~/.kube/config)",
             c->context[0] ? c->context : "(current)");
 }

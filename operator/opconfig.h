@@ -42,6 +42,7 @@ typedef struct opc_config {
     double weight_time;          /* default reward weight of 1/T (job time to finish) */
     double weight_cost;          /* default reward weight of 1/C (resources held) */
     char state_configmap[OPC_NAME_MAX]; /* ConfigMap with the learned policy state */
+    char default_qtable[4096];   /* rl table used when the ConfigMap holds none */
     char runtime_image[1024];    /* agent image when a job's template names none */
     char runtime_pull_policy[16]; /* Always | IfNotPresent | Never */
     int log_level;               /* a kd_log_level */

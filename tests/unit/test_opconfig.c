@@ -83,6 +83,7 @@ static void test_defaults_without_environment_or_flags(void **state)
     assert_true(c.weight_time == 1.0);
     assert_true(c.weight_cost == 0.1);
     assert_string_equal(c.state_configmap, "kadet-scheduler-state");
+    assert_string_equal(c.default_qtable, "/usr/share/kadet/qtable-default.json");
     assert_string_equal(c.runtime_image, "ghcr.io/kadet/kadet:" KADET_VERSION);
     assert_string_equal(c.runtime_pull_policy, "IfNotPresent");
     assert_int_equal(c.log_level, KD_LOG_INFO);
@@ -101,7 +102,8 @@ static void test_environment_sets_every_setting(void **state)
                          "KADET_METRICS_ADDR", "127.0.0.1:9090",
                          "KADET_SCHEDULER_POLICY", "greedy", "KADET_SCHEDULER_INTERVAL", "2m",
                          "KADET_SCHEDULER_WEIGHTS", "time=2,cost=0.5",
-                         "KADET_STATE_CONFIGMAP", "state.v2", "KADET_RUNTIME_IMAGE",
+                         "KADET_STATE_CONFIGMAP", "state.v2",
+                         "KADET_DEFAULT_QTABLE", "/opt/q.json", "KADET_RUNTIME_IMAGE",
                          "kadet-runtime:dev", "KADET_RUNTIME_PULL_POLICY", "Never",
                          "KADET_LOG_LEVEL", "debug", "KADET_WORKERS", "8", NULL};
     opc_config c;
@@ -124,6 +126,7 @@ static void test_environment_sets_every_setting(void **state)
     assert_true(c.weight_time == 2.0);
     assert_true(c.weight_cost == 0.5);
     assert_string_equal(c.state_configmap, "state.v2");
+    assert_string_equal(c.default_qtable, "/opt/q.json");
     assert_string_equal(c.runtime_image, "kadet-runtime:dev");
     assert_string_equal(c.runtime_pull_policy, "Never");
     assert_int_equal(c.log_level, KD_LOG_DEBUG);
@@ -364,7 +367,7 @@ static void test_usage_lists_every_variable_and_default(void **state)
                           "KADET_LEASE_NAMESPACE", "KADET_LEASE_DURATION", "KADET_IDENTITY",
                           "KADET_METRICS_ADDR", "KADET_SCHEDULER_POLICY",
                           "KADET_SCHEDULER_INTERVAL", "KADET_SCHEDULER_WEIGHTS",
-                          "KADET_STATE_CONFIGMAP", "KADET_RUNTIME_IMAGE",
+                          "KADET_STATE_CONFIGMAP", "KADET_DEFAULT_QTABLE", "KADET_RUNTIME_IMAGE",
                           "KADET_RUNTIME_PULL_POLICY", "KADET_LOG_LEVEL", "KADET_WORKERS",
                           "(default \":8080\")", "(default \"rl\")", "--namespace NS",
                           "--help", "--version"};
