@@ -40,7 +40,7 @@ typedef struct kd_train_options {
     const char *data_dir;      /* overrides job->dataset_path when not NULL */
     int epochs;                /* overrides job->epochs when > 0 */
     uint64_t seed;             /* initialisation and shuffle seed */
-    int threads;               /* math threads for this agent, >= 1 */
+    int threads;               /* threads of this agent (each batch split over them), >= 1 */
     size_t max_train_samples;  /* use only the first N training samples, 0 = all */
     kd_epoch_fn on_epoch;      /* optional progress callback */
     void *on_epoch_arg;
@@ -60,7 +60,8 @@ typedef struct kd_train_result {
  * (OPENBLAS_CORETYPE overrides the choice). Static storage; can't fail. */
 const char *kd_blas_info(void);
 
-/* Sets the math thread count (OpenBLAS) and flushes denormals to zero on this thread:
+/* Sets OpenBLAS's thread count (1 when the agent splits batches itself) and flushes
+ * denormals to zero on this thread:
  * call once per agent process before training. */
 void kd_train_math_setup(int threads);
 
