@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "kd_error.h"
+#include "kd_yaml.h"
 #include "kube_harness.h"
 
 static kh_emulator emu;
@@ -276,6 +277,82 @@ static void test_custom_resource_with_schema_status_and_scale(void **state)
     json_decref(out);
 }
 
+/* Writes a kubeconfig into the emulator's directory with the given cluster and user
+ * fields (YAML lines, already indented) and GETs a namespace through it. */
+static int get_with(const char *file, const char *cluster, const char *user, kube_error *e)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/%s", emu.dir, file);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "clusters:\n- name: c\n  cluster:\n    server: %s\n%s"
+            "users:\n- name: u\n  user:\n    token: %s\n%s"
+            "contexts:\n- name: x\n  context: {cluster: c, user: u}\n"
+            "current-context: x\n",
+            emu.server, cluster, emu.token, user);
+    fclose(f);
+    kube_config cfg;
+    char err[512];
+    int rc = kube_config_load(path, NULL, &cfg, err, sizeof err);
+    if (rc != KD_OK) {
+        fail_msg("%s", err);
+    }
+    kube_client *c = NULL;
+    assert_int_equal(kube_client_new(&cfg, NULL, &c, err, sizeof err), KD_OK);
+    kube_config_clear(&cfg);
+    rc = kube_get(c, &KUBE_NAMESPACES, NULL, "default", NULL, e);
+    kube_client_free(&c);
+    return rc;
+}
+
+static void test_tls_settings_from_files_blobs_and_insecure(void **state)
+{
+    (void)state;
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+             "-nodes -keyout client.key -out client.crt -subj /CN=kadet-test -days 1 "
+             ">/dev/null 2>&1 && base64 -w0 client.crt > client.crt.b64 && "
+             "base64 -w0 client.key > client.key.b64 && base64 -w0 ca.crt > ca.crt.b64",
+             emu.dir);
+    assert_int_equal(system(cmd), 0);
+    char *crt = NULL, *key = NULL, *ca = NULL;
+    size_t n;
+    char path[400], err[256];
+    snprintf(path, sizeof path, "%s/client.crt.b64", emu.dir);
+    assert_int_equal(kd_read_file(path, 0, &crt, &n, err, sizeof err), KD_OK);
+    snprintf(path, sizeof path, "%s/client.key.b64", emu.dir);
+    assert_int_equal(kd_read_file(path, 0, &key, &n, err, sizeof err), KD_OK);
+    snprintf(path, sizeof path, "%s/ca.crt.b64", emu.dir);
+    assert_int_equal(kd_read_file(path, 0, &ca, &n, err, sizeof err), KD_OK);
+    kube_error e;
+    char cl[4096], us[8192];
+
+    /* CA and client certificate as files, relative to the kubeconfig. */
+    assert_int_equal(get_with("kc-files", "    certificate-authority: ca.crt\n",
+                              "    client-certificate: client.crt\n"
+                              "    client-key: client.key\n",
+                              &e),
+                     KD_OK);
+    /* The same as inline data (curl blobs). */
+    snprintf(cl, sizeof cl, "    certificate-authority-data: %s\n", ca);
+    snprintf(us, sizeof us, "    client-certificate-data: %s\n    client-key-data: %s\n", crt,
+             key);
+    assert_int_equal(get_with("kc-data", cl, us, &e), KD_OK);
+    /* No CA but insecure-skip-tls-verify. */
+    assert_int_equal(get_with("kc-insecure", "    insecure-skip-tls-verify: true\n", "", &e),
+                     KD_OK);
+    /* The wrong CA: a TLS error, not a crash or a silent success. */
+    snprintf(cl, sizeof cl, "    certificate-authority-data: %s\n", crt);
+    assert_int_equal(get_with("kc-wrong-ca", cl, "", &e), KD_ETLS);
+    assert_int_equal(e.http_status, 0);
+    assert_true(strlen(e.message) > 0);
+    free(crt);
+    free(key);
+    free(ca);
+}
+
 static void *get_many(void *arg)
 {
     (void)arg;
@@ -396,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_throttling_and_server_errors_are_retried),
         cmocka_unit_test(test_rotated_service_account_token_is_picked_up),
         cmocka_unit_test(test_connections_are_reused_across_requests_and_threads),
+        cmocka_unit_test(test_tls_settings_from_files_blobs_and_insecure),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
