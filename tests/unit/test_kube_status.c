@@ -181,6 +181,10 @@ static void test_watch_events_decode_and_garbage_is_an_error(void **state)
     assert_int_equal(kube_object_key(o, key, sizeof key), KD_OK);
     assert_string_equal(key, "ns/p");
     assert_int_equal(kube_object_key(o, key, 4), KD_ETOOBIG);
+    json_t *node = json_pack("{s:{s:s}}", "metadata", "name", "node-1");
+    assert_int_equal(kube_object_key(node, key, sizeof key), KD_OK);
+    assert_string_equal(key, "node-1"); /* cluster-scoped: no namespace part */
+    json_decref(node);
     json_decref(o);
     const char *bm = "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"99\"}}}";
     assert_int_equal(kube_watch_decode(bm, strlen(bm), &t, &o, err, sizeof err), KD_OK);

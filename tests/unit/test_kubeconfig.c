@@ -276,6 +276,23 @@ static void test_in_cluster_reads_the_service_account_directory(void **state)
     assert_non_null(strstr(err, "KUBERNETES_SERVICE_HOST"));
 }
 
+static void test_auto_uses_the_kubeconfig_outside_a_cluster(void **state)
+{
+    (void)state;
+    write_file(path_a, config_a);
+    setenv("KUBECONFIG", path_a, 1);
+    unsetenv("KUBERNETES_SERVICE_HOST");
+    kube_config cfg;
+    char err[256];
+    assert_int_equal(kube_config_auto(NULL, &cfg, err, sizeof err), KD_OK);
+    assert_string_equal(cfg.context, "dev");
+    kube_config_clear(&cfg);
+    assert_int_equal(kube_config_auto("prod", &cfg, err, sizeof err), KD_OK);
+    assert_string_equal(cfg.context, "prod");
+    kube_config_clear(&cfg);
+    unsetenv("KUBECONFIG");
+}
+
 /* Random byte edits of a valid kubeconfig: loading gives a config or an error naming
  * the file, never a crash (run under ASan/UBSan in CI). */
 static void test_mutated_kubeconfigs_never_crash(void **state)
@@ -321,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_missing_files_are_an_error_naming_them),
         cmocka_unit_test(test_base64_decoder),
         cmocka_unit_test(test_in_cluster_reads_the_service_account_directory),
+        cmocka_unit_test(test_auto_uses_the_kubeconfig_outside_a_cluster),
         cmocka_unit_test(test_mutated_kubeconfigs_never_crash),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
