@@ -5,6 +5,7 @@
 #include "comm.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,6 +67,12 @@ int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *end
                  size_t endpoint_len, char *err, size_t errlen)
 {
     *out = NULL;
+    /* ZeroMQ mallocs a receive buffer per chunk; above glibc's mmap threshold each one
+     * is a fresh mapping that page-faults in and is unmapped on free, which halves
+     * the bandwidth of large allreduces. Keeping chunks on the heap reuses the pages.
+     * Process-wide, and meant to be: a worker process is mostly this data plane. */
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
     kd_comm *c = calloc(1, sizeof *c);
     if (c == NULL)
         return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory");

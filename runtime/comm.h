@@ -44,7 +44,8 @@ typedef struct kd_comm_stats {
     double seconds;        /* wall time inside completed allreduce calls */
 } kd_comm_stats;
 
-/* Creates a comm on the ZeroMQ context zctx (borrowed, must outlive the comm) and binds
+/* Creates a comm on the ZeroMQ context zctx (borrowed, must outlive the comm; glibc's
+ * mmap and trim thresholds are raised process-wide, see comm.c) and binds
  * its PULL socket to bind_endpoint (for example "tcp://127.0.0.1:*"). The endpoint that
  * peers must connect to is written to endpoint (size endpoint_len). KD_ENETWORK with a
  * message in err when the bind fails. */
