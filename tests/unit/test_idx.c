@@ -284,6 +284,52 @@ static void test_gather_copies_selected_samples(void **state)
     assert_int_equal(by[1], 0);
 }
 
+/* Random corruption of valid files (flipped, truncated, extended): every outcome is OK or
+ * an error code, never a crash or a sanitizer report. */
+static void test_random_corruptions_never_crash(void **state)
+{
+    (void)state;
+    write_valid_pair("base.gz", "lab", 1);
+    write_valid_pair("base", "lab", 0);
+    kd_rng r;
+    kd_rng_seed(&r, 2024);
+    for (int gz = 0; gz <= 1; gz++) {
+        FILE *f = fopen(path_of(gz ? "base.gz" : "base"), "rb");
+        assert_non_null(f);
+        uint8_t orig[512];
+        size_t n = fread(orig, 1, sizeof orig, f);
+        fclose(f);
+        for (int iter = 0; iter < 300; iter++) {
+            uint8_t buf[600];
+            memcpy(buf, orig, n);
+            size_t len = n;
+            int flips = 1 + (int)kd_rng_below(&r, 4);
+            for (int k = 0; k < flips; k++)
+                buf[kd_rng_below(&r, len)] = (uint8_t)kd_rng_next(&r);
+            uint64_t op = kd_rng_below(&r, 3);
+            if (op == 1)
+                len = (size_t)kd_rng_below(&r, len + 1);
+            else if (op == 2)
+                for (int k = 0; k < 40; k++)
+                    buf[len++] = (uint8_t)kd_rng_next(&r);
+            f = fopen(path_of("fuzz"), "wb");
+            fwrite(buf, 1, len, f);
+            fclose(f);
+            kd_idx idx;
+            char err[256];
+            int rc = kd_idx_read(path_of("fuzz"), &idx, err, sizeof err);
+            if (rc == KD_OK) {
+                assert_non_null(idx.data);
+                kd_idx_free(&idx);
+            } else {
+                assert_true(rc < 0);
+                assert_true(strlen(err) > 0);
+                assert_null(idx.data);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -296,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_dataset_dir_finds_mnist_names),
         cmocka_unit_test(test_shuffle_is_a_deterministic_permutation_per_epoch),
         cmocka_unit_test(test_gather_copies_selected_samples),
+        cmocka_unit_test(test_random_corruptions_never_crash),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -280,6 +280,63 @@ static void test_quantities(void **state)
     assert_string_equal(kd_spec_clean_pod_name(KD_SPEC_CLEAN_NONE), "None");
 }
 
+/* Random edits of the sample manifest: every outcome is a decoded job (freed cleanly) or
+ * an error message, never a crash or a sanitizer report. */
+static void test_random_manifest_edits_never_crash(void **state)
+{
+    (void)state;
+    const char *src = getenv("KADET_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/manifests/samples/fashion-mnist.yaml", src ? src : ".");
+    char *text = NULL;
+    size_t len = 0;
+    char err[256];
+    assert_int_equal(kd_read_file(path, 0, &text, &len, err, sizeof err), KD_OK);
+    static const char *const tokens[] = {"-1", "0", "abc", "[1, 2]", "{}", "~", "1e999",
+                                         "true", "\"x\"", "99999999999999999999", "0.5"};
+    uint64_t s = 88172645463325252ull;
+    int decoded = 0, rejected = 0;
+    for (int iter = 0; iter < 400; iter++) {
+        char buf[8192];
+        size_t n = len < sizeof buf - 64 ? len : sizeof buf - 64;
+        memcpy(buf, text, n);
+        buf[n] = '\0';
+        /* xorshift: replace the value after a random ':' with a random token */
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        size_t at = (size_t)(s % n);
+        char *colon = strchr(buf + at, ':');
+        if (colon) {
+            char *eol = strchr(colon, '\n');
+            char rest[8192];
+            snprintf(rest, sizeof rest, "%s", eol ? eol : "");
+            snprintf(colon + 1, sizeof buf - (size_t)(colon + 1 - buf), " %s%s",
+                     tokens[(s >> 32) % (sizeof tokens / sizeof tokens[0])], rest);
+        }
+        json_t *docs = NULL;
+        if (kd_yaml_parse(buf, strlen(buf), &docs, err, sizeof err) != KD_OK) {
+            rejected++;
+            continue;
+        }
+        kd_agentjob j;
+        int rc = kd_agentjob_decode(json_array_get(docs, 0), &j, err, sizeof err);
+        if (rc == KD_OK) {
+            decoded++;
+            assert_true(j.agents_max >= j.agents_min && j.batch_size >= 1);
+            kd_agentjob_free(&j);
+        } else {
+            rejected++;
+            assert_int_equal(rc, KD_EINVALID_OBJECT);
+            assert_non_null(strchr(err, ':'));
+        }
+        json_decref(docs);
+    }
+    print_message("%d decoded, %d rejected\n", decoded, rejected);
+    assert_true(decoded > 0 && rejected > 0);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_errors_name_the_path_and_value),
         cmocka_unit_test(test_unknown_fields_warn_with_path),
         cmocka_unit_test(test_quantities),
+        cmocka_unit_test(test_random_manifest_edits_never_crash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
