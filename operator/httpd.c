@@ -35,6 +35,7 @@ struct op_httpd {
     pthread_mutex_t lock;                         /* guards checks and shutting_down */
     op_httpd_check_entry checks[OP_HTTPD_MAX_CHECKS];
     size_t nchecks;
+    int started;                                  /* startup complete (set_started) */
     int shutting_down;                            /* /readyz answers 503 when set */
 };
 
@@ -82,6 +83,10 @@ static enum MHD_Result serve_readyz(op_httpd *h, struct MHD_Connection *conn)
     size_t off = 0;
     int ready = 1;
     pthread_mutex_lock(&h->lock);
+    if (!h->started) {
+        ready = 0;
+        off += (size_t)snprintf(body + off, cap - off, "[-]startup failed: starting\n");
+    }
     if (h->shutting_down) {
         ready = 0;
         off += (size_t)snprintf(body + off, cap - off, "[-]shutdown failed: shutting down\n");
@@ -201,6 +206,15 @@ int op_httpd_add_check(op_httpd *h, const char *name, op_httpd_check fn, void *a
     }
     pthread_mutex_unlock(&h->lock);
     return rc;
+}
+
+void op_httpd_set_started(op_httpd *h)
+{
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->lock);
+    h->started = 1;
+    pthread_mutex_unlock(&h->lock);
 }
 
 void op_httpd_set_shutting_down(op_httpd *h)

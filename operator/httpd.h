@@ -3,7 +3,8 @@
  * its own thread:
  *
  *   GET /healthz  200 "ok" as long as the process serves requests (liveness).
- *   GET /readyz   200 when every registered readiness check passes, else 503; the body
+ *   GET /readyz   200 once startup is complete (op_httpd_set_started: every component
+ *                 has registered its check) and every registered check passes, else 503; the body
  *                 lists each check as "[+]name ok" or "[-]name failed: reason".
  *                 Leadership is deliberately not a check: a standby replica is ready
  *                 (its caches are warm, it can take over at once), and a Service must
@@ -39,6 +40,10 @@ int op_httpd_port(const op_httpd *h);
 /* Adds a named readiness check (name copied, arg borrowed). KD_ETOOBIG past
  * OP_HTTPD_MAX_CHECKS. Safe while serving. */
 int op_httpd_add_check(op_httpd *h, const char *name, op_httpd_check fn, void *arg);
+
+/* Marks startup complete: until then /readyz answers 503 "starting", so that a probe
+ * between the server's start and the registration of the last check never sees 200. */
+void op_httpd_set_started(op_httpd *h);
 
 /* Makes /readyz answer 503 "shutting down" from now on (called first on SIGTERM so that
  * endpoints stop routing to this pod while it drains). Once it returns no readiness

@@ -292,6 +292,7 @@ int main(int argc, char **argv)
     }
 
     const struct timespec tick = {1, 0};
+    op_httpd_set_started(httpd);
     int sig;
     do {
         sig = sigtimedwait(&stop_signals, NULL, &tick);

@@ -71,6 +71,7 @@ static int setup(void **state)
         return -1;
     }
     f->port = op_httpd_port(f->httpd);
+    op_httpd_set_started(f->httpd);
     *state = f;
     return 0;
 }
@@ -133,6 +134,26 @@ static void test_readyz_follows_checks_and_shutdown(void **state)
     /* The checks are not called any more: their components may be gone. */
     assert_string_equal(body, "[-]shutdown failed: shutting down\nnot ready\n");
     assert_int_equal(request(f->port, "GET", "/healthz", body, sizeof body), 200);
+}
+
+static void test_readyz_is_503_until_startup_completes(void **state)
+{
+    fixture *f = *state;
+    op_httpd *h = NULL;
+    char err[256] = "";
+    assert_int_equal(op_httpd_start(&h, "127.0.0.1", 0, f->metrics.reg, err, sizeof err), KD_OK);
+    int port = op_httpd_port(h);
+    char body[4096];
+    /* No check registered yet: still not ready, nor is liveness affected. */
+    assert_int_equal(request(port, "GET", "/readyz", body, sizeof body), 503);
+    assert_string_equal(body, "[-]startup failed: starting\nnot ready\n");
+    assert_int_equal(request(port, "GET", "/healthz", body, sizeof body), 200);
+    int ok = 1;
+    assert_int_equal(op_httpd_add_check(h, "informers", flag_check, &ok), KD_OK);
+    op_httpd_set_started(h);
+    assert_int_equal(request(port, "GET", "/readyz", body, sizeof body), 200);
+    assert_string_equal(body, "[+]informers ok\nok\n");
+    op_httpd_stop(&h);
 }
 
 static void test_checks_are_bounded(void **state)
@@ -226,6 +247,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_healthz_and_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readyz_follows_checks_and_shutdown, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_readyz_is_503_until_startup_completes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_checks_are_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_paths_and_methods, setup, teardown),
