@@ -302,11 +302,15 @@ static int relist(informer *inf)
 {
     kube_list_opts lo = {.label_selector = inf->label_selector,
                          .field_selector = inf->field_selector,
-                         .limit = inf->page_size};
+                         .limit = inf->page_size,
+                         .cancel = &inf->stop};
     json_t *items = NULL;
     char *rv = NULL;
     kube_error e;
     int rc = kube_list_all(inf->client, &inf->res, inf->ns, &lo, &items, &rv, &e);
+    if (rc == KD_ESHUTDOWN) {
+        return rc;
+    }
     if (rc != KD_OK) {
         KD_WARN("informer list failed informer=%s err=%s http=%ld reason=%s msg=\"%s\"",
                 inf->name, kd_strerror(rc), e.http_status, e.reason, e.message);

@@ -19,6 +19,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -645,9 +646,20 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+static int on_cancel_check(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
+                           curl_off_t un)
+{
+    (void)dt;
+    (void)dn;
+    (void)ut;
+    (void)un;
+    return atomic_load((const atomic_int *)ud) ? 1 : 0;
+}
+
 /* One attempt. On success *out gets the decoded JSON (NULL when out is NULL). */
 static int attempt(kube_client *c, const char *method, const char *path, const char *query,
-                   const char *payload, const char *content_type, json_t **out, kube_error *e)
+                   const char *payload, const char *content_type, json_t **out, kube_error *e,
+                   const atomic_int *cancel)
 {
     CURL *h = pool_get(c);
     if (h == NULL) {
@@ -672,6 +684,11 @@ static int attempt(kube_client *c, const char *method, const char *path, const c
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
     } else if (strcmp(method, "HEAD") == 0) {
         curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    }
+    if (cancel != NULL) {
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_cancel_check);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)cancel);
     }
     kube__count_request(c);
     CURLcode cc = curl_easy_perform(h);
@@ -725,19 +742,32 @@ static int attempt(kube_client *c, const char *method, const char *path, const c
     return rc;
 }
 
-static void sleep_ms(double ms)
+/* Sleeps ms, in slices when there is a cancel flag to watch; 1 if cancelled. */
+static int sleep_ms(double ms, const atomic_int *cancel)
 {
-    if (ms <= 0) {
-        return;
+    while (ms > 0) {
+        if (cancel != NULL && atomic_load(cancel)) {
+            return 1;
+        }
+        double slice = cancel != NULL && ms > 20 ? 20 : ms;
+        long whole = (long)slice;
+        struct timespec ts = {(time_t)(whole / 1000), (whole % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0) {
+        }
+        ms -= slice;
     }
-    long whole = (long)ms;
-    struct timespec ts = {(time_t)(whole / 1000), (whole % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
+    return cancel != NULL && atomic_load(cancel);
 }
 
 int kube_request(kube_client *c, const char *method, const char *path, const char *query,
                  json_t *body, const char *content_type, json_t **out, kube_error *e)
+{
+    return kube__request(c, method, path, query, body, content_type, out, e, NULL);
+}
+
+int kube__request(kube_client *c, const char *method, const char *path, const char *query,
+                  json_t *body, const char *content_type, json_t **out, kube_error *e,
+                  const atomic_int *cancel)
 {
     if (out != NULL) {
         *out = NULL;
@@ -762,7 +792,11 @@ int kube_request(kube_client *c, const char *method, const char *path, const cha
     int refreshed = 0;
     int n;
     for (n = 1;; n++) {
-        rc = attempt(c, method, path, query, payload, content_type, out, e);
+        if (cancel != NULL && atomic_load(cancel)) {
+            rc = kube__fail(e, KD_ESHUTDOWN, "request cancelled");
+            break;
+        }
+        rc = attempt(c, method, path, query, payload, content_type, out, e, cancel);
         if (rc == KD_EUNAUTHORIZED && c->cfg.token_file != NULL && !refreshed) {
             /* The token may have been rotated since it was read: read it again and
              * retry once. */
@@ -778,7 +812,10 @@ int kube_request(kube_client *c, const char *method, const char *path, const cha
         if (ra > c->opt.max_retry_after_s * 1000.0) {
             ra = c->opt.max_retry_after_s * 1000.0;
         }
-        sleep_ms(ra > wait ? ra : wait);
+        if (sleep_ms(ra > wait ? ra : wait, cancel)) {
+            rc = kube__fail(e, KD_ESHUTDOWN, "request cancelled");
+            break;
+        }
     }
     e->attempts = n;
     free(payload);

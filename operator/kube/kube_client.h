@@ -31,6 +31,7 @@
 #include "kube_config.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 /* A resource type: group "" is the core group (/api/v1). */
@@ -98,6 +99,8 @@ typedef struct kube_list_opts {
     const char *continue_token;   /* from the previous page, or NULL */
     const char *resource_version; /* list/watch from this version, or NULL */
     long timeout_s;               /* watch only: server-side timeoutSeconds, 0 = none */
+    const atomic_int *cancel;     /* list only, optional: give up with KD_ESHUTDOWN soon
+                                   * after it becomes nonzero (informer_stop uses it) */
 } kube_list_opts;
 
 typedef struct kube_delete_opts {

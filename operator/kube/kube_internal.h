@@ -8,6 +8,7 @@
 #include "kube_client.h"
 
 #include <curl/curl.h>
+#include <stdatomic.h>
 
 /* Builds "<prefix>/namespaces/<ns>/<plural>[/<name>[/<sub>]]" into buf. ns NULL or ""
  * omits the namespace segment. KD_EINVAL for names with characters outside a DNS
@@ -33,6 +34,11 @@ void kube__token_invalidate(kube_client *c);
 const kube_client_options *kube__options(const kube_client *c);
 void kube__count_request(kube_client *c);
 void kube__count_connection(kube_client *c);
+/* kube_request that gives up with KD_ESHUTDOWN soon after *cancel (may be NULL)
+ * becomes nonzero: checked before each attempt, during transfers and between retries. */
+int kube__request(kube_client *c, const char *method, const char *path, const char *query,
+                  json_t *body, const char *content_type, json_t **out, kube_error *e,
+                  const atomic_int *cancel);
 /* Sets e (when not NULL) to a local error with a message and returns code. */
 int kube__fail(kube_error *e, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

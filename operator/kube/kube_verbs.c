@@ -45,7 +45,8 @@ int kube_list(kube_client *c, const kube_resource *r, const char *ns,
         return kube__fail(e, KD_ETOOBIG, "list: query too long");
     }
     json_t *list = NULL;
-    rc = kube_request(c, "GET", path, query, NULL, NULL, &list, e);
+    rc = kube__request(c, "GET", path, query, NULL, NULL, &list, e,
+                       o != NULL ? o->cancel : NULL);
     if (rc != KD_OK) {
         return rc;
     }

@@ -143,6 +143,9 @@ static void serve(int fd, const char *req)
                 }
             }
         }
+    } else if (strstr(req, "labelSelector=retrylater") != NULL) {
+        puts_fd(fd, "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                    "Retry-After: 10\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
     } else if (strstr(req, "labelSelector=wrongitems") != NULL) {
         answer(fd, "200 OK", "application/json",
                "{\"metadata\":{\"resourceVersion\":\"1\"},\"items\":\"nope\"}");
@@ -398,6 +401,19 @@ static void test_informer_on_a_broken_server_never_syncs_and_stops_cleanly(void 
     informer_free(&inf);
 }
 
+static void test_informer_stop_interrupts_a_throttled_list(void **state)
+{
+    (void)state;
+    informer_options o = {.label_selector = "retrylater"};
+    informer *inf = NULL;
+    assert_int_equal(informer_new(cli, &KUBE_CONFIGMAPS, &o, NULL, &inf), KD_OK);
+    assert_int_equal(informer_start(inf), KD_OK);
+    sleep_ms(300); /* the list got 429 + Retry-After: 10 and is waiting to retry */
+    double t0 = now_ms();
+    informer_free(&inf);
+    assert_true(now_ms() - t0 < 500.0);
+}
+
 static void test_tokens_with_control_characters_are_refused(void **state)
 {
     (void)state;
@@ -418,6 +434,7 @@ int main(void)
         cmocka_unit_test(test_hanging_watch_stops_promptly_from_another_thread),
         cmocka_unit_test(test_informer_on_a_broken_server_never_syncs_and_stops_cleanly),
         cmocka_unit_test(test_tokens_with_control_characters_are_refused),
+        cmocka_unit_test(test_informer_stop_interrupts_a_throttled_list),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
