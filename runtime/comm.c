@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <time.h>
 #include <zmq.h>
 
@@ -54,6 +55,7 @@ struct kd_comm {
     size_t plan_n[COMM_MAX_SPANS]; /* span sizes the plan was built for */
     kd_comm_stats stats;     /* counters for kd_comm_get_stats */
     float *scratch;          /* chunk_elems floats for misaligned receive buffers */
+    int spin;                /* non-blocking polls (with sched_yield) before sleeping */
 };
 
 static double now_s(void)
@@ -78,6 +80,10 @@ int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *end
         return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory");
     c->zctx = zctx;
     c->timeout_ms = 2000;
+    c->spin = 200;
+    const char *spin = getenv("KADET_COMM_SPIN");
+    if (spin != NULL)
+        c->spin = atoi(spin) > 0 ? atoi(spin) : 0;
     atomic_init(&c->inflight, 0);
     kd_comm_set_chunk_bytes(c, 256u * 1024);
     if (c->scratch == NULL) {
@@ -329,7 +335,17 @@ static int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *
         if (left <= 0)
             return KD_ETIMEOUT;
         zmq_pollitem_t item = {c->pull, 0, ZMQ_POLLIN, 0};
-        int n = zmq_poll(&item, 1, left);
+        /* Spin (yielding) for a short while before sleeping: the next chunk is usually
+         * a few microseconds away, and on a loaded machine a sleeping process waits a
+         * whole scheduler slice to run again, which dominated the step time. */
+        int n = 0;
+        for (int spin = 0; spin < c->spin && n == 0; spin++) {
+            n = zmq_poll(&item, 1, 0);
+            if (n == 0)
+                sched_yield();
+        }
+        if (n == 0)
+            n = zmq_poll(&item, 1, left);
         if (n < 0) {
             if (zmq_errno() == EINTR)
                 continue;

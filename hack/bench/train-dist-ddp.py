@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+"""PyTorch DistributedDataParallel (gloo) peer of `kadet run --agents N` for
+hack/bench/train-dist.sh.
+
+Same MLP (784-256-128-10, same initialisation scheme), SGD momentum 0.9, per-process
+batch 64, learning rate scaled linearly with the process count and decayed along the
+same per-step cosine as kadet, the same per-epoch sample order (kadet's permutation,
+reimplemented in torch_train.py) split across ranks as kadet splits each global batch.
+One thread per process (torch.set_num_threads(1), OPENBLAS_NUM_THREADS=1).
+
+Prints one line per epoch (rank 0) and writes a JSON summary in the layout of kadet's
+(--summary-json): samples_per_second, test_accuracy, epoch_log [{epoch, accuracy,
+train_seconds, epoch_seconds}], where train_seconds counts from the first step.
+"""
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_train import cosine_lr, kadet_perm, read_idx  # noqa: E402
+
+
+def worker(rank, a, port):
+    torch.set_num_threads(1)
+    torch.manual_seed(a.seed)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=a.procs)
+    xtr = torch.from_numpy(read_idx(os.path.join(a.data, "train-images-idx3-ubyte.gz"))
+                           .astype(np.float32) / 255.0)
+    ytr = torch.from_numpy(read_idx(os.path.join(a.data, "train-labels-idx1-ubyte.gz"))
+                           .astype(np.int64))
+    xte = torch.from_numpy(read_idx(os.path.join(a.data, "t10k-images-idx3-ubyte.gz"))
+                           .astype(np.float32) / 255.0)
+    yte = torch.from_numpy(read_idx(os.path.join(a.data, "t10k-labels-idx1-ubyte.gz"))
+                           .astype(np.int64))
+    n = xtr.shape[0]
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, 10))
+    for i, layer in enumerate(m for m in model if isinstance(m, torch.nn.Linear)):
+        if i < 2:
+            torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        else:
+            torch.nn.init.xavier_uniform_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    base_lr = a.lr * a.procs
+    opt = torch.optim.SGD(ddp.parameters(), lr=base_lr, momentum=a.momentum)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    perms = [torch.from_numpy(kadet_perm(a.seed, e, n)) for e in range(a.epochs)]
+    gb = a.batch * a.procs
+    log = []
+    dist.barrier()
+    start = time.perf_counter()
+    acc = 0.0
+    for e in range(a.epochs):
+        perm = perms[e]
+        t0 = time.perf_counter()
+        for cur in range(0, n, gb):
+            chunk = perm[cur:cur + gb]
+            k = chunk.shape[0]
+            base, extra = divmod(k, a.procs)
+            lo = rank * base + min(rank, extra)
+            idx = chunk[lo:lo + base + (1 if rank < extra else 0)]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(ddp(xtr.index_select(0, idx)), ytr.index_select(0, idx))
+            loss.backward()
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(base_lr, e + cur / n, a.epochs)
+            opt.step()
+        dt = time.perf_counter() - t0
+        if rank == 0:
+            model.eval()
+            with torch.no_grad():
+                acc = (model(xte).argmax(1) == yte).float().mean().item()
+            model.train()
+            log.append({"epoch": e + 1, "accuracy": acc, "epoch_seconds": dt,
+                        "train_seconds": time.perf_counter() - start})
+            print(f"epoch {e + 1:2d}/{a.epochs}  test_acc {acc:.4f}  samples/s {n / dt:.0f}"
+                  f"  agents {a.procs}  time {time.perf_counter() - start:.2f}s", flush=True)
+        dist.barrier()
+    if rank == 0 and a.summary_json:
+        train = sum(x["epoch_seconds"] for x in log)
+        with open(a.summary_json, "w") as f:
+            json.dump({"test_accuracy": acc, "epochs": a.epochs, "agents": a.procs,
+                       "samples_per_second": n * a.epochs / train, "epoch_log": log}, f)
+    dist.destroy_process_group()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--summary-json")
+    a = ap.parse_args()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    mp.spawn(worker, args=(a, port), nprocs=a.procs, join=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

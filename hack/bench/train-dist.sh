@@ -1,0 +1,77 @@
+#!/bin/sh
+# Distributed training throughput and time to accuracy on the sample job (Fashion-MNIST,
+# MLP 784-256-128-10, per-agent batch 64, SGD momentum 0.9, lr 0.05 x agents with a
+# cosine decay, one thread per process):
+#   kadet run --agents 2   versus   PyTorch DistributedDataParallel (gloo), 2 processes
+#   kadet run --agents 2   versus   kadet run --agents 1
+# Reported, median over the repetitions (the trainers' runs are interleaved so that
+# background load hits all of them alike):
+#   samples/s  median of the per-epoch training throughput, epoch 1 excluded
+#   t0.88      training time (from the first step, evaluation included, start-up and data
+#              loading excluded) to the first epoch with test accuracy >= 0.88
+#   acc        final test accuracy
+# usage: hack/bench/train-dist.sh [-r REPS] [-e EPOCHS] [-b BUILD_DIR] [-o DIR]
+set -eu
+top=$(cd "$(dirname "$0")/../.." && pwd)
+reps=3 epochs=10 build="$top/build" out=""
+while getopts "r:e:b:o:h" opt; do
+    case "$opt" in
+        r) reps=$OPTARG ;;
+        e) epochs=$OPTARG ;;
+        b) build=$OPTARG ;;
+        o) out=$OPTARG ;;
+        *) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
+    esac
+done
+kadet=$build/bin/kadet
+if [ ! -x "$kadet" ]; then
+    echo "train-dist.sh: $kadet not found (hack/build.sh release)" >&2
+    exit 1
+fi
+if [ -z "$out" ]; then
+    out=$(mktemp -d)
+    trap 'rm -rf "$out"' EXIT
+fi
+mkdir -p "$out"
+export OPENBLAS_NUM_THREADS=1
+manifest="$top/manifests/samples/fashion-mnist.yaml"
+i=1
+while [ "$i" -le "$reps" ]; do
+    for t in kadet2 kadet1 ddp2; do
+        case "$t" in
+            kadet2) "$kadet" run "$manifest" --agents 2 --epochs "$epochs" --quiet \
+                        --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
+            kadet1) "$kadet" run "$manifest" --agents 1 --epochs "$epochs" --quiet \
+                        --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
+            ddp2) /usr/bin/python3 "$top/hack/bench/train-dist-ddp.py" --procs 2 \
+                      --epochs "$epochs" --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
+        esac
+        echo "rep $i $t done" >&2
+    done
+    i=$((i + 1))
+done
+/usr/bin/python3 - "$out" "$reps" <<'PY'
+import json, statistics, sys
+out, reps = sys.argv[1], int(sys.argv[2])
+def stats(t):
+    sps, t88, acc = [], [], []
+    for i in range(1, reps + 1):
+        s = json.load(open(f"{out}/{t}.{i}.json"))
+        log = s["epoch_log"]
+        sps.append(statistics.median([60000 / e["epoch_seconds"] for e in log[1:]] or
+                                     [60000 / log[0]["epoch_seconds"]]))
+        hit = [e["train_seconds"] for e in log if e["accuracy"] >= 0.88]
+        t88.append(hit[0] if hit else float("inf"))
+        acc.append(s["test_accuracy"])
+    return statistics.median(sps), statistics.median(t88), statistics.median(acc)
+r = {t: stats(t) for t in ("kadet2", "kadet1", "ddp2")}
+names = {"kadet2": "kadet, 2 agents", "kadet1": "kadet, 1 agent", "ddp2": "PyTorch DDP gloo, 2 processes"}
+print("| trainer | samples/s | t0.88 (s) | final acc |")
+print("|---|---:|---:|---:|")
+for t in ("kadet2", "kadet1", "ddp2"):
+    s, t88, a = r[t]
+    print(f"| {names[t]} | {s:.0f} | {'-' if t88 == float('inf') else f'{t88:.1f}'} | {a:.4f} |")
+k2, k1, d2 = r["kadet2"][0], r["kadet1"][0], r["ddp2"][0]
+print(f"\nkadet 2 agents / DDP 2 processes: {k2 / d2:.2f}x samples/s; "
+      f"kadet 2 agents / kadet 1 agent: {k2 / k1:.2f}x samples/s")
+PY
