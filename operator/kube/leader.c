@@ -7,6 +7,7 @@
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kube_backoff.h"
+#include "kube_internal.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -123,6 +124,20 @@ int leader_new(kube_client *c, const leader_options *opts, leader_elector **out,
     return KD_OK;
 }
 
+/* Lease requests for the elector's loop: they give up as soon as leader_stop is called
+ * (the release on the way out uses the plain verbs). method GET, POST or PUT. */
+static int lease_call(leader_elector *le, const char *method, json_t *body, json_t **out,
+                      kube_error *e)
+{
+    char path[1024];
+    const char *name = strcmp(method, "POST") == 0 ? NULL : le->name;
+    int rc = kube__path(&KUBE_LEASES, le->ns, name, NULL, path, sizeof path, e);
+    if (rc != KD_OK) {
+        return rc;
+    }
+    return kube__request(le->client, method, path, NULL, body, NULL, out, e, &le->stop);
+}
+
 static void observe(leader_elector *le, const char *rv, const char *holder, double mono)
 {
     int new_holder = 0;
@@ -150,7 +165,7 @@ int leader_try_acquire_or_renew(leader_elector *le, double now, double mono)
     json_int_t duration = (json_int_t)ceil(le->o.lease_duration_s);
     json_t *lease = NULL;
     kube_error e;
-    int rc = kube_get(le->client, &KUBE_LEASES, le->ns, le->name, &lease, &e);
+    int rc = lease_call(le, "GET", NULL, &lease, &e);
     if (rc == KD_ENOTFOUND) {
         json_t *obj = json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s,s:I,s:s,s:s,s:i}}",
                                 "apiVersion", "coordination.k8s.io/v1", "kind", "Lease",
@@ -162,7 +177,7 @@ int leader_try_acquire_or_renew(leader_elector *le, double now, double mono)
             return KD_ENOMEM;
         }
         json_t *created = NULL;
-        rc = kube_create(le->client, &KUBE_LEASES, le->ns, obj, &created, &e);
+        rc = lease_call(le, "POST", obj, &created, &e);
         json_decref(obj);
         if (rc == KD_OK) {
             const char *rv = kube_object_rv(created);
@@ -218,7 +233,7 @@ int leader_try_acquire_or_renew(leader_elector *le, double now, double mono)
         json_object_set_new(nspec, "leaseTransitions", json_integer(trans + 1));
     }
     json_t *updated = NULL;
-    rc = kube_update(le->client, &KUBE_LEASES, le->ns, le->name, NULL, upd, &updated, &e);
+    rc = lease_call(le, "PUT", upd, &updated, &e);
     json_decref(upd);
     if (rc == KD_OK) {
         const char *nrv = kube_object_rv(updated);
@@ -287,7 +302,7 @@ static void *run(void *arg)
             if (rc == KD_OK) {
                 break;
             }
-            if (rc != KD_ECONFLICT) {
+            if (rc != KD_ECONFLICT && rc != KD_ESHUTDOWN) {
                 KD_WARN("leader acquire failed lease=%s/%s err=%s", le->ns, le->name,
                         kd_strerror(rc));
             }
@@ -306,6 +321,9 @@ static void *run(void *arg)
             if (rc == KD_OK) {
                 last_renew = mono_s();
                 continue;
+            }
+            if (rc == KD_ESHUTDOWN) {
+                break;
             }
             KD_WARN("leader renew failed lease=%s/%s err=%s", le->ns, le->name,
                     kd_strerror(rc));
