@@ -27,6 +27,7 @@ struct informer {
     char *name, *ns, *label_selector, *field_selector;
     long page_size;
     long watch_timeout_s;
+    int keep_managed_fields;
     informer_handlers h;
     kube_backoff backoff;       /* used only by the thread */
     kube_watch *watch;
@@ -97,6 +98,7 @@ int informer_new(kube_client *c, const kube_resource *r, const informer_options 
     inf->res.plural = inf->plural;
     inf->res.namespaced = r->namespaced;
     inf->page_size = o.page_size > 0 ? o.page_size : 500;
+    inf->keep_managed_fields = o.keep_managed_fields;
     inf->watch_timeout_s = o.watch_timeout_s > 0 ? o.watch_timeout_s : 300;
     kube_backoff_init(&inf->backoff, o.backoff_base_ms > 0 ? o.backoff_base_ms : 100,
                       o.backoff_max_ms > 0 ? o.backoff_max_ms : 30000, 2.0, 0.5, 0);
@@ -140,6 +142,15 @@ static void set_rv(informer *inf, const char *rv)
 
 /* --- watch events ---------------------------------------------------------------- */
 
+/* Objects reaching here are the informer's own (just decoded, not yet shared), so
+ * trimming them in place is safe. */
+static void trim(informer *inf, json_t *obj)
+{
+    if (!inf->keep_managed_fields) {
+        json_object_del(json_object_get(obj, "metadata"), "managedFields");
+    }
+}
+
 static int on_event(void *ud, kube_event_type type, json_t *obj)
 {
     informer *inf = ud;
@@ -151,6 +162,7 @@ static int on_event(void *ud, kube_event_type type, json_t *obj)
         return atomic_load(&inf->stop);
     }
     char key[INFORMER_KEY_MAX];
+    trim(inf, obj);
     if (kube_object_key(obj, key, sizeof key) != KD_OK) {
         KD_WARN("informer skipped an event without a usable name informer=%s", inf->name);
         set_rv(inf, kube_object_rv(obj));
@@ -242,6 +254,7 @@ static int replace(informer *inf, json_t *items, const char *rv)
         if (kube_object_key(obj, key, sizeof key) != KD_OK) {
             continue;
         }
+        trim(inf, obj);
         if (kube_map_put(seen, key, NULL) != KD_OK) {
             rc = KD_ENOMEM;
             break;

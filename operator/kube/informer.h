@@ -46,6 +46,9 @@ typedef struct informer_options {
     long watch_timeout_s;        /* server-side timeout, jittered up to 2x; default 300 */
     double backoff_base_ms;      /* reconnect backoff; default 100 */
     double backoff_max_ms;       /* default 30000 */
+    int keep_managed_fields;     /* 1: cache metadata.managedFields (dropped by default:
+                                  * server-side-apply bookkeeping that controllers do not
+                                  * read and that can double an object's size) */
 } informer_options;
 
 typedef struct informer_stats {

@@ -133,6 +133,17 @@ static void serve(int fd, const char *req)
         } else if (strstr(req, "labelSelector=gone") != NULL) {
             puts_fd(fd, "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410,"
                         "\"reason\":\"Expired\",\"message\":\"too old resource version\"}}\n");
+        } else if (strstr(req, "labelSelector=managed") != NULL) {
+            puts_fd(fd, "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"m2\","
+                        "\"namespace\":\"default\",\"resourceVersion\":\"8\",\"managedFields\":"
+                        "[{\"manager\":\"kubectl\"}]}}}\n");
+            while (!atomic_load(&stopping)) {
+                struct pollfd p = {fd, POLLIN, 0};
+                char b[64];
+                if (poll(&p, 1, 50) > 0 && recv(fd, b, sizeof b, 0) <= 0) {
+                    break;
+                }
+            }
         } else if (strstr(req, "labelSelector=hang") != NULL) {
             puts_fd(fd, ev);
             while (!atomic_load(&stopping)) {
@@ -146,6 +157,11 @@ static void serve(int fd, const char *req)
     } else if (strstr(req, "labelSelector=retrylater") != NULL) {
         puts_fd(fd, "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
                     "Retry-After: 10\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    } else if (strstr(req, "labelSelector=managed") != NULL) {
+        answer(fd, "200 OK", "application/json",
+               "{\"metadata\":{\"resourceVersion\":\"7\"},\"items\":[{\"metadata\":"
+               "{\"name\":\"m1\",\"namespace\":\"default\",\"resourceVersion\":\"7\","
+               "\"managedFields\":[{\"manager\":\"kubectl\"}]}}]}");
     } else if (strstr(req, "labelSelector=wrongitems") != NULL) {
         answer(fd, "200 OK", "application/json",
                "{\"metadata\":{\"resourceVersion\":\"1\"},\"items\":\"nope\"}");
@@ -414,6 +430,33 @@ static void test_informer_stop_interrupts_a_throttled_list(void **state)
     assert_true(now_ms() - t0 < 500.0);
 }
 
+static void test_informer_drops_managed_fields_unless_asked(void **state)
+{
+    (void)state;
+    for (int keep = 0; keep <= 1; keep++) {
+        informer_options o = {.label_selector = "managed", .keep_managed_fields = keep};
+        informer *inf = NULL;
+        assert_int_equal(informer_new(cli, &KUBE_CONFIGMAPS, &o, NULL, &inf), KD_OK);
+        assert_int_equal(informer_start(inf), KD_OK);
+        assert_int_equal(informer_wait_synced(inf, 5000), KD_OK);
+        json_t *m2 = NULL;
+        for (int i = 0; i < 200 && m2 == NULL; i++) {
+            m2 = informer_get(inf, "default/m2");
+            sleep_ms(10);
+        }
+        json_t *m1 = informer_get(inf, "default/m1");
+        assert_non_null(m1);
+        assert_non_null(m2);
+        int has1 = json_object_get(json_object_get(m1, "metadata"), "managedFields") != NULL;
+        int has2 = json_object_get(json_object_get(m2, "metadata"), "managedFields") != NULL;
+        assert_int_equal(has1, keep);
+        assert_int_equal(has2, keep);
+        json_decref(m1);
+        json_decref(m2);
+        informer_free(&inf);
+    }
+}
+
 static void test_tokens_with_control_characters_are_refused(void **state)
 {
     (void)state;
@@ -435,6 +478,7 @@ int main(void)
         cmocka_unit_test(test_informer_on_a_broken_server_never_syncs_and_stops_cleanly),
         cmocka_unit_test(test_tokens_with_control_characters_are_refused),
         cmocka_unit_test(test_informer_stop_interrupts_a_throttled_list),
+        cmocka_unit_test(test_informer_drops_managed_fields_unless_asked),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
