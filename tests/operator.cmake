@@ -20,3 +20,7 @@ kd_add_script_test(NAME operator_rss
   COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_rss.py
   LABELS integration slow TIMEOUT 120)
 set_tests_properties(operator_rss PROPERTIES SKIP_RETURN_CODE 77)
+
+# --- AgentJob reconciler, pod construction, scheduler host, name resolution ------------
+kd_add_test(NAME test_hosts SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_hosts.c
+            LIBS kd_common LABELS unit TIMEOUT 30)
