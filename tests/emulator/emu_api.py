@@ -15,7 +15,7 @@ import urllib.parse
 
 import emu_proto
 import emu_schema
-from emu_store import ResourceType
+from emu_store import ResourceType, check_shape
 from emu_util import (ApiError, bad_request, dumps, invalid, json_patch, merge_patch,
                       parse_field_selector, parse_label_selector, strategic_merge_patch)
 
@@ -524,6 +524,7 @@ class Api:
             new, patch = self.apply_patch(json.loads(dumps(base)), body, ctype)
             if not isinstance(new, dict):
                 raise bad_request("the patched object is not a JSON object")
+            check_shape(rt, new)
             pmd = patch.get("metadata") if isinstance(patch, dict) else None
             want = pmd.get("resourceVersion") if isinstance(pmd, dict) else None
             new.setdefault("metadata", {})["resourceVersion"] = \
@@ -555,6 +556,10 @@ class Api:
         if pol not in (None, "Orphan", "Background", "Foreground"):
             raise bad_request("propagationPolicy %r is not one of Orphan, Background, "
                               "Foreground" % pol)
+        pre = opts.get("preconditions")
+        if pre is not None and not (isinstance(pre, dict) and all(
+                isinstance(pre.get(k), (str, type(None))) for k in ("uid", "resourceVersion"))):
+            raise bad_request("preconditions must be {uid, resourceVersion} strings")
         g = opts.get("gracePeriodSeconds")
         if g is not None and (not isinstance(g, int) or isinstance(g, bool)):
             raise bad_request("gracePeriodSeconds must be an integer")
@@ -720,8 +725,10 @@ class Api:
 
     # ------------------------------------------------------------ CRDs
 
-    @staticmethod
-    def check_crd(crd):
+    def check_crd(self, crd):
+        """422 unless the CRD is complete and well typed enough to serve."""
+        check_shape(self.store.types_gr[("apiextensions.k8s.io", "customresourcedefinitions")],
+                    crd)
         spec = crd.get("spec") if isinstance(crd.get("spec"), dict) else {}
         names = spec.get("names") if isinstance(spec.get("names"), dict) else {}
         causes = []
@@ -739,12 +746,101 @@ class Api:
             causes.append(("FieldValueInvalid", "spec.versions",
                            "Invalid value: must have exactly one version marked as storage "
                            "version"))
+        else:
+            for i, v in enumerate(versions):
+                causes += self._check_crd_version(v, "spec.versions[%d]" % i)
+        for f in ("shortNames", "categories"):
+            if names.get(f) is not None and not (isinstance(names[f], list) and all(
+                    isinstance(x, str) for x in names[f])):
+                causes.append(("FieldValueInvalid", "spec.names." + f,
+                               "Invalid value: must be a list of strings"))
         name = crd.get("metadata", {}).get("name")
         if not causes and name != "%s.%s" % (names["plural"], spec["group"]):
             causes.append(("FieldValueInvalid", "metadata.name", "Invalid value: %r: must be "
                            "spec.names.plural+\".\"+spec.group" % name))
         if causes:
             raise invalid("CustomResourceDefinition", "apiextensions.k8s.io", name or "", causes)
+
+    @staticmethod
+    def _check_schema(sch, path):
+        """Causes for a structurally broken OpenAPI schema (the keywords the emulator
+        evaluates must have the types OpenAPI gives them)."""
+        def bad(field, want):
+            return [("FieldValueInvalid", "%s.%s" % (path, field), "Invalid value: must be %s"
+                     % want)]
+        if not isinstance(sch, dict):
+            return [("FieldValueInvalid", path, "Invalid value: must be an object")]
+        causes = []
+        if "type" in sch and sch["type"] not in ("object", "array", "string", "integer",
+                                                 "number", "boolean"):
+            causes += bad("type", "one of object, array, string, integer, number, boolean")
+        for f in ("minimum", "maximum"):
+            if f in sch and (not isinstance(sch[f], (int, float)) or isinstance(sch[f], bool)):
+                causes += bad(f, "a number")
+        for f in ("minLength", "maxLength", "minItems", "maxItems"):
+            if f in sch and (not isinstance(sch[f], int) or isinstance(sch[f], bool)):
+                causes += bad(f, "an integer")
+        if "pattern" in sch and not isinstance(sch["pattern"], str):
+            causes += bad("pattern", "a string")
+        if "enum" in sch and not isinstance(sch["enum"], list):
+            causes += bad("enum", "a list")
+        if "required" in sch and not (isinstance(sch["required"], list) and all(
+                isinstance(x, str) for x in sch["required"])):
+            causes += bad("required", "a list of strings")
+        rules = sch.get("x-kubernetes-validations")
+        if rules is not None and not (isinstance(rules, list) and all(
+                isinstance(r, dict) and isinstance(r.get("rule"), str) for r in rules)):
+            causes += bad("x-kubernetes-validations", "a list of {rule, message}")
+        props = sch.get("properties")
+        if props is not None:
+            if not isinstance(props, dict):
+                causes += bad("properties", "an object")
+            else:
+                for k, sub in props.items():
+                    causes += Api._check_schema(sub, "%s.properties[%s]" % (path, k))
+        for f in ("items", "additionalProperties"):
+            sub = sch.get(f)
+            if sub is not None and not isinstance(sub, bool):
+                causes += Api._check_schema(sub, "%s.%s" % (path, f))
+        if sch.get("allOf") is not None:
+            if not isinstance(sch["allOf"], list):
+                causes += bad("allOf", "a list")
+            else:
+                for i, sub in enumerate(sch["allOf"]):
+                    causes += Api._check_schema(sub, "%s.allOf[%d]" % (path, i))
+        return causes
+
+    @staticmethod
+    def _check_crd_version(v, path):
+        if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not v["name"]:
+            return [("FieldValueRequired", path + ".name", "Required value")]
+        causes = []
+        schema = v.get("schema")
+        if schema is not None and not (isinstance(schema, dict) and isinstance(
+                schema.get("openAPIV3Schema", {}), dict)):
+            causes.append(("FieldValueInvalid", path + ".schema.openAPIV3Schema",
+                           "Invalid value: must be an object"))
+        if isinstance(schema, dict) and isinstance(schema.get("openAPIV3Schema"), dict):
+            causes += Api._check_schema(schema["openAPIV3Schema"],
+                                        path + ".schema.openAPIV3Schema")
+        subs = v.get("subresources")
+        if subs is not None and not (isinstance(subs, dict) and all(
+                isinstance(x, (dict, type(None))) for x in subs.values())):
+            causes.append(("FieldValueInvalid", path + ".subresources",
+                           "Invalid value: must be an object of objects"))
+        elif isinstance(subs, dict) and isinstance(subs.get("scale"), dict):
+            for f in ("specReplicasPath", "statusReplicasPath", "labelSelectorPath"):
+                val = subs["scale"].get(f)
+                if val is not None and not (isinstance(val, str) and val.startswith(".")):
+                    causes.append(("FieldValueInvalid", "%s.subresources.scale.%s" % (path, f),
+                                   "Invalid value: must be a JSON path starting with '.'"))
+        cols = v.get("additionalPrinterColumns")
+        if cols is not None and not (isinstance(cols, list) and all(
+                isinstance(c, dict) and isinstance(c.get("name"), str) and
+                isinstance(c.get("jsonPath"), str) for c in cols)):
+            causes.append(("FieldValueInvalid", path + ".additionalPrinterColumns",
+                           "Invalid value: each column needs a name and a jsonPath"))
+        return causes
 
     def establish_crd(self, crd):
         """Serve the CRD's resource and report it Established, like the API server's

@@ -26,6 +26,66 @@ from emu_util import (ApiError, bad_request, conflict, dumps, invalid, labels_ma
 _NAME_RE = __import__("re").compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
+def _str_map(v):
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str)
+                                       for k, x in v.items())
+
+
+# Top-level fields that must be JSON objects, lists or string maps for built-in kinds;
+# the API server's decoder rejects other types with 400 before anything else runs.
+_SHAPES = {"spec": dict, "status": dict, "data": "strmap", "stringData": "strmap",
+           "binaryData": "strmap", "involvedObject": dict, "target": dict}
+_SPEC_LISTS = ("containers", "initContainers", "ports", "volumes", "finalizers")
+
+
+def check_shape(rt, obj):
+    """400 BadRequest when an object's metadata or well-known fields have the wrong JSON
+    types, so that later code can rely on them."""
+    def bad(field, want):
+        raise bad_request("%s in body has the wrong type: %s must be %s"
+                          % (rt.kind, field, want))
+    if not isinstance(obj, dict):
+        bad("the object", "a JSON object")
+    md = obj.get("metadata")
+    if not isinstance(md, dict):
+        bad("metadata", "an object")
+    for f in ("name", "generateName", "namespace", "resourceVersion", "uid"):
+        if md.get(f) is not None and not isinstance(md[f], str):
+            bad("metadata." + f, "a string")
+    for f in ("labels", "annotations"):
+        if md.get(f) is not None and not _str_map(md[f]):
+            bad("metadata." + f, "an object of strings")
+    fins = md.get("finalizers")
+    if fins is not None and not (isinstance(fins, list) and all(isinstance(x, str) for x in fins)):
+        bad("metadata.finalizers", "a list of strings")
+    refs = md.get("ownerReferences")
+    if refs is not None:
+        if not isinstance(refs, list) or not all(
+                isinstance(r, dict) and all(isinstance(r.get(k), str) and r.get(k)
+                                            for k in ("apiVersion", "kind", "name", "uid"))
+                for r in refs):
+            bad("metadata.ownerReferences", "a list of {apiVersion, kind, name, uid}")
+    if rt.crd_name:
+        return
+    for f, want in _SHAPES.items():
+        if obj.get(f) is None:
+            continue
+        if want == "strmap" and not _str_map(obj[f]):
+            bad(f, "an object of strings")
+        if want is dict and not isinstance(obj[f], dict):
+            bad(f, "an object")
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        for f in _SPEC_LISTS:
+            v = spec.get(f)
+            if v is not None and not (isinstance(v, list) and all(
+                    isinstance(x, (dict, str)) for x in v)):
+                bad("spec." + f, "a list")
+        for f in ("selector", "nodeSelector"):
+            if spec.get(f) is not None and not isinstance(spec[f], dict):
+                bad("spec." + f, "an object")
+
+
 class ResourceType:
     """One servable resource (group + plural), possibly at several versions."""
 
@@ -274,11 +334,10 @@ class Store:
                            % (rt.plural, "", ns))
 
     def create(self, rt, ns, obj, version, validator=None, dry_run=False):
-        if not isinstance(obj, dict):
-            raise bad_request("the request body must be a JSON object")
-        md = obj.setdefault("metadata", {})
-        if not isinstance(md, dict):
-            raise bad_request("metadata must be an object")
+        if isinstance(obj, dict):
+            obj.setdefault("metadata", {})
+        check_shape(rt, obj)
+        md = obj["metadata"]
         if rt.namespaced:
             if md.get("namespace") and ns and md["namespace"] != ns:
                 raise bad_request("the namespace of the provided object does not match the "
@@ -375,8 +434,9 @@ class Store:
         """Replace an object. mode 'main' ignores status when the type has a status
         subresource; mode 'status' takes only status. A resourceVersion in new must match
         the stored one (409 otherwise)."""
-        if not isinstance(new, dict) or not isinstance(new.get("metadata", {}), dict):
-            raise bad_request("the request body must be a JSON object with metadata")
+        if isinstance(new, dict):
+            new.setdefault("metadata", {})
+        check_shape(rt, new)
         ns = ns or ""
         with self.lock:
             ent = self.objects[rt.gr].get((ns, name))

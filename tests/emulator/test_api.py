@@ -263,6 +263,31 @@ class ApiTest(unittest.TestCase):
         self.emu.fault(tokens=[self.emu.token])
         self.assertEqual(self.req("GET", "/api", token="second-token")[0], 401)
 
+    def test_malformed_bodies_are_client_errors(self):
+        cases = [("POST", NS + "/configmaps", {"metadata": 5}),
+                 ("POST", NS + "/configmaps", {"metadata": {"name": "m1", "labels": [1]}}),
+                 ("POST", NS + "/configmaps", {"metadata": {"name": "m2"}, "data": {"a": 1}}),
+                 ("POST", NS + "/pods", {"metadata": {"name": "m3"}, "spec": []}),
+                 ("POST", NS + "/pods", {"metadata": {"name": "m4", "finalizers": "x"}}),
+                 ("POST", NS + "/pods", {"metadata": {"name": "m5", "ownerReferences": [{}]}}),
+                 ("POST", "/api/v1/namespaces", [1, 2]),
+                 ("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                  {"metadata": {"name": "a.b"}, "spec": {"group": "b", "scope": "Cluster",
+                   "names": {"plural": "a", "kind": "A"},
+                   "versions": [{"name": "v1", "storage": True, "schema": {
+                       "openAPIV3Schema": {"type": "object", "properties": 3}}}]}}),
+                 ("DELETE", NS + "/configmaps/x", {"preconditions": "x"}),
+                 ("DELETE", NS + "/configmaps/x", {"propagationPolicy": "Sometimes"})]
+        self.req("POST", NS + "/configmaps", cm("x"))
+        for method, path, body in cases:
+            code, resp = self.req(method, path, body)
+            self.assertIn(code, (400, 422), (method, path, body, resp))
+            self.assertEqual(resp["kind"], "Status")
+        code, resp = self.req("PATCH", NS + "/configmaps/x", {"metadata": 1},
+                              "application/merge-patch+json")
+        self.assertEqual(code, 400)
+        self.assertEqual(self.req("GET", NS + "/configmaps/x")[0], 200)
+
     def test_bulk_and_large_list(self):
         objs = [{"apiVersion": "v1", "kind": "Pod",
                  "metadata": {"name": "bulk-%05d" % i, "namespace": "bulk",
