@@ -594,7 +594,7 @@ static void on_message(coord *c, kd_ctl_msg *msg)
     case KD_WIRE_JOIN: {
         const char *ep;
         if (kd_wire_get_str(msg->json, "endpoint", 255, &ep) != 0 ||
-            strncmp(ep, "tcp://", 6) != 0) {
+            (strncmp(ep, "tcp://", 6) != 0 && strncmp(ep, "ipc://", 6) != 0)) {
             kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
             return;
         }

@@ -110,6 +110,14 @@ static void spawn_worker(launch *l)
         argv[k++] = "--log-level";
         argv[k++] = (char *)l->o->log_level;
     }
+    /* Local workers talk over Unix domain sockets: same ZeroMQ data plane, without the
+     * TCP stack on the loopback path (measured faster for large transfers). */
+    char bind[4200];
+    if (getenv("KADET_RUN_TCP") == NULL) {
+        snprintf(bind, sizeof bind, "ipc://%s/%s.data", l->dir, name);
+        argv[k++] = "--bind";
+        argv[k++] = bind;
+    }
     argv[k] = NULL;
     pid_t pid = spawn(l, argv);
     if (pid > 0) {

@@ -48,7 +48,10 @@ static int child(shared *sh, int rank, int procs, size_t n, int iters, size_t ch
     void *ctx = zmq_ctx_new();
     kd_comm *c = NULL;
     char ep[128], err[256];
-    if (kd_comm_open(&c, ctx, "tcp://127.0.0.1:*", ep, sizeof ep, err, sizeof err) != KD_OK) {
+    char bind[128] = "tcp://127.0.0.1:*";
+    if (getenv("KADET_BENCH_IPC") != NULL)
+        snprintf(bind, sizeof bind, "ipc:///tmp/kd-bench-%ld-%d", (long)getppid(), rank);
+    if (kd_comm_open(&c, ctx, bind, ep, sizeof ep, err, sizeof err) != KD_OK) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
