@@ -37,7 +37,7 @@ int kd_cmd_coordinator(int argc, char **argv)
 {
     kd_coord_config cfg;
     kd_coord_config_default(&cfg);
-    const char *job = NULL, *scaling = "linear", *level = "info";
+    const char *job = NULL, *scaling = NULL, *level = "info";
     long long epochs = 0, batch = 0, seed = 1, maxs = 0, initial = 1, maxa = 0,
               warm = cfg.warmup_steps, interval = 0, timeout = cfg.comm_timeout_ms;
     double wait = cfg.initial_wait_s;
@@ -65,7 +65,8 @@ int kd_cmd_coordinator(int argc, char **argv)
         {"max-agents", "KADET_MAX_AGENTS", KD_OPT_INT, &maxa, 1, 256,
          "admit at most this many workers (default spec agents.max)"},
         {"lr-scaling", "KADET_LR_SCALING", KD_OPT_STR, &scaling, 0, 0,
-         "linear (default), sqrt or none: learning rate vs agent count"},
+         "linear, sqrt or none: learning rate vs agent count (default linear, none "
+         "when spec adaptive.learningRate is false)"},
         {"warmup-steps", "KADET_WARMUP_STEPS", KD_OPT_INT, &warm, 0, 1e9,
          "steps to ramp the learning rate after a change (default 200)"},
         {"checkpoint-dir", "KADET_CHECKPOINT_DIR", KD_OPT_STR, &cfg.checkpoint_dir, 0, 0,
@@ -92,7 +93,10 @@ int kd_cmd_coordinator(int argc, char **argv)
     if (pos != NULL)
         job = pos;
     int lv = kd_log_parse_level(level);
-    if (job == NULL || lv < 0 || kd_lr_scaling_parse(scaling, &cfg.lr_scaling) != 0) {
+    if (scaling != NULL)
+        cfg.lr_scaling_set = 1;
+    if (job == NULL || lv < 0 ||
+        (scaling != NULL && kd_lr_scaling_parse(scaling, &cfg.lr_scaling) != 0)) {
         fprintf(stderr, "kadet coordinator: %s\n",
                 job == NULL ? "--job (or KADET_JOB) is required"
                             : lv < 0 ? "invalid --log-level"

@@ -1,6 +1,7 @@
-/* coordinator: membership state machine, world formation, checkpoints and metrics
- * (see coordinator.h). Single-threaded: one poll loop over the ROUTER socket with
- * timers for heartbeats, liveness, pause deadlines, checkpoints and metrics. */
+/* coordinator: membership state machine and world formation (see coordinator.h;
+ * checkpoints, metrics and the summary are in coordinator_io.c). Single-threaded: one
+ * poll loop over the ROUTER socket with timers for heartbeats, liveness, pause
+ * deadlines, checkpoints and metrics. */
 #include "coordinator.h"
 
 #include <math.h>
@@ -14,13 +15,13 @@
 
 #include "checkpoint.h"
 #include "comm_ctl.h"
+#include "coordinator_int.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_spec.h"
 #include "kd_train.h"
 #include "kd_wire.h"
 
-#define MAX_MEMBERS 256
 #define MEMBER_TIMEOUT_S 8.0 /* silence after which a member is forgotten */
 #define LOADING_TIMEOUT_S 300.0 /* ... while it loads the data (it cannot heartbeat) */
 
@@ -31,73 +32,6 @@ static void on_signal(int sig)
     (void)sig;
     coord_sigterm = 1;
 }
-
-typedef enum cstate { C_WAITING, C_RUNNING, C_PAUSING, C_GATHER, C_DONE } cstate;
-
-typedef struct pos {
-    uint64_t step;   /* next global step */
-    uint32_t epoch;  /* its epoch */
-    uint64_t cursor; /* samples of that epoch already trained */
-} pos;
-
-typedef struct member {
-    unsigned char ident[KD_CTL_IDENT_MAX]; /* routing id (the worker's name) */
-    size_t ident_len;
-    char endpoint[256];  /* data endpoint */
-    int used;            /* slot in use */
-    int ready;           /* job loaded (READY received) */
-    int valid;           /* holds a usable state at p (fresh init or trained) */
-    int rank;            /* rank in the current world, -1 = not in it */
-    int leaving;         /* sent LEAVE */
-    int replied;         /* answered the current pause (PAUSED/FINISHED) */
-    int finished;        /* answered with FINISHED */
-    pos p;               /* its last reported position */
-    double last_seen;    /* when it was last heard */
-} member;
-
-typedef struct coord {
-    const kd_coord_config *cfg;
-    kd_agentjob job;         /* decoded spec */
-    char job_id[300];        /* namespace/name */
-    void *zctx, *router, *pub;
-    cstate st;
-    member m[MAX_MEMBERS];
-    int world;               /* members in the current world */
-    uint32_t gen;            /* current generation */
-    pos start;               /* where the current world started */
-    double scale;            /* lr scale of the current world (target of its ramp) */
-    double scale_from;       /* ramp start of the current world */
-    uint64_t scale_step;     /* ramp start step */
-    int max_agents;
-    int epochs;
-    int batch;
-    /* Sizes agreed by every READY worker. */
-    size_t n_params, n_state, n_train;
-    uint64_t fingerprint;
-    /* The coordinator's own copy of the state (checkpoint or last transfer). */
-    int have_state;
-    pos sp;                  /* its position */
-    float *state;            /* n_params + n_state floats, little-endian as received */
-    int state_from;          /* member index asked for a state, -1 = none */
-    double gather_deadline;  /* give up on that state request */
-    int finishing;           /* training is over once the state is in */
-    double pause_deadline;   /* drop members that have not answered by then */
-    double first_ready;      /* when the first worker became ready, 0 = none */
-    double last_hb, last_pub, last_ckpt, t_start;
-    double t_first_world;    /* when the first world started training */
-    int ckpt_requested;
-    int formed;              /* a world has been formed at least once */
-    int saved;               /* a checkpoint was written by this instance */
-    uint64_t saved_step;     /* ... at this step */
-    /* Metrics. */
-    json_t *last_metrics;    /* rank 0's last step metrics (owned) */
-    double accuracy, test_loss, train_loss; /* last epoch's evaluation */
-    int epochs_done;
-    double train_seconds;    /* sum of epoch times */
-    uint64_t samples_trained;
-    json_t *epoch_log;       /* [{epoch, accuracy, wall_seconds, agents}] (owned) */
-    FILE *range_log;
-} coord;
 
 void kd_coord_config_default(kd_coord_config *c)
 {
@@ -130,7 +64,7 @@ int kd_lr_scaling_parse(const char *text, kd_lr_scaling *out)
 
 static double scale_for(const coord *c, int agents)
 {
-    switch (c->cfg->lr_scaling) {
+    switch (c->scaling) {
     case KD_LR_SCALE_LINEAR:
         return (double)agents;
     case KD_LR_SCALE_SQRT:
@@ -143,7 +77,7 @@ static double scale_for(const coord *c, int agents)
 /* The lr scale in effect at step s of the current world's ramp. */
 static double scale_at(const coord *c, uint64_t s)
 {
-    int warm = c->cfg->lr_scaling == KD_LR_SCALE_NONE ? 0 : c->cfg->warmup_steps;
+    int warm = c->scaling == KD_LR_SCALE_NONE ? 0 : c->cfg->warmup_steps;
     if (warm == 0 || s >= c->scale_step + (uint64_t)warm)
         return c->scale;
     return c->scale_from + (c->scale - c->scale_from) * (double)(s - c->scale_step) / warm;
@@ -172,90 +106,6 @@ static member *find(coord *c, const unsigned char *id, size_t len)
         if (c->m[i].used && c->m[i].ident_len == len && memcmp(c->m[i].ident, id, len) == 0)
             return &c->m[i];
     return NULL;
-}
-
-static void save_checkpoint(coord *c)
-{
-    const char *dir = c->cfg->checkpoint_dir ? c->cfg->checkpoint_dir : c->job.checkpoint_path;
-    if (dir == NULL || !c->have_state)
-        return;
-    float *p = malloc((c->n_params + c->n_state) * sizeof(float));
-    if (p == NULL)
-        return;
-    kd_wire_floats_from_le(p, c->state, c->n_params + c->n_state);
-    kd_ckpt ck = {.fingerprint = c->fingerprint, .generation = c->gen, .epoch = c->sp.epoch,
-                  .cursor = c->sp.cursor, .step = c->sp.step, .optim_t = c->sp.step,
-                  .seed = c->cfg->seed, .n_params = c->n_params, .n_state = c->n_state,
-                  .params = p, .state = c->n_state > 0 ? p + c->n_params : NULL};
-    char err[512];
-    if (kd_ckpt_save(dir, &ck, err, sizeof err) != KD_OK) {
-        KD_ERROR("coordinator: %s", err);
-    } else {
-        c->saved = 1;
-        c->saved_step = c->sp.step;
-        KD_INFO("coordinator: checkpoint saved dir=%s step=%llu epoch=%u cursor=%llu", dir,
-                (unsigned long long)c->sp.step, c->sp.epoch, (unsigned long long)c->sp.cursor);
-    }
-    free(p);
-    c->last_ckpt = kd_now();
-}
-
-/* Logs the cursor ranges the world that just stopped trained (debug, for tests). */
-static void log_ranges(coord *c, pos from, pos to)
-{
-    if (c->range_log == NULL || to.step <= from.step)
-        return;
-    while (from.epoch < to.epoch) {
-        fprintf(c->range_log, "range %u %llu %zu\n", from.epoch,
-                (unsigned long long)from.cursor, c->n_train);
-        from.epoch++;
-        from.cursor = 0;
-    }
-    if (to.cursor > from.cursor)
-        fprintf(c->range_log, "range %u %llu %llu\n", to.epoch,
-                (unsigned long long)from.cursor, (unsigned long long)to.cursor);
-    fflush(c->range_log);
-}
-
-static void publish(coord *c, const char *state_name)
-{
-    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f}",
-                          "job", c->job_id, "state", state_name, "generation", (int)c->gen,
-                          "agents", c->st == C_RUNNING ? c->world : 0, "epoch",
-                          (int)(c->st == C_DONE ? c->sp.epoch : c->start.epoch + 1), "step",
-                          (json_int_t)(c->st == C_DONE ? c->sp.step : c->start.step),
-                          "samples_per_s", 0.0, "compute_ms", 0.0, "comm_ms", 0.0, "loss",
-                          0.0, "accuracy", c->accuracy, "wall_seconds",
-                          kd_now() - c->t_start);
-    if (o == NULL)
-        return;
-    json_object_set_new(o, "epochs", json_integer(c->epochs));
-    const json_t *mt = c->last_metrics;
-    if (mt != NULL && c->st == C_RUNNING) {
-        long long steps = 0;
-        double v;
-        kd_wire_get_int(mt, "steps", 0, INT64_MAX, &steps);
-        if (kd_wire_get_num(mt, "samples_per_s", 0, 1e12, &v) == 0)
-            json_object_set_new(o, "samples_per_s", json_real(v));
-        if (steps > 0 && kd_wire_get_num(mt, "compute_s", 0, 1e9, &v) == 0)
-            json_object_set_new(o, "compute_ms", json_real(v * 1000.0 / steps));
-        if (steps > 0 && kd_wire_get_num(mt, "comm_s", 0, 1e9, &v) == 0)
-            json_object_set_new(o, "comm_ms", json_real(v * 1000.0 / steps));
-        if (kd_wire_get_num(mt, "loss", 0, 1e30, &v) == 0)
-            json_object_set_new(o, "loss", json_real(v));
-        long long ep;
-        if (kd_wire_get_int(mt, "epoch", 0, INT32_MAX, &ep) == 0)
-            json_object_set_new(o, "epoch", json_integer(ep + 1));
-        if (kd_wire_get_int(mt, "step", 0, INT64_MAX, &ep) == 0)
-            json_object_set_new(o, "step", json_integer(ep));
-    }
-    char *text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
-    if (text != NULL) {
-        zmq_send(c->pub, text, strlen(text), ZMQ_DONTWAIT);
-        free(text);
-    }
-    json_decref(o);
-    c->last_pub = kd_now();
 }
 
 /* Starts a pause of the current world (no-op if one is in progress). */
@@ -355,7 +205,7 @@ static void form_world(coord *c)
             return;
         }
     }
-    log_ranges(c, c->start, best);
+    coord_log_ranges(c, c->start, best);
     if (c->finishing) {
         finish(c);
         return;
@@ -401,7 +251,7 @@ static void form_world(coord *c)
             "peers", peers, "epoch", (json_int_t)best.epoch, "cursor", (json_int_t)best.cursor,
             "step", (json_int_t)best.step, "scale_from", from, "scale_to", c->scale,
             "scale_step", (json_int_t)best.step, "warmup_steps",
-            c->cfg->lr_scaling == KD_LR_SCALE_NONE ? 0 : c->cfg->warmup_steps, "state",
+            c->scaling == KD_LR_SCALE_NONE ? 0 : c->cfg->warmup_steps, "state",
             give);
         if (b != NULL)
             send_to(c, mb, KD_WIRE_WORLD, 0, b);
@@ -416,83 +266,22 @@ static void form_world(coord *c)
     KD_INFO("coordinator: world gen=%u agents=%d epoch=%u cursor=%llu step=%llu lr_scale=%g",
             c->gen, n, best.epoch, (unsigned long long)best.cursor,
             (unsigned long long)best.step, c->scale);
-    publish(c, "running");
-}
-
-static void write_summary(coord *c)
-{
-    if (c->cfg->summary_json == NULL)
-        return;
-    json_t *o = json_pack("{s:f, s:f, s:i, s:i, s:f, s:f, s:O, s:i}", "test_accuracy",
-                          c->accuracy, "train_loss", c->train_loss, "epochs", c->epochs_done,
-                          "agents", c->world, "samples_per_second",
-                          c->train_seconds > 0 ? (double)c->samples_trained / c->train_seconds
-                                               : 0.0,
-                          "wall_seconds", kd_now() - c->t_start, "epoch_log", c->epoch_log,
-                          "generation", (int)c->gen);
-    if (o == NULL)
-        return;
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", c->cfg->summary_json);
-    if (json_dump_file(o, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) != 0 ||
-        rename(tmp, c->cfg->summary_json) != 0)
-        KD_ERROR("coordinator: cannot write summary %s", c->cfg->summary_json);
-    json_decref(o);
+    coord_publish(c, "running");
 }
 
 static void finish(coord *c)
 {
     if (c->saved_step != c->sp.step || !c->saved)
-        save_checkpoint(c);
+        coord_save_checkpoint(c);
     for (int i = 0; i < MAX_MEMBERS; i++)
         if (c->m[i].used)
             send_to(c, &c->m[i], KD_WIRE_DONE, 0, NULL);
     c->st = C_DONE;
-    publish(c, "succeeded");
-    write_summary(c);
+    coord_publish(c, "succeeded");
+    coord_write_summary(c);
     KD_INFO("coordinator: training finished job=%s epochs=%d accuracy=%.4f step=%llu",
             c->job_id, c->epochs_done, c->accuracy, (unsigned long long)c->sp.step);
     c->st = C_DONE;
-}
-
-static void on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
-{
-    long long ed;
-    double acc, tl, trl, es;
-    const json_t *b = msg->json;
-    if (kd_wire_get_int(b, "epoch_done", 1, INT32_MAX, &ed) == 0) {
-        if (kd_wire_get_num(b, "accuracy", 0, 1, &acc) != 0 ||
-            kd_wire_get_num(b, "test_loss", 0, 1e30, &tl) != 0 ||
-            kd_wire_get_num(b, "train_loss", 0, 1e30, &trl) != 0 ||
-            kd_wire_get_num(b, "epoch_seconds", 0, 1e9, &es) != 0) {
-            kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
-            return;
-        }
-        c->accuracy = acc;
-        c->test_loss = tl;
-        c->train_loss = trl;
-        c->epochs_done = (int)ed;
-        c->train_seconds += es;
-        c->samples_trained += c->n_train;
-        /* train_seconds counts from the first world, so that start-up and data loading
-         * (seconds, and not the trainer's speed) stay out of time-to-accuracy. */
-        json_array_append_new(c->epoch_log,
-                              json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:i}", "epoch",
-                                        (int)ed, "accuracy", acc, "train_loss", trl,
-                                        "wall_seconds", kd_now() - c->t_start,
-                                        "train_seconds", kd_now() - c->t_first_world,
-                                        "epoch_seconds", es, "agents", c->world));
-        KD_INFO("coordinator: epoch done epoch=%lld accuracy=%.4f train_loss=%.4f agents=%d "
-                "seconds=%.2f", ed, acc, trl, c->world, es);
-        return;
-    }
-    if (mb->rank == 0) {
-        json_t *copy = json_deep_copy(b);
-        json_object_set_new(copy, "epoch", json_integer(msg->h.epoch));
-        json_object_set_new(copy, "step", json_integer((json_int_t)msg->h.step));
-        json_decref(c->last_metrics);
-        c->last_metrics = copy;
-    }
 }
 
 static void on_state(coord *c, member *mb, kd_ctl_msg *msg)
@@ -512,7 +301,7 @@ static void on_state(coord *c, member *mb, kd_ctl_msg *msg)
     c->sp.epoch = msg->h.epoch;
     c->sp.cursor = msg->h.offset;
     c->ckpt_requested = 0;
-    save_checkpoint(c);
+    coord_save_checkpoint(c);
     if (c->st == C_GATHER && c->state_from == (int)(mb - c->m)) {
         c->state_from = -1;
         form_world(c);
@@ -632,7 +421,7 @@ static void on_message(coord *c, kd_ctl_msg *msg)
     case KD_WIRE_HEARTBEAT:
         break;
     case KD_WIRE_METRICS:
-        on_metrics(c, mb, msg);
+        coord_on_metrics(c, mb, msg);
         break;
     case KD_WIRE_LEAVE:
         mb->leaving = 1;
@@ -755,49 +544,8 @@ static void tick(coord *c)
         break;
     }
     if (now - c->last_pub >= 1.0 && c->st != C_DONE)
-        publish(c, c->st == C_RUNNING ? "running" : c->st == C_WAITING ? "waiting"
+        coord_publish(c, c->st == C_RUNNING ? "running" : c->st == C_WAITING ? "waiting"
                                                                         : "rescaling");
-}
-
-static int load_initial_checkpoint(coord *c)
-{
-    const char *dir = c->cfg->checkpoint_dir ? c->cfg->checkpoint_dir : c->job.checkpoint_path;
-    if (dir == NULL)
-        return KD_OK;
-    kd_ckpt ck;
-    const char *which = NULL;
-    char err[512];
-    int rc = kd_ckpt_load(dir, 0, &ck, &which, err, sizeof err);
-    if (rc == KD_ENOTFOUND)
-        return KD_OK;
-    if (rc != KD_OK) {
-        KD_WARN("coordinator: no usable checkpoint, starting fresh: %s", err);
-        return KD_OK;
-    }
-    size_t n = ck.n_params + ck.n_state;
-    c->state = malloc(n * sizeof(float));
-    if (c->state == NULL) {
-        kd_ckpt_free(&ck);
-        return KD_ENOMEM;
-    }
-    kd_wire_floats_to_le(c->state, ck.params, ck.n_params);
-    if (ck.n_state > 0)
-        kd_wire_floats_to_le(c->state + ck.n_params, ck.state, ck.n_state);
-    c->n_params = ck.n_params;
-    c->n_state = ck.n_state;
-    c->fingerprint = ck.fingerprint;
-    c->have_state = 1;
-    c->sp = (pos){ck.step, ck.epoch, ck.cursor};
-    c->start = c->sp;
-    c->gen = ck.generation;
-    KD_INFO("coordinator: resuming from checkpoint file=%s/%s step=%llu epoch=%u cursor=%llu",
-            dir, which, (unsigned long long)ck.step, ck.epoch, (unsigned long long)ck.cursor);
-    if (c->range_log != NULL) {
-        fprintf(c->range_log, "restart %u %llu\n", ck.epoch, (unsigned long long)ck.cursor);
-        fflush(c->range_log);
-    }
-    kd_ckpt_free(&ck);
-    return KD_OK;
 }
 
 static int open_sockets(coord *c)
@@ -860,6 +608,8 @@ int kd_coord_run(const kd_coord_config *cfg)
     c->max_agents = cfg->max_agents > 0 ? cfg->max_agents : c->job.agents_max;
     if (c->max_agents > MAX_MEMBERS)
         c->max_agents = MAX_MEMBERS;
+    c->scaling = cfg->lr_scaling_set ? cfg->lr_scaling
+                 : c->job.adaptive_lr ? KD_LR_SCALE_LINEAR : KD_LR_SCALE_NONE;
     c->epoch_log = json_array();
     c->t_start = c->last_ckpt = kd_now();
     struct sigaction sa;
@@ -871,7 +621,7 @@ int kd_coord_run(const kd_coord_config *cfg)
         KD_ERROR("coordinator: cannot open %s", cfg->range_log);
         goto out;
     }
-    if (load_initial_checkpoint(c) != KD_OK || open_sockets(c) != KD_OK)
+    if (coord_load_checkpoint(c) != KD_OK || open_sockets(c) != KD_OK)
         goto out;
     while (c->st != C_DONE && !coord_sigterm) {
         zmq_pollitem_t it = {c->router, 0, ZMQ_POLLIN, 0};
@@ -886,7 +636,7 @@ int kd_coord_run(const kd_coord_config *cfg)
     }
     if (coord_sigterm && c->st != C_DONE) {
         KD_INFO("coordinator: terminated, keeping the last checkpoint");
-        save_checkpoint(c);
+        coord_save_checkpoint(c);
     }
     rc = 0;
 out:

@@ -44,6 +44,7 @@ typedef struct kd_coord_config {
     double initial_wait_s;      /* ... but at most this long once one is ready */
     int max_agents;             /* admit at most this many (0 = spec agents.max) */
     kd_lr_scaling lr_scaling;   /* how the learning rate follows the agent count */
+    int lr_scaling_set;         /* 0: from the spec (adaptive.learningRate false = none) */
     int warmup_steps;           /* steps of the ramp after a change, 0 = jump */
     const char *checkpoint_dir; /* override spec.checkpoint.path, or NULL */
     int checkpoint_interval;    /* seconds, override when > 0 */

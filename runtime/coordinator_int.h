@@ -1,0 +1,93 @@
+/* coordinator_int: the coordinator's state, shared by coordinator.c (membership and
+ * worlds) and coordinator_io.c (checkpoints, metrics, summary). Not a public API. */
+#ifndef KD_COORDINATOR_INT_H
+#define KD_COORDINATOR_INT_H
+
+#include <stdio.h>
+
+#include "comm_ctl.h"
+#include "coordinator.h"
+#include "kd_spec.h"
+
+#define MAX_MEMBERS 256
+
+typedef enum cstate { C_WAITING, C_RUNNING, C_PAUSING, C_GATHER, C_DONE } cstate;
+
+typedef struct pos {
+    uint64_t step;   /* next global step */
+    uint32_t epoch;  /* its epoch */
+    uint64_t cursor; /* samples of that epoch already trained */
+} pos;
+
+typedef struct member {
+    unsigned char ident[KD_CTL_IDENT_MAX]; /* routing id (the worker's name) */
+    size_t ident_len;
+    char endpoint[256];  /* data endpoint */
+    int used;            /* slot in use */
+    int ready;           /* job loaded (READY received) */
+    int valid;           /* holds a usable state at p (fresh init or trained) */
+    int rank;            /* rank in the current world, -1 = not in it */
+    int leaving;         /* sent LEAVE */
+    int replied;         /* answered the current pause (PAUSED/FINISHED) */
+    int finished;        /* answered with FINISHED */
+    pos p;               /* its last reported position */
+    double last_seen;    /* when it was last heard */
+} member;
+
+typedef struct coord {
+    const kd_coord_config *cfg;
+    kd_agentjob job;         /* decoded spec */
+    char job_id[300];        /* namespace/name */
+    void *zctx, *router, *pub;
+    cstate st;
+    member m[MAX_MEMBERS];
+    int world;               /* members in the current world */
+    uint32_t gen;            /* current generation */
+    pos start;               /* where the current world started */
+    double scale;            /* lr scale of the current world (target of its ramp) */
+    double scale_from;       /* ramp start of the current world */
+    uint64_t scale_step;     /* ramp start step */
+    int max_agents;
+    kd_lr_scaling scaling;   /* in effect: the flag's, or from the spec */
+    int epochs;
+    int batch;
+    /* Sizes agreed by every READY worker. */
+    size_t n_params, n_state, n_train;
+    uint64_t fingerprint;
+    /* The coordinator's own copy of the state (checkpoint or last transfer). */
+    int have_state;
+    pos sp;                  /* its position */
+    float *state;            /* n_params + n_state floats, little-endian as received */
+    int state_from;          /* member index asked for a state, -1 = none */
+    double gather_deadline;  /* give up on that state request */
+    int finishing;           /* training is over once the state is in */
+    double pause_deadline;   /* drop members that have not answered by then */
+    double first_ready;      /* when the first worker became ready, 0 = none */
+    double last_hb, last_pub, last_ckpt, t_start;
+    double t_first_world;    /* when the first world started training */
+    int ckpt_requested;
+    int formed;              /* a world has been formed at least once */
+    int saved;               /* a checkpoint was written by this instance */
+    uint64_t saved_step;     /* ... at this step */
+    /* Metrics. */
+    json_t *last_metrics;    /* rank 0's last step metrics (owned) */
+    double accuracy, test_loss, train_loss; /* last epoch's evaluation */
+    int epochs_done;
+    double train_seconds;    /* sum of epoch times */
+    uint64_t samples_trained;
+    json_t *epoch_log;       /* [{epoch, accuracy, wall_seconds, agents}] (owned) */
+    FILE *range_log;
+} coord;
+
+/* coordinator_io.c */
+void coord_save_checkpoint(coord *c);
+/* Appends the cursor ranges trained from `from` to `to` to the range log (debug). */
+void coord_log_ranges(coord *c, pos from, pos to);
+/* Publishes the job's metrics (JSON) on the PUB socket. */
+void coord_publish(coord *c, const char *state_name);
+void coord_write_summary(coord *c);
+void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg);
+/* Loads the latest valid checkpoint, if any, as the coordinator's state. */
+int coord_load_checkpoint(coord *c);
+
+#endif

@@ -1,0 +1,201 @@
+/* coordinator_io: what the coordinator writes and reads besides its control socket:
+ * checkpoints (checkpoint.h), the debug range log, the metrics it publishes, the final
+ * summary, and the epoch metrics rank 0 reports. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "checkpoint.h"
+#include "coordinator_int.h"
+#include "kd_error.h"
+#include "kd_log.h"
+#include "kd_train.h"
+#include "kd_wire.h"
+
+void coord_save_checkpoint(coord *c)
+{
+    const char *dir = c->cfg->checkpoint_dir ? c->cfg->checkpoint_dir : c->job.checkpoint_path;
+    if (dir == NULL || !c->have_state)
+        return;
+    float *p = malloc((c->n_params + c->n_state) * sizeof(float));
+    if (p == NULL)
+        return;
+    kd_wire_floats_from_le(p, c->state, c->n_params + c->n_state);
+    kd_ckpt ck = {.fingerprint = c->fingerprint, .generation = c->gen, .epoch = c->sp.epoch,
+                  .cursor = c->sp.cursor, .step = c->sp.step, .optim_t = c->sp.step,
+                  .seed = c->cfg->seed, .n_params = c->n_params, .n_state = c->n_state,
+                  .params = p, .state = c->n_state > 0 ? p + c->n_params : NULL};
+    char err[512];
+    if (kd_ckpt_save(dir, &ck, err, sizeof err) != KD_OK) {
+        KD_ERROR("coordinator: %s", err);
+    } else {
+        c->saved = 1;
+        c->saved_step = c->sp.step;
+        KD_INFO("coordinator: checkpoint saved dir=%s step=%llu epoch=%u cursor=%llu", dir,
+                (unsigned long long)c->sp.step, c->sp.epoch, (unsigned long long)c->sp.cursor);
+    }
+    free(p);
+    c->last_ckpt = kd_now();
+}
+
+/* Logs the cursor ranges the world that just stopped trained (debug, for tests). */
+void coord_log_ranges(coord *c, pos from, pos to)
+{
+    if (c->range_log == NULL || to.step <= from.step)
+        return;
+    while (from.epoch < to.epoch) {
+        fprintf(c->range_log, "range %u %llu %zu\n", from.epoch,
+                (unsigned long long)from.cursor, c->n_train);
+        from.epoch++;
+        from.cursor = 0;
+    }
+    if (to.cursor > from.cursor)
+        fprintf(c->range_log, "range %u %llu %llu\n", to.epoch,
+                (unsigned long long)from.cursor, (unsigned long long)to.cursor);
+    fflush(c->range_log);
+}
+
+void coord_publish(coord *c, const char *state_name)
+{
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f}",
+                          "job", c->job_id, "state", state_name, "generation", (int)c->gen,
+                          "agents", c->st == C_RUNNING ? c->world : 0, "epoch",
+                          (int)(c->st == C_DONE ? c->sp.epoch : c->start.epoch + 1), "step",
+                          (json_int_t)(c->st == C_DONE ? c->sp.step : c->start.step),
+                          "samples_per_s", 0.0, "compute_ms", 0.0, "comm_ms", 0.0, "loss",
+                          0.0, "accuracy", c->accuracy, "wall_seconds",
+                          kd_now() - c->t_start);
+    if (o == NULL)
+        return;
+    json_object_set_new(o, "epochs", json_integer(c->epochs));
+    const json_t *mt = c->last_metrics;
+    if (mt != NULL && c->st == C_RUNNING) {
+        long long steps = 0;
+        double v;
+        kd_wire_get_int(mt, "steps", 0, INT64_MAX, &steps);
+        if (kd_wire_get_num(mt, "samples_per_s", 0, 1e12, &v) == 0)
+            json_object_set_new(o, "samples_per_s", json_real(v));
+        if (steps > 0 && kd_wire_get_num(mt, "compute_s", 0, 1e9, &v) == 0)
+            json_object_set_new(o, "compute_ms", json_real(v * 1000.0 / steps));
+        if (steps > 0 && kd_wire_get_num(mt, "comm_s", 0, 1e9, &v) == 0)
+            json_object_set_new(o, "comm_ms", json_real(v * 1000.0 / steps));
+        if (kd_wire_get_num(mt, "loss", 0, 1e30, &v) == 0)
+            json_object_set_new(o, "loss", json_real(v));
+        long long ep;
+        if (kd_wire_get_int(mt, "epoch", 0, INT32_MAX, &ep) == 0)
+            json_object_set_new(o, "epoch", json_integer(ep + 1));
+        if (kd_wire_get_int(mt, "step", 0, INT64_MAX, &ep) == 0)
+            json_object_set_new(o, "step", json_integer(ep));
+    }
+    char *text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    if (text != NULL) {
+        zmq_send(c->pub, text, strlen(text), ZMQ_DONTWAIT);
+        free(text);
+    }
+    json_decref(o);
+    c->last_pub = kd_now();
+}
+
+void coord_write_summary(coord *c)
+{
+    if (c->cfg->summary_json == NULL)
+        return;
+    json_t *o = json_pack("{s:f, s:f, s:i, s:i, s:f, s:f, s:O, s:i}", "test_accuracy",
+                          c->accuracy, "train_loss", c->train_loss, "epochs", c->epochs_done,
+                          "agents", c->world, "samples_per_second",
+                          c->train_seconds > 0 ? (double)c->samples_trained / c->train_seconds
+                                               : 0.0,
+                          "wall_seconds", kd_now() - c->t_start, "epoch_log", c->epoch_log,
+                          "generation", (int)c->gen);
+    if (o == NULL)
+        return;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", c->cfg->summary_json);
+    if (json_dump_file(o, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) != 0 ||
+        rename(tmp, c->cfg->summary_json) != 0)
+        KD_ERROR("coordinator: cannot write summary %s", c->cfg->summary_json);
+    json_decref(o);
+}
+
+void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
+{
+    long long ed;
+    double acc, tl, trl, es;
+    const json_t *b = msg->json;
+    if (kd_wire_get_int(b, "epoch_done", 1, INT32_MAX, &ed) == 0) {
+        if (kd_wire_get_num(b, "accuracy", 0, 1, &acc) != 0 ||
+            kd_wire_get_num(b, "test_loss", 0, 1e30, &tl) != 0 ||
+            kd_wire_get_num(b, "train_loss", 0, 1e30, &trl) != 0 ||
+            kd_wire_get_num(b, "epoch_seconds", 0, 1e9, &es) != 0) {
+            kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+            return;
+        }
+        c->accuracy = acc;
+        c->test_loss = tl;
+        c->train_loss = trl;
+        c->epochs_done = (int)ed;
+        c->train_seconds += es;
+        c->samples_trained += c->n_train;
+        /* train_seconds counts from the first world, so that start-up and data loading
+         * (seconds, and not the trainer's speed) stay out of time-to-accuracy. */
+        json_array_append_new(c->epoch_log,
+                              json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:i}", "epoch",
+                                        (int)ed, "accuracy", acc, "train_loss", trl,
+                                        "wall_seconds", kd_now() - c->t_start,
+                                        "train_seconds", kd_now() - c->t_first_world,
+                                        "epoch_seconds", es, "agents", c->world));
+        KD_INFO("coordinator: epoch done epoch=%lld accuracy=%.4f train_loss=%.4f agents=%d "
+                "seconds=%.2f", ed, acc, trl, c->world, es);
+        return;
+    }
+    if (mb->rank == 0) {
+        json_t *copy = json_deep_copy(b);
+        json_object_set_new(copy, "epoch", json_integer(msg->h.epoch));
+        json_object_set_new(copy, "step", json_integer((json_int_t)msg->h.step));
+        json_decref(c->last_metrics);
+        c->last_metrics = copy;
+    }
+}
+
+int coord_load_checkpoint(coord *c)
+{
+    const char *dir = c->cfg->checkpoint_dir ? c->cfg->checkpoint_dir : c->job.checkpoint_path;
+    if (dir == NULL)
+        return KD_OK;
+    kd_ckpt ck;
+    const char *which = NULL;
+    char err[512];
+    int rc = kd_ckpt_load(dir, 0, &ck, &which, err, sizeof err);
+    if (rc == KD_ENOTFOUND)
+        return KD_OK;
+    if (rc != KD_OK) {
+        KD_WARN("coordinator: no usable checkpoint, starting fresh: %s", err);
+        return KD_OK;
+    }
+    size_t n = ck.n_params + ck.n_state;
+    c->state = malloc(n * sizeof(float));
+    if (c->state == NULL) {
+        kd_ckpt_free(&ck);
+        return KD_ENOMEM;
+    }
+    kd_wire_floats_to_le(c->state, ck.params, ck.n_params);
+    if (ck.n_state > 0)
+        kd_wire_floats_to_le(c->state + ck.n_params, ck.state, ck.n_state);
+    c->n_params = ck.n_params;
+    c->n_state = ck.n_state;
+    c->fingerprint = ck.fingerprint;
+    c->have_state = 1;
+    c->sp = (pos){ck.step, ck.epoch, ck.cursor};
+    c->start = c->sp;
+    c->gen = ck.generation;
+    KD_INFO("coordinator: resuming from checkpoint file=%s/%s step=%llu epoch=%u cursor=%llu",
+            dir, which, (unsigned long long)ck.step, ck.epoch, (unsigned long long)ck.cursor);
+    if (c->range_log != NULL) {
+        fprintf(c->range_log, "restart %u %llu\n", ck.epoch, (unsigned long long)ck.cursor);
+        fflush(c->range_log);
+    }
+    kd_ckpt_free(&ck);
+    return KD_OK;
+}
+
