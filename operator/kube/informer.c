@@ -500,6 +500,54 @@ json_t *informer_list(informer *inf)
     return arr;
 }
 
+struct select_ctx {
+    json_t *out;          /* result array */
+    const char *ns;       /* namespace filter or NULL */
+    const char *selector; /* label selector */
+    int failed;
+};
+
+static int append_match(void *ud, const char *key, void *value)
+{
+    struct select_ctx *s = ud;
+    (void)key;
+    if (s->ns != NULL) {
+        const char *ns = json_string_value(
+            json_object_get(json_object_get(value, "metadata"), "namespace"));
+        if (ns == NULL || strcmp(ns, s->ns) != 0) {
+            return 0;
+        }
+    }
+    int m = kube_label_match(value, s->selector);
+    if (m < 0 || (m == 1 && json_array_append(s->out, value) != 0)) {
+        s->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+json_t *informer_select(informer *inf, const char *ns, const char *selector)
+{
+    json_t *probe = json_object();
+    int valid = probe != NULL && kube_label_match(probe, selector) >= 0;
+    json_decref(probe);
+    if (!valid) {
+        return NULL;
+    }
+    struct select_ctx s = {.out = json_array(), .ns = ns, .selector = selector};
+    if (s.out == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&inf->mu);
+    kube_map_foreach(inf->cache, append_match, &s);
+    pthread_mutex_unlock(&inf->mu);
+    if (s.failed) {
+        json_decref(s.out);
+        return NULL;
+    }
+    return s.out;
+}
+
 size_t informer_size(informer *inf)
 {
     pthread_mutex_lock(&inf->mu);

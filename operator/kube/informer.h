@@ -78,6 +78,10 @@ int informer_wait_synced(informer *inf, long timeout_ms);
 json_t *informer_get(informer *inf, const char *key);
 /* New array of references to every cached object. */
 json_t *informer_list(informer *inf);
+/* New array of references to the cached objects in namespace ns (NULL: any) whose
+ * labels match selector (kube_label_match syntax; NULL or "": all). NULL when the
+ * selector does not parse or memory runs out. */
+json_t *informer_select(informer *inf, const char *ns, const char *selector);
 size_t informer_size(informer *inf);
 /* The last resourceVersion seen (copied into buf, "" when none). */
 void informer_last_rv(informer *inf, char *buf, size_t len);

@@ -155,6 +155,11 @@ int kube_error_retryable(int code);
 int kube_object_key(json_t *obj, char *buf, size_t len);
 /* metadata.resourceVersion, or NULL (borrowed). */
 const char *kube_object_rv(json_t *obj);
+/* Whether obj's metadata.labels match an equality- or set-based label selector:
+ * "a=b", "a==b", "a!=b", "a", "!a", "a in (x,y)", "a notin (x,y)", comma-separated
+ * (all must hold; "" matches everything). Returns 1 or 0, or KD_EPARSE for a selector
+ * it cannot parse. Pure. */
+int kube_label_match(json_t *obj, const char *selector);
 
 /* --- watch ----------------------------------------------------------------------- */
 

@@ -144,6 +144,136 @@ int kube_object_key(json_t *obj, char *buf, size_t len)
     return n >= 0 && (size_t)n < len ? KD_OK : KD_ETOOBIG;
 }
 
+/* --- label selectors ------------------------------------------------------------ */
+
+static const char *skip_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    return p;
+}
+
+static int key_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_' || c == '.' || c == '/';
+}
+
+/* Reads a key or value token into buf; returns the position after it, NULL if empty or
+ * too long. */
+static const char *token(const char *p, char *buf, size_t len)
+{
+    size_t n = 0;
+    p = skip_ws(p);
+    while (key_char(*p)) {
+        if (n + 1 >= len) {
+            return NULL;
+        }
+        buf[n++] = *p++;
+    }
+    buf[n] = '\0';
+    return p;
+}
+
+/* One requirement starting at p; sets *ok to whether it holds; returns the position
+ * after it or NULL on a syntax error. */
+static const char *requirement(const char *p, json_t *labels, int *ok)
+{
+    char key[320], val[128];
+    int negate = 0;
+    p = skip_ws(p);
+    if (*p == '!') {
+        negate = 1;
+        p++;
+    }
+    p = token(p, key, sizeof key);
+    if (p == NULL || key[0] == '\0') {
+        return NULL;
+    }
+    const char *have = json_string_value(json_object_get(labels, key));
+    p = skip_ws(p);
+    if (negate) {
+        *ok = have == NULL;
+        return p;
+    }
+    if (*p == ',' || *p == '\0') {
+        *ok = have != NULL;
+        return p;
+    }
+    int ne = 0;
+    if (p[0] == '!' && p[1] == '=') {
+        ne = 1;
+        p += 2;
+    } else if (p[0] == '=' && p[1] == '=') {
+        p += 2;
+    } else if (p[0] == '=') {
+        p += 1;
+    } else {
+        int in = strncmp(p, "in", 2) == 0 && !key_char(p[2]);
+        int notin = strncmp(p, "notin", 5) == 0 && !key_char(p[5]);
+        if (!in && !notin) {
+            return NULL;
+        }
+        p = skip_ws(p + (in ? 2 : 5));
+        if (*p != '(') {
+            return NULL;
+        }
+        int found = 0;
+        p++;
+        for (;;) {
+            p = token(p, val, sizeof val);
+            if (p == NULL) {
+                return NULL;
+            }
+            found |= have != NULL && strcmp(have, val) == 0;
+            p = skip_ws(p);
+            if (*p == ')') {
+                p++;
+                break;
+            }
+            if (*p != ',') {
+                return NULL;
+            }
+            p++;
+        }
+        *ok = in ? found : !found;
+        return p;
+    }
+    p = token(p, val, sizeof val);
+    if (p == NULL) {
+        return NULL;
+    }
+    int eq = have != NULL && strcmp(have, val) == 0;
+    *ok = ne ? !eq : eq;
+    return p;
+}
+
+int kube_label_match(json_t *obj, const char *selector)
+{
+    json_t *labels = json_object_get(json_object_get(obj, "metadata"), "labels");
+    const char *p = skip_ws(selector != NULL ? selector : "");
+    int all = 1;
+    while (*p != '\0') {
+        int ok = 0;
+        p = requirement(p, labels, &ok);
+        if (p == NULL) {
+            return KD_EPARSE;
+        }
+        all &= ok;
+        p = skip_ws(p);
+        if (*p == ',') {
+            p++;
+            if (*skip_ws(p) == '\0') {
+                return KD_EPARSE;
+            }
+        } else if (*p != '\0') {
+            return KD_EPARSE;
+        }
+    }
+    return all;
+}
+
 /* --- line decoder ---------------------------------------------------------------- */
 
 void kube_linebuf_init(kube_linebuf *lb, size_t max_line)

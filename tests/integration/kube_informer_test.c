@@ -266,6 +266,13 @@ static void test_expired_version_relists_with_tombstones(void **state)
     json_t *all = informer_list(r.inf);
     assert_int_equal(json_array_size(all), 2);
     json_decref(all);
+    json_t *sel = informer_select(r.inf, "default", "app in (gap,other)");
+    assert_int_equal(json_array_size(sel), 2);
+    json_decref(sel);
+    sel = informer_select(r.inf, "elsewhere", NULL);
+    assert_int_equal(json_array_size(sel), 0);
+    json_decref(sel);
+    assert_null(informer_select(r.inf, NULL, "app in ("));
     informer_free(&r.inf);
     pthread_mutex_destroy(&r.mu);
 }

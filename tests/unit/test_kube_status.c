@@ -266,6 +266,56 @@ static void test_paths_and_queries(void **state)
     assert_int_equal(kube__query(&o, 0, buf, 20), KD_ETOOBIG);
 }
 
+static void test_label_selectors_match_like_the_api_server(void **state)
+{
+    (void)state;
+    json_t *o = json_pack("{s:{s:{s:s,s:s,s:s}}}", "metadata", "labels", "app", "kadet",
+                          "kadet.io/role", "worker", "tier", "gpu");
+    struct {
+        const char *sel;
+        int want;
+    } cases[] = {
+        {"", 1},
+        {"app=kadet", 1},
+        {"app==kadet", 1},
+        {"app=other", 0},
+        {"app=", 0}, /* an empty value is valid and matches only an empty label */
+        {"app!=other", 1},
+        {"missing!=x", 1}, /* like the API server: absent keys satisfy != */
+        {"app", 1},
+        {"missing", 0},
+        {"!missing", 1},
+        {"!app", 0},
+        {"kadet.io/role=worker,app=kadet", 1},
+        {"kadet.io/role=worker, app=nope", 0},
+        {"tier in (cpu, gpu)", 1},
+        {"tier in (cpu)", 0},
+        {"tier notin (cpu)", 1},
+        {"missing notin (a,b)", 1},
+        {"missing in (a,b)", 0},
+        {" app = kadet , tier in(gpu) ", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int got = kube_label_match(o, cases[i].sel);
+        if (got != cases[i].want) {
+            fail_msg("selector \"%s\": got %d want %d", cases[i].sel, got, cases[i].want);
+        }
+    }
+    const char *bad[] = {"=x", "app=kadet,", "tier in cpu", "tier in (a", "a b",
+                         "app=ka det", "app>1", "tier in (a;b)"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (kube_label_match(o, bad[i]) != KD_EPARSE) {
+            fail_msg("selector \"%s\" should not parse", bad[i]);
+        }
+    }
+    json_t *nolabels = json_pack("{s:{s:s}}", "metadata", "name", "x");
+    assert_int_equal(kube_label_match(nolabels, "app"), 0);
+    assert_int_equal(kube_label_match(nolabels, "!app"), 1);
+    assert_int_equal(kube_label_match(nolabels, NULL), 1);
+    json_decref(nolabels);
+    json_decref(o);
+}
+
 static int decode_line(void *ud, const char *line, size_t len)
 {
     kube_event_type t;
@@ -370,6 +420,7 @@ int main(void)
         cmocka_unit_test(test_watch_events_decode_and_garbage_is_an_error),
         cmocka_unit_test(test_paths_and_queries),
         cmocka_unit_test(test_mutated_streams_never_crash),
+        cmocka_unit_test(test_label_selectors_match_like_the_api_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
