@@ -5,6 +5,6 @@ foreach(t units api watch gc crd kubelet kubectl)
   if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/emulator/test_${t}.py)
     kd_add_script_test(NAME emulator_${t}
       COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/emulator/test_${t}.py
-      LABELS integration TIMEOUT 90)
+      LABELS integration emulator TIMEOUT 90)
   endif()
 endforeach()

@@ -10,6 +10,7 @@ return a generator of chunks that the HTTP layer streams. All state lives in the
 import base64
 import json
 import os
+import queue
 import time
 import urllib.parse
 
@@ -23,6 +24,10 @@ VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update
 SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
              "binding": ["create"], "log": ["get"]}
 LOG_ANNOTATION = "emulator.kadet.io/log-file"
+# Streams yield IDLE when they have had nothing to send for IDLE_CHECK seconds: the HTTP
+# layer then checks whether the client went away, so that abandoned watches end promptly.
+IDLE = b""
+IDLE_CHECK = 1.0
 
 
 class Response:
@@ -454,10 +459,10 @@ class Api:
                 now = time.monotonic()
                 if now >= deadline:
                     return
-                wait = min(deadline, next_bm if bookmarks else deadline) - now
+                wait = min(deadline, next_bm if bookmarks else deadline, now + IDLE_CHECK) - now
                 try:
                     item = w.q.get(timeout=max(0.001, wait))
-                except Exception:  # queue.Empty: time for a bookmark or the deadline
+                except queue.Empty:
                     item = False
                 if item is None or w.dropped:
                     raise ConnectionAbortedError("watch dropped by fault injection")
@@ -471,6 +476,8 @@ class Api:
                     if rv is not None:
                         yield self._bookmark(rt, version, rv)
                     next_bm = time.monotonic() + self.bookmark_interval
+                else:
+                    yield IDLE
         finally:
             store.unregister_watch(w)
 
@@ -722,6 +729,7 @@ class Api:
                         yield rest
                     return
                 time.sleep(0.2)
+                yield IDLE
 
     # ------------------------------------------------------------ CRDs
 

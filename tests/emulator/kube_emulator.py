@@ -18,6 +18,7 @@ import base64
 import json
 import os
 import secrets
+import select
 import signal
 import socket
 import ssl
@@ -286,6 +287,11 @@ class Handler(BaseHTTPRequestHandler):
         self.emu.count("watches_open", 1)
         try:
             for chunk in resp.stream:
+                if not chunk:
+                    if self._peer_closed():
+                        self.close_connection = True
+                        return
+                    continue
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
@@ -305,6 +311,26 @@ class Handler(BaseHTTPRequestHandler):
             if close:
                 close()
             self.emu.count("watches_open", -1)
+
+    def _peer_closed(self):
+        """Whether the client of a stream went away. A watch client sends nothing, so
+        a readable socket means end of stream (or, rarely, a pipelined request, which
+        also ends the watch)."""
+        sock = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            sock.settimeout(0.05)
+            try:
+                sock.recv(1)   # b"" at end of stream; any byte also ends the watch
+            finally:
+                sock.settimeout(None)
+            return True
+        except (ssl.SSLWantReadError, socket.timeout):
+            return False
+        except (OSError, ValueError):
+            return True
 
     def _emulator_hook(self, path, body):
         emu = self.emu

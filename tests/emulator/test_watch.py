@@ -162,6 +162,21 @@ class WatchTest(unittest.TestCase):
         self.assertEqual((ev["type"], ev["object"]["metadata"]["name"]), ("ADDED", "w8-b"))
         w.close()
 
+    def test_abandoned_watches_are_released(self):
+        before = self.emu.state()["watchers"]
+        ws = [self.emu.watch(NS + "/configmaps?watch=1&labelSelector=w10") for _ in range(5)]
+        deadline = time.time() + 5
+        while self.emu.state()["watchers"] < before + 5 and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.emu.state()["watchers"], before + 5)
+        for w in ws:
+            w.close()
+        deadline = time.time() + 10
+        while self.emu.state()["watchers"] > before and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.emu.state()["watchers"], before)
+        self.assertEqual(self.emu.state()["watchesOpen"], before)
+
     def test_event_latency_is_low(self):
         cur = self.emu.state()["resourceVersion"]
         w = self.emu.watch(NS + "/configmaps?watch=1&labelSelector=w9&resourceVersion=%d" % cur)
