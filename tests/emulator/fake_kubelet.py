@@ -101,15 +101,26 @@ class Kubelet:
                                         {"metadata": {"labels": obj["metadata"]["labels"]}})
                 self.client.merge_patch("/api/v1/nodes/%s/status" % name,
                                         {"status": obj["status"]})
-        self.last_heartbeat = time.time()
+        self.heartbeat()
 
     def heartbeat(self, ready=True):
+        """Node conditions, and the node's Lease in kube-node-lease as a real kubelet
+        renews it (skipped where that namespace does not exist)."""
+        now_micro = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
         for name in self.nodes:
             try:
                 self.client.merge_patch("/api/v1/nodes/%s/status" % name,
                                         {"status": {"conditions": self.node_conditions(ready)}})
+                lease = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/" + name
+                spec = {"holderIdentity": name, "leaseDurationSeconds": 40,
+                        "renewTime": now_micro}
+                if self.client.merge_patch(lease, {"spec": spec}, ok404=True) is None:
+                    self.client.request("POST", lease.rsplit("/", 1)[0], {
+                        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": name}, "spec": spec}, ok404=True)
             except KubeError as e:
-                log("heartbeat failed", node=name, error=e)
+                if e.code != 409:
+                    log("heartbeat failed", node=name, error=e)
         self.last_heartbeat = time.time()
 
     # ------------------------------------------------------------ scheduling

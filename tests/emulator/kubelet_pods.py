@@ -211,16 +211,21 @@ class PodRun:
 
     # ------------------------------------------------------------ status
 
-    def _container_status(self, state, ready):
-        c = self.pod["spec"]["containers"][0] if self.pod["spec"].get("containers") else {}
-        cs = {"name": c.get("name", "main"), "image": c.get("image", ""),
-              "imageID": "fake://%s" % c.get("image", ""), "ready": ready,
-              "started": "running" in state, "restartCount": self.restarts, "state": state}
-        if self.proc is not None:
-            cs["containerID"] = "fake://%d" % self.proc.pid
-        if self.last_term:
-            cs["lastState"] = {"terminated": self.last_term}
-        return cs
+    def _container_statuses(self, state, ready):
+        """One status per container: the first is the process (or the simulation); the
+        others are reported in the same state, since only the first one runs."""
+        out = []
+        for i, c in enumerate(self.pod["spec"].get("containers") or [{}]):
+            cs = {"name": c.get("name", "main"), "image": c.get("image", ""),
+                  "imageID": "fake://%s" % c.get("image", ""), "ready": ready,
+                  "started": "running" in state, "restartCount": self.restarts,
+                  "state": state}
+            if self.proc is not None and i == 0:
+                cs["containerID"] = "fake://%d" % self.proc.pid
+            if self.last_term:
+                cs["lastState"] = {"terminated": self.last_term}
+            out.append(cs)
+        return out
 
     def _push(self, phase, state, ready, reason=None, message=None):
         t = time.time()
@@ -230,7 +235,7 @@ class PodRun:
                  for ct in ("Initialized", "Ready", "ContainersReady", "PodScheduled")]
         status = {"phase": phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
                   "podIP": self.ip, "podIPs": [{"ip": self.ip}], "conditions": conds,
-                  "containerStatuses": [self._container_status(state, ready)],
+                  "containerStatuses": self._container_statuses(state, ready),
                   "startTime": now_rfc3339(self.started_at or t)}
         if reason:
             status["reason"] = reason
