@@ -1,15 +1,146 @@
 /*
- * kube_verbs: the API verbs on top of kube_request: path building per resource,
- * list validation (a list whose items are not objects with a name and a
- * resourceVersion is an error, not something to cache), pagination, and the
- * DeleteOptions body.
+ * kube_verbs: the API verbs on top of kube_request: URL building (names are checked so
+ * that none can change the path; query values are percent-encoded), list validation (a
+ * list whose items are not objects with a name and a resourceVersion is an error, not
+ * something to cache), pagination, and the DeleteOptions body.
  */
 #include "kube_internal.h"
 
 #include "kd_error.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* --- URL building ---------------------------------------------------------------- */
+
+static int name_ok(const char *s)
+{
+    /* "." and ".." would be resolved as path segments by the server or by curl. */
+    if (*s == '\0' || strlen(s) > 253 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) {
+        return 0;
+    }
+    for (; *s != '\0'; s++) {
+        char ch = *s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' ||
+              ch == ':')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Appends prefix and value at *n unless an earlier append did not fit; sets *over (and
+ * leaves buf as it was, terminated) when this one does not fit. */
+static void append(char *buf, size_t len, size_t *n, int *over, const char *prefix,
+                   const char *value)
+{
+    size_t pl = strlen(prefix), vl = strlen(value);
+    if (*over || *n + pl + vl + 1 > len) {
+        *over = 1;
+        return;
+    }
+    memcpy(buf + *n, prefix, pl);
+    memcpy(buf + *n + pl, value, vl + 1);
+    *n += pl + vl;
+}
+
+int kube__path(const kube_resource *r, const char *ns, const char *name, const char *sub,
+               char *buf, size_t len, kube_error *e)
+{
+    const char *parts[] = {r->version, r->plural, ns, name, sub};
+    const char *what[] = {"version", "resource", "namespace", "name", "subresource"};
+    for (int i = 0; i < 5; i++) {
+        if (parts[i] != NULL && (i < 2 || *parts[i] != '\0') && !name_ok(parts[i])) {
+            return kube__fail(e, KD_EINVAL, "invalid %s \"%.64s\"", what[i], parts[i]);
+        }
+    }
+    if (r->group != NULL && *r->group != '\0' && !name_ok(r->group)) {
+        return kube__fail(e, KD_EINVAL, "invalid group \"%.64s\"", r->group);
+    }
+    size_t n = 0;
+    int over = 0;
+    buf[0] = '\0';
+    if (r->group == NULL || *r->group == '\0') {
+        append(buf, len, &n, &over, "/api/", r->version);
+    } else {
+        append(buf, len, &n, &over, "/apis/", r->group);
+        append(buf, len, &n, &over, "/", r->version);
+    }
+    if (ns != NULL && *ns != '\0') {
+        append(buf, len, &n, &over, "/namespaces/", ns);
+    }
+    append(buf, len, &n, &over, "/", r->plural);
+    if (name != NULL && *name != '\0') {
+        append(buf, len, &n, &over, "/", name);
+        if (sub != NULL && *sub != '\0') {
+            append(buf, len, &n, &over, "/", sub);
+        }
+    }
+    if (over) {
+        return kube__fail(e, KD_ETOOBIG, "request path too long");
+    }
+    return KD_OK;
+}
+
+/* Percent-encodes s (RFC 3986 unreserved characters pass) after "key=". */
+static void add_param(char *buf, size_t len, size_t *n, const char *key, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = *n;
+    if (o + 1 >= len) {
+        return;
+    }
+    o += (size_t)snprintf(buf + o, len - o, "%s%s=", o > 0 ? "&" : "", key);
+    for (; *s != '\0' && o + 4 < len; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            buf[o++] = (char)ch;
+        } else {
+            buf[o++] = '%';
+            buf[o++] = hex[ch >> 4];
+            buf[o++] = hex[ch & 15];
+        }
+    }
+    buf[o < len ? o : len - 1] = '\0';
+    *n = o;
+}
+
+int kube__query(const kube_list_opts *o, int watch, char *buf, size_t len)
+{
+    size_t n = 0;
+    char num[32];
+    buf[0] = '\0';
+    if (watch) {
+        add_param(buf, len, &n, "watch", "1");
+        add_param(buf, len, &n, "allowWatchBookmarks", "true");
+    }
+    if (o != NULL) {
+        if (o->label_selector != NULL && *o->label_selector != '\0') {
+            add_param(buf, len, &n, "labelSelector", o->label_selector);
+        }
+        if (o->field_selector != NULL && *o->field_selector != '\0') {
+            add_param(buf, len, &n, "fieldSelector", o->field_selector);
+        }
+        if (!watch && o->limit > 0) {
+            snprintf(num, sizeof num, "%ld", o->limit);
+            add_param(buf, len, &n, "limit", num);
+        }
+        if (!watch && o->continue_token != NULL && *o->continue_token != '\0') {
+            add_param(buf, len, &n, "continue", o->continue_token);
+        }
+        if (o->resource_version != NULL && *o->resource_version != '\0') {
+            add_param(buf, len, &n, "resourceVersion", o->resource_version);
+        }
+        if (watch && o->timeout_s > 0) {
+            snprintf(num, sizeof num, "%ld", o->timeout_s);
+            add_param(buf, len, &n, "timeoutSeconds", num);
+        }
+    }
+    return n + 4 < len ? KD_OK : KD_ETOOBIG;
+}
 
 /* --- verbs ----------------------------------------------------------------------- */
 
