@@ -4,6 +4,7 @@
 #
 #   hack/emulator.sh up [--nodes N] [--cpu C] [--memory M] [--run-pods]
 #                       [--path-prefix DIR] [--kubeconfig FILE] [--state-dir DIR]
+#                       [--port P]
 #   hack/emulator.sh status [--state-dir DIR]
 #   hack/emulator.sh down   [--state-dir DIR]
 #
@@ -23,9 +24,10 @@ memory=8Gi
 run_pods=0
 kubeconfig_out=""
 path_prefix=""
+port=0
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
@@ -70,6 +72,7 @@ stop_pid() {
 
 cmd=${1:-}
 [ -n "$cmd" ] || usage
+case "$cmd" in -h|--help|help) usage 0 ;; esac
 shift
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -80,6 +83,7 @@ while [ $# -gt 0 ]; do
     --kubeconfig) kubeconfig_out=${2:?--kubeconfig needs a file}; shift 2 ;;
     --state-dir) state_dir=${2:?--state-dir needs a directory}; shift 2 ;;
     --path-prefix) path_prefix=${2:?--path-prefix needs a directory}; shift 2 ;;
+    --port) port=${2:?--port needs a number}; shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "emulator.sh: unknown option $1" >&2; usage ;;
   esac
@@ -93,7 +97,7 @@ case "$cmd" in
     fi
     mkdir -p "$state_dir"
     rm -f "$state_dir/ready" "$state_dir/kubelet.ready"
-    nohup "$python" "$emu_dir/kube_emulator.py" --state-dir "$state_dir" \
+    nohup "$python" "$emu_dir/kube_emulator.py" --state-dir "$state_dir" --port "$port" \
       >"$state_dir/emulator.log" 2>&1 &
     echo $! >"$state_dir/emulator.pid"
     wait_file "$state_dir/ready" "$state_dir/emulator.pid" emulator

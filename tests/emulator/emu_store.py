@@ -18,6 +18,7 @@ import queue
 import random
 import threading
 import time
+import traceback
 import uuid
 
 from emu_util import (ApiError, bad_request, conflict, dumps, invalid, labels_match,
@@ -721,6 +722,8 @@ class Store:
             self.gc_wake.clear()
             try:
                 self.gc_pass()
-            except ApiError:
+            except Exception:  # keep collecting: one bad object must not stop the GC
+                traceback.print_exc()
                 self.gc_dirty = True
+                time.sleep(0.5)
 

@@ -49,6 +49,8 @@ class Kubelet:
         self.unschedulable = set()
         self.hosts_cache = {}     # namespace -> file content last written
         self.last_heartbeat = 0.0
+        self.started = now_rfc3339()
+        self.ready_state, self.transition_time = None, self.started
         ns = "/namespaces/%s" % args.namespace if args.namespace else ""
         self.pods = Informer(self.client, "/api/v1%s/pods" % ns, self.wake.set, self.stop, "pods")
         self.services = Informer(self.client, "/api/v1%s/services" % ns, self.wake.set,
@@ -74,18 +76,20 @@ class Kubelet:
                                                     "architecture": "amd64",
                                                     "containerRuntimeVersion": "fake://1"}}}
 
-    @staticmethod
-    def node_conditions(ready):
+    def node_conditions(self, ready):
         t = now_rfc3339()
+        if self.ready_state != ready:
+            # lastTransitionTime changes only when Ready flips, as on a real node.
+            self.ready_state, self.transition_time = ready, t
         conds = [{"type": c, "status": "False", "reason": "KubeletHasSufficient" + c[:-8]
                   if c.endswith("Pressure") else "", "lastHeartbeatTime": t,
-                  "lastTransitionTime": t}
+                  "lastTransitionTime": self.started}
                  for c in ("MemoryPressure", "DiskPressure", "PIDPressure")]
         conds.append({"type": "Ready", "status": "True" if ready else "False",
                       "reason": "KubeletReady" if ready else "KubeletStopped",
                       "message": "fake kubelet is posting ready status" if ready
                       else "fake kubelet stopped", "lastHeartbeatTime": t,
-                      "lastTransitionTime": t})
+                      "lastTransitionTime": self.transition_time})
         return conds
 
     def register_nodes(self):
