@@ -2,14 +2,14 @@
  * kadet-operator: process shell of the operator. Parses the settings (opconfig), sets up
  * logging and the metrics registry, serves /healthz, /readyz and /metrics (httpd), loads
  * the cluster configuration and builds the Kubernetes client, starts the informers whose
- * caches the reconciler and the scheduler read (readiness waits for them), runs leader
- * election when asked (--leader-elect), and shuts down in order on SIGTERM or SIGINT.
+ * caches the reconciler and the scheduler read (readiness waits for them), the AgentJob
+ * controller (reconcile), the coordinators' metrics subscriptions (progress) and the
+ * scheduler host (schedhost), runs leader election when asked (--leader-elect: only the
+ * leader acts), and shuts down in order on SIGTERM or SIGINT.
  *
  * Signals are blocked in every thread before any thread starts and taken synchronously
  * with sigwait() here, so no work runs in a signal handler and every thread sees the same
- * shutdown. The controllers (informers, work queue, AgentJob reconciler, scheduler host,
- * leader election) plug in between "serving" and the wait: each registers a readiness
- * check with the HTTP server and is stopped in reverse order after the signal (see
+ * shutdown. Components are stopped in reverse order after the signal (see
  * docs/operator.md, "Process lifecycle").
  */
 #include <curl/curl.h>
@@ -29,20 +29,38 @@
 #include "leader.h"
 #include "metrics.h"
 #include "opconfig.h"
+#include "progress.h"
+#include "reconcile.h"
+#include "schedhost.h"
 
-/* Leader election callbacks: they run on the elector's thread and only flip the gauge
- * and log; the controllers will start and stop their workers here. */
+/* The controllers of the process, shared by the callbacks that connect them. */
+typedef struct op_controllers {
+    op_metrics *metrics;
+    rc_controller *rc;
+    schedhost *sh;
+    progress *pg;
+} op_controllers;
+
+static void set_acting(op_controllers *oc, int acting)
+{
+    opm_set(oc->metrics->leader, NULL, acting ? 1.0 : 0.0);
+    if (oc->sh != NULL)
+        schedhost_set_acting(oc->sh, acting);
+    if (oc->rc != NULL)
+        rc_controller_set_acting(oc->rc, acting);
+}
+
+/* Leader election callbacks: they run on the elector's thread and only flip flags (the
+ * workers and the scheduler host check them), so they return at once. */
 static void on_started_leading(void *ud)
 {
-    op_metrics *m = ud;
-    opm_set(m->leader, NULL, 1.0);
+    set_acting(ud, 1);
     KD_INFO("leading: this replica acts");
 }
 
 static void on_stopped_leading(void *ud)
 {
-    op_metrics *m = ud;
-    opm_set(m->leader, NULL, 0.0);
+    set_acting(ud, 0);
     KD_INFO("stopped leading: this replica stands by");
 }
 
@@ -50,6 +68,31 @@ static void on_new_leader(void *ud, const char *identity)
 {
     (void)ud;
     KD_INFO("leader observed holder=%s", identity[0] != '\0' ? identity : "(none)");
+}
+
+static void enqueue_cb(void *ud, const char *key)
+{
+    op_controllers *oc = ud;
+    if (oc->rc != NULL)
+        rc_controller_enqueue(oc->rc, key);
+}
+
+static void poke_cb(void *ud)
+{
+    op_controllers *oc = ud;
+    if (oc->sh != NULL)
+        schedhost_poke(oc->sh);
+}
+
+static int sched_lookup_cb(void *ud, const char *key, rc_sched_info *out)
+{
+    op_controllers *oc = ud;
+    return oc->sh != NULL && schedhost_lookup(oc->sh, key, out);
+}
+
+static void progress_forget_cb(void *ud, const char *key)
+{
+    progress_forget(ud, key);
 }
 
 /* Loads the kubeconfig or the in-cluster configuration and builds the client. */
@@ -85,13 +128,14 @@ typedef struct op_informers {
 } op_informers;
 
 static int add_informer(op_informers *set, kube_client *client, const kube_resource *r,
-                        const char *ns, const char *selector, int is_jobs)
+                        const char *ns, const char *selector, int is_jobs,
+                        const informer_handlers *h, informer **slot)
 {
     size_t i = set->n;
     snprintf(set->label[i], sizeof set->label[i], "%s%s%s", r->plural, ns != NULL ? "/" : "",
              ns != NULL ? ns : "");
     informer_options o = {.name = set->label[i], .namespace = ns, .label_selector = selector};
-    int rc = informer_new(client, r, &o, NULL, &set->inf[i]);
+    int rc = informer_new(client, r, &o, h, &set->inf[i]);
     if (rc == KD_OK)
         rc = informer_start(set->inf[i]);
     if (rc != KD_OK) {
@@ -101,27 +145,38 @@ static int add_informer(op_informers *set, kube_client *client, const kube_resou
     set->resource[i] = r->plural;
     set->is_jobs[i] = is_jobs;
     set->n++;
+    *slot = set->inf[i];
     return KD_OK;
 }
 
 /* AgentJobs and the Services the operator owns, in each watched namespace (or all);
  * pods in every namespace (the scheduler subtracts the requests of every pod bound to a
- * node); nodes. Handlers come with the reconciler; the caches are filled now so that
- * /readyz means "caches synced". */
-static int start_informers(op_informers *set, kube_client *client, const opc_config *cfg)
+ * node); nodes. Their handlers only enqueue keys (and poke the scheduler host); the
+ * caches are what the controllers read, and /readyz means "caches synced". */
+static int start_informers(op_informers *set, kube_client *client, const opc_config *cfg,
+                           rc_controller *rc_ctl, rc_caches *caches)
 {
+    informer_handlers jobs_h = rc_controller_job_handlers(rc_ctl);
+    informer_handlers owned_h = rc_controller_owned_handlers(rc_ctl);
+    informer_handlers nodes_h = rc_controller_node_handlers(rc_ctl);
     size_t nns = cfg->n_namespaces > 0 ? cfg->n_namespaces : 1;
     int rc = KD_OK;
     for (size_t i = 0; i < nns && rc == KD_OK; i++) {
         const char *ns = cfg->n_namespaces > 0 ? cfg->namespaces[i] : NULL;
-        rc = add_informer(set, client, &op_agentjobs, ns, NULL, 1);
+        rc = add_informer(set, client, &op_agentjobs, ns, NULL, 1, &jobs_h,
+                          &caches->jobs[caches->n_jobs]);
         if (rc == KD_OK)
-            rc = add_informer(set, client, &KUBE_SERVICES, ns, "kadet.io/job-name", 0);
+            caches->n_jobs++;
+        if (rc == KD_OK)
+            rc = add_informer(set, client, &KUBE_SERVICES, ns, "kadet.io/job-name", 0, &owned_h,
+                              &caches->services[caches->n_services]);
+        if (rc == KD_OK)
+            caches->n_services++;
     }
     if (rc == KD_OK)
-        rc = add_informer(set, client, &KUBE_PODS, NULL, NULL, 0);
+        rc = add_informer(set, client, &KUBE_PODS, NULL, NULL, 0, &owned_h, &caches->pods);
     if (rc == KD_OK)
-        rc = add_informer(set, client, &KUBE_NODES, NULL, NULL, 0);
+        rc = add_informer(set, client, &KUBE_NODES, NULL, NULL, 0, &nodes_h, &caches->nodes);
     return rc;
 }
 
@@ -244,6 +299,9 @@ int main(int argc, char **argv)
     leader_elector *elector = NULL;
     op_informers informers;
     memset(&informers, 0, sizeof informers);
+    rc_caches caches;
+    memset(&caches, 0, sizeof caches);
+    op_controllers oc = {.metrics = &metrics};
     curl_global_init(CURL_GLOBAL_DEFAULT);
     rc = connect_cluster(&cfg, &client, err, sizeof err);
     if (rc != KD_OK) {
@@ -258,7 +316,62 @@ int main(int argc, char **argv)
         KD_ERROR("kube client failed err=\"%s\"", err);
         goto out;
     }
-    rc = start_informers(&informers, informer_client, &cfg);
+    /* The controllers exist before the informers so that the first list's events are
+     * queued; they act once the caches are synced (and, with election, when leading). */
+    progress_options po = {.notify_interval_s = 3.0, .notify = enqueue_cb, .ud = &oc};
+    rc = progress_new(&po, &oc.pg);
+    if (rc == KD_OK) {
+        rc_options ro = {
+            .client = client,
+            .metrics = &metrics,
+            .podspec = {.image = cfg.runtime_image, .pull_policy = cfg.runtime_pull_policy},
+            .workers = cfg.workers,
+            .progress_interval_s = 3.0,
+            .sched_lookup = sched_lookup_cb,
+            .sched_ud = &oc,
+            .on_change = poke_cb,
+            .change_ud = &oc,
+            .progress_lookup = progress_lookup_cb,
+            .progress_watch = progress_watch_cb,
+            .progress_forget = progress_forget_cb,
+            .progress_ud = oc.pg,
+        };
+        rc = rc_controller_new(&ro, &oc.rc, err, sizeof err);
+    }
+    if (rc != KD_OK) {
+        KD_ERROR("controller setup failed err=%s", kd_strerror(rc));
+        goto out;
+    }
+    rc = start_informers(&informers, informer_client, &cfg, oc.rc, &caches);
+    if (rc == KD_OK) {
+        rc_controller_set_caches(oc.rc, &caches);
+        schedhost_options so = {
+            .client = client,
+            .metrics = &metrics,
+            .progress = oc.pg,
+            .policy = cfg.scheduler_policy,
+            .interval_s = (double)cfg.scheduler_interval_ms / 1000.0,
+            .weight_time = cfg.weight_time,
+            .weight_cost = cfg.weight_cost,
+            .state_namespace = cfg.operator_namespace,
+            .state_name = cfg.state_configmap,
+            .default_qtable = cfg.default_qtable,
+            .persist_interval_s = 60,
+            .enqueue = enqueue_cb,
+            .ud = &oc,
+        };
+        rc = schedhost_new(&so, &caches, &oc.sh, err, sizeof err);
+        if (rc != KD_OK)
+            KD_ERROR("scheduler host failed err=\"%s\"", err);
+    }
+    if (rc == KD_OK)
+        rc = progress_start(oc.pg);
+    if (rc == KD_OK)
+        rc = rc_controller_start(oc.rc);
+    if (rc == KD_OK)
+        rc = schedhost_start(oc.sh);
+    if (rc == KD_OK && !cfg.leader_elect)
+        set_acting(&oc, 1);
     if (rc == KD_OK)
         rc = op_httpd_add_check(httpd, "informers", informers_synced, &informers);
     if (rc != KD_OK) {
@@ -278,7 +391,7 @@ int main(int argc, char **argv)
             .on_started = on_started_leading,
             .on_stopped = on_stopped_leading,
             .on_new_leader = on_new_leader,
-            .ud = &metrics,
+            .ud = &oc,
         };
         rc = leader_new(client, &lo, &elector, err, sizeof err);
         if (rc == KD_OK)
@@ -307,9 +420,16 @@ int main(int argc, char **argv)
     status = 0;
 out:
     op_httpd_set_shutting_down(httpd);
-    /* Releasing the Lease first lets a standby take over while we finish stopping. */
+    /* The scheduler host saves its table while this replica still leads; then the
+     * workers finish their current sync. */
+    schedhost_stop(oc.sh);
+    rc_controller_stop(oc.rc);
+    /* Releasing the Lease next lets a standby take over while we finish stopping. */
     leader_free(&elector);
     stop_informers(&informers);
+    schedhost_free(&oc.sh);
+    rc_controller_free(&oc.rc);
+    progress_free(&oc.pg);
     kube_client_free(&informer_client);
     kube_client_free(&client);
     curl_global_cleanup();

@@ -1,0 +1,356 @@
+/*
+ * progress: one thread, one ZeroMQ context, one SUB socket per followed job (see
+ * progress.h). Subscriptions change under the mutex (the desired endpoint per job); the
+ * thread compares desired with connected endpoints each round and reconnects, so no
+ * socket is ever touched outside the thread that owns it (ZeroMQ sockets are not
+ * thread-safe).
+ */
+#include "progress.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "kd_error.h"
+#include "kd_log.h"
+#include "kube_map.h"
+
+#define PROGRESS_MAX_SUBS 4096
+#define PROGRESS_MSG_MAX 65536
+
+typedef struct sub {
+    char want[128];          /* endpoint to follow, "" = none */
+    char have[128];          /* endpoint the socket is connected to */
+    void *sock;              /* owned by the thread */
+    int have_info;
+    rc_progress_info info;
+    sched_tp tp[PROGRESS_MAX_TP];
+    int n_tp;
+    double last_notify;
+} sub;
+
+struct progress {
+    progress_options opt;
+    pthread_mutex_t mu;
+    kube_map *subs;          /* key -> sub */
+    void *zctx;
+    pthread_t thread;
+    int started;
+    atomic_int stop;
+    atomic_long dropped;
+};
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sub_free(void *v)
+{
+    sub *s = v;
+    if (s != NULL && s->sock != NULL)
+        zmq_close(s->sock);
+    free(s);
+}
+
+int progress_new(const progress_options *o, progress **out)
+{
+    progress *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return KD_ENOMEM;
+    if (o != NULL)
+        p->opt = *o;
+    if (p->opt.notify_interval_s <= 0)
+        p->opt.notify_interval_s = 3.0;
+    p->subs = kube_map_new(sub_free);
+    p->zctx = zmq_ctx_new();
+    if (p->subs == NULL || p->zctx == NULL) {
+        kube_map_free(&p->subs);
+        if (p->zctx != NULL)
+            zmq_ctx_term(p->zctx);
+        free(p);
+        return KD_ENOMEM;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    *out = p;
+    return KD_OK;
+}
+
+static int get_num(const json_t *o, const char *k, double *v)
+{
+    const json_t *x = json_object_get(o, k);
+    if (x == NULL)
+        return 0;
+    if (!json_is_number(x))
+        return -1;
+    *v = json_number_value(x);
+    return 0;
+}
+
+int progress_decode(const char *text, size_t len, rc_progress_info *out)
+{
+    json_error_t je;
+    json_t *o = json_loadb(text, len, 0, &je);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return -1;
+    }
+    memset(out, 0, sizeof *out);
+    out->samples = -1;
+    double epoch = 0, step = 0, agents = 0, samples = -1;
+    int bad = get_num(o, "epoch", &epoch) | get_num(o, "step", &step) |
+              get_num(o, "loss", &out->loss) | get_num(o, "accuracy", &out->accuracy) |
+              get_num(o, "samples_per_s", &out->samples_per_s) |
+              get_num(o, "agents", &agents) | get_num(o, "samples", &samples);
+    json_decref(o);
+    if (bad || epoch < 0 || epoch > 1e9 || step < 0 || step > 9e15 || agents < 0 ||
+        agents > 1e6 || out->accuracy < 0 || out->accuracy > 1 || out->samples_per_s < 0 ||
+        out->samples_per_s > 1e12 || out->loss < 0 || out->loss > 1e30 || out->loss != out->loss)
+        return -1;
+    out->epoch = (long)epoch;
+    out->step = (long)step;
+    out->agents = (int)agents;
+    out->samples = samples >= 0 ? (long)samples : -1;
+    return 0;
+}
+
+/* Throughput per agent count: exponential average, so a noisy interval does not decide. */
+static void add_tp(sub *s, int agents, double sps)
+{
+    if (agents < 1 || sps <= 0)
+        return;
+    for (int i = 0; i < s->n_tp; i++) {
+        if (s->tp[i].agents == agents) {
+            s->tp[i].samples_per_s = 0.7 * s->tp[i].samples_per_s + 0.3 * sps;
+            return;
+        }
+    }
+    if (s->n_tp < PROGRESS_MAX_TP) {
+        s->tp[s->n_tp].agents = agents;
+        s->tp[s->n_tp].samples_per_s = sps;
+        s->n_tp++;
+    }
+}
+
+typedef struct round_ctx {
+    progress *p;
+    zmq_pollitem_t items[PROGRESS_MAX_SUBS];
+    sub *subs[PROGRESS_MAX_SUBS];
+    char *keys[PROGRESS_MAX_SUBS];
+    int n;
+} round_ctx;
+
+/* Under the lock: (re)connect sockets whose endpoint changed; collect poll items. */
+static int prepare(void *ud, const char *key, void *value)
+{
+    round_ctx *r = ud;
+    sub *s = value;
+    if (strcmp(s->want, s->have) != 0) {
+        if (s->sock != NULL) {
+            zmq_close(s->sock);
+            s->sock = NULL;
+        }
+        s->have[0] = '\0';
+        if (s->want[0] != '\0') {
+            void *sock = zmq_socket(r->p->zctx, ZMQ_SUB);
+            int linger = 0, hwm = 16;
+            size_t maxmsg = PROGRESS_MSG_MAX;
+            int64_t mm = (int64_t)maxmsg;
+            if (sock != NULL) {
+                zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+                zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+                zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &mm, sizeof mm);
+                zmq_setsockopt(sock, ZMQ_SUBSCRIBE, "", 0);
+                if (zmq_connect(sock, s->want) != 0) {
+                    KD_WARN("metrics subscribe failed job=%s endpoint=%s err=\"%s\"", key,
+                            s->want, zmq_strerror(zmq_errno()));
+                    zmq_close(sock);
+                    sock = NULL;
+                }
+            }
+            s->sock = sock;
+            if (sock != NULL)
+                snprintf(s->have, sizeof s->have, "%s", s->want);
+        }
+    }
+    if (s->sock != NULL && r->n < PROGRESS_MAX_SUBS) {
+        r->items[r->n] = (zmq_pollitem_t){.socket = s->sock, .events = ZMQ_POLLIN};
+        r->subs[r->n] = s;
+        r->keys[r->n] = strdup(key);
+        r->n++;
+    }
+    return 0;
+}
+
+static void *progress_main(void *arg)
+{
+    progress *p = arg;
+    round_ctx *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->p = p;
+    char *buf = malloc(PROGRESS_MSG_MAX + 1);
+    while (buf != NULL && !atomic_load(&p->stop)) {
+        pthread_mutex_lock(&p->mu);
+        r->n = 0;
+        kube_map_foreach(p->subs, prepare, r);
+        pthread_mutex_unlock(&p->mu);
+        if (r->n == 0) {
+            struct timespec ts = {0, 200 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        /* The sockets stay valid during the poll: only this thread closes them. */
+        int rc = zmq_poll(r->items, r->n, 200);
+        for (int i = 0; rc > 0 && i < r->n; i++) {
+            if (!(r->items[i].revents & ZMQ_POLLIN))
+                continue;
+            char notify_key[600] = "";
+            for (;;) {
+                int n = zmq_recv(r->items[i].socket, buf, PROGRESS_MSG_MAX, ZMQ_DONTWAIT);
+                if (n < 0)
+                    break;
+                rc_progress_info info;
+                if (n > PROGRESS_MSG_MAX || progress_decode(buf, (size_t)n, &info) != 0) {
+                    atomic_fetch_add(&p->dropped, 1);
+                    continue;
+                }
+                pthread_mutex_lock(&p->mu);
+                sub *s = r->subs[i];
+                s->info = info;
+                s->have_info = 1;
+                add_tp(s, info.agents, info.samples_per_s);
+                double now = mono();
+                if (now - s->last_notify >= p->opt.notify_interval_s) {
+                    s->last_notify = now;
+                    snprintf(notify_key, sizeof notify_key, "%s", r->keys[i]);
+                }
+                pthread_mutex_unlock(&p->mu);
+            }
+            if (notify_key[0] != '\0' && p->opt.notify != NULL)
+                p->opt.notify(p->opt.ud, notify_key);
+        }
+        for (int i = 0; i < r->n; i++)
+            free(r->keys[i]);
+        r->n = 0;
+    }
+    free(buf);
+    free(r);
+    return NULL;
+}
+
+int progress_start(progress *p)
+{
+    if (pthread_create(&p->thread, NULL, progress_main, p) != 0)
+        return KD_ENOMEM;
+    p->started = 1;
+    return KD_OK;
+}
+
+/* A sub record for key (lock held); NULL when out of memory or full. */
+static sub *get_sub(progress *p, const char *key, int create)
+{
+    sub *s = kube_map_get(p->subs, key);
+    if (s == NULL && create && kube_map_size(p->subs) < PROGRESS_MAX_SUBS) {
+        s = calloc(1, sizeof *s);
+        if (s != NULL && kube_map_put(p->subs, key, s) != KD_OK) {
+            free(s);
+            s = NULL;
+        }
+    }
+    return s;
+}
+
+void progress_watch(progress *p, const char *key, const char *endpoint)
+{
+    pthread_mutex_lock(&p->mu);
+    sub *s = get_sub(p, key, endpoint != NULL);
+    if (s != NULL)
+        snprintf(s->want, sizeof s->want, "%s", endpoint != NULL ? endpoint : "");
+    pthread_mutex_unlock(&p->mu);
+}
+
+void progress_forget(progress *p, const char *key)
+{
+    pthread_mutex_lock(&p->mu);
+    sub *s = kube_map_get(p->subs, key);
+    /* The socket belongs to the thread: mark it unwanted with no data, and drop the
+     * record only when no socket is attached. */
+    if (s != NULL && s->sock == NULL)
+        kube_map_del(p->subs, key);
+    else if (s != NULL) {
+        s->want[0] = '\0';
+        s->have_info = 0;
+        s->n_tp = 0;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+int progress_get(progress *p, const char *key, rc_progress_info *out)
+{
+    pthread_mutex_lock(&p->mu);
+    sub *s = kube_map_get(p->subs, key);
+    int have = s != NULL && s->have_info;
+    if (have)
+        *out = s->info;
+    pthread_mutex_unlock(&p->mu);
+    return have;
+}
+
+int progress_throughput(progress *p, const char *key, sched_tp *tp, int max)
+{
+    pthread_mutex_lock(&p->mu);
+    sub *s = kube_map_get(p->subs, key);
+    int n = 0;
+    for (int i = 0; s != NULL && i < s->n_tp && n < max; i++)
+        tp[n++] = s->tp[i];
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+long progress_dropped(progress *p)
+{
+    return atomic_load(&p->dropped);
+}
+
+void progress_stop(progress *p)
+{
+    if (p == NULL || !p->started)
+        return;
+    atomic_store(&p->stop, 1);
+    pthread_join(p->thread, NULL);
+    p->started = 0;
+}
+
+void progress_free(progress **pp)
+{
+    if (pp == NULL || *pp == NULL)
+        return;
+    progress *p = *pp;
+    progress_stop(p);
+    kube_map_free(&p->subs); /* closes the sockets: the thread is gone */
+    zmq_ctx_term(p->zctx);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+    *pp = NULL;
+}
+
+int progress_lookup_cb(void *ud, const char *key, rc_progress_info *out)
+{
+    return progress_get(ud, key, out);
+}
+
+void progress_watch_cb(void *ud, const char *key, const char *endpoint)
+{
+    if (endpoint == NULL)
+        progress_watch(ud, key, NULL);
+    else
+        progress_watch(ud, key, endpoint);
+}

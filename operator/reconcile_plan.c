@@ -1,0 +1,384 @@
+/*
+ * reconcile_plan: the pure decision core of the AgentJob reconciler (see
+ * reconcile_plan.h). The rules, in order of precedence:
+ *   finished (Succeeded/Failed) > invalid spec > suspend > deadline > backoff limit >
+ *   coordinator exited 0 > normal operation (ensure Service, coordinator, workers).
+ * Failed pods are always deleted and counted first, so a job that runs out of
+ * backoff in this sync already sees the failure that pushed it over.
+ */
+#include "reconcile_plan.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd_error.h"
+
+static const char *const phase_names[] = {"Pending", "Running", "Succeeded", "Failed",
+                                          "Suspended"};
+
+const char *rc_phase_name(rc_phase p)
+{
+    return (unsigned)p < 5 ? phase_names[p] : "Pending";
+}
+
+int rc_phase_parse(const char *name)
+{
+    for (int i = 0; name != NULL && i < 5; i++)
+        if (strcmp(name, phase_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *rc_delete_why_name(rc_delete_why w)
+{
+    static const char *const n[] = {"scale down", "failed", "suspend", "cleanPodPolicy"};
+    return (unsigned)w < 4 ? n[w] : "?";
+}
+
+static void copy_str(char *dst, size_t len, const char *src)
+{
+    snprintf(dst, len, "%s", src != NULL ? src : "");
+}
+
+int rc_pod_from_json(const json_t *pod, const char *job, rc_pod *out)
+{
+    memset(out, 0, sizeof *out);
+    const json_t *md = json_object_get(pod, "metadata");
+    const json_t *labels = json_object_get(md, "labels");
+    const char *jn = json_string_value(json_object_get(labels, "kadet.io/job-name"));
+    const char *role = json_string_value(json_object_get(labels, "kadet.io/role"));
+    const char *name = json_string_value(json_object_get(md, "name"));
+    if (jn == NULL || role == NULL || name == NULL || strcmp(jn, job) != 0)
+        return 0;
+    if (strcmp(role, "coordinator") == 0) {
+        out->coordinator = 1;
+        out->index = -1;
+    } else if (strcmp(role, "worker") == 0) {
+        /* The number is the name's suffix: labels can be edited, names cannot. */
+        const char *dash = strrchr(name, '-');
+        char *end = NULL;
+        long idx = dash != NULL ? strtol(dash + 1, &end, 10) : -1;
+        out->index = end != NULL && end != dash + 1 && *end == '\0' && idx >= 0 ? idx : -1;
+    } else {
+        return 0;
+    }
+    copy_str(out->name, sizeof out->name, name);
+    copy_str(out->uid, sizeof out->uid, json_string_value(json_object_get(md, "uid")));
+    out->deleting = json_object_get(md, "deletionTimestamp") != NULL &&
+                    !json_is_null(json_object_get(md, "deletionTimestamp"));
+    const json_t *st = json_object_get(pod, "status");
+    const char *phase = json_string_value(json_object_get(st, "phase"));
+    out->state = RC_POD_PENDING;
+    if (phase != NULL && strcmp(phase, "Running") == 0)
+        out->state = RC_POD_RUNNING;
+    else if (phase != NULL && strcmp(phase, "Succeeded") == 0)
+        out->state = RC_POD_SUCCEEDED;
+    else if (phase != NULL && strcmp(phase, "Failed") == 0)
+        out->state = RC_POD_FAILED;
+    copy_str(out->ip, sizeof out->ip, json_string_value(json_object_get(st, "podIP")));
+    out->ready = out->state == RC_POD_RUNNING;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(st, "conditions"), i, c)
+    {
+        const char *t = json_string_value(json_object_get(c, "type"));
+        const char *s = json_string_value(json_object_get(c, "status"));
+        if (t != NULL && s != NULL && strcmp(t, "Ready") == 0 && strcmp(s, "False") == 0)
+            out->ready = 0;
+    }
+    json_array_foreach(json_object_get(st, "containerStatuses"), i, c)
+    {
+        const json_t *term = json_object_get(json_object_get(c, "state"), "terminated");
+        if (json_is_object(term) && i == 0)
+            out->exit_code = (int)json_integer_value(json_object_get(term, "exitCode"));
+    }
+    return 1;
+}
+
+static void add_cond(rc_plan *p, const char *type, int status, const char *reason,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void add_cond(rc_plan *p, const char *type, int status, const char *reason,
+                     const char *fmt, ...)
+{
+    if (p->n_cond >= RC_COND_MAX)
+        return;
+    rc_condition *c = &p->cond[p->n_cond++];
+    c->type = type;
+    c->status = status;
+    c->reason = reason;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->message, sizeof c->message, fmt, ap);
+    va_end(ap);
+}
+
+static void set_event(rc_plan *p, const char *reason, int warning, const char *msg)
+{
+    p->event_reason = reason;
+    p->event_warning = warning;
+    copy_str(p->event_message, sizeof p->event_message, msg);
+}
+
+static void del(rc_plan *p, size_t i, rc_delete_why why)
+{
+    p->del[p->n_delete] = i;
+    p->why[p->n_delete] = why;
+    p->n_delete++;
+}
+
+static int live(const rc_pod *pod)
+{
+    return !pod->deleting && (pod->state == RC_POD_PENDING || pod->state == RC_POD_RUNNING);
+}
+
+/* cleanPodPolicy on a finished job. */
+static void cleanup(const rc_input *in, rc_plan *p)
+{
+    for (size_t i = 0; i < in->n_pods; i++) {
+        const rc_pod *pod = &in->pods[i];
+        if (pod->deleting || in->clean == RC_CLEAN_NONE)
+            continue;
+        if (in->clean == RC_CLEAN_ALL || live(pod))
+            del(p, i, RC_DEL_CLEANUP);
+    }
+}
+
+static void finish(const rc_input *in, rc_plan *p, rc_phase phase, const char *reason,
+                   const char *msg)
+{
+    p->phase = phase;
+    p->set_completion = in->completion_time <= 0;
+    int ok = phase == RC_SUCCEEDED;
+    add_cond(p, "Running", 0, reason, "%s", msg);
+    add_cond(p, ok ? "Succeeded" : "Failed", 1, reason, "%s", msg);
+    if (!in->has_phase || in->phase != phase)
+        set_event(p, ok ? "Succeeded" : "Failed", !ok, msg);
+    cleanup(in, p);
+}
+
+static int cmp_index_desc(const void *a, const void *b, const rc_pod *pods)
+{
+    long x = pods[*(const size_t *)a].index, y = pods[*(const size_t *)b].index;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Newest first (highest index), by insertion sort: a job has at most a few hundred pods. */
+static void sort_newest_first(size_t *idx, size_t n, const rc_pod *pods)
+{
+    for (size_t i = 1; i < n; i++) {
+        size_t v = idx[i], j = i;
+        while (j > 0 && cmp_index_desc(&idx[j - 1], &v, pods) > 0) {
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        idx[j] = v;
+    }
+}
+
+static int clamp_desired(const rc_input *in)
+{
+    int d;
+    if (in->pin > 0)
+        d = in->pin;
+    else if (in->sched_desired >= 0)
+        d = in->sched_desired;
+    else if (in->status_desired >= 0)
+        d = in->status_desired; /* a restarted operator keeps what it had decided */
+    else
+        d = in->min;
+    if (d == 0 && in->pin <= 0)
+        return 0;
+    return d < in->min ? in->min : d > in->max ? in->max : d;
+}
+
+int rc_plan_compute(const rc_input *in, rc_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    p->event_reason = "";
+    p->act = 1;
+    p->phase = in->has_phase ? in->phase : RC_PENDING;
+    p->failures = in->failures;
+    p->desired = in->status_desired > 0 ? in->status_desired : 0;
+    size_t n = in->n_pods > 0 ? in->n_pods : 1;
+    p->del = calloc(n, sizeof *p->del);
+    p->why = calloc(n, sizeof *p->why);
+    if (p->del == NULL || p->why == NULL)
+        return KD_ENOMEM;
+
+    const rc_pod *coord = NULL;
+    int workers_live = 0, workers_ready = 0, workers_done = 0, workers_alive = 0;
+    long max_index = -1;
+    for (size_t i = 0; i < in->n_pods; i++) {
+        const rc_pod *pod = &in->pods[i];
+        if (pod->coordinator) {
+            if (coord == NULL || (coord->deleting && !pod->deleting))
+                coord = pod;
+            continue;
+        }
+        if (pod->index > max_index)
+            max_index = pod->index;
+        if (live(pod))
+            workers_live++;
+        if (live(pod) && pod->ready)
+            workers_ready++;
+        if (!pod->deleting && pod->state == RC_POD_SUCCEEDED)
+            workers_done++;
+        if (pod->state == RC_POD_PENDING || pod->state == RC_POD_RUNNING)
+            workers_alive++;
+    }
+    p->ready = workers_ready;
+
+    /* 1. Finished jobs only clean up and expire. A job Failed for an invalid spec is
+     * not finished for good: fixing the spec starts it. */
+    int terminal = in->has_phase && (in->phase == RC_SUCCEEDED || in->phase == RC_FAILED) &&
+                   !(in->phase == RC_FAILED && in->failed_invalid && in->valid);
+    if (terminal) {
+        p->ready = 0;
+        cleanup(in, p);
+        if (in->ttl_s >= 0) {
+            double done = in->completion_time > 0 ? in->completion_time : in->now;
+            double left = done + (double)in->ttl_s - in->now;
+            if (left <= 0)
+                p->delete_job = 1;
+            else
+                p->requeue_s = left;
+        }
+        if (in->completion_time <= 0)
+            p->set_completion = 1;
+        return KD_OK;
+    }
+
+    /* 2. Invalid spec: report, never act on it, never retry (the user must edit). */
+    if (!in->valid) {
+        add_cond(p, "Valid", 0, "InvalidSpec", "%s",
+                 in->invalid_msg != NULL ? in->invalid_msg : "invalid spec");
+        p->act = 0;
+        if (in->start_time <= 0) {
+            p->phase = RC_FAILED;
+            add_cond(p, "Failed", 1, "InvalidSpec", "the spec is invalid: %s",
+                     in->invalid_msg != NULL ? in->invalid_msg : "");
+        }
+        set_event(p, "InvalidSpec", 1, in->invalid_msg != NULL ? in->invalid_msg : "");
+        return KD_OK;
+    }
+    add_cond(p, "Valid", 1, "SpecValid", "the spec is valid");
+    if (in->has_phase && in->phase == RC_FAILED && in->failed_invalid)
+        add_cond(p, "Failed", 0, "SpecValid", "the spec was corrected");
+
+    /* Failed pods are deleted and counted whatever happens next. */
+    for (size_t i = 0; i < in->n_pods; i++) {
+        if (!in->pods[i].deleting && in->pods[i].state == RC_POD_FAILED) {
+            del(p, i, RC_DEL_FAILED);
+            p->new_failures++;
+        }
+    }
+    p->failures = in->failures + p->new_failures;
+
+    /* 3. Suspend: workers go first, the coordinator once they are gone (it writes its
+     * final checkpoint on SIGTERM). */
+    if (in->suspend) {
+        p->phase = RC_SUSPENDED;
+        p->desired = 0;
+        p->ready = 0;
+        for (size_t i = 0; i < in->n_pods; i++)
+            if (!in->pods[i].coordinator && live(&in->pods[i]))
+                del(p, i, RC_DEL_SUSPEND);
+        if (workers_alive == 0 && coord != NULL && live(coord))
+            del(p, (size_t)(coord - in->pods), RC_DEL_SUSPEND);
+        add_cond(p, "Suspended", 1, "Suspended", "runPolicy.suspend is true");
+        add_cond(p, "Running", 0, "Suspended", "the job is suspended");
+        if (!in->has_phase || in->phase != RC_SUSPENDED)
+            set_event(p, "Suspended", 0, "job suspended: agent pods deleted");
+        return KD_OK;
+    }
+    if (in->has_phase && in->phase == RC_SUSPENDED) {
+        add_cond(p, "Suspended", 0, "Resumed", "runPolicy.suspend is false");
+        set_event(p, "Resumed", 0, "job resumed");
+    }
+
+    /* 4. Deadline and backoff. */
+    if (in->active_deadline_s > 0 && in->start_time > 0) {
+        double left = in->start_time + (double)in->active_deadline_s - in->now;
+        if (left <= 0) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "the job ran longer than activeDeadlineSeconds (%lld s)",
+                     (long long)in->active_deadline_s);
+            finish(in, p, RC_FAILED, "DeadlineExceeded", msg);
+            return KD_OK;
+        }
+        p->requeue_s = left;
+    }
+    if (p->failures > in->backoff_limit) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%d agent pod failures exceed backoffLimit %d", p->failures,
+                 in->backoff_limit);
+        finish(in, p, RC_FAILED, "BackoffLimitExceeded", msg);
+        return KD_OK;
+    }
+
+    /* 5. The coordinator exiting 0 is the end of training. */
+    if (coord != NULL && !coord->deleting && coord->state == RC_POD_SUCCEEDED) {
+        p->ready = 0;
+        finish(in, p, RC_SUCCEEDED, "Completed", "training finished: the coordinator exited 0");
+        return KD_OK;
+    }
+
+    /* 6. Normal operation. */
+    p->desired = clamp_desired(in);
+    p->create_service = !in->have_service;
+    p->create_coordinator = coord == NULL;
+    int created = p->create_service || p->create_coordinator;
+    /* A worker that exited 0 unasked got DONE from the coordinator: the job is finishing,
+     * so no replacements are started. */
+    if (workers_live < p->desired && workers_done == 0) {
+        p->n_create = p->desired - workers_live;
+        p->first_index = max_index + 1;
+        created = 1;
+    } else if (workers_live > p->desired) {
+        size_t *order = calloc(in->n_pods, sizeof *order);
+        if (order == NULL)
+            return KD_ENOMEM;
+        size_t k = 0;
+        for (size_t i = 0; i < in->n_pods; i++)
+            if (!in->pods[i].coordinator && live(&in->pods[i]))
+                order[k++] = i;
+        sort_newest_first(order, k, in->pods);
+        for (int j = 0; j < workers_live - p->desired; j++)
+            del(p, order[j], RC_DEL_SCALE_DOWN);
+        free(order);
+        if (p->ready > p->desired)
+            p->ready = p->desired;
+    }
+    if (created && in->start_time <= 0)
+        p->set_start = 1;
+    int coord_running = coord != NULL && !coord->deleting && coord->state == RC_POD_RUNNING;
+    if (p->desired == 0) {
+        p->phase = RC_PENDING;
+        add_cond(p, "Running", 0, "WaitingForCapacity",
+                 "no room for agents in the cluster; the scheduler queued the job");
+    } else if (coord_running && workers_ready > 0) {
+        p->phase = RC_RUNNING;
+        add_cond(p, "Running", 1, "Training", "%d of %d agents ready", p->ready, p->desired);
+    } else {
+        /* A job that ran and lost its pods (failures, restart) shows Pending again until
+         * they are back: the printer column tells the truth. */
+        p->phase = RC_PENDING;
+        add_cond(p, "Running", 0, "Starting", "waiting for the coordinator and %d agents",
+                 p->desired);
+    }
+    return KD_OK;
+}
+
+void rc_plan_free(rc_plan *p)
+{
+    if (p == NULL)
+        return;
+    free(p->del);
+    free(p->why);
+    p->del = NULL;
+    p->why = NULL;
+    p->n_delete = 0;
+}

@@ -1,0 +1,137 @@
+/*
+ * reconcile_plan: the AgentJob reconciler's decisions as a pure function.
+ *
+ * rc_plan_compute() takes what one sync observed (the decoded spec, the job's status as
+ * last written, the scheduler's decision, the owned Service and pods from the caches,
+ * the time) and returns what to do: which pods to create and delete (and why), the new
+ * phase, agent counts, failure count, conditions, a transition event, whether to delete
+ * the job (TTL) and when to look again. No I/O, no clock, no allocation beyond the plan's
+ * own arrays, so every rule of docs/operator.md section 3 is unit-tested exhaustively
+ * (tests/unit/test_reconcile_plan.c); reconcile.c only gathers the input and executes.
+ *
+ * Ownership: rc_input's pointers are borrowed; rc_plan owns its arrays (rc_plan_free).
+ */
+#ifndef KD_RECONCILE_PLAN_H
+#define KD_RECONCILE_PLAN_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum rc_phase {
+    RC_PENDING = 0,
+    RC_RUNNING = 1,
+    RC_SUCCEEDED = 2,
+    RC_FAILED = 3,
+    RC_SUSPENDED = 4
+} rc_phase;
+
+typedef enum rc_pod_state {
+    RC_POD_PENDING = 0,
+    RC_POD_RUNNING = 1,
+    RC_POD_SUCCEEDED = 2,
+    RC_POD_FAILED = 3
+} rc_pod_state;
+
+typedef enum rc_clean { RC_CLEAN_RUNNING = 0, RC_CLEAN_ALL = 1, RC_CLEAN_NONE = 2 } rc_clean;
+
+/* One pod the job owns, as the plan sees it. */
+typedef struct rc_pod {
+    char name[254];
+    char uid[64];
+    int coordinator;    /* 1: the coordinator pod; 0: a worker */
+    long index;         /* worker number (name suffix); -1 for the coordinator */
+    rc_pod_state state;
+    int deleting;       /* deletionTimestamp set, or deleted by us and not yet gone */
+    int ready;          /* Running and not marked unready */
+    int exit_code;      /* of a terminated container, else 0 */
+    char ip[64];        /* status.podIP or "" */
+} rc_pod;
+
+/* Decodes a pod object of job `job` into *out. Returns 1 when the pod belongs to the job
+ * (label kadet.io/job-name and a known kadet.io/role), 0 otherwise. Pure. */
+int rc_pod_from_json(const json_t *pod, const char *job, rc_pod *out);
+
+const char *rc_phase_name(rc_phase p);
+/* "Running" -> RC_RUNNING ...; -1 for NULL or an unknown name. */
+int rc_phase_parse(const char *name);
+
+typedef struct rc_input {
+    /* spec */
+    int valid;                 /* 1 when kd_agentjob_decode accepted the spec */
+    const char *invalid_msg;   /* the decoder's message when !valid */
+    int min, max;              /* spec.agents */
+    int pin;                   /* spec.replicas, -1 = none */
+    int backoff_limit;
+    int64_t active_deadline_s; /* 0 = none */
+    int64_t ttl_s;             /* ttlSecondsAfterFinished, -1 = never */
+    rc_clean clean;
+    int suspend;
+    /* status as last written */
+    int has_phase;             /* status.phase present */
+    rc_phase phase;
+    int failed_invalid;        /* the job is Failed because its spec was invalid */
+    int failures;              /* status.failures */
+    double start_time;         /* status.startTime (epoch s), 0 = unset */
+    double completion_time;    /* status.completionTime, 0 = unset */
+    int status_desired;        /* status.agents.desired, -1 = unset */
+    /* scheduler */
+    int sched_desired;         /* the scheduler host's last decision, -1 = none yet */
+    /* cluster */
+    int have_service;          /* the coordinator Service exists */
+    const rc_pod *pods;
+    size_t n_pods;
+    double now;                /* epoch seconds */
+} rc_input;
+
+typedef enum rc_delete_why {
+    RC_DEL_SCALE_DOWN = 0, /* more workers than desired: the newest go */
+    RC_DEL_FAILED = 1,     /* the pod failed: counted, then replaced */
+    RC_DEL_SUSPEND = 2,    /* runPolicy.suspend */
+    RC_DEL_CLEANUP = 3     /* cleanPodPolicy after the job finished */
+} rc_delete_why;
+
+#define RC_COND_MAX 5
+#define RC_MSG_MAX 512
+
+typedef struct rc_condition {
+    const char *type;   /* Valid, Running, Suspended, Succeeded, Failed (static strings) */
+    int status;         /* 1 = "True", 0 = "False" */
+    const char *reason; /* static string */
+    char message[RC_MSG_MAX];
+} rc_condition;
+
+typedef struct rc_plan {
+    rc_phase phase;            /* phase to write */
+    int desired;               /* status.agents.desired to write */
+    int ready;                 /* status.agents.ready to write */
+    int failures;              /* status.failures to write, assuming every failed pod in
+                                  `del` is deleted now (the executor counts real deletes) */
+    int new_failures;          /* failed pods found by this sync */
+    int set_start;             /* write startTime = now */
+    int set_completion;        /* write completionTime = now */
+    int create_service;
+    int create_coordinator;
+    int n_create;              /* worker pods to create ... */
+    long first_index;          /* ... numbered first_index, first_index + 1, ... */
+    size_t n_delete;           /* pods to delete: indexes into rc_input.pods */
+    size_t *del;
+    rc_delete_why *why;
+    int delete_job;            /* ttlSecondsAfterFinished has passed */
+    int act;                   /* 0: report only (invalid spec of a job that ran) */
+    double requeue_s;          /* > 0: sync again after this many seconds */
+    rc_condition cond[RC_COND_MAX];
+    int n_cond;
+    /* A phase transition worth an Event ("" = none). */
+    const char *event_reason;  /* Succeeded, Failed, Suspended, Resumed, InvalidSpec */
+    int event_warning;
+    char event_message[RC_MSG_MAX];
+} rc_plan;
+
+/* Computes the plan. Returns KD_OK or KD_ENOMEM. The plan must be freed even on error. */
+int rc_plan_compute(const rc_input *in, rc_plan *plan);
+void rc_plan_free(rc_plan *plan);
+
+const char *rc_delete_why_name(rc_delete_why w);
+
+#endif

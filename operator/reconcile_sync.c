@@ -1,0 +1,541 @@
+/*
+ * reconcile_sync: one sync of one AgentJob key. Gathers rc_input from the informer
+ * caches (the job, the pods and Service it controls, the scheduler's decision), computes
+ * the plan, executes it (create, delete, Events) and writes the status through the status
+ * subresource: a merge patch carrying the resourceVersion the sync read, so a concurrent
+ * change (kubectl scale, another writer) makes it fail with a conflict and the key is
+ * retried against the fresher cache. Cached objects are never modified: the status is
+ * built as a new object from the cached one.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd_error.h"
+#include "kd_log.h"
+#include "kd_spec.h"
+#include "podspec.h"
+#include "reconcile_int.h"
+#include "reconcile_plan.h"
+
+/* --- Events ------------------------------------------------------------------------- */
+
+/* Records a core/v1 Event about the job. Best effort: a failure is logged, not retried
+ * (a missing Event must not stop the job). */
+static void record_event(rc_controller *c, const json_t *job, int warning, const char *reason,
+                         const char *message)
+{
+    const json_t *md = json_object_get(job, "metadata");
+    const char *ns = json_string_value(json_object_get(md, "namespace"));
+    const char *name = json_string_value(json_object_get(md, "name"));
+    char gen[240], now[40];
+    snprintf(gen, sizeof gen, "%.200s.", name != NULL ? name : "agentjob");
+    rc_format_time(rc_now(), now, sizeof now);
+    json_t *ev = json_pack(
+        "{s:s, s:s, s:{s:s, s:s}, s:{s:s, s:s, s:O?, s:O?, s:O?}, s:s, s:s, s:s, s:{s:s},"
+        " s:s, s:s, s:i, s:s}",
+        "apiVersion", "v1", "kind", "Event", "metadata", "generateName", gen, "namespace", ns,
+        "involvedObject", "apiVersion", KD_SPEC_API_VERSION, "kind", KD_SPEC_KIND, "name",
+        json_object_get(md, "name"), "namespace", json_object_get(md, "namespace"), "uid",
+        json_object_get(md, "uid"), "reason", reason, "message", message, "type",
+        warning ? "Warning" : "Normal", "source", "component", "kadet-operator",
+        "firstTimestamp", now, "lastTimestamp", now, "count", 1, "reportingComponent",
+        "kadet-operator");
+    if (ev == NULL)
+        return;
+    kube_error e;
+    int rc = kube_create(c->opt.client, &KUBE_EVENTS, ns, ev, NULL, &e);
+    if (rc != KD_OK)
+        KD_WARN("event not recorded job=%s/%s reason=%s err=\"%s\"", ns, name, reason,
+                e.message);
+    json_decref(ev);
+}
+
+/* --- gathering ------------------------------------------------------------------------ */
+
+static int owned_by(const json_t *obj, const char *uid)
+{
+    size_t i;
+    json_t *ref;
+    json_array_foreach(json_object_get(json_object_get(obj, "metadata"), "ownerReferences"), i,
+                       ref)
+    {
+        const char *u = json_string_value(json_object_get(ref, "uid"));
+        if (u != NULL && strcmp(u, uid) == 0 && json_is_true(json_object_get(ref, "controller")))
+            return 1;
+    }
+    return 0;
+}
+
+/* The job's pods from the pod cache (pods of an older job of the same name are not its:
+ * the garbage collector removes them). *pods is malloc'ed. */
+static int gather_pods(rc_controller *c, const char *key, const char *ns, const char *name,
+                       const char *uid, double now, rc_pod **pods, size_t *n)
+{
+    *pods = NULL;
+    *n = 0;
+    json_t *all = c->caches.pods != NULL ? informer_list(c->caches.pods) : json_array();
+    if (all == NULL)
+        return KD_ENOMEM;
+    size_t cap = 0, i;
+    json_t *p;
+    int rc = KD_OK;
+    json_array_foreach(all, i, p)
+    {
+        const char *pns =
+            json_string_value(json_object_get(json_object_get(p, "metadata"), "namespace"));
+        if (pns == NULL || strcmp(pns, ns) != 0 || !owned_by(p, uid))
+            continue;
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            rc_pod *np = realloc(*pods, nc * sizeof *np);
+            if (np == NULL) {
+                rc = KD_ENOMEM;
+                break;
+            }
+            *pods = np;
+            cap = nc;
+        }
+        if (rc_pod_from_json(p, name, &(*pods)[*n])) {
+            rc_pod *rp = &(*pods)[*n];
+            if (!rp->deleting && rc_was_deleted(c, key, rp->uid, now))
+                rp->deleting = 1;
+            (*n)++;
+        }
+    }
+    json_decref(all);
+    return rc;
+}
+
+static int have_service(rc_controller *c, const char *ns, const char *name)
+{
+    char svc[PODSPEC_NAME_MAX], key[PODSPEC_NAME_MAX + 80];
+    if (podspec_coordinator_name(name, svc, sizeof svc) != KD_OK)
+        return 0;
+    snprintf(key, sizeof key, "%s/%s", ns, svc);
+    for (size_t i = 0; i < c->caches.n_services; i++) {
+        json_t *s = informer_get(c->caches.services[i], key);
+        if (s != NULL) {
+            json_decref(s);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int int_or(const json_t *v, int dflt)
+{
+    return json_is_integer(v) ? (int)json_integer_value(v) : dflt;
+}
+
+/* --- execution ------------------------------------------------------------------------ */
+
+typedef struct sync_ctx {
+    rc_controller *c;
+    const char *key, *ns, *name;
+    const json_t *job;
+    const kd_agentjob *spec;
+    int failures_counted;   /* failed pods actually deleted by this sync */
+} sync_ctx;
+
+static int create_obj(sync_ctx *x, const kube_resource *r, json_t *obj, const char *what)
+{
+    kube_error e;
+    const char *oname = json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
+    int rc = kube_create(x->c->opt.client, r, x->ns, obj, NULL, &e);
+    if (rc == KD_EEXISTS)
+        return KD_OK; /* the cache had not seen it yet: deterministic names, no duplicate */
+    if (rc != KD_OK) {
+        KD_WARN("create failed job=%s object=%s err=\"%s\"", x->key, oname, e.message);
+        return rc;
+    }
+    char msg[400];
+    snprintf(msg, sizeof msg, "created %s %s", what, oname);
+    KD_INFO("created job=%s %s=%s", x->key, what, oname);
+    record_event(x->c, x->job, 0, "Created", msg);
+    return KD_OK;
+}
+
+static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
+{
+    rc_controller *c = x->c;
+    char err[512];
+    int first_err = KD_OK;
+    json_t *obj = NULL;
+    /* Deletions first: failed pods are counted only when our delete removed them. */
+    for (size_t i = 0; i < p->n_delete; i++) {
+        const rc_pod *pod = &in->pods[p->del[i]];
+        kube_delete_opts dopt = {.precondition_uid = pod->uid[0] ? pod->uid : NULL};
+        kube_error e;
+        int rc = kube_delete(c->opt.client, &KUBE_PODS, x->ns, pod->name, &dopt, NULL, &e);
+        if (rc == KD_ENOTFOUND || rc == KD_ECONFLICT)
+            continue; /* already gone, or a newer pod of that name */
+        if (rc != KD_OK) {
+            KD_WARN("delete failed job=%s pod=%s err=\"%s\"", x->key, pod->name, e.message);
+            if (first_err == KD_OK)
+                first_err = rc;
+            continue;
+        }
+        rc_mark_deleted(c, x->key, pod->uid, in->now);
+        char msg[512];
+        if (p->why[i] == RC_DEL_FAILED) {
+            x->failures_counted++;
+            snprintf(msg, sizeof msg,
+                     "%s pod %s failed (exit code %d); failures %d, backoffLimit %d",
+                     pod->coordinator ? "coordinator" : "agent", pod->name, pod->exit_code,
+                     in->failures + x->failures_counted, in->backoff_limit);
+            KD_WARN("pod failed job=%s pod=%s exit=%d", x->key, pod->name, pod->exit_code);
+            record_event(c, x->job, 1, "Failed", msg);
+        } else {
+            snprintf(msg, sizeof msg, "deleted pod %s (%s)", pod->name,
+                     rc_delete_why_name(p->why[i]));
+            KD_INFO("deleted job=%s pod=%s why=\"%s\"", x->key, pod->name,
+                    rc_delete_why_name(p->why[i]));
+            record_event(c, x->job, 0, "Deleted", msg);
+        }
+    }
+    if (p->delete_job) {
+        kube_delete_opts dopt = {.propagation = "Background"};
+        kube_error e;
+        int rc = kube_delete(c->opt.client, &RC_AGENTJOBS, x->ns, x->name, &dopt, NULL, &e);
+        if (rc == KD_OK)
+            KD_INFO("deleted job=%s why=ttlSecondsAfterFinished", x->key);
+        return rc == KD_ENOTFOUND ? KD_OK : rc;
+    }
+    if (p->create_service) {
+        int rc = podspec_service(x->job, x->spec, &obj, err, sizeof err);
+        if (rc == KD_OK)
+            rc = create_obj(x, &KUBE_SERVICES, obj, "Service");
+        json_decref(obj);
+        obj = NULL;
+        if (rc != KD_OK && first_err == KD_OK)
+            first_err = rc;
+    }
+    if (p->create_coordinator) {
+        int rc = podspec_coordinator_pod(x->job, x->spec, &c->opt.podspec, &obj, err, sizeof err);
+        if (rc == KD_OK)
+            rc = create_obj(x, &KUBE_PODS, obj, "coordinator pod");
+        json_decref(obj);
+        obj = NULL;
+        if (rc != KD_OK && first_err == KD_OK)
+            first_err = rc;
+    }
+    long next = p->first_index;
+    pthread_mutex_lock(&c->mu);
+    rc_jobstate *s = kube_map_get(c->jobs, x->key);
+    if (s != NULL && s->next_index > next)
+        next = s->next_index;
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < p->n_create; i++, next++) {
+        int rc = podspec_worker_pod(x->job, x->spec, &c->opt.podspec, next, &obj, err, sizeof err);
+        if (rc == KD_OK)
+            rc = create_obj(x, &KUBE_PODS, obj, "worker pod");
+        json_decref(obj);
+        obj = NULL;
+        if (rc != KD_OK) {
+            if (first_err == KD_OK)
+                first_err = rc;
+            break;
+        }
+    }
+    if (p->n_create > 0) {
+        pthread_mutex_lock(&c->mu);
+        s = kube_map_get(c->jobs, x->key);
+        if (s != NULL && next > s->next_index)
+            s->next_index = next;
+        pthread_mutex_unlock(&c->mu);
+    }
+    return first_err;
+}
+
+/* --- status --------------------------------------------------------------------------- */
+
+/* Conditions: the old list with the plan's entries updated; lastTransitionTime moves only
+ * when a condition's status flips. New array. */
+static json_t *merge_conditions(const json_t *old, const rc_plan *p, long gen, const char *now)
+{
+    json_t *out = json_is_array(old) ? json_deep_copy(old) : json_array();
+    for (int i = 0; out != NULL && i < p->n_cond; i++) {
+        const rc_condition *pc = &p->cond[i];
+        const char *st = pc->status ? "True" : "False";
+        json_t *found = NULL;
+        size_t k;
+        json_t *c;
+        json_array_foreach(out, k, c)
+        {
+            const char *t = json_string_value(json_object_get(c, "type"));
+            if (t != NULL && strcmp(t, pc->type) == 0)
+                found = c;
+        }
+        if (found == NULL) {
+            found = json_object();
+            json_array_append_new(out, found);
+        }
+        const char *ost = json_string_value(json_object_get(found, "status"));
+        if (ost == NULL || strcmp(ost, st) != 0 ||
+            !json_is_string(json_object_get(found, "lastTransitionTime")))
+            json_object_set_new(found, "lastTransitionTime", json_string(now));
+        json_object_set_new(found, "type", json_string(pc->type));
+        json_object_set_new(found, "status", json_string(st));
+        json_object_set_new(found, "reason", json_string(pc->reason));
+        json_object_set_new(found, "message", json_string(pc->message));
+        json_object_set_new(found, "observedGeneration", json_integer(gen));
+    }
+    return out;
+}
+
+static json_t *progress_json(const rc_progress_info *pi)
+{
+    json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:f}", "epoch", (json_int_t)pi->epoch, "step",
+                          (json_int_t)pi->step, "loss", pi->loss, "accuracy", pi->accuracy,
+                          "samplesPerSecond", pi->samples_per_s);
+    if (o != NULL && pi->samples >= 0)
+        json_object_set_new(o, "samples", json_integer(pi->samples));
+    return o;
+}
+
+static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, double *requeue_s)
+{
+    rc_controller *c = x->c;
+    const json_t *old = json_object_get(x->job, "status");
+    json_t *st = json_is_object(old) ? json_deep_copy(old) : json_object();
+    if (st == NULL)
+        return KD_ENOMEM;
+    const json_t *md = json_object_get(x->job, "metadata");
+    long gen = (long)json_integer_value(json_object_get(md, "generation"));
+    char now[40], sel[PODSPEC_NAME_MAX + 80];
+    rc_format_time(in->now, now, sizeof now);
+    json_object_set_new(st, "phase", json_string(rc_phase_name(p->phase)));
+    if (p->act) {
+        json_object_set_new(st, "agents", json_pack("{s:i, s:i}", "desired", p->desired,
+                                                    "ready", p->ready));
+        json_object_set_new(st, "failures", json_integer(in->failures + x->failures_counted));
+    }
+    if (podspec_worker_selector(x->name, sel, sizeof sel) == KD_OK)
+        json_object_set_new(st, "selector", json_string(sel));
+    json_object_set_new(st, "observedGeneration", json_integer(gen));
+    if (p->set_start)
+        json_object_set_new(st, "startTime", json_string(now));
+    if (p->set_completion)
+        json_object_set_new(st, "completionTime", json_string(now));
+    json_object_set_new(st, "conditions", merge_conditions(json_object_get(old, "conditions"),
+                                                           p, gen, now));
+
+    /* The scaling record, and its Event, when the desired count changes. */
+    int from = in->status_desired > 0 ? in->status_desired : 0;
+    int normal = p->act && (p->phase == RC_PENDING || p->phase == RC_RUNNING);
+    if (normal && p->desired != from) {
+        rc_sched_info si;
+        memset(&si, 0, sizeof si);
+        int have = c->opt.sched_lookup != NULL && c->opt.sched_lookup(c->opt.sched_ud, x->key, &si);
+        char policy[40], reason[200];
+        if (in->pin > 0) {
+            snprintf(policy, sizeof policy, "pinned");
+            snprintf(reason, sizeof reason, "spec.replicas is %d", in->pin);
+        } else if (have) {
+            snprintf(policy, sizeof policy, "%s", si.policy);
+            snprintf(reason, sizeof reason, "%s", si.reason);
+        } else if (in->status_desired < 0) {
+            snprintf(policy, sizeof policy, "initial");
+            snprintf(reason, sizeof reason, "no scheduling decision yet: agents.min");
+        } else {
+            snprintf(policy, sizeof policy, "clamp");
+            snprintf(reason, sizeof reason, "kept within agents [%d, %d]", in->min, in->max);
+        }
+        json_object_set_new(st, "lastScheduling",
+                            json_pack("{s:s, s:i, s:i, s:s, s:s}", "time", now, "from", from,
+                                      "to", p->desired, "policy", policy, "reason", reason));
+        char msg[600];
+        if (have && in->pin <= 0)
+            snprintf(msg, sizeof msg,
+                     "scaled from %d to %d agents (policy %s: %s; predicted %.1f samples/s, "
+                     "cost %.0f agent-s, reward %.3f)",
+                     from, p->desired, policy, reason, si.pred_speed, si.pred_cost,
+                     si.pred_reward);
+        else
+            snprintf(msg, sizeof msg, "scaled from %d to %d agents (%s: %s)", from, p->desired,
+                     policy, reason);
+        KD_INFO("scaled job=%s from=%d to=%d policy=%s", x->key, from, p->desired, policy);
+        record_event(c, x->job, 0, "Scaled", msg);
+    }
+
+    /* Progress from the coordinator's metrics, at most every progress_interval_s (and
+     * always on the transition to a finished phase, so the final accuracy is kept). */
+    rc_progress_info pi;
+    if (c->opt.progress_lookup != NULL && c->opt.progress_lookup(c->opt.progress_ud, x->key, &pi)) {
+        json_t *pj = progress_json(&pi);
+        if (pj != NULL && !json_equal(pj, json_object_get(old, "progress"))) {
+            pthread_mutex_lock(&c->mu);
+            rc_jobstate *s = kube_map_get(c->jobs, x->key);
+            double since = s != NULL ? in->now - s->last_progress_write : 1e9;
+            int finishing = p->phase == RC_SUCCEEDED || p->phase == RC_FAILED;
+            if (since >= c->opt.progress_interval_s || finishing) {
+                json_object_set(st, "progress", pj);
+                if (s != NULL)
+                    s->last_progress_write = in->now;
+            } else if (*requeue_s <= 0 || *requeue_s > c->opt.progress_interval_s - since) {
+                *requeue_s = c->opt.progress_interval_s - since;
+            }
+            pthread_mutex_unlock(&c->mu);
+        }
+        json_decref(pj);
+    }
+
+    int rc = KD_OK;
+    if (!json_equal(st, old)) {
+        const char *rv = kube_object_rv((json_t *)x->job);
+        json_t *patch = json_pack("{s:{s:s?}, s:O}", "metadata", "resourceVersion", rv,
+                                  "status", st);
+        kube_error e;
+        rc = patch != NULL ? kube_patch(c->opt.client, &RC_AGENTJOBS, x->ns, x->name, "status",
+                                        patch, NULL, &e)
+                           : KD_ENOMEM;
+        json_decref(patch);
+        if (rc == KD_ENOTFOUND)
+            rc = KD_OK; /* deleted meanwhile */
+        else if (rc == KD_ECONFLICT)
+            KD_DEBUG("status conflict job=%s: retried from the cache", x->key);
+        else if (rc != KD_OK)
+            KD_WARN("status write failed job=%s err=\"%s\"", x->key, e.message);
+    }
+    json_decref(st);
+    return rc;
+}
+
+/* --- one sync ------------------------------------------------------------------------- */
+
+static void forget_job(rc_controller *c, const char *key)
+{
+    pthread_mutex_lock(&c->mu);
+    kube_map_del(c->jobs, key);
+    pthread_mutex_unlock(&c->mu);
+    if (c->opt.progress_forget != NULL)
+        c->opt.progress_forget(c->opt.progress_ud, key);
+}
+
+int rc_sync(rc_controller *c, const char *key, double *requeue_s)
+{
+    *requeue_s = 0;
+    json_t *job = rc_caches_get_job(&c->caches, key);
+    if (job == NULL) {
+        forget_job(c, key); /* gone: the garbage collector removes what it owned */
+        return KD_OK;
+    }
+    const json_t *md = json_object_get(job, "metadata");
+    const char *ns = json_string_value(json_object_get(md, "namespace"));
+    const char *name = json_string_value(json_object_get(md, "name"));
+    const char *uid = json_string_value(json_object_get(md, "uid"));
+    if (ns == NULL || name == NULL || uid == NULL || json_object_get(md, "deletionTimestamp")) {
+        json_decref(job);
+        return KD_OK;
+    }
+    double now = rc_now();
+    pthread_mutex_lock(&c->mu);
+    rc_jobstate *s = rc_jobstate_get(c, key);
+    pthread_mutex_unlock(&c->mu);
+    if (s == NULL) {
+        json_decref(job);
+        return KD_ENOMEM;
+    }
+
+    kd_agentjob spec;
+    char derr[512] = "";
+    int drc = kd_agentjob_decode(job, &spec, derr, sizeof derr);
+    if (drc == KD_ENOMEM) {
+        json_decref(job);
+        return drc;
+    }
+    const json_t *st = json_object_get(job, "status");
+    rc_input in;
+    memset(&in, 0, sizeof in);
+    in.valid = drc == KD_OK;
+    in.invalid_msg = derr;
+    in.min = in.valid ? spec.agents_min : 1;
+    in.max = in.valid ? spec.agents_max : 1;
+    in.pin = in.valid ? spec.replicas : -1;
+    in.backoff_limit = in.valid ? spec.backoff_limit : 0;
+    in.active_deadline_s = in.valid ? spec.active_deadline : 0;
+    in.ttl_s = in.valid ? spec.ttl_after_finished : -1;
+    in.clean = in.valid ? (rc_clean)spec.clean_pod_policy : RC_CLEAN_NONE;
+    in.suspend = in.valid && spec.suspend;
+    int ph = rc_phase_parse(json_string_value(json_object_get(st, "phase")));
+    in.has_phase = ph >= 0;
+    in.phase = ph >= 0 ? (rc_phase)ph : RC_PENDING;
+    size_t i;
+    json_t *cond;
+    json_array_foreach(json_object_get(st, "conditions"), i, cond)
+    {
+        const char *t = json_string_value(json_object_get(cond, "type"));
+        const char *r = json_string_value(json_object_get(cond, "reason"));
+        const char *v = json_string_value(json_object_get(cond, "status"));
+        if (t && r && v && strcmp(t, "Failed") == 0 && strcmp(r, "InvalidSpec") == 0 &&
+            strcmp(v, "True") == 0)
+            in.failed_invalid = 1;
+    }
+    in.failures = int_or(json_object_get(st, "failures"), 0);
+    in.start_time = rc_parse_time(json_string_value(json_object_get(st, "startTime")));
+    in.completion_time = rc_parse_time(json_string_value(json_object_get(st, "completionTime")));
+    in.status_desired = int_or(json_object_get(json_object_get(st, "agents"), "desired"), -1);
+    in.sched_desired = -1;
+    rc_sched_info si;
+    if (c->opt.sched_lookup != NULL && c->opt.sched_lookup(c->opt.sched_ud, key, &si))
+        in.sched_desired = si.desired;
+    in.have_service = have_service(c, ns, name);
+    in.now = now;
+    rc_pod *pods = NULL;
+    size_t npods = 0;
+    int rc = gather_pods(c, key, ns, name, uid, now, &pods, &npods);
+    in.pods = pods;
+    in.n_pods = npods;
+
+    rc_plan plan;
+    if (rc == KD_OK)
+        rc = rc_plan_compute(&in, &plan);
+    else
+        memset(&plan, 0, sizeof plan);
+    if (rc == KD_OK) {
+        sync_ctx x = {c, key, ns, name, job, &spec, 0};
+        int send_invalid = 0;
+        long gen = (long)json_integer_value(json_object_get(md, "generation"));
+        pthread_mutex_lock(&c->mu);
+        if (!in.valid && s->last_invalid_gen != gen) {
+            s->last_invalid_gen = gen;
+            send_invalid = 1;
+        }
+        pthread_mutex_unlock(&c->mu);
+        int xrc = in.valid && plan.act ? execute(&x, &in, &plan) : KD_OK;
+        if (plan.event_reason[0] != '\0' &&
+            (strcmp(plan.event_reason, "InvalidSpec") != 0 || send_invalid)) {
+            /* Phase transitions are announced once: the status write below records the
+             * new phase, so the next sync sees no transition. */
+            if (strcmp(plan.event_reason, "InvalidSpec") == 0)
+                KD_WARN("invalid spec job=%s err=\"%s\"", key, derr);
+            record_event(c, job, plan.event_warning, plan.event_reason, plan.event_message);
+        }
+        if (plan.requeue_s > 0)
+            *requeue_s = plan.requeue_s;
+        if (!plan.delete_job)
+            rc = write_status(&x, &in, &plan, requeue_s);
+        if (rc == KD_OK)
+            rc = xrc;
+        /* Follow the coordinator's metrics while it runs. */
+        const rc_pod *coord = NULL;
+        for (size_t k = 0; k < npods; k++)
+            if (pods[k].coordinator && !pods[k].deleting && pods[k].state == RC_POD_RUNNING &&
+                pods[k].ip[0] != '\0')
+                coord = &pods[k];
+        if (c->opt.progress_watch != NULL) {
+            char ep[128];
+            snprintf(ep, sizeof ep, "tcp://%s:%d", coord != NULL ? coord->ip : "",
+                     PODSPEC_METRICS_PORT);
+            c->opt.progress_watch(c->opt.progress_ud, key, coord != NULL ? ep : NULL);
+        }
+        if (plan.phase == RC_SUCCEEDED || plan.phase == RC_FAILED)
+            KD_DEBUG("finished job=%s phase=%s", key, rc_phase_name(plan.phase));
+    }
+    rc_plan_free(&plan);
+    free(pods);
+    kd_agentjob_free(&spec);
+    json_decref(job);
+    return rc;
+}
