@@ -119,8 +119,8 @@ void sched_policy_fair(sched_policy *p, const sched_snapshot *s, sched_decision 
 void sched_policy_greedy(sched_policy *p, const sched_snapshot *s, sched_decision *out);
 /* The greedy allocation into p->want and p->order (no reasons); jobs with fixed[i] >= 0
  * (fixed may be NULL) keep that count and are neither grown nor used as donors. rl uses
- * it as its fallback and to hand out what its own decisions leave. Clobbers p->score and
- * p->placed. */
+ * it as its fallback and to hand out what its own decisions leave. Clobbers p->score,
+ * p->placed and p->spare. */
 void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fixed);
 int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *out);
 

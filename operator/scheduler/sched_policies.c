@@ -142,7 +142,7 @@ static double sched_reff(const sched_scale *sc, const sched_job *j, int n, const
     return sched_utility(sc, j, n, o, n == j->current ? 0 : restart_s);
 }
 
-/* Reward gained per agent by the job's next step (0 -> min for a queued job, n -> n + 1
+/* Utility gained per agent by the job's next step (0 -> min for a queued job, n -> n + 1
  * otherwise); -INFINITY at max. */
 static double sched_gain_up(const sched_scale *sc, const sched_job *j, int n,
                             const sched_options *o, double restart_s)
@@ -153,7 +153,7 @@ static double sched_gain_up(const sched_scale *sc, const sched_job *j, int n,
     return (sched_reff(sc, j, n + step, o, restart_s) - sched_reff(sc, j, n, o, restart_s)) / step;
 }
 
-/* Reward lost by taking one agent from a job (never below min). */
+/* Utility lost by taking one agent from a job (never below min). */
 static double sched_loss_down(const sched_scale *sc, const sched_job *j, int n,
                               const sched_options *o, double restart_s)
 {
@@ -233,11 +233,18 @@ void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fix
         p->want[best] += step;
         gain[best] = sched_gain_up(&sc, j, p->want[best], o, rs);
     }
-    /* move agents from cheap donors to blocked jobs worth more */
+    /* move agents from cheap donors to blocked jobs worth more. A job that received may
+     * not donate and a donor may not receive, so agents never cycle (a guarantee that
+     * does not rest on the gains being consistent with the losses); p->order is free
+     * scratch until the end and marks the roles (1 received, 2 donated). */
+    int *role = p->order;
+    for (int i = 0; i < s->n_jobs; i++)
+        role[i] = 0;
     for (;;) {
         int r = -1;
         for (int i = 0; i < s->n_jobs; i++)
-            if (blocked[i] == 1 && gain[i] > SCHED_GAIN_EPS && (r < 0 || gain[i] > gain[r]))
+            if (blocked[i] == 1 && role[i] != 2 && gain[i] > SCHED_GAIN_EPS &&
+                (r < 0 || gain[i] > gain[r]))
                 r = i;
         if (r < 0)
             break;
@@ -263,7 +270,7 @@ void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fix
             int d = -1;
             double dl = INFINITY;
             for (int i = 0; i < s->n_jobs; i++) {
-                if (i == r || p->want[i] <= 0 || blocked[i] == 3)
+                if (i == r || p->want[i] <= 0 || blocked[i] == 3 || role[i] == 1)
                     continue;
                 double l = sched_loss_down(&sc, &s->jobs[i], p->want[i], o, rs);
                 if (l < dl) {
@@ -282,6 +289,10 @@ void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fix
         if (ok) {
             sched_pack_place(&pk, jr, step);
             p->want[r] += step;
+            role[r] = 1;
+            for (int i = 0; i < s->n_jobs; i++)
+                if (p->want[i] < p->spare[i])
+                    role[i] = 2;
             for (int i = 0; i < s->n_jobs; i++)
                 if (i == r || p->want[i] != p->spare[i])
                     gain[i] = sched_gain_up(&sc, &s->jobs[i], p->want[i], o, rs);
