@@ -129,6 +129,10 @@ static void comm_release(void *data, void *hint)
 static int comm_wait_released(kd_comm *c, int timeout_ms)
 {
     double deadline = now_s() + timeout_ms / 1000.0;
+    /* The last sends are usually released within microseconds by the I/O thread:
+     * yield to it first; a timed sleep costs a scheduler slice on a busy machine. */
+    for (int spin = 0; spin < 1000 && atomic_load(&c->inflight) > 0; spin++)
+        sched_yield();
     while (atomic_load(&c->inflight) > 0) {
         if (now_s() > deadline)
             return KD_ETIMEOUT;

@@ -266,7 +266,6 @@ static void form_world(coord *c)
     KD_INFO("coordinator: world gen=%u agents=%d epoch=%u cursor=%llu step=%llu lr_scale=%g",
             c->gen, n, best.epoch, (unsigned long long)best.cursor,
             (unsigned long long)best.step, c->scale);
-    coord_publish(c, "running");
 }
 
 static void finish(coord *c)
@@ -634,11 +633,14 @@ int kd_coord_run(const kd_coord_config *cfg)
         if (c->st != C_DONE)
             tick(c);
     }
-    if (coord_sigterm && c->st != C_DONE) {
-        KD_INFO("coordinator: terminated, keeping the last checkpoint");
-        coord_save_checkpoint(c);
-    }
     rc = 0;
+    if (coord_sigterm && c->st != C_DONE) {
+        /* Not finished: a non-zero status, so that nobody mistakes it for success; the
+         * workers keep their state and rejoin a restarted coordinator. */
+        KD_INFO("coordinator: terminated before the end, keeping the last checkpoint");
+        coord_save_checkpoint(c);
+        rc = 1;
+    }
 out:
     if (c->router != NULL)
         zmq_close(c->router);

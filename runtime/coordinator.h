@@ -58,8 +58,8 @@ const char *kd_lr_scaling_name(kd_lr_scaling s);
 int kd_lr_scaling_parse(const char *text, kd_lr_scaling *out);
 
 /* Runs the coordinator until training is finished (0), or a fatal error (1). SIGTERM or
- * SIGINT: writes a checkpoint if it can and exits 0 without telling workers (they
- * rejoin a restarted coordinator). */
+ * SIGINT before the end: writes a checkpoint if it can and returns 1 without telling the
+ * workers (they pause and rejoin a restarted coordinator). */
 int kd_coord_run(const kd_coord_config *cfg);
 
 #endif

@@ -368,6 +368,10 @@ static int advance(worker *w, uint64_t bk)
 static step_result train_step(worker *w)
 {
     size_t n_total = w->train.n;
+    /* A world announced at the very end (a coordinator restarted from the final
+     * checkpoint) has nothing left to train. */
+    if (w->epoch >= (uint32_t)w->epochs)
+        return STEP_FINISHED;
     if ((int64_t)w->epoch != w->perm_epoch) {
         w->perm_epoch = w->epoch;
         kd_shuffle_perm(w->seed, w->epoch, w->perm, n_total);
