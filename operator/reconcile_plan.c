@@ -185,8 +185,9 @@ static int clamp_desired(const rc_input *in)
         d = in->pin;
     else if (in->sched_desired >= 0)
         d = in->sched_desired;
-    else if (in->status_desired >= 0)
-        d = in->status_desired; /* a restarted operator keeps what it had decided */
+    else if (in->status_desired > 0)
+        d = in->status_desired; /* a restarted operator keeps what it had decided (0 is
+                                   what suspend leaves behind, not a decision) */
     else
         d = in->min;
     if (d == 0 && in->pin <= 0)

@@ -1,0 +1,501 @@
+/* reconcile_plan: the reconciler's decisions from (spec, status, scheduler decision,
+ * owned pods, time): what to create and delete, phase transitions, backoff counting,
+ * deadlines, suspend/resume, cleanPodPolicy, TTL, invalid specs, and pod decoding. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "kd_error.h"
+#include "reconcile_plan.h"
+
+#define NOW 1000000.0
+
+static rc_input base(void)
+{
+    rc_input in;
+    memset(&in, 0, sizeof in);
+    in.valid = 1;
+    in.min = 1;
+    in.max = 4;
+    in.pin = -1;
+    in.backoff_limit = 3;
+    in.ttl_s = -1;
+    in.clean = RC_CLEAN_RUNNING;
+    in.status_desired = -1;
+    in.sched_desired = -1;
+    in.now = NOW;
+    return in;
+}
+
+static rc_pod pod(const char *name, int coordinator, long index, rc_pod_state st)
+{
+    rc_pod p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.name, sizeof p.name, "%s", name);
+    snprintf(p.uid, sizeof p.uid, "uid-%s", name);
+    p.coordinator = coordinator;
+    p.index = index;
+    p.state = st;
+    p.ready = st == RC_POD_RUNNING;
+    return p;
+}
+
+static const rc_condition *cond(const rc_plan *p, const char *type)
+{
+    for (int i = 0; i < p->n_cond; i++)
+        if (strcmp(p->cond[i].type, type) == 0)
+            return &p->cond[i];
+    return NULL;
+}
+
+/* 1 when the plan deletes the pod named `name` for reason `why`. */
+static int deletes(const rc_plan *p, const rc_input *in, const char *name, rc_delete_why why)
+{
+    for (size_t i = 0; i < p->n_delete; i++)
+        if (strcmp(in->pods[p->del[i]].name, name) == 0 && p->why[i] == why)
+            return 1;
+    return 0;
+}
+
+static void test_new_job_creates_service_coordinator_and_min_workers(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.min = 2;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(p.create_service);
+    assert_true(p.create_coordinator);
+    assert_int_equal(p.n_create, 2);
+    assert_int_equal(p.first_index, 0);
+    assert_int_equal(p.desired, 2);
+    assert_true(p.set_start);
+    assert_int_equal(p.phase, RC_PENDING);
+    assert_int_equal(cond(&p, "Valid")->status, 1);
+    assert_string_equal(cond(&p, "Running")->reason, "Starting");
+    assert_int_equal(p.n_delete, 0);
+    rc_plan_free(&p);
+}
+
+static void test_desired_count_pin_then_scheduler_then_status_then_min(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING)};
+    in.pods = pods;
+    in.n_pods = 1;
+    rc_plan p;
+    in.sched_desired = 3;
+    in.pin = 2;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.desired, 2); /* pin wins */
+    assert_int_equal(p.n_create, 2);
+    rc_plan_free(&p);
+    in.pin = -1;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.desired, 3); /* the scheduler's decision */
+    rc_plan_free(&p);
+    in.sched_desired = 9;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.desired, 4); /* clamped to max */
+    rc_plan_free(&p);
+    in.sched_desired = -1;
+    in.status_desired = 3;          /* a restarted operator keeps its last decision */
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.desired, 3);
+    assert_false(p.create_coordinator);
+    assert_false(p.create_service);
+    rc_plan_free(&p);
+}
+
+static void test_scheduler_zero_waits_for_capacity(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.sched_desired = 0;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.desired, 0);
+    assert_int_equal(p.n_create, 0);
+    assert_int_equal(p.phase, RC_PENDING);
+    assert_string_equal(cond(&p, "Running")->reason, "WaitingForCapacity");
+    rc_plan_free(&p);
+}
+
+static void test_scale_up_numbers_after_the_highest_index_ever_seen(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.sched_desired = 3;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                     pod("j-worker-4", 0, 4, RC_POD_RUNNING),
+                     pod("j-worker-6", 0, 6, RC_POD_RUNNING)};
+    pods[2].deleting = 1; /* going away, but its number is not reused */
+    in.pods = pods;
+    in.n_pods = 3;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_create, 2);
+    assert_int_equal(p.first_index, 7);
+    assert_int_equal(p.n_delete, 0);
+    assert_int_equal(p.phase, RC_RUNNING);
+    assert_int_equal(p.ready, 1);
+    rc_plan_free(&p);
+}
+
+static void test_scale_down_deletes_the_newest_workers(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.sched_desired = 1;
+    in.status_desired = 3;
+    rc_pod pods[] = {pod("j-worker-2", 0, 2, RC_POD_RUNNING),
+                     pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                     pod("j-worker-10", 0, 10, RC_POD_PENDING),
+                     pod("j-worker-9", 0, 9, RC_POD_RUNNING)};
+    in.pods = pods;
+    in.n_pods = 4;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_delete, 2);
+    assert_true(deletes(&p, &in, "j-worker-10", RC_DEL_SCALE_DOWN));
+    assert_true(deletes(&p, &in, "j-worker-9", RC_DEL_SCALE_DOWN));
+    assert_int_equal(p.n_create, 0);
+    assert_int_equal(p.desired, 1);
+    assert_int_equal(p.ready, 1);
+    rc_plan_free(&p);
+    /* Pods already being deleted are not deleted again. */
+    pods[2].deleting = 1;
+    pods[3].deleting = 1;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_delete, 0);
+    assert_int_equal(p.n_create, 0);
+    rc_plan_free(&p);
+}
+
+static void test_failed_worker_is_counted_deleted_and_replaced(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.sched_desired = 2;
+    in.failures = 1;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                     pod("j-worker-0", 0, 0, RC_POD_RUNNING),
+                     pod("j-worker-1", 0, 1, RC_POD_FAILED)};
+    in.pods = pods;
+    in.n_pods = 3;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(deletes(&p, &in, "j-worker-1", RC_DEL_FAILED));
+    assert_int_equal(p.new_failures, 1);
+    assert_int_equal(p.failures, 2);
+    assert_int_equal(p.n_create, 1);
+    assert_int_equal(p.first_index, 2);
+    assert_int_equal(p.phase, RC_RUNNING);
+    rc_plan_free(&p);
+}
+
+static void test_failures_past_backoff_limit_fail_the_job_and_clean_up(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.has_phase = 1;
+    in.phase = RC_RUNNING;
+    in.failures = 3; /* == backoffLimit: still allowed */
+    in.start_time = NOW - 60;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                     pod("j-worker-0", 0, 0, RC_POD_RUNNING),
+                     pod("j-worker-1", 0, 1, RC_POD_FAILED)};
+    in.pods = pods;
+    in.n_pods = 3;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.failures, 4);
+    assert_int_equal(p.phase, RC_FAILED);
+    assert_string_equal(cond(&p, "Failed")->reason, "BackoffLimitExceeded");
+    assert_int_equal(cond(&p, "Failed")->status, 1);
+    assert_int_equal(cond(&p, "Running")->status, 0);
+    assert_true(p.set_completion);
+    assert_string_equal(p.event_reason, "Failed");
+    assert_true(p.event_warning);
+    assert_non_null(strstr(p.event_message, "backoffLimit 3"));
+    /* cleanPodPolicy Running: the running pods go, the failed one as a failure. */
+    assert_true(deletes(&p, &in, "j-coordinator", RC_DEL_CLEANUP));
+    assert_true(deletes(&p, &in, "j-worker-0", RC_DEL_CLEANUP));
+    assert_true(deletes(&p, &in, "j-worker-1", RC_DEL_FAILED));
+    assert_int_equal(p.n_create, 0);
+    assert_false(p.create_coordinator);
+    rc_plan_free(&p);
+    /* Exactly at the limit the job goes on. */
+    in.failures = 2;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.failures, 3);
+    assert_int_not_equal(p.phase, RC_FAILED);
+    rc_plan_free(&p);
+}
+
+static void test_coordinator_exit_zero_succeeds_with_each_clean_policy(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.has_phase = 1;
+    in.phase = RC_RUNNING;
+    in.start_time = NOW - 100;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_SUCCEEDED),
+                     pod("j-worker-0", 0, 0, RC_POD_SUCCEEDED),
+                     pod("j-worker-1", 0, 1, RC_POD_RUNNING)};
+    in.pods = pods;
+    in.n_pods = 3;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.phase, RC_SUCCEEDED);
+    assert_string_equal(p.event_reason, "Succeeded");
+    assert_false(p.event_warning);
+    assert_int_equal(cond(&p, "Succeeded")->status, 1);
+    assert_true(p.set_completion);
+    assert_int_equal(p.n_delete, 1); /* Running: only the running worker */
+    assert_true(deletes(&p, &in, "j-worker-1", RC_DEL_CLEANUP));
+    rc_plan_free(&p);
+    in.clean = RC_CLEAN_ALL;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_delete, 3);
+    rc_plan_free(&p);
+    in.clean = RC_CLEAN_NONE;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_delete, 0);
+    rc_plan_free(&p);
+    /* Once recorded, the transition is not announced again. */
+    in.phase = RC_SUCCEEDED;
+    in.completion_time = NOW - 1;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_string_equal(p.event_reason, "");
+    assert_false(p.set_completion);
+    assert_int_equal(p.phase, RC_SUCCEEDED);
+    rc_plan_free(&p);
+}
+
+static void test_worker_done_means_no_replacements(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.sched_desired = 2;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                     pod("j-worker-0", 0, 0, RC_POD_SUCCEEDED),
+                     pod("j-worker-1", 0, 1, RC_POD_RUNNING)};
+    in.pods = pods;
+    in.n_pods = 3;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_create, 0);
+    assert_int_equal(p.n_delete, 0);
+    rc_plan_free(&p);
+}
+
+static void test_active_deadline(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.has_phase = 1;
+    in.phase = RC_RUNNING;
+    in.active_deadline_s = 100;
+    in.start_time = NOW - 40;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                     pod("j-worker-0", 0, 0, RC_POD_RUNNING)};
+    in.pods = pods;
+    in.n_pods = 2;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.phase, RC_RUNNING);
+    assert_true(p.requeue_s > 59.9 && p.requeue_s < 60.1);
+    rc_plan_free(&p);
+    in.start_time = NOW - 100;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.phase, RC_FAILED);
+    assert_string_equal(cond(&p, "Failed")->reason, "DeadlineExceeded");
+    assert_int_equal(p.n_delete, 2);
+    rc_plan_free(&p);
+}
+
+static void test_ttl_after_finished_deletes_the_job(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.has_phase = 1;
+    in.phase = RC_SUCCEEDED;
+    in.completion_time = NOW - 10;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_false(p.delete_job); /* ttl -1: never */
+    assert_true(p.requeue_s == 0);
+    rc_plan_free(&p);
+    in.ttl_s = 30;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_false(p.delete_job);
+    assert_true(p.requeue_s > 19.9 && p.requeue_s < 20.1);
+    rc_plan_free(&p);
+    in.ttl_s = 10;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(p.delete_job);
+    rc_plan_free(&p);
+    in.phase = RC_FAILED;
+    in.ttl_s = 0;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(p.delete_job);
+    rc_plan_free(&p);
+}
+
+static void test_invalid_spec_reports_without_acting(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.valid = 0;
+    in.invalid_msg = "spec.replicas: 9 is outside agents [1, 4]";
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_false(p.act);
+    assert_int_equal(p.phase, RC_FAILED);
+    assert_int_equal(cond(&p, "Valid")->status, 0);
+    assert_string_equal(cond(&p, "Valid")->reason, "InvalidSpec");
+    assert_string_equal(cond(&p, "Valid")->message, in.invalid_msg);
+    assert_string_equal(p.event_reason, "InvalidSpec");
+    assert_true(p.event_warning);
+    assert_false(p.create_coordinator);
+    assert_int_equal(p.n_create, 0);
+    assert_true(p.requeue_s == 0); /* a terminal user error: no retry loop */
+    rc_plan_free(&p);
+    /* A job that ran keeps its phase and pods when an edit makes the spec invalid. */
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING)};
+    in.pods = pods;
+    in.n_pods = 1;
+    in.has_phase = 1;
+    in.phase = RC_RUNNING;
+    in.start_time = NOW - 5;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.phase, RC_RUNNING);
+    assert_int_equal(p.n_delete, 0);
+    rc_plan_free(&p);
+    /* Fixing the spec of a job Failed as invalid starts it. */
+    in.valid = 1;
+    in.phase = RC_FAILED;
+    in.failed_invalid = 1;
+    in.start_time = 0;
+    in.n_pods = 0;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(p.create_coordinator);
+    assert_int_equal(p.phase, RC_PENDING);
+    assert_int_equal(cond(&p, "Failed")->status, 0);
+    rc_plan_free(&p);
+}
+
+static void test_suspend_deletes_workers_then_coordinator_and_resume_restarts(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.has_phase = 1;
+    in.phase = RC_RUNNING;
+    in.suspend = 1;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                     pod("j-worker-0", 0, 0, RC_POD_RUNNING),
+                     pod("j-worker-1", 0, 1, RC_POD_PENDING)};
+    in.pods = pods;
+    in.n_pods = 3;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.phase, RC_SUSPENDED);
+    assert_int_equal(p.n_delete, 2);
+    assert_false(deletes(&p, &in, "j-coordinator", RC_DEL_SUSPEND)); /* workers first */
+    assert_string_equal(p.event_reason, "Suspended");
+    assert_int_equal(cond(&p, "Suspended")->status, 1);
+    assert_int_equal(p.desired, 0);
+    rc_plan_free(&p);
+    /* Workers gone: the coordinator goes (it checkpoints on SIGTERM). */
+    in.phase = RC_SUSPENDED;
+    in.n_pods = 1;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(deletes(&p, &in, "j-coordinator", RC_DEL_SUSPEND));
+    assert_string_equal(p.event_reason, "");
+    rc_plan_free(&p);
+    /* Resume. */
+    in.suspend = 0;
+    in.n_pods = 0;
+    in.status_desired = 0;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_string_equal(p.event_reason, "Resumed");
+    assert_int_equal(cond(&p, "Suspended")->status, 0);
+    assert_true(p.create_coordinator);
+    assert_int_equal(p.n_create, 1);
+    rc_plan_free(&p);
+}
+
+static void test_pod_decoding(void **state)
+{
+    (void)state;
+    json_error_t je;
+    json_t *j = json_loads(
+        "{\"metadata\": {\"name\": \"fm-worker-12\", \"uid\": \"u\","
+        "  \"labels\": {\"kadet.io/job-name\": \"fm\", \"kadet.io/role\": \"worker\"}},"
+        " \"status\": {\"phase\": \"Running\", \"podIP\": \"127.10.0.3\","
+        "  \"conditions\": [{\"type\": \"Ready\", \"status\": \"False\"}]}}", 0, &je);
+    rc_pod p;
+    assert_int_equal(rc_pod_from_json(j, "fm", &p), 1);
+    assert_int_equal(p.index, 12);
+    assert_int_equal(p.state, RC_POD_RUNNING);
+    assert_false(p.ready);
+    assert_false(p.coordinator);
+    assert_string_equal(p.ip, "127.10.0.3");
+    assert_int_equal(rc_pod_from_json(j, "other", &p), 0);
+    json_decref(j);
+    j = json_loads(
+        "{\"metadata\": {\"name\": \"fm-coordinator\", \"deletionTimestamp\": \"2026-01-01T00:00:00Z\","
+        "  \"labels\": {\"kadet.io/job-name\": \"fm\", \"kadet.io/role\": \"coordinator\"}},"
+        " \"status\": {\"phase\": \"Failed\", \"containerStatuses\": [{\"state\":"
+        "  {\"terminated\": {\"exitCode\": 3}}}]}}", 0, &je);
+    assert_int_equal(rc_pod_from_json(j, "fm", &p), 1);
+    assert_true(p.coordinator);
+    assert_true(p.deleting);
+    assert_int_equal(p.state, RC_POD_FAILED);
+    assert_int_equal(p.exit_code, 3);
+    json_decref(j);
+    j = json_loads("{\"metadata\": {\"name\": \"x\", \"labels\": {\"kadet.io/job-name\": \"fm\","
+                   " \"kadet.io/role\": \"sidecar\"}}}", 0, &je);
+    assert_int_equal(rc_pod_from_json(j, "fm", &p), 0);
+    json_decref(j);
+    assert_int_equal(rc_phase_parse("Suspended"), RC_SUSPENDED);
+    assert_int_equal(rc_phase_parse("Bogus"), -1);
+    assert_string_equal(rc_phase_name(RC_FAILED), "Failed");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_new_job_creates_service_coordinator_and_min_workers),
+        cmocka_unit_test(test_desired_count_pin_then_scheduler_then_status_then_min),
+        cmocka_unit_test(test_scheduler_zero_waits_for_capacity),
+        cmocka_unit_test(test_scale_up_numbers_after_the_highest_index_ever_seen),
+        cmocka_unit_test(test_scale_down_deletes_the_newest_workers),
+        cmocka_unit_test(test_failed_worker_is_counted_deleted_and_replaced),
+        cmocka_unit_test(test_failures_past_backoff_limit_fail_the_job_and_clean_up),
+        cmocka_unit_test(test_coordinator_exit_zero_succeeds_with_each_clean_policy),
+        cmocka_unit_test(test_worker_done_means_no_replacements),
+        cmocka_unit_test(test_active_deadline),
+        cmocka_unit_test(test_ttl_after_finished_deletes_the_job),
+        cmocka_unit_test(test_invalid_spec_reports_without_acting),
+        cmocka_unit_test(test_suspend_deletes_workers_then_coordinator_and_resume_restarts),
+        cmocka_unit_test(test_pod_decoding),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
