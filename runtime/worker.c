@@ -14,6 +14,7 @@
 #include "comm.h"
 #include "comm_ctl.h"
 #include "kd_error.h"
+#include "kd_hosts.h"
 #include "kd_log.h"
 #include "kd_train.h"
 #include "kd_wire.h"
@@ -670,8 +671,13 @@ int kd_worker_run(const kd_worker_config *cfg)
     zmq_setsockopt(w->ctl, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(w->ctl, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(w->ctl, ZMQ_ROUTING_ID, w->name, strlen(w->name));
-    if (zmq_connect(w->ctl, cfg->coordinator) != 0) {
-        KD_ERROR("worker: connect %s: %s", cfg->coordinator, zmq_strerror(zmq_errno()));
+    /* Without cluster DNS (the API emulator's fake kubelet) the Service name resolves
+     * through the KADET_HOSTS file; elsewhere the endpoint is used as given. */
+    char coord_ep[512];
+    if (kd_resolve_endpoint(cfg->coordinator, coord_ep, sizeof coord_ep) != KD_OK)
+        snprintf(coord_ep, sizeof coord_ep, "%s", cfg->coordinator);
+    if (zmq_connect(w->ctl, coord_ep) != 0) {
+        KD_ERROR("worker: connect %s: %s", coord_ep, zmq_strerror(zmq_errno()));
         goto out;
     }
     KD_INFO("worker: started name=%s coordinator=%s data=%s", w->name, cfg->coordinator,
