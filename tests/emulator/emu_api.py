@@ -360,12 +360,14 @@ class Api:
         cont = _q1(query, "continue")
         rv_param = _q1(query, "resourceVersion", "")
         match = _q1(query, "resourceVersionMatch", "")
-        after, list_rv = None, None
+        after, list_rv, snap = None, None, None
         if cont:
             try:
                 tok = json.loads(base64.urlsafe_b64decode(cont.encode()))
-                list_rv, after = int(tok["rv"]), tuple(tok["start"])
-            except (ValueError, KeyError, TypeError):
+                list_rv, after, snap = int(tok["rv"]), tuple(tok["start"]), tok.get("snap")
+                if len(after) != 2 or not all(isinstance(x, str) for x in after):
+                    raise ValueError("bad start key")
+            except (ValueError, KeyError, TypeError, AttributeError):
                 raise bad_request("invalid continue token")
             if list_rv < self.store.compacted:
                 raise ApiError(410, "Expired", "The provided continue parameter is too old to "
@@ -384,13 +386,14 @@ class Api:
                                {"causes": [{"reason": "ResourceVersionTooLarge",
                                             "message": "Too large resource version"}],
                                 "retryAfterSeconds": 1})
-        items, rv, next_key, remaining = self.store.list(rt, ns, lsel, fsel, limit, after)
+        items, rv, next_key, remaining, snap = self.store.list(rt, ns, lsel, fsel, limit, after,
+                                                               snap)
         if list_rv is not None:
             rv = list_rv
         meta = {"resourceVersion": str(rv)}
         if next_key is not None:
             meta["continue"] = base64.urlsafe_b64encode(
-                dumps({"rv": rv, "start": list(next_key)})).decode()
+                dumps({"rv": rv, "start": list(next_key), "snap": snap})).decode()
             if remaining is not None:
                 meta["remainingItemCount"] = remaining
         if table:
@@ -575,7 +578,7 @@ class Api:
 
     def delete_collection(self, rt, version, ns, query, opts, dry):
         lsel, fsel = self.selectors(query)
-        items, rv, _, _ = self.store.list(rt, ns, lsel, fsel)
+        items, rv, _, _, _ = self.store.list(rt, ns, lsel, fsel)
         out = []
         for o, _ in items:
             try:

@@ -87,6 +87,9 @@ def check_shape(rt, obj):
                 bad("spec." + f, "an object")
 
 
+MAX_SNAPSHOTS = 64   # paginated lists in progress; the oldest is dropped beyond this
+
+
 class ResourceType:
     """One servable resource (group + plural), possibly at several versions."""
 
@@ -168,6 +171,8 @@ class Store:
         self.objects = collections.defaultdict(dict)   # gr -> {(ns, name): (obj, raw)}
         self.by_uid = {}                                # uid -> (gr, key)
         self.sorted_keys = {}                           # gr -> sorted keys, rebuilt lazily
+        self.snapshots = collections.OrderedDict()      # id -> (gr, keys, objects) of a paged list
+        self.next_snapshot = 0
         self.types = {}                                 # (group, version, plural) -> ResourceType
         self.types_gr = {}                              # (group, plural) -> ResourceType
         self.watchers = set()
@@ -257,13 +262,20 @@ class Store:
             keys = self.sorted_keys[gr] = sorted(self.objects[gr].keys())
         return keys
 
-    def list(self, rt, ns, lsel, fsel, limit=0, after=None):
-        """(entries, rv, next_key, remaining) of matching objects sorted by namespace and
-        name, starting after the key `after`. remaining counts the objects after this page
-        when there are no selectors (as the API server's remainingItemCount), else None."""
+    def list(self, rt, ns, lsel, fsel, limit=0, after=None, snapshot=None):
+        """(entries, rv, next_key, remaining, snapshot) of matching objects sorted by
+        namespace and name, starting after the key `after`. remaining counts the objects
+        after this page when there are no selectors (as remainingItemCount), else None.
+        A paginated list reads one frozen state, as etcd serves every page at the first
+        page's revision: the first page takes a snapshot, later pages pass its id."""
         with self.lock:
-            objs = self.objects[rt.gr]
-            keys = self._sorted_keys(rt.gr)
+            snap = self.snapshots.get(snapshot) if snapshot is not None else None
+            if snap is not None and snap[0] == rt.gr:
+                _, keys, objs = snap
+            else:
+                snapshot = None
+                objs = self.objects[rt.gr]
+                keys = self._sorted_keys(rt.gr)
             rv = self.rv
             start = 0
             if after is not None:
@@ -288,7 +300,15 @@ class Store:
                         next_key = k
                     break
             remaining = end - i if next_key is not None and not lsel and not fsel else None
-        return out, rv, next_key, remaining
+            if next_key is not None and snapshot is None:
+                # The sorted key list is replaced, never modified, on changes; the dict
+                # is copied (references only).
+                self.next_snapshot += 1
+                snapshot = self.next_snapshot
+                self.snapshots[snapshot] = (rt.gr, keys, dict(objs))
+                while len(self.snapshots) > MAX_SNAPSHOTS:
+                    self.snapshots.popitem(last=False)
+        return out, rv, next_key, remaining, snapshot
 
     def register_watch(self, rt, ns, name, lsel, fsel, since):
         """Register a watcher and return it with the initial events: the current state

@@ -188,6 +188,16 @@ class ApiTest(unittest.TestCase):
                 break
         self.assertEqual(seen, ["page-%d" % i for i in range(7)])
         self.assertEqual(len(rvs), 1)
+        # Later pages show the state of the first page's version, as etcd does.
+        code, first = self.req("GET", NS + "/configmaps?labelSelector=page&limit=3")
+        self.req("DELETE", NS + "/configmaps/page-5")
+        self.req("POST", NS + "/configmaps", cm("page-55", {"page": "1"}))
+        code, rest = self.req("GET", NS + "/configmaps?labelSelector=page&limit=10&continue="
+                              + first["metadata"]["continue"])
+        self.assertEqual([c["metadata"]["name"] for c in rest["items"]],
+                         ["page-3", "page-4", "page-5", "page-6"])
+        code, body = self.req("GET", NS + "/configmaps?limit=1&continue=bm90LWpzb24=")
+        self.assertEqual(code, 400)
 
     def test_generation_and_status_subresource(self):
         self.req("POST", NS + "/pods", pod("gen"))
