@@ -3,6 +3,8 @@
  *
  *   allreduce_bench [--procs N] [--mib M]... [--iters K] [--chunk-kib C]
  *
+ * Endpoints are TCP on loopback, or Unix domain sockets (ipc://, what `kadet run` uses for
+ * local workers) when KADET_BENCH_IPC is set; lines then start with "kadet-ipc".
  * Forks N processes that rendezvous through shared memory, runs K timed allreduces of
  * an M MiB float32 buffer after warm-up, and prints one line per size:
  *   kadet procs=N bytes=B median_ms=T algbw_gbs=G
@@ -158,7 +160,8 @@ int main(int argc, char **argv)
         }
         qsort(sh->t, (size_t)iters, sizeof sh->t[0], cmp);
         double med = sh->t[iters / 2];
-        printf("kadet procs=%d bytes=%zu median_ms=%.3f algbw_gbs=%.3f\n", procs, bytes,
+        printf("%s procs=%d bytes=%zu median_ms=%.3f algbw_gbs=%.3f\n",
+               getenv("KADET_BENCH_IPC") != NULL ? "kadet-ipc" : "kadet", procs, bytes,
                med * 1e3, (double)bytes / med / 1e9);
         printf("memcpy bytes=%zu gbs=%.2f\n", bytes, memcpy_gbs(bytes));
         fflush(stdout);
