@@ -206,12 +206,66 @@ static int sched_fit(const sched_job *j, double prior_k, double *a, double *b)
     return 1;
 }
 
+#define SCHED_MAX_POINTS 64
+
+/* Measured points by agent count, ascending, duplicates averaged; returns how many. */
+static int sched_points(const sched_job *j, int *ns, double *sp)
+{
+    int m = 0, cnt[SCHED_MAX_POINTS];
+    for (int i = 0; i < j->n_tp; i++) {
+        int k = 0;
+        while (k < m && ns[k] != j->tp[i].agents)
+            k++;
+        if (k == m) {
+            if (m == SCHED_MAX_POINTS)
+                continue;
+            /* insertion keeps ns ascending */
+            int at = m;
+            while (at > 0 && ns[at - 1] > j->tp[i].agents) {
+                ns[at] = ns[at - 1];
+                sp[at] = sp[at - 1];
+                cnt[at] = cnt[at - 1];
+                at--;
+            }
+            ns[at] = j->tp[i].agents;
+            sp[at] = 0;
+            cnt[at] = 0;
+            m++;
+            k = at;
+        }
+        sp[k] += j->tp[i].samples_per_s;
+        cnt[k]++;
+    }
+    for (int k = 0; k < m; k++)
+        sp[k] /= cnt[k];
+    return m;
+}
+
+/* Speed at n agents: measured points are interpolated linearly (so a count that was
+ * slower than a smaller one stays slower: placements across nodes, saturation), and
+ * extrapolated from the nearest measured count with the Amdahl shape
+ * n / (1 + k (n - 1)), k the fitted contention but at least prior_k. */
 double sched_predict_speed(const sched_job *j, int n, double prior_k)
 {
-    double a, b;
-    if (!j || n <= 0 || !sched_fit(j, prior_k, &a, &b))
+    int ns[SCHED_MAX_POINTS];
+    double sp[SCHED_MAX_POINTS], a, b;
+    if (!j || n <= 0 || j->n_tp <= 0)
         return 0;
-    return n / (a + b * (n - 1));
+    int m = sched_points(j, ns, sp);
+    if (m == 0)
+        return 0;
+    double k = prior_k;
+    if (m >= 2 && sched_fit(j, prior_k, &a, &b) && b / a > k)
+        k = b / a;
+    for (int i = 0; i < m; i++) {
+        if (ns[i] == n)
+            return sp[i];
+        if (i > 0 && ns[i - 1] < n && n < ns[i])
+            return sp[i - 1] + (sp[i] - sp[i - 1]) * (n - ns[i - 1]) / (ns[i] - ns[i - 1]);
+    }
+    int ref = n < ns[0] ? 0 : m - 1;
+    double shape_n = n / (1 + k * (n - 1)), shape_r = ns[ref] / (1 + k * (ns[ref] - 1));
+    return sp[ref] * shape_n / shape_r;
 }
 
 /* Samples of work left; <= 0 when it cannot be estimated. */
@@ -241,13 +295,17 @@ double sched_time_left(const sched_job *j, int n, double prior_k)
         return INFINITY;
     double a, b;
     int base = j->current > 0 ? j->current : j->min;
-    double shape_n = n / (1 + prior_k * (n - 1)), shape_base = base / (1 + prior_k * (base - 1));
-    if (!sched_fit(j, prior_k, &a, &b)) /* unknown speed: prior shape around the default */
-        return SCHED_UNKNOWN_T * shape_base / shape_n;
+    if (!sched_fit(j, prior_k, &a, &b)) {
+        /* unknown speed: the prior shape, trusted only up to the count the job asks for
+         * (the user's own estimate of where it scales), flat beyond it until measured */
+        int req = sched_requested(j);
+        int nn = n < req ? n : req, bb = base < req ? base : req;
+        return SCHED_UNKNOWN_T * (bb / (1 + prior_k * (bb - 1))) / (nn / (1 + prior_k * (nn - 1)));
+    }
     double w = sched_work_left(j, prior_k);
-    double sp = n / (a + b * (n - 1));
+    double sp = sched_predict_speed(j, n, prior_k);
     if (w < 0)
-        return SCHED_UNKNOWN_T * (base / (a + b * (base - 1))) / sp;
+        return SCHED_UNKNOWN_T * sched_predict_speed(j, base, prior_k) / sp;
     return w / sp;
 }
 

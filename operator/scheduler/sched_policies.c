@@ -213,6 +213,17 @@ void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fix
                 p->want[i] = sched_pack_place(&pk, j, fit);
         }
     }
+    /* a job whose own utility is higher with fewer agents (it runs slower at its count,
+     * restart included) gives them back before anything is handed out */
+    for (int i = 0; i < s->n_jobs; i++) {
+        if (blocked[i] == 3 || p->want[i] <= 0)
+            continue;
+        int n0 = p->want[i];
+        while (sched_loss_down(&sc, &s->jobs[i], p->want[i], o, rs) < -SCHED_GAIN_EPS)
+            p->want[i]--;
+        if (p->want[i] != n0)
+            sched_repack(&pk, s, p);
+    }
     for (int i = 0; i < s->n_jobs; i++)
         gain[i] = blocked[i] == 3 ? -INFINITY : sched_gain_up(&sc, &s->jobs[i], p->want[i], o, rs);
     /* fill free capacity */
