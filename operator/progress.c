@@ -224,6 +224,12 @@ static void *progress_main(void *arg)
                 }
                 pthread_mutex_lock(&p->mu);
                 sub *s = r->subs[i];
+                /* The coordinator's last message (training done) carries no step
+                 * metrics: keep the last measured loss and speed. */
+                if (s->have_info && info.samples_per_s <= 0 && info.loss <= 0) {
+                    info.samples_per_s = s->info.samples_per_s;
+                    info.loss = s->info.loss;
+                }
                 s->info = info;
                 s->have_info = 1;
                 add_tp(s, info.agents, info.samples_per_s);

@@ -28,3 +28,7 @@ kd_add_test(NAME test_podspec SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_podspe
             LIBS kd_reconcile LABELS unit TIMEOUT 30)
 kd_add_test(NAME test_reconcile_plan SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_reconcile_plan.c
             LIBS kd_reconcile LABELS unit TIMEOUT 30)
+kd_add_script_test(NAME reconcile_lifecycle
+  COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/reconcile_lifecycle.py
+  LABELS integration TIMEOUT 150)
+set_tests_properties(reconcile_lifecycle PROPERTIES SKIP_RETURN_CODE 77)
