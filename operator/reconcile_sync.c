@@ -136,6 +136,8 @@ typedef struct sync_ctx {
     const json_t *job;
     const kd_agentjob *spec;
     int failures_counted;   /* failed pods actually deleted by this sync */
+    char scaled_msg[640];   /* the Scaled event, sent once the status recording it is
+                               written (a conflict retries the sync: no duplicate) */
 } sync_ctx;
 
 static int create_obj(sync_ctx *x, const kube_resource *r, json_t *obj, const char *what)
@@ -345,18 +347,18 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
         json_object_set_new(st, "lastScheduling",
                             json_pack("{s:s, s:i, s:i, s:s, s:s}", "time", now, "from", from,
                                       "to", p->desired, "policy", policy, "reason", reason));
-        char msg[600];
+        char *msg = x->scaled_msg;
+        size_t msgsz = sizeof x->scaled_msg;
         if (have && in->pin <= 0)
-            snprintf(msg, sizeof msg,
+            snprintf(msg, msgsz,
                      "scaled from %d to %d agents (policy %s: %s; predicted %.1f samples/s, "
                      "cost %.0f agent-s, reward %.3f)",
                      from, p->desired, policy, reason, si.pred_speed, si.pred_cost,
                      si.pred_reward);
         else
-            snprintf(msg, sizeof msg, "scaled from %d to %d agents (%s: %s)", from, p->desired,
+            snprintf(msg, msgsz, "scaled from %d to %d agents (%s: %s)", from, p->desired,
                      policy, reason);
         KD_INFO("scaled job=%s from=%d to=%d policy=%s", x->key, from, p->desired, policy);
-        record_event(c, x->job, 0, "Scaled", msg);
     }
 
     /* Progress from the coordinator's metrics, at most every progress_interval_s (and
@@ -494,28 +496,31 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     else
         memset(&plan, 0, sizeof plan);
     if (rc == KD_OK) {
-        sync_ctx x = {c, key, ns, name, job, &spec, 0};
+        sync_ctx x = {c, key, ns, name, job, &spec, 0, ""};
         int send_invalid = 0;
         long gen = (long)json_integer_value(json_object_get(md, "generation"));
         pthread_mutex_lock(&c->mu);
-        if (!in.valid && s->last_invalid_gen != gen) {
-            s->last_invalid_gen = gen;
-            send_invalid = 1;
-        }
+        send_invalid = !in.valid && s->last_invalid_gen != gen;
         pthread_mutex_unlock(&c->mu);
         int xrc = in.valid && plan.act ? execute(&x, &in, &plan) : KD_OK;
-        if (plan.event_reason[0] != '\0' &&
-            (strcmp(plan.event_reason, "InvalidSpec") != 0 || send_invalid)) {
-            /* Phase transitions are announced once: the status write below records the
-             * new phase, so the next sync sees no transition. */
-            if (strcmp(plan.event_reason, "InvalidSpec") == 0)
-                KD_WARN("invalid spec job=%s err=\"%s\"", key, derr);
-            record_event(c, job, plan.event_warning, plan.event_reason, plan.event_message);
-        }
         if (plan.requeue_s > 0)
             *requeue_s = plan.requeue_s;
         if (!plan.delete_job)
             rc = write_status(&x, &in, &plan, requeue_s);
+        /* Transitions are announced once the status recording them is written: the next
+         * sync sees no transition, and a conflict (retried) sends nothing twice. */
+        if (rc == KD_OK && x.scaled_msg[0] != '\0')
+            record_event(c, job, 0, "Scaled", x.scaled_msg);
+        if (rc == KD_OK && plan.event_reason[0] != '\0' &&
+            (strcmp(plan.event_reason, "InvalidSpec") != 0 || send_invalid)) {
+            if (strcmp(plan.event_reason, "InvalidSpec") == 0) {
+                KD_WARN("invalid spec job=%s err=\"%s\"", key, derr);
+                pthread_mutex_lock(&c->mu);
+                s->last_invalid_gen = gen; /* one InvalidSpec event per generation */
+                pthread_mutex_unlock(&c->mu);
+            }
+            record_event(c, job, plan.event_warning, plan.event_reason, plan.event_message);
+        }
         if (rc == KD_OK)
             rc = xrc;
         /* Follow the coordinator's metrics while it runs. */
