@@ -37,3 +37,7 @@ kd_add_script_test(NAME operator_e2e
   COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_e2e.py
   LABELS e2e integration TIMEOUT 300)
 set_tests_properties(operator_e2e PROPERTIES SKIP_RETURN_CODE 77)
+kd_add_script_test(NAME reconcile_leader
+  COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/reconcile_leader.py
+  LABELS integration TIMEOUT 120)
+set_tests_properties(reconcile_leader PROPERTIES SKIP_RETURN_CODE 77)
