@@ -41,3 +41,5 @@ kd_add_script_test(NAME reconcile_leader
   COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/reconcile_leader.py
   LABELS integration TIMEOUT 120)
 set_tests_properties(reconcile_leader PROPERTIES SKIP_RETURN_CODE 77)
+kd_add_test(NAME test_schedhost SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_schedhost.c
+            LIBS kd_reconcile LABELS unit TIMEOUT 30)

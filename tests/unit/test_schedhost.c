@@ -1,0 +1,143 @@
+/* schedhost and progress, pure parts: the node table the scheduler sees (allocatable
+ * minus the requests of live pods bound to each node, agents of the snapshot's jobs and
+ * finished pods excluded, NotReady and cordoned nodes left out), pod requests (limits
+ * where requests are missing), and the coordinator metrics decoder refusing malformed
+ * messages. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd_error.h"
+#include "progress.h"
+#include "schedhost.h"
+
+static json_t *load(const char *text)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    if (j == NULL)
+        fail_msg("bad fixture: %s", je.text);
+    return j;
+}
+
+static void test_pod_requests_sum_containers_and_fall_back_to_limits(void **state)
+{
+    (void)state;
+    json_t *pod = load("{\"spec\": {\"containers\": ["
+                       " {\"resources\": {\"requests\": {\"cpu\": \"250m\", \"memory\": \"1Gi\"}}},"
+                       " {\"resources\": {\"limits\": {\"cpu\": \"1\", \"memory\": \"512Mi\"}}},"
+                       " {\"resources\": {\"requests\": {\"cpu\": \"bogus\"}}}, {}]}}");
+    double cpu, mem;
+    schedhost_pod_requests(pod, &cpu, &mem);
+    assert_true(fabs(cpu - 1250) < 1e-9);
+    assert_true(fabs(mem - 1.5 * 1024 * 1024 * 1024) < 1);
+    json_decref(pod);
+}
+
+static int agent_of_fm(void *ud, const json_t *pod)
+{
+    (void)ud;
+    const char *job = json_string_value(json_object_get(
+        json_object_get(json_object_get(pod, "metadata"), "labels"), "kadet.io/job-name"));
+    return job != NULL && strcmp(job, "fm") == 0;
+}
+
+static void test_nodes_subtract_other_pods_only(void **state)
+{
+    (void)state;
+    json_t *nodes = load(
+        "[{\"metadata\": {\"name\": \"n0\"}, \"status\": {\"allocatable\": {\"cpu\": \"4\","
+        "   \"memory\": \"8Gi\"}, \"conditions\": [{\"type\": \"Ready\", \"status\": \"True\"}]}},"
+        " {\"metadata\": {\"name\": \"n1\"}, \"status\": {\"allocatable\": {\"cpu\": \"4\","
+        "   \"memory\": \"8Gi\"}, \"conditions\": [{\"type\": \"Ready\", \"status\": \"False\"}]}},"
+        " {\"metadata\": {\"name\": \"n2\"}, \"spec\": {\"unschedulable\": true},"
+        "  \"status\": {\"allocatable\": {\"cpu\": \"4\"}, \"conditions\": [{\"type\": \"Ready\","
+        "   \"status\": \"True\"}]}},"
+        " {\"metadata\": {\"name\": \"n3\"}, \"status\": {\"allocatable\": {\"cpu\": \"2\"},"
+        "   \"conditions\": [{\"type\": \"Ready\", \"status\": \"True\"}]}}]");
+    json_t *pods = load(
+        "[{\"metadata\": {\"labels\": {\"kadet.io/job-name\": \"other\"}},"
+        "  \"spec\": {\"nodeName\": \"n0\", \"containers\": [{\"resources\": {\"requests\":"
+        "   {\"cpu\": \"1500m\", \"memory\": \"2Gi\"}}}]}, \"status\": {\"phase\": \"Running\"}},"
+        " {\"metadata\": {\"labels\": {\"kadet.io/job-name\": \"fm\"}},"
+        "  \"spec\": {\"nodeName\": \"n0\", \"containers\": [{\"resources\": {\"requests\":"
+        "   {\"cpu\": \"1\"}}}]}, \"status\": {\"phase\": \"Running\"}},"
+        " {\"metadata\": {}, \"spec\": {\"nodeName\": \"n0\", \"containers\": [{\"resources\":"
+        "   {\"requests\": {\"cpu\": \"2\"}}}]}, \"status\": {\"phase\": \"Succeeded\"}},"
+        " {\"metadata\": {}, \"spec\": {\"containers\": [{\"resources\": {\"requests\":"
+        "   {\"cpu\": \"2\"}}}]}, \"status\": {\"phase\": \"Pending\"}},"
+        " {\"metadata\": {}, \"spec\": {\"nodeName\": \"n3\", \"containers\": [{\"resources\":"
+        "   {\"requests\": {\"cpu\": \"3\"}}}]}}]");
+    sched_node *sn = NULL;
+    const char **names = NULL;
+    int n = 0;
+    assert_int_equal(schedhost_build_nodes(nodes, pods, agent_of_fm, NULL, &sn, &names, &n),
+                     KD_OK);
+    assert_int_equal(n, 2); /* n1 NotReady and n2 cordoned are not offered */
+    assert_string_equal(names[0], "n0");
+    assert_true(fabs(sn[0].cpu - 2.5) < 1e-9); /* 4 - 1.5 (other); fm's agent and the
+                                                   finished pod are not subtracted */
+    assert_true(fabs(sn[0].mem - 6.0 * 1024 * 1024 * 1024) < 1);
+    assert_string_equal(names[1], "n3");
+    assert_true(sn[1].cpu > 0 && sn[1].cpu < 1e-3); /* overcommitted: full, not "unlimited" */
+    assert_true(sn[1].mem <= 0);                     /* memory not reported: not limiting */
+    free(sn);
+    free(names);
+    json_decref(nodes);
+    json_decref(pods);
+}
+
+static void test_progress_decoder(void **state)
+{
+    (void)state;
+    const char *ok = "{\"job\": \"default/fm\", \"state\": \"running\", \"generation\": 3,"
+                     " \"agents\": 4, \"epoch\": 2, \"step\": 480, \"samples_per_s\": 9000.5,"
+                     " \"loss\": 0.41, \"accuracy\": 0.86, \"wall_seconds\": 12.0}";
+    rc_progress_info pi;
+    assert_int_equal(progress_decode(ok, strlen(ok), &pi), 0);
+    assert_int_equal(pi.epoch, 2);
+    assert_int_equal(pi.step, 480);
+    assert_int_equal(pi.agents, 4);
+    assert_true(fabs(pi.samples_per_s - 9000.5) < 1e-9);
+    assert_true(fabs(pi.accuracy - 0.86) < 1e-12);
+    assert_int_equal(pi.samples, -1);
+    const char *bad[] = {"", "[]", "{", "not json", "{\"epoch\": \"2\"}",
+                         "{\"accuracy\": 1.5}", "{\"samples_per_s\": -1}", "{\"step\": -3}",
+                         "{\"loss\": true}", "{\"agents\": 1e9}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(progress_decode(bad[i], strlen(bad[i]), &pi), -1);
+}
+
+static void test_progress_keeps_nothing_for_unknown_jobs(void **state)
+{
+    (void)state;
+    progress *p = NULL;
+    assert_int_equal(progress_new(NULL, &p), KD_OK);
+    assert_int_equal(progress_start(p), KD_OK);
+    progress_watch(p, "ns/a", "tcp://127.0.0.1:1");
+    rc_progress_info pi;
+    assert_int_equal(progress_get(p, "ns/a", &pi), 0);
+    sched_tp tp[4];
+    assert_int_equal(progress_throughput(p, "ns/a", tp, 4), 0);
+    progress_forget(p, "ns/a");
+    progress_forget(p, "ns/never");
+    progress_free(&p);
+    assert_null(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pod_requests_sum_containers_and_fall_back_to_limits),
+        cmocka_unit_test(test_nodes_subtract_other_pods_only),
+        cmocka_unit_test(test_progress_decoder),
+        cmocka_unit_test(test_progress_keeps_nothing_for_unknown_jobs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
