@@ -177,6 +177,7 @@ class Store:
         self.types_gr = {}                              # (group, plural) -> ResourceType
         self.watchers = set()
         self.gc_wake = threading.Event()
+        self.terminating = set()                        # (gr, key) with deletionTimestamp
         self.gc_dirty = True
         self.next_cluster_ip = 10
         self.pod_force_delete_slack = 10.0
@@ -210,10 +211,12 @@ class Store:
         raw = dumps(new)
         objs = self.objects[rt.gr]
         uid = new["metadata"].get("uid")
+        md = new["metadata"]
         if etype == "DELETED":
             objs.pop(key, None)
             self.sorted_keys.pop(rt.gr, None)
             self.by_uid.pop(uid, None)
+            self.terminating.discard((rt.gr, key))
             self.gc_dirty = True
             self.gc_wake.set()
         else:
@@ -221,7 +224,13 @@ class Store:
                 self.sorted_keys.pop(rt.gr, None)
             objs[key] = (new, raw)
             self.by_uid[uid] = (rt.gr, key)
-            if new["metadata"].get("deletionTimestamp") or new["metadata"].get("ownerReferences"):
+            if md.get("deletionTimestamp"):
+                self.terminating.add((rt.gr, key))
+                self.gc_wake.set()
+            # Only a new or changed owner reference can leave a dependent without owner;
+            # status updates of the many owned pods need no collection pass.
+            refs = md.get("ownerReferences")
+            if refs and (old is None or old["metadata"].get("ownerReferences") != refs):
                 self.gc_dirty = True
                 self.gc_wake.set()
         ev = Event(self.rv, etype, rt.gr, key[0], old, new, raw)
@@ -612,6 +621,8 @@ class Store:
         with self.lock:
             now = time.time()
             dirty = self.gc_dirty
+            if not dirty and not self.terminating:
+                return
             self.gc_dirty = False
             live = set(self.by_uid)
             deps = collections.defaultdict(list)   # owner uid -> [(rt, key)]
