@@ -428,8 +428,9 @@ class Api:
             return Response(200, headers={"Content-Type": "application/json"},
                             stream=iter([line]))
         return Response(200, headers={"Content-Type": "application/json"},
-                        stream=self._watch_stream(rt, version, w, initial, start_rv, bookmarks,
-                                                  timeout, initial_end, table, query))
+                        stream=self._watch_stream(rt, version, w, initial, since, start_rv,
+                                                  bookmarks, timeout, initial_end, table,
+                                                  query))
 
     def _event_line(self, rt, version, etype, raw, table, query):
         if table:
@@ -449,7 +450,7 @@ class Api:
         return b'{"type":"BOOKMARK","object":' + dumps(
             {"kind": rt.kind, "apiVersion": rt.api_version(version), "metadata": md}) + b"}\n"
 
-    def _watch_stream(self, rt, version, w, initial, start_rv, bookmarks, timeout,
+    def _watch_stream(self, rt, version, w, initial, since, start_rv, bookmarks, timeout,
                       initial_end, table, query):
         store = self.store
         deadline = time.monotonic() + max(1, timeout)
@@ -471,7 +472,9 @@ class Api:
                 if item is None or w.dropped:
                     raise ConnectionAbortedError("watch dropped by fault injection")
                 if item:
-                    etype, raw, _ = item
+                    etype, raw, rv = item
+                    if since is not None and rv <= since:
+                        continue   # a watch from a version not reached yet starts there
                     yield self._event_line(rt, version, etype, raw, table, query)
                     continue
                 if bookmarks and time.monotonic() >= next_bm:
