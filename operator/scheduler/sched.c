@@ -45,7 +45,7 @@ void sched_options_default(sched_options *o)
     o->epsilon_min = 0.02;
     o->epsilon_decay = 0.999;
     o->prior_k = 0.05;
-    o->min_visits = 100;
+    o->min_visits = 300;
     o->margin = 0;
 }
 

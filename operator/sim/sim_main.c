@@ -68,7 +68,7 @@ static void usage(FILE *out)
         "  --alpha A --beta B    reward weights on time and cost (1, 0)\n"
         "  --cooldown S          seconds between two changes of one job (0)\n"
         "  --seed N              rl exploration seed (1)   --double-q   Double Q-learning\n"
-        "  --min-visits N        rl: updates before a learned Q counts (100)\n"
+        "  --min-visits N        rl: updates before a learned Q counts (300)\n"
         "  --margin M            rl: relative Q advantage needed to depart from greedy (0)\n"
         "  --trace-job NAME      print every decision about job NAME to stderr\n"
         "  --quiet               only the table          --help\n",
