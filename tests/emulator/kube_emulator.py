@@ -35,7 +35,8 @@ from emu_api import Api  # noqa: E402
 from emu_store import Store  # noqa: E402
 from emu_util import ApiError, dumps  # noqa: E402
 
-MAX_BODY = 8 << 20
+MAX_BODY = 3 << 20        # kube-apiserver's default --max-request-body-bytes
+MAX_BULK_BODY = 256 << 20  # /_emulator/bulk loads benchmark data sets
 PUBLIC_PATHS = ("/healthz", "/readyz", "/livez", "/version")
 
 
@@ -205,21 +206,34 @@ class Handler(BaseHTTPRequestHandler):
         self._send(e.code, dumps(e.status()), headers)
 
     def _read_body(self):
+        limit = MAX_BULK_BODY if self.path.startswith("/_emulator/") else MAX_BODY
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             out = b""
             while True:
                 line = self.rfile.readline(100)
-                size = int(line.split(b";")[0].strip() or b"0", 16)
+                try:
+                    size = int(line.split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    self.close_connection = True
+                    raise ApiError(400, "BadRequest", "malformed chunked request body")
                 if size == 0:
                     self.rfile.readline(100)
                     return out
                 out += self.rfile.read(size)
                 self.rfile.readline(10)
-                if len(out) > MAX_BODY:
+                if len(out) > limit:
+                    self.close_connection = True
                     raise ApiError(413, "RequestEntityTooLarge", "request body too large")
-        n = int(self.headers.get("Content-Length") or 0)
-        if n > MAX_BODY:
-            raise ApiError(413, "RequestEntityTooLarge", "request body too large")
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise ApiError(400, "BadRequest", "invalid Content-Length")
+        if n > limit:
+            # The body stays unread: this connection cannot carry another request.
+            self.close_connection = True
+            raise ApiError(413, "RequestEntityTooLarge", "request body too large (limit %d "
+                           "bytes)" % limit)
         return self.rfile.read(n) if n > 0 else b""
 
     def _authorized(self):

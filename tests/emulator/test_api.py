@@ -297,6 +297,9 @@ class ApiTest(unittest.TestCase):
                               "application/merge-patch+json")
         self.assertEqual(code, 400)
         self.assertEqual(self.req("GET", NS + "/configmaps/x")[0], 200)
+        huge = cm("huge", data={"blob": "x" * (4 << 20)})
+        code, resp = self.req("POST", NS + "/configmaps", huge)
+        self.assertEqual((code, resp["reason"]), (413, "RequestEntityTooLarge"))
 
     def test_bulk_and_large_list(self):
         objs = [{"apiVersion": "v1", "kind": "Pod",
