@@ -230,8 +230,13 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise ApiError(400, "BadRequest", "invalid Content-Length")
         if n > limit:
-            # The body stays unread: this connection cannot carry another request.
-            self.close_connection = True
+            # Read and drop a moderately oversized body so that the client, still sending
+            # it, gets the 413; beyond that, stop reading and close the connection.
+            if n <= 16 * limit:
+                while n > 0:
+                    n -= len(self.rfile.read(min(n, 1 << 16)) or b"x" * n)
+            else:
+                self.close_connection = True
             raise ApiError(413, "RequestEntityTooLarge", "request body too large (limit %d "
                            "bytes)" % limit)
         return self.rfile.read(n) if n > 0 else b""
