@@ -234,7 +234,10 @@ class Handler(BaseHTTPRequestHandler):
             # it, gets the 413; beyond that, stop reading and close the connection.
             if n <= 16 * limit:
                 while n > 0:
-                    n -= len(self.rfile.read(min(n, 1 << 16)) or b"x" * n)
+                    chunk = self.rfile.read(min(n, 1 << 16))
+                    if not chunk:
+                        break
+                    n -= len(chunk)
             else:
                 self.close_connection = True
             raise ApiError(413, "RequestEntityTooLarge", "request body too large (limit %d "
