@@ -357,6 +357,8 @@ class Api:
     def list(self, rt, version, ns, query, table):
         lsel, fsel = self.selectors(query)
         limit = _int_param(query, "limit")
+        if limit < 0:
+            raise bad_request("limit must be >= 0")
         cont = _q1(query, "continue")
         rv_param = _q1(query, "resourceVersion", "")
         match = _q1(query, "resourceVersionMatch", "")

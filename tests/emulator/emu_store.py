@@ -16,6 +16,7 @@ import collections
 import json
 import queue
 import random
+import re
 import threading
 import time
 import traceback
@@ -24,7 +25,7 @@ import uuid
 from emu_util import (ApiError, bad_request, conflict, dumps, invalid, labels_match,
                       fields_match, not_found, now_rfc3339, parse_rfc3339)
 
-_NAME_RE = __import__("re").compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 def _str_map(v):
@@ -251,7 +252,8 @@ class Store:
             self.events.clear()
             self.compacted = self.rv
 
-    def check_rv_fresh(self, rv, what="watch"):
+    def check_rv_fresh(self, rv):
+        """410 Expired when rv is older than the event log reaches back."""
         if rv < self.compacted:
             raise ApiError(410, "Expired", "too old resource version: %d (%d)"
                            % (rv, self.compacted))
