@@ -548,6 +548,21 @@ static int drain_ctl(worker *w, int *in_world, int *want_state)
     return 0;
 }
 
+/* After LEAVE: stay until the coordinator has what it needs from us (our state, when we
+ * hold the most advanced one) and says DONE, but not forever. */
+static int linger_after_leave(worker *w, int *in_world, int *want_state)
+{
+    double until = kd_now() + 5.0;
+    while (kd_now() < until) {
+        zmq_pollitem_t it = {w->ctl, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 100);
+        if (drain_ctl(w, in_world, want_state) != 0 || *in_world)
+            break;
+    }
+    KD_INFO("worker: left name=%s step=%llu", w->name, (unsigned long long)w->step);
+    return 0;
+}
+
 static int worker_loop(worker *w)
 {
     int in_world = 0, want_state = 0;
@@ -563,8 +578,9 @@ static int worker_loop(worker *w)
             double now = kd_now();
             if (worker_sigterm && !w->leave_sent) {
                 ctl_send(w, KD_WIRE_LEAVE, NULL);
-                KD_INFO("worker: leaving name=%s (outside a world)", w->name);
-                return 0;
+                w->leave_sent = 1;
+                KD_INFO("worker: leaving name=%s (between worlds)", w->name);
+                return linger_after_leave(w, &in_world, &want_state);
             }
             /* A silent coordinator may have restarted elsewhere in time: say JOIN again
              * (the new one answers; the old one, if alive, ignores a known worker). */
@@ -608,20 +624,8 @@ static int worker_loop(worker *w)
             continue;
         }
         send_paused(w, r == STEP_PAUSED, KD_WIRE_PAUSED);
-        if (w->leave_sent) {
-            /* Stay until the coordinator has what it needs (our state when we were the
-             * source) and says DONE, but not forever. */
-            double until = kd_now() + 5.0;
-            while (kd_now() < until) {
-                zmq_pollitem_t it = {w->ctl, 0, ZMQ_POLLIN, 0};
-                zmq_poll(&it, 1, 100);
-                int s2 = drain_ctl(w, &in_world, &want_state);
-                if (s2 != 0 || in_world)
-                    break;
-            }
-            KD_INFO("worker: left name=%s step=%llu", w->name, (unsigned long long)w->step);
-            return 0;
-        }
+        if (w->leave_sent)
+            return linger_after_leave(w, &in_world, &want_state);
     }
 }
 
