@@ -15,10 +15,14 @@
 #               test accuracy, "-" when never reached
 #   acc         final test accuracy;  RSS  peak resident set (/usr/bin/time)
 #
-# usage: hack/bench/train-single.sh [-r REPS] [-e EPOCHS] [-c "1 2"] [-k KERNELS] [-o DIR]
+# usage: hack/bench/train-single.sh [-r REPS] [-e EPOCHS] [-c "1 2"] [-t "1 n"] [-k KERNELS]
+#                                   [-o DIR]
 #   -r 3          repetitions (median quoted)
 #   -e 10         epochs per run
 #   -c "1 2"      core counts
+#   -t "1 n"      thread counts to try per trainer (n = the core count). On a machine
+#                 busy with other work, 2 threads can be far slower than 1 for both
+#                 trainers (PyTorch's OpenMP threads spin), so "-t 1" saves a lot of time.
 #   -k "env auto" OpenBLAS kernel choices: env = as the environment says, auto = OpenBLAS
 #                 detection (OPENBLAS_CORETYPE unset), or a core type such as Haswell
 #   -o DIR        keep logs and results.tsv there (default: a temporary directory)
@@ -26,12 +30,13 @@
 # Quick check: hack/bench/train-single.sh -r 1 -e 3 -c 1
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-reps=3 epochs=10 cores="1 2" kernels="env auto" out=""
-while getopts "r:e:c:k:o:h" opt; do
+reps=3 epochs=10 cores="1 2" threads_opt="1 n" kernels="env auto" out=""
+while getopts "r:e:c:t:k:o:h" opt; do
   case "$opt" in
     r) reps=$OPTARG ;;
     e) epochs=$OPTARG ;;
     c) cores=$OPTARG ;;
+    t) threads_opt=$OPTARG ;;
     k) kernels=$OPTARG ;;
     o) out=$OPTARG ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
@@ -105,7 +110,7 @@ for kernel in $kernels; do
       echo "train-single: skipping $n cores (machine has $ncpu)" >&2
       continue
     fi
-    thread_counts=$( (echo 1; echo "$n") | sort -un)
+    thread_counts=$(for t in $threads_opt; do [ "$t" = n ] && t=$n; echo "$t"; done | sort -un)
     for rep in $(seq 1 "$reps"); do
       for t in $thread_counts; do
         echo "kernels=$kernel cores=$n threads=$t rep=$rep/$reps" >&2
