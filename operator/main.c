@@ -14,6 +14,7 @@
  */
 #include <curl/curl.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -407,10 +408,15 @@ int main(int argc, char **argv)
     const struct timespec tick = {1, 0};
     op_httpd_set_started(httpd);
     int sig;
+    unsigned ticks = 0;
     do {
         sig = sigtimedwait(&stop_signals, NULL, &tick);
         if (sig < 0)
             housekeeping(&informers, &metrics);
+        /* Watch events replace cached objects all the time; hand the freed pages back
+         * every few seconds so that RSS follows the live cache, not its history. */
+        if (sig < 0 && ++ticks % 5 == 0)
+            malloc_trim(0);
     } while (sig < 0 && (errno == EAGAIN || errno == EINTR));
     if (sig < 0) {
         KD_ERROR("waiting for signals failed errno=%d", errno);

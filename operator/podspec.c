@@ -69,11 +69,7 @@ static int make_metadata(const json_t *job, const kd_agentjob *spec, const char 
         json_object_update(labels, tl);
     json_object_set_new(labels, PODSPEC_LABEL_JOB, json_string(spec->name));
     json_object_set_new(labels, PODSPEC_LABEL_ROLE, json_string(role));
-    if (index >= 0) {
-        char buf[32];
-        snprintf(buf, sizeof buf, "%ld", index);
-        json_object_set_new(labels, PODSPEC_LABEL_INDEX, json_string(buf));
-    }
+    (void)index; /* the number is the name's suffix: no label, every cached pod is smaller */
     json_t *md = json_pack("{s:s, s:s, s:o, s:[o]}", "name", name, "namespace",
                            spec->namespace_, "labels", labels, "ownerReferences", owner);
     if (md == NULL)
@@ -199,13 +195,12 @@ static int make_pod(const json_t *job, const kd_agentjob *spec, const podspec_op
     json_object_del(c, "args");
     json_object_set_new(c, "env", merge_env(json_object_get(c, "env"), ours_env));
     int coord = strcmp(role, PODSPEC_ROLE_COORDINATOR) == 0;
-    json_t *ports = coord ? json_pack("[{s:s, s:i}, {s:s, s:i}]", "name", "control",
-                                      "containerPort", PODSPEC_CONTROL_PORT, "name", "metrics",
-                                      "containerPort", PODSPEC_METRICS_PORT)
-                          : json_pack("[{s:s, s:i}]", "name", "data", "containerPort",
-                                      PODSPEC_DATA_PORT);
-    json_object_set_new(c, "ports", ports);
     if (coord) {
+        /* The Service targets these; the workers' data port is reached by pod IP only. */
+        json_object_set_new(c, "ports",
+                            json_pack("[{s:s, s:i}, {s:s, s:i}]", "name", "control",
+                                      "containerPort", PODSPEC_CONTROL_PORT, "name", "metrics",
+                                      "containerPort", PODSPEC_METRICS_PORT));
         /* The coordinator only routes messages and keeps checkpoints: it must not take
          * an agent's share of a node (the scheduler counts it as other load). */
         json_object_set_new(c, "resources",
@@ -287,9 +282,9 @@ int podspec_worker_pod(const json_t *job, const kd_agentjob *spec, const podspec
     char coord[PODSPEC_NAME_MAX + 32], bind[64];
     snprintf(coord, sizeof coord, "tcp://%s:%d", svc, PODSPEC_CONTROL_PORT);
     snprintf(bind, sizeof bind, "tcp://$(KADET_POD_IP):%d", PODSPEC_DATA_PORT);
-    json_t *env = json_pack("[o, o, o, o]", env_field("KADET_POD_IP", "status.podIP"),
-                            env_value("KADET_COORDINATOR", coord), env_value("KADET_BIND", bind),
-                            env_field("KADET_NAME", "metadata.name"));
+    /* No KADET_NAME: a worker names itself after its host name (the pod name) and pid. */
+    json_t *env = json_pack("[o, o, o]", env_field("KADET_POD_IP", "status.podIP"),
+                            env_value("KADET_COORDINATOR", coord), env_value("KADET_BIND", bind));
     if (env == NULL)
         return KD_ENOMEM;
     return make_pod(job, spec, o, name, PODSPEC_ROLE_WORKER, index, env, out, err, errlen);

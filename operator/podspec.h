@@ -17,7 +17,6 @@
 
 #define PODSPEC_LABEL_JOB "kadet.io/job-name"
 #define PODSPEC_LABEL_ROLE "kadet.io/role"
-#define PODSPEC_LABEL_INDEX "kadet.io/worker-index"
 #define PODSPEC_ROLE_COORDINATOR "coordinator"
 #define PODSPEC_ROLE_WORKER "worker"
 #define PODSPEC_CONTROL_PORT 7070

@@ -299,7 +299,7 @@ static void *worker_main(void *arg)
             /* A standby keeps nothing queued; becoming leader re-enqueues every job. */
             wq_forget(c->q, key);
         } else if (!rc_caches_synced(&c->caches)) {
-            wq_add_after(c->q, key, 200);
+            wq_add_after(c->q, key, 50);
         } else {
             double requeue_s = 0;
             int rc = rc_sync(c, key, &requeue_s);

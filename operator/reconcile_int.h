@@ -13,7 +13,7 @@
 #include "wq.h"
 
 #define RC_MAX_WORKERS 64
-#define RC_DELETED_MAX 64      /* pod uids remembered per job after we deleted them */
+#define RC_DELETED_MAX 16      /* pod uids remembered per job after we deleted them */
 #define RC_DELETED_TTL_S 120.0 /* ... for this long (the cache catches up well before) */
 
 extern const kube_resource RC_AGENTJOBS;

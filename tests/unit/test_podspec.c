@@ -132,7 +132,6 @@ static void test_worker_pod_has_contract_env_labels_and_template(void **state)
     assert_string_equal(str_at(pod, "metadata", "name"), "fm-worker-7");
     assert_owned(pod, "worker");
     const json_t *md = json_object_get(pod, "metadata");
-    assert_string_equal(str_at(md, "labels", "kadet.io/worker-index"), "7");
     assert_string_equal(str_at(md, "labels", "app"), "x");
     assert_string_equal(str_at(md, "annotations", "emulator.kadet.io/run-seconds"), "5");
     const json_t *spec = json_object_get(pod, "spec");
@@ -154,9 +153,6 @@ static void test_worker_pod_has_contract_env_labels_and_template(void **state)
     const json_t *ip = env_of(pod, "KADET_POD_IP");
     assert_string_equal(str_at(json_object_get(ip, "valueFrom"), "fieldRef", "fieldPath"),
                         "status.podIP");
-    const json_t *name = env_of(pod, "KADET_NAME");
-    assert_string_equal(str_at(json_object_get(name, "valueFrom"), "fieldRef", "fieldPath"),
-                        "metadata.name");
     assert_string_equal(str_at(env_of(pod, "FOO"), "value", NULL), "bar");
     /* KADET_POD_IP precedes the variables that expand it ($(VAR) needs earlier entries). */
     const json_t *env = json_object_get(c, "env");
