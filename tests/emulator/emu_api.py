@@ -380,14 +380,14 @@ class Api:
                 want = int(rv_param)
             except ValueError:
                 raise bad_request("invalid resourceVersion %r" % rv_param)
-            if match == "Exact":
-                self.store.check_rv_fresh(want)
             if want > self.store.rv:
                 raise ApiError(504, "Timeout", "Too large resource version: %d, current: %d"
                                % (want, self.store.rv),
                                {"causes": [{"reason": "ResourceVersionTooLarge",
                                             "message": "Too large resource version"}],
                                 "retryAfterSeconds": 1})
+            if match == "Exact" and want != self.store.rv:
+                snap, list_rv = self.store.snapshot_at(rt, want), want
         items, rv, next_key, remaining, snap = self.store.list(rt, ns, lsel, fsel, limit, after,
                                                                snap)
         if list_rv is not None:

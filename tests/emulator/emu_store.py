@@ -321,6 +321,28 @@ class Store:
                     self.snapshots.popitem(last=False)
         return out, rv, next_key, remaining, snapshot
 
+    def snapshot_at(self, rt, rv):
+        """The id of a frozen list state of rt at version rv, rebuilt by undoing the
+        logged events after rv (410 when the log does not reach back that far)."""
+        with self.lock:
+            self.check_rv_fresh(rv)
+            objs = dict(self.objects[rt.gr])
+            for ev in reversed(self.events):
+                if ev.rv <= rv:
+                    break
+                if ev.gr != rt.gr:
+                    continue
+                key = (ev.ns, ev.new["metadata"]["name"])
+                if ev.etype == "ADDED":
+                    objs.pop(key, None)
+                else:
+                    objs[key] = (ev.old, dumps(ev.old))
+            self.next_snapshot += 1
+            self.snapshots[self.next_snapshot] = (rt.gr, sorted(objs), objs)
+            while len(self.snapshots) > MAX_SNAPSHOTS:
+                self.snapshots.popitem(last=False)
+            return self.next_snapshot
+
     def register_watch(self, rt, ns, name, lsel, fsel, since):
         """Register a watcher and return it with the initial events: the current state
         as ADDED when since is None, else the logged events after since."""

@@ -113,6 +113,22 @@ class ApiTest(unittest.TestCase):
                               "application/merge-patch+json")
         self.assertEqual(code, 409)
 
+    def test_exact_list_shows_an_older_version(self):
+        code, a = self.req("POST", NS + "/configmaps", cm("ex-a", {"ex": "1"}, {"v": "old"}))
+        at = a["metadata"]["resourceVersion"]
+        self.req("PATCH", NS + "/configmaps/ex-a", {"data": {"v": "new"}},
+                 "application/merge-patch+json")
+        self.req("POST", NS + "/configmaps", cm("ex-b", {"ex": "1"}))
+        code, body = self.req("GET", NS + "/configmaps?labelSelector=ex&resourceVersion=%s"
+                              "&resourceVersionMatch=Exact" % at)
+        self.assertEqual(code, 200)
+        self.assertEqual(body["metadata"]["resourceVersion"], at)
+        self.assertEqual([(c["metadata"]["name"], c["data"]["v"]) for c in body["items"]],
+                         [("ex-a", "old")])
+        code, body = self.req("GET", NS + "/configmaps?labelSelector=ex&resourceVersion=%s"
+                              % at)
+        self.assertEqual(len(body["items"]), 2, "NotOlderThan serves the current state")
+
     def test_generate_name_and_namespace_errors(self):
         obj = cm("")
         obj["metadata"] = {"generateName": "gen-"}
