@@ -304,7 +304,8 @@ class Kubelet:
             self.wake.clear()
             try:
                 pods = self.pods.items()
-                self.schedule(pods)
+                if not self.args.no_bind:
+                    self.schedule(pods)
                 self.sync_pods(pods)
                 self.sync_hosts(self.pods.items())
                 if time.time() - self.last_heartbeat >= self.args.heartbeat:
@@ -343,6 +344,8 @@ def main(argv=None):
     p.add_argument("--labels", default="", help="extra node labels k=v,k2=v2")
     p.add_argument("--node-prefix", default="fake-node")
     p.add_argument("--namespace", default=None, help="only handle pods of this namespace")
+    p.add_argument("--no-bind", action="store_true",
+                   help="leave binding to the cluster's scheduler (on a real API server)")
     p.add_argument("--run-pods", action="store_true",
                    help="run each pod's first container command as a local process")
     p.add_argument("--path-prefix", action="append", default=[],
