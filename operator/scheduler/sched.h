@@ -142,8 +142,8 @@ int sched_decide(sched_policy *p, const sched_snapshot *s, sched_decision *out,
  * Returns KD_OK, or KD_ENOTFOUND when the policy holds no pending decision for job_id. */
 int sched_observe(sched_policy *p, const char *job_id, double reward, int done);
 
-/* Decays epsilon and forgets every pending transition (the end of a training episode in
- * the simulator). Other policies ignore it. */
+/* Forgets every pending transition (the end of a training episode in the simulator;
+ * epsilon decays per decision, not here). Other policies ignore it. */
 void sched_episode_end(sched_policy *p);
 
 /* Predicted throughput (samples/s) of a job at n agents from its measured points (fitted

@@ -6,11 +6,12 @@
  * left) and takes an action: change its count by -2..+2. The reward of the interval that
  * follows is R = alpha * T_min / T + beta * min / n (see sched_reward()), either
  * predicted from the next snapshot or supplied by the caller through sched_observe() (the
- * simulator supplies the progress actually made, restart stalls included). Queued jobs are
- * admitted as greedy admits them; in a state (or for an action) never tried, the job takes
- * the greedy policy's choice, so an empty table behaves exactly like greedy and learning
- * only ever departs from greedy where experience says it pays. Every proposal then passes
- * the same safety stage as the other policies.
+ * simulator supplies the progress actually made, restart stalls included). Decisions start
+ * from greedy's: queued jobs are admitted as greedy admits them, and a running job may
+ * only keep its count or change it less than greedy would, when an action with enough
+ * experience in its state beats greedy's choice; without that experience the job takes
+ * greedy's choice, so an empty table behaves exactly like greedy. Every proposal then
+ * passes the same safety stage as the other policies.
  */
 #include "sched_internal.h"
 
