@@ -6,6 +6,7 @@ applies the restart policy, and stops it with SIGTERM then SIGKILL on deletion.
 """
 
 import base64
+import ctypes
 import math
 import os
 import re
@@ -57,6 +58,22 @@ def pod_requests(pod):
         except ValueError:
             pass
     return cpu, mem
+
+
+try:
+    # Resolved here, not in the forked child, where loading a library could deadlock on
+    # a lock another thread held at fork time.
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _PRCTL = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """In the child before exec: get SIGKILL when the kubelet dies, even by SIGKILL,
+    so that no pod process outlives it (Linux PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 class EnvError(Exception):
@@ -281,7 +298,8 @@ class PodRun:
                 with open(self.log_path, "ab") as logf:
                     self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                                                  stdout=logf, stderr=subprocess.STDOUT,
-                                                 start_new_session=True)
+                                                 start_new_session=True,
+                                                 preexec_fn=_die_with_parent)
             except OSError as e:
                 self.proc = None
                 self._exited(128, "StartError", "failed to start %s: %s" % (cmd[0], e))
