@@ -215,18 +215,19 @@ float kd_softmax_xent(float *logits, const int32_t *labels, float *dlogits, int 
         float mx = z[0];
         for (int j = 1; j < classes; j++)
             mx = z[j] > mx ? z[j] : mx;
+        int32_t t = labels[b];
+        double zt = (double)z[t];
         float sum = 0.0f;
         for (int j = 0; j < classes; j++) {
             z[j] = expf(z[j] - mx);
             sum += z[j];
         }
+        /* log-sum-exp form: exact for any finite logits (no clamping that would hide a
+         * diverging run), NaN when the logits are not finite. */
+        total += log((double)sum) - (zt - (double)mx);
         float inv = 1.0f / sum;
         for (int j = 0; j < classes; j++)
             z[j] *= inv;
-        int32_t t = labels[b];
-        /* Clamp so that a probability that underflowed to 0 gives a large finite loss. */
-        float pt = z[t] > 1e-30f ? z[t] : 1e-30f;
-        total -= log((double)pt);
         if (dlogits) {
             float *d = dlogits + (size_t)b * classes;
             for (int j = 0; j < classes; j++)

@@ -192,8 +192,9 @@ int kd_train_single(const kd_train_options *opt, kd_train_result *res, char *err
             float loss = kd_par_step(par, &train, perm + cur, cnt, lr);
             if (!isfinite(loss)) {
                 rc = kd_errf(err, errlen, KD_ERANGE,
-                             "training diverged: loss is %g at epoch %d sample %zu (lower "
-                             "spec.training.optimizer.learningRate)", (double)loss, e + 1, cur);
+                             "training diverged: loss is %s at epoch %d sample %zu (lower "
+                             "spec.training.optimizer.learningRate)",
+                             isnan(loss) ? "NaN" : "infinite", e + 1, cur);
                 goto out;
             }
             loss_sum += (double)loss * cnt;

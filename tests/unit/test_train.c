@@ -151,6 +151,21 @@ static void test_missing_data_is_an_error(void **state)
     kd_agentjob_free(&j);
 }
 
+static void test_divergence_is_reported(void **state)
+{
+    (void)state;
+    kd_agentjob j;
+    decode("apiVersion: kadet.io/v1alpha1\nkind: AgentJob\nmetadata: {name: t}\n"
+           "spec: {training: {epochs: 1, optimizer: {learningRate: 1000}}}\n",
+           &j);
+    kd_train_options opt = {.job = &j, .seed = 1, .threads = 1, .max_train_samples = 3000};
+    kd_train_result res;
+    char err[256] = "";
+    assert_int_equal(kd_train_single(&opt, &res, err, sizeof err), KD_ERANGE);
+    assert_non_null(strstr(err, "training diverged"));
+    kd_agentjob_free(&j);
+}
+
 static void test_evaluate_checks_shapes(void **state)
 {
     (void)state;
@@ -179,6 +194,7 @@ int main(void)
         cmocka_unit_test(test_same_seed_same_result),
         cmocka_unit_test(test_csv_dataset_trains),
         cmocka_unit_test(test_missing_data_is_an_error),
+        cmocka_unit_test(test_divergence_is_reported),
         cmocka_unit_test(test_evaluate_checks_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
