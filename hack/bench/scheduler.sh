@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     --episodes) episodes=$2; shift 2 ;;
     --loads) loads=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "scheduler.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
