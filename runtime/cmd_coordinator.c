@@ -78,7 +78,7 @@ int kd_cmd_coordinator(int argc, char **argv)
         {"summary-json", "KADET_SUMMARY_JSON", KD_OPT_STR, &cfg.summary_json, 0, 0,
          "write the final summary (JSON) here"},
         {"range-log", "KADET_RANGE_LOG", KD_OPT_STR, &cfg.range_log, 0, 0,
-         "debug: log the cursor ranges every world trained"},
+         "debug: log every world and the cursor ranges it trained"},
         {"log-level", "KADET_LOG_LEVEL", KD_OPT_STR, &level, 0, 0,
          "debug, info, warn or error (default info)"},
     };

@@ -263,6 +263,10 @@ static void form_world(coord *c)
     }
     json_decref(peers);
     c->st = C_RUNNING;
+    if (c->range_log != NULL) {
+        fprintf(c->range_log, "world %u %d\n", c->gen, n);
+        fflush(c->range_log);
+    }
     KD_INFO("coordinator: world gen=%u agents=%d epoch=%u cursor=%llu step=%llu lr_scale=%g",
             c->gen, n, best.epoch, (unsigned long long)best.cursor,
             (unsigned long long)best.step, c->scale);

@@ -50,7 +50,7 @@ typedef struct kd_coord_config {
     int checkpoint_interval;    /* seconds, override when > 0 */
     int comm_timeout_ms;        /* workers' peer timeout (bounds the pause deadline) */
     const char *summary_json;   /* write the final summary here, or NULL */
-    const char *range_log;      /* debug: log trained cursor ranges here, or NULL */
+    const char *range_log;      /* debug: log worlds and trained cursor ranges, or NULL */
 } kd_coord_config;
 
 void kd_coord_config_default(kd_coord_config *c);
