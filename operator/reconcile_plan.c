@@ -122,8 +122,13 @@ static void set_event(rc_plan *p, const char *reason, int warning, const char *m
     copy_str(p->event_message, sizeof p->event_message, msg);
 }
 
+/* Adds pod i to the deletions unless it is there already (a failed pod is also a
+ * cleanPodPolicy All candidate): at most one entry per pod, so n_pods entries suffice. */
 static void del(rc_plan *p, size_t i, rc_delete_why why)
 {
+    for (size_t k = 0; k < p->n_delete; k++)
+        if (p->del[k] == i)
+            return;
     p->del[p->n_delete] = i;
     p->why[p->n_delete] = why;
     p->n_delete++;

@@ -514,7 +514,7 @@ static void run_round(schedhost *h)
         opm_get(h->opt.metrics->sched_reward_sum, sum_v, &sum);
         if (isfinite(dec[k].pred_reward))
             opm_set(h->opt.metrics->sched_reward_sum, sum_v, sum + dec[k].pred_reward);
-        char ns[300];
+        char ns[600];
         snprintf(ns, sizeof ns, "%s", rj[k].key);
         char *slash = strchr(ns, '/');
         if (slash != NULL) {

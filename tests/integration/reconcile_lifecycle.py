@@ -112,7 +112,8 @@ def test_backoff(c):
                   and c.job("crash")["status"], 40, "crash job Failed")
     failed = [x for x in st["conditions"] if x["type"] == "Failed"][0]
     check(failed["reason"] == "BackoffLimitExceeded", "Failed reason %r" % failed)
-    check(st["failures"] == 3, "failures %r (backoffLimit 2)" % st["failures"])
+    # The annotations make the coordinator fail as well: two pods can fail in one sync.
+    check(3 <= st["failures"] <= 4, "failures %r (backoffLimit 2)" % st["failures"])
     check(st.get("completionTime"), "completionTime")
     evs = c.events("crash")
     check(sum(1 for e in evs if e["reason"] == "Failed" and e["type"] == "Warning") >= 3,

@@ -236,6 +236,13 @@ static void test_failures_past_backoff_limit_fail_the_job_and_clean_up(void **st
     assert_int_equal(p.n_create, 0);
     assert_false(p.create_coordinator);
     rc_plan_free(&p);
+    /* cleanPodPolicy All: the failed pod is deleted once (as a failure). */
+    in.clean = RC_CLEAN_ALL;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_delete, 3);
+    assert_true(deletes(&p, &in, "j-worker-1", RC_DEL_FAILED));
+    rc_plan_free(&p);
+    in.clean = RC_CLEAN_RUNNING;
     /* Exactly at the limit the job goes on. */
     in.failures = 2;
     assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
