@@ -585,6 +585,41 @@ static void test_corrupt_table_falls_back_to_greedy(void **state)
     sched_policy_free(&g);
 }
 
+static void test_mutated_tables_never_crash(void **state)
+{
+    (void)state;
+    char err[256], *good = NULL;
+    sched_policy *t = trained_rl(1);
+    assert_int_equal(sched_qtable_dumps(t, &good, err, sizeof(err)), KD_OK);
+    sched_policy_free(&t);
+    size_t len = strlen(good);
+    char *buf = malloc(len + 1);
+    assert_non_null(buf);
+    static const char alphabet[] = "{}[],:\"-0123456789.eE+ntrufalsx\\";
+    sched_policy *p = make("rl", NULL);
+    int rejected = 0;
+    rng_state = 99;
+    for (int it = 0; it < 300; it++) {
+        memcpy(buf, good, len + 1);
+        int edits = irand(1, 4);
+        for (int e = 0; e < edits; e++)
+            buf[irand(0, (int)len - 1)] = alphabet[irand(0, (int)sizeof(alphabet) - 2)];
+        if (it % 10 == 0)
+            buf[irand(0, (int)len - 1)] = '\0'; /* truncation */
+        err[0] = '\0';
+        int rc = sched_qtable_loads(p, buf, err, sizeof(err));
+        if (rc != KD_OK) {
+            rejected++;
+            assert_true(err[0] != '\0');
+        }
+    }
+    print_message("mutated tables: %d of 300 rejected with a message\n", rejected);
+    assert_true(rejected > 0);
+    free(buf);
+    free(good);
+    sched_policy_free(&p);
+}
+
 static void test_shipped_table_loads(void **state)
 {
     (void)state;
@@ -668,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_rl_learns),
         cmocka_unit_test(test_qtable_round_trip),
         cmocka_unit_test(test_corrupt_table_falls_back_to_greedy),
+        cmocka_unit_test(test_mutated_tables_never_crash),
         cmocka_unit_test(test_shipped_table_loads),
         cmocka_unit_test(test_decision_time_100_jobs_100_nodes),
     };

@@ -175,6 +175,53 @@ static void test_bad_workloads(void **state)
     }
 }
 
+static void test_mutated_workloads_never_crash(void **state)
+{
+    (void)state;
+    char traces[1024], wl[1024], err[256], tmp[] = "/tmp/test_sim_wlXXXXXX";
+    static char good[4096], buf[4096];
+    data_path(traces, sizeof(traces), "traces");
+    data_path(wl, sizeof(wl), "workload-toy.csv");
+    FILE *f = fopen(wl, "r");
+    assert_non_null(f);
+    size_t len = fread(good, 1, sizeof(good) - 1, f);
+    fclose(f);
+    good[len] = '\0';
+    static const char alphabet[] = ",\n-0123456789.eyotx ";
+    unsigned seed = 5;
+    int rejected = 0;
+    int fd = mkstemp(tmp);
+    assert_true(fd >= 0);
+    close(fd);
+    for (int it = 0; it < 200; it++) {
+        memcpy(buf, good, len + 1);
+        for (int e = 0; e < 3; e++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t at = (seed >> 8) % len;
+            seed = seed * 1103515245u + 12345u;
+            buf[at] = alphabet[(seed >> 8) % (sizeof(alphabet) - 1)];
+        }
+        f = fopen(tmp, "w");
+        assert_non_null(f);
+        fputs(buf, f);
+        fclose(f);
+        sim_model m;
+        sim_workload w;
+        sim_model_init(&m, traces);
+        err[0] = '\0';
+        if (sim_workload_load(&w, &m, tmp, err, sizeof(err)) != KD_OK) {
+            rejected++;
+            assert_true(err[0] != '\0');
+        } else {
+            sim_workload_free(&w);
+        }
+        sim_model_free(&m);
+    }
+    unlink(tmp);
+    print_message("mutated workloads: %d of 200 rejected with a message\n", rejected);
+    assert_true(rejected > 0);
+}
+
 static char *train_toy(uint64_t seed)
 {
     sim_model m;
@@ -263,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_model_step_times),
         cmocka_unit_test(test_accounting_every_policy),
         cmocka_unit_test(test_bad_workloads),
+        cmocka_unit_test(test_mutated_workloads_never_crash),
         cmocka_unit_test(test_training_is_reproducible),
         cmocka_unit_test(test_real_workload_under_rl),
     };
