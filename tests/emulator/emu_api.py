@@ -25,6 +25,7 @@ VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update
 SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
              "binding": ["create"], "log": ["get"]}
 LOG_ANNOTATION = "emulator.kadet.io/log-file"
+APPLY_TYPE = "application/apply-patch+"
 # Streams yield IDLE when they have had nothing to send for IDLE_CHECK seconds: the HTTP
 # layer then checks whether the client went away, so that abandoned watches end promptly.
 IDLE = b""
@@ -517,7 +518,16 @@ class Api:
         try:
             patch = json.loads(body or b"null")
         except (ValueError, UnicodeDecodeError) as e:
+            if ctype.startswith(APPLY_TYPE):
+                raise ApiError(415, "UnsupportedMediaType", "the emulator reads server-side "
+                               "apply configurations written as JSON only: %s" % e)
             raise bad_request("the patch is not valid JSON: %s" % e)
+        if ctype.startswith(APPLY_TYPE):
+            # Server-side apply without field ownership: the applied configuration is
+            # merged like a strategic merge patch (fields it omits are kept).
+            if not isinstance(patch, dict):
+                raise bad_request("an apply configuration must be a JSON object")
+            return strategic_merge_patch(current, patch), patch
         if ctype.startswith("application/merge-patch+json"):
             if not isinstance(patch, dict):
                 raise bad_request("a merge patch must be a JSON object")
@@ -530,10 +540,26 @@ class Api:
             return json_patch(current, patch), None
         raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown "
                        "format - accepted media types include: application/json-patch+json, "
-                       "application/merge-patch+json, application/strategic-merge-patch+json")
+                       "application/merge-patch+json, application/strategic-merge-patch+json, "
+                       "application/apply-patch+yaml")
 
     def patch(self, rt, version, ns, name, sub, body, headers, query, dry):
         ctype = headers.get("Content-Type", "") or ""
+        if ctype.startswith(APPLY_TYPE):
+            if not _q1(query, "fieldManager"):
+                raise bad_request("PATCH requests with an apply content type need a "
+                                  "fieldManager")
+            if sub is None:
+                try:
+                    self.store.get(rt, ns, name)
+                except ApiError as e:
+                    if e.code != 404:
+                        raise
+                    obj = self.body_json(body)
+                    md = obj.setdefault("metadata", {})
+                    if isinstance(md, dict) and not md.get("name"):
+                        md["name"] = name
+                    return self.create(rt, version, ns, obj, query, dry)
         for _ in range(10):
             cur, _raw = self.store.get(rt, ns, name)
             base = self.convert(rt, version, cur)

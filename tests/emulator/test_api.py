@@ -161,8 +161,22 @@ class ApiTest(unittest.TestCase):
                               [{"op": "replace", "path": "/data/x", "value": "7"}],
                               "application/json-patch+json")
         self.assertEqual((code, body["data"]["x"]), (200, "7"))
-        code, body = self.req("PATCH", NS + "/configmaps/mp", {}, "application/apply-patch+yaml")
+        code, body = self.req("PATCH", NS + "/configmaps/mp", {}, "application/x-unknown")
         self.assertEqual(code, 415)
+
+    def test_server_side_apply_creates_then_merges(self):
+        ssa = "application/apply-patch+yaml"
+        path = NS + "/configmaps/ssa?fieldManager=test"
+        code, body = self.req("PATCH", path, cm("ssa", {"a": "1"}, {"x": "1"}), ssa)
+        self.assertEqual((code, body["data"]), (201, {"x": "1"}))
+        code, body = self.req("PATCH", path, cm("ssa", {"b": "2"}, {"y": "2"}), ssa)
+        self.assertEqual(code, 200)
+        self.assertEqual(body["data"], {"x": "1", "y": "2"})
+        self.assertEqual(body["metadata"]["labels"], {"a": "1", "b": "2"})
+        code, body = self.req("PATCH", NS + "/configmaps/ssa", cm("ssa"), ssa)
+        self.assertEqual(code, 400, "fieldManager is required")
+        code, body = self.req("PATCH", path, b"data:\n  x: 1\n", ssa)
+        self.assertEqual(code, 415, "YAML apply bodies are not read")
 
     def test_label_and_field_selectors(self):
         for i, (env, tier) in enumerate([("prod", "web"), ("dev", "web"), ("prod", "db")]):

@@ -113,6 +113,11 @@ class KubectlTest(unittest.TestCase):
                       self.kubectl("apply", "-f", "-", stdin=json.dumps(cm)).stdout)
         r = self.kubectl("get", "cm", "settings", "-o", "jsonpath={.data.a}{.data.b}")
         self.assertEqual(r.stdout, "23")
+        cm["data"] = {"c": "4"}
+        r = self.kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(cm))
+        self.assertIn("serverside-applied", r.stdout)
+        r = self.kubectl("get", "cm", "settings", "-o", "jsonpath={.data.c}")
+        self.assertEqual(r.stdout, "4")
         pod = self.load("pod.json")
         pod["spec"]["restartPolicy"] = "Never"
         pod["spec"]["containers"][0]["command"] = ["sh", "-c", "echo hello-from-$A; sleep 30"]
