@@ -18,7 +18,7 @@ import reconcile_harness as h
 from reconcile_harness import check, wait_for
 
 TOP = h.TOP
-EPOCHS = int(os.environ.get("KADET_E2E_EPOCHS", "4"))
+EPOCHS = int(os.environ.get("KADET_E2E_EPOCHS", "3"))
 
 
 def job_from_sample(name, cluster, agents, epochs):
