@@ -8,3 +8,7 @@ foreach(t units api watch gc crd kubelet kubectl)
       LABELS integration emulator TIMEOUT 90)
   endif()
 endforeach()
+# kubectl starts a Go process per verb (~0.3-1 s each on a loaded machine).
+if(TEST emulator_kubectl)
+  set_tests_properties(emulator_kubectl PROPERTIES TIMEOUT 150)
+endif()

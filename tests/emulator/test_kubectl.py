@@ -123,15 +123,19 @@ class KubectlTest(unittest.TestCase):
         pod["spec"]["containers"][0]["command"] = ["sh", "-c", "echo hello-from-$A; sleep 30"]
         self.assertIn("pod/web created",
                       self.kubectl("apply", "-f", "-", stdin=json.dumps(pod)).stdout)
-        self.assertTrue(self.wait_for(lambda: "Running" in self.kubectl(
-            "get", "pod", "web", "--no-headers").stdout))
+        # Polling goes through the API directly: a kubectl process per poll is slow.
+        self.assertTrue(self.wait_for(lambda: self.emu.request(
+            "GET", "/api/v1/namespaces/default/pods/web")[1].get("status", {}).get(
+                "phase") == "Running"))
+        self.assertIn("Running", self.kubectl("get", "pod", "web", "--no-headers").stdout)
         pod["metadata"]["labels"]["tier"] = "front"
         self.assertIn("configured", self.kubectl("apply", "-f", "-",
                                                  stdin=json.dumps(pod)).stdout)
         r = self.kubectl("get", "pods", "-l", "tier=front", "-o", "name")
         self.assertEqual(r.stdout.strip(), "pod/web")
-        self.assertTrue(self.wait_for(lambda: "hello-from-1" in self.kubectl(
-            "logs", "web").stdout))
+        self.assertTrue(self.wait_for(lambda: "hello-from-1" in str(self.emu.request(
+            "GET", "/api/v1/namespaces/default/pods/web/log")[1])))
+        self.assertIn("hello-from-1", self.kubectl("logs", "web").stdout)
         r = self.kubectl("describe", "pod", "web")
         self.assertIn("Node:", r.stdout)
         self.assertIn("fake-node-0", r.stdout)
