@@ -4,8 +4,10 @@ kubelet runs no processes): an invalid spec becomes Valid=False with a readable 
 and no retry loop; a job gets its coordinator Service and Pod and its worker pods, all
 owned by the job (controller reference) and labelled; `kubectl scale` pins the agent
 count; an operator killed with SIGKILL mid-job and restarted creates no duplicate pod;
-deleting the job collects everything (garbage collection); a worker that keeps failing
-ends the job Failed with BackoffLimitExceeded after backoffLimit failures."""
+deleting the job collects everything (garbage collection); suspend deletes the pods and
+resume brings them back; a job whose coordinator exits 0 is Succeeded and deleted after
+ttlSecondsAfterFinished; a worker that keeps failing ends the job Failed with
+BackoffLimitExceeded after backoffLimit failures."""
 
 import signal
 import time
@@ -104,6 +106,35 @@ def test_create_scale_restart_delete(c, op):
     return op2
 
 
+def test_suspend_resume(c):
+    c.apply(h.sample_job("sus", agents=(1, 4), replicas=2))
+    wait_for(lambda: len(c.live_pods("sus", "worker")) == 2, 15, "sus workers")
+    c.kubectl("patch", "aj", "sus", "--type", "merge", "-p",
+              '{"spec": {"runPolicy": {"suspend": true}}}')
+    wait_for(lambda: not c.live_pods("sus"), 20, "suspended job's pods deleted")
+    st = wait_for(lambda: (c.job("sus").get("status") or {}).get("phase") == "Suspended"
+                  and c.job("sus")["status"], 10, "phase Suspended")
+    sus = [x for x in st["conditions"] if x["type"] == "Suspended"][0]
+    check(sus["status"] == "True", "Suspended condition %r" % sus)
+    c.kubectl("patch", "aj", "sus", "--type", "merge", "-p",
+              '{"spec": {"runPolicy": {"suspend": false}}}')
+    wait_for(lambda: len(c.live_pods("sus", "worker")) == 2, 15, "resumed workers")
+    reasons = [e["reason"] for e in c.events("sus")]
+    check("Suspended" in reasons and "Resumed" in reasons, "events %r" % reasons)
+    c.kubectl("delete", "aj", "sus", "--wait=false")
+
+
+def test_success_and_ttl(c):
+    ann = {"emulator.kadet.io/run-seconds": "1", "emulator.kadet.io/exit-code": "0"}
+    c.apply(h.sample_job("done", agents=(1, 1), annotations=ann,
+                         run_policy={"ttlSecondsAfterFinished": 2, "cleanPodPolicy": "Running"}))
+    st = wait_for(lambda: (c.job("done") or {}).get("status", {}).get("phase") == "Succeeded"
+                  and c.job("done")["status"], 20, "done Succeeded")
+    check(st.get("completionTime"), "completionTime")
+    wait_for(lambda: c.job("done") is None, 15, "job deleted by ttlSecondsAfterFinished")
+    wait_for(lambda: not c.pods("done"), 15, "finished job's pods collected")
+
+
 def test_backoff(c):
     ann = {"emulator.kadet.io/run-seconds": "0.5", "emulator.kadet.io/exit-code": "3"}
     c.apply(h.sample_job("crash", agents=(1, 1), annotations=ann,
@@ -127,6 +158,8 @@ def main():
         op.wait_ready()
         test_invalid_spec(c, op)
         op = test_create_scale_restart_delete(c, op)
+        test_suspend_resume(c)
+        test_success_and_ttl(c)
         test_backoff(c)
         log = op.log()
         check(" error " not in log, "errors in the operator log:\n" + log)
