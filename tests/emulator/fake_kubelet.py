@@ -360,6 +360,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not args.kubeconfig:
         p.error("--kubeconfig (or KUBECONFIG) is required")
+    # Pod processes run in their own directories: relative paths would break there.
+    args.path_prefix = [os.path.abspath(d) for d in args.path_prefix]
     if not args.ip_prefix.startswith("127.") or args.ip_prefix.count(".") != 1:
         p.error("--ip-prefix must look like 127.N")
     try:

@@ -302,15 +302,13 @@ class PodRun:
                                                  preexec_fn=_die_with_parent)
             except OSError as e:
                 self.proc = None
-                self._exited(128, "StartError", "failed to start %s: %s" % (cmd[0], e))
+                msg = "failed to start %s: %s" % (cmd[0], e)
+                with open(self.log_path, "a") as logf:   # so that kubectl logs shows it too
+                    logf.write("fake-kubelet: %s\n" % msg)
+                self._annotate_log()
+                self._exited(128, "StartError", msg)
                 return
-            md = self.pod["metadata"]
-            try:
-                self.kubelet.client.merge_patch("/api/v1/namespaces/%s/pods/%s" % (
-                    md["namespace"], md["name"]), {"metadata": {"annotations": {
-                        LOG_ANNOTATION: self.log_path}}}, ok404=True)
-            except KubeError:
-                pass
+            self._annotate_log()
             log("pod started", pod=self.key, ip=self.ip, pid=self.proc.pid, cmd=cmd[0])
         else:
             if RUN_SECONDS in ann:
@@ -320,6 +318,16 @@ class PodRun:
                     self.sim_deadline = None
             log("pod running (simulated)", pod=self.key, ip=self.ip)
         self._push("Running", {"running": {"startedAt": now_rfc3339()}}, True)
+
+    def _annotate_log(self):
+        """Point the API server's pods/log at this pod's log file."""
+        md = self.pod["metadata"]
+        try:
+            self.kubelet.client.merge_patch("/api/v1/namespaces/%s/pods/%s" % (
+                md["namespace"], md["name"]), {"metadata": {"annotations": {
+                    LOG_ANNOTATION: self.log_path}}}, ok404=True)
+        except KubeError as e:
+            log("log annotation failed", pod=self.key, error=e)
 
     def _resolve(self, prog):
         """An image path such as /usr/local/bin/kadet that does not exist here is looked

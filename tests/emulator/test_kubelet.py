@@ -114,6 +114,14 @@ class KubeletTest(unittest.TestCase):
         self.wait_pod("toolpod", self.phase("Succeeded"))
         self.assertIn("tool-ran toolpod", self.req("GET", NS + "/pods/toolpod/log")[1])
 
+    def test_missing_program_is_a_start_error(self):
+        self.req("POST", NS + "/pods", pod("noprog", ["/nonexistent/program"]))
+        p = self.wait_pod("noprog", self.phase("Failed"))
+        term = p["status"]["containerStatuses"][0]["state"]["terminated"]
+        self.assertEqual((term["exitCode"], term["reason"]), (128, "StartError"))
+        self.assertIn("failed to start /nonexistent/program",
+                      self.req("GET", NS + "/pods/noprog/log")[1])
+
     def test_failed_exit_code_and_restart_on_failure(self):
         self.req("POST", NS + "/pods", pod("fails", ["sh", "-c", "exit 3"]))
         p = self.wait_pod("fails", self.phase("Failed"))
