@@ -84,7 +84,7 @@ int kd_cmd_coordinator(int argc, char **argv)
     };
     int n = (int)(sizeof opts / sizeof opts[0]);
     const char *pos = NULL;
-    int st = kd_opts_parse("coordinator", "Coordinates one distributed kadet job: membership, "
+    int st = kd_opts_parse("coordinator", "[JOB]", "Coordinates one distributed kadet job: membership, "
                            "the global sample cursor,\ncheckpoints and metrics. The job may "
                            "also be given as the only argument.",
                            opts, n, argc, argv, &pos);

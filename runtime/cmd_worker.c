@@ -36,7 +36,7 @@ int kd_cmd_worker(int argc, char **argv)
          "debug, info, warn or error (default info)"},
     };
     int n = (int)(sizeof opts / sizeof opts[0]);
-    int st = kd_opts_parse("worker", "Runs one agent of a distributed kadet job: joins the "
+    int st = kd_opts_parse("worker", "", "Runs one agent of a distributed kadet job: joins the "
                            "coordinator, trains its share\nof every global batch and "
                            "allreduces gradients with its peers over ZeroMQ.",
                            opts, n, argc, argv, NULL);

@@ -67,9 +67,11 @@ typedef struct kd_opt {
 
 /* Applies the environment, then argv (argv[0] is the subcommand); returns 0 on success,
  * 1 after printing help (--help), 2 on a usage error (message printed). Positional
- * arguments are refused unless pos_out is not NULL (it receives the first one). */
-int kd_opts_parse(const char *cmd, const char *summary, const kd_opt *opts, int n, int argc,
-                  char **argv, const char **pos_out);
-void kd_opts_usage(FILE *out, const char *cmd, const char *summary, const kd_opt *opts, int n);
+ * arguments are refused unless pos_out is not NULL (it receives the only one). args
+ * names them in the synopsis ("FILE", "" for none). */
+int kd_opts_parse(const char *cmd, const char *args, const char *summary, const kd_opt *opts,
+                  int n, int argc, char **argv, const char **pos_out);
+void kd_opts_usage(FILE *out, const char *cmd, const char *args, const char *summary,
+                   const kd_opt *opts, int n);
 
 #endif

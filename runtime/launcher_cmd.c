@@ -96,11 +96,10 @@ int kd_launch_cmd_run(int argc, char **argv)
          "log level of the coordinator and workers (default info)"},
     };
     const char *file = NULL;
-    int st = kd_opts_parse("run", "Trains the AgentJob manifest FILE locally: one `kadet "
+    int st = kd_opts_parse("run", "FILE", "Trains the AgentJob manifest FILE locally: one `kadet "
                            "coordinator` and N `kadet worker`\nprocesses on loopback; N changes "
                            "while training. --in-process trains one agent in this\nprocess "
-                           "instead (see kadet run --in-process --help).\n\nusage: kadet run "
-                           "[options] FILE",
+                           "instead (see kadet run --in-process --help).",
                            opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, &file);
     if (st != 0)
         return st == 1 ? 0 : st;

@@ -7,10 +7,11 @@
 
 #include "launcher.h"
 
-void kd_opts_usage(FILE *out, const char *cmd, const char *summary, const kd_opt *opts, int n)
+void kd_opts_usage(FILE *out, const char *cmd, const char *args, const char *summary,
+                   const kd_opt *opts, int n)
 {
-    fprintf(out, "usage: kadet %s [options]\n\n%s\n\noptions (environment in brackets):\n",
-            cmd, summary);
+    fprintf(out, "usage: kadet %s [options]%s%s\n\n%s\n\noptions (environment in brackets):\n",
+            cmd, args[0] != '\0' ? " " : "", args, summary);
     for (int i = 0; i < n; i++) {
         char left[64];
         snprintf(left, sizeof left, "--%s%s", opts[i].name,
@@ -54,8 +55,8 @@ static int set_value(const char *cmd, const kd_opt *o, const char *v, const char
     return 2;
 }
 
-int kd_opts_parse(const char *cmd, const char *summary, const kd_opt *opts, int n, int argc,
-                  char **argv, const char **pos_out)
+int kd_opts_parse(const char *cmd, const char *args, const char *summary, const kd_opt *opts,
+                  int n, int argc, char **argv, const char **pos_out)
 {
     for (int i = 0; i < n; i++) {
         const char *v = opts[i].env != NULL ? getenv(opts[i].env) : NULL;
@@ -78,7 +79,7 @@ int kd_opts_parse(const char *cmd, const char *summary, const kd_opt *opts, int 
         if (c == -1)
             break;
         if (c == 'h') {
-            kd_opts_usage(stdout, cmd, summary, opts, n);
+            kd_opts_usage(stdout, cmd, args, summary, opts, n);
             rc = 1;
             break;
         }
