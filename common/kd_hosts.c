@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "kd_error.h"
 
@@ -89,6 +90,22 @@ static int copy_out(const char *s, char *out, size_t outlen)
     return KD_OK;
 }
 
+/* 1 when the endpoint is tcp://NAME:... with a NAME the hosts file could map (not an
+ * IPv4 literal, "*" or a bracketed IPv6 address). */
+static int has_name(const char *endpoint)
+{
+    static const char prefix[] = "tcp://";
+    if (strncmp(endpoint, prefix, sizeof prefix - 1) != 0)
+        return 0;
+    const char *h = endpoint + sizeof prefix - 1;
+    if (*h == '[' || *h == '*' || *h == ':' || *h == '\0')
+        return 0;
+    for (; *h != '\0' && *h != ':'; h++)
+        if ((*h < '0' || *h > '9') && *h != '.')
+            return 1;
+    return 0;
+}
+
 int kd_resolve_endpoint_file(const char *endpoint_in, const char *hosts_path, char *out,
                              size_t outlen)
 {
@@ -121,4 +138,22 @@ int kd_resolve_endpoint_file(const char *endpoint_in, const char *hosts_path, ch
 int kd_resolve_endpoint(const char *endpoint_in, char *out, size_t outlen)
 {
     return kd_resolve_endpoint_file(endpoint_in, getenv("KADET_HOSTS"), out, outlen);
+}
+
+int kd_resolve_endpoint_wait(const char *endpoint_in, char *out, size_t outlen,
+                             long timeout_ms)
+{
+    const char *path = getenv("KADET_HOSTS");
+    long waited = 0;
+    for (;;) {
+        int rc = kd_resolve_endpoint_file(endpoint_in, path, out, outlen);
+        if (rc != KD_OK || path == NULL || path[0] == '\0' || !has_name(endpoint_in) ||
+            strcmp(out, endpoint_in) != 0)
+            return rc;
+        if (waited >= timeout_ms)
+            return KD_ETIMEOUT;
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        waited += 100;
+    }
 }

@@ -21,6 +21,15 @@
  * arguments, or KD_ETOOBIG when the result does not fit in outlen bytes (out is then ""). */
 int kd_resolve_endpoint(const char *endpoint_in, char *out, size_t outlen);
 
+/* Like kd_resolve_endpoint, but when KADET_HOSTS is set and does not map the name yet,
+ * re-reads it every 100 ms for up to timeout_ms: a pod may start before the Service's
+ * pod is Running and the kubelet has written its name (a name ZeroMQ cannot resolve is
+ * retried by it forever). Returns KD_OK with the mapped endpoint, KD_ETIMEOUT with the
+ * endpoint unchanged in out when the name never appeared, or the kd_resolve_endpoint
+ * errors. Without KADET_HOSTS it returns at once. */
+int kd_resolve_endpoint_wait(const char *endpoint_in, char *out, size_t outlen,
+                             long timeout_ms);
+
 /* The same with an explicit hosts file (NULL = no file): the testable core. */
 int kd_resolve_endpoint_file(const char *endpoint_in, const char *hosts_path, char *out,
                              size_t outlen);

@@ -21,6 +21,7 @@
 #include "sched_qtable.h"
 
 #define SH_MAX_TP 16
+#define SH_MIN_GAP_S 0.5 /* least time between two change-driven rounds */
 
 /* What the host remembers per job between rounds. */
 typedef struct sh_job {
@@ -569,7 +570,7 @@ out:
 static void *host_main(void *arg)
 {
     schedhost *h = arg;
-    double next = mono();
+    double next = mono(), last_round = -1e9;
     pthread_mutex_lock(&h->mu);
     while (!h->stop) {
         double now = mono();
@@ -587,11 +588,16 @@ static void *host_main(void *arg)
             continue;
         }
         if (h->poked) {
-            /* Let a burst of events (a job's pods created together) settle first. */
+            /* Let a burst of events (a job's pods created together) settle first, and
+             * keep change-driven rounds at least SH_MIN_GAP_S apart: a busy cluster
+             * changes pods all the time, and every round reads every cached pod. */
             h->poked = 0;
             pthread_mutex_unlock(&h->mu);
-            struct timespec d = {(time_t)h->opt.debounce_s,
-                                 (long)((h->opt.debounce_s - floor(h->opt.debounce_s)) * 1e9)};
+            double wait = h->opt.debounce_s;
+            double gap = last_round + SH_MIN_GAP_S - mono();
+            if (gap > wait)
+                wait = gap;
+            struct timespec d = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
             nanosleep(&d, NULL);
             pthread_mutex_lock(&h->mu);
             h->poked = 0;
@@ -610,6 +616,7 @@ static void *host_main(void *arg)
                 pthread_mutex_unlock(&h->mu);
             }
             run_round(h);
+            last_round = mono();
             if (mono() - h->last_persist >= h->opt.persist_interval_s) {
                 save_table(h);
                 h->last_persist = mono();

@@ -676,9 +676,10 @@ int kd_worker_run(const kd_worker_config *cfg)
     zmq_setsockopt(w->ctl, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(w->ctl, ZMQ_ROUTING_ID, w->name, strlen(w->name));
     /* Without cluster DNS (the API emulator's fake kubelet) the Service name resolves
-     * through the KADET_HOSTS file; elsewhere the endpoint is used as given. */
+     * through the KADET_HOSTS file, where it appears once the coordinator pod runs (so
+     * wait for it a while); elsewhere the endpoint is used as given. */
     char coord_ep[512];
-    if (kd_resolve_endpoint(cfg->coordinator, coord_ep, sizeof coord_ep) != KD_OK)
+    if (kd_resolve_endpoint_wait(cfg->coordinator, coord_ep, sizeof coord_ep, 30000) != KD_OK)
         snprintf(coord_ep, sizeof coord_ep, "%s", cfg->coordinator);
     if (zmq_connect(w->ctl, coord_ep) != 0) {
         KD_ERROR("worker: connect %s: %s", coord_ep, zmq_strerror(zmq_errno()));

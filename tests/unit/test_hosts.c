@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kd_error.h"
@@ -91,6 +92,45 @@ static void test_environment_variable_names_the_file(void **state)
     assert_string_equal(out, "tcp://fm-coordinator:7070");
 }
 
+static void test_wait_returns_when_the_name_appears_or_times_out(void **state)
+{
+    (void)state;
+    char out[128];
+    setenv("KADET_HOSTS", path, 1);
+    assert_int_equal(kd_resolve_endpoint_wait("tcp://fm-coordinator:7070", out, sizeof out, 0),
+                     KD_OK);
+    assert_string_equal(out, "tcp://127.10.0.5:7070");
+    /* IPs and wildcards never wait. */
+    assert_int_equal(kd_resolve_endpoint_wait("tcp://127.0.0.1:7070", out, sizeof out, 5000),
+                     KD_OK);
+    assert_int_equal(kd_resolve_endpoint_wait("tcp://*:7070", out, sizeof out, 5000), KD_OK);
+    /* A name that never appears: KD_ETIMEOUT after the bound, endpoint unchanged. */
+    assert_int_equal(kd_resolve_endpoint_wait("tcp://late:1", out, sizeof out, 300),
+                     KD_ETIMEOUT);
+    assert_string_equal(out, "tcp://late:1");
+    /* A name written by another process while we wait is picked up. */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        usleep(200 * 1000);
+        char tmp[80];
+        snprintf(tmp, sizeof tmp, "%s.new", path);
+        FILE *f = fopen(tmp, "w");
+        fputs("127.10.0.5 fm-coordinator\n127.10.0.8 late\n", f);
+        fclose(f);
+        rename(tmp, path); /* atomically, as the fake kubelet does */
+        _exit(0);
+    }
+    assert_int_equal(kd_resolve_endpoint_wait("tcp://late:1", out, sizeof out, 5000), KD_OK);
+    assert_string_equal(out, "tcp://127.10.0.8:1");
+    int st;
+    waitpid(pid, &st, 0);
+    unsetenv("KADET_HOSTS");
+    assert_int_equal(kd_resolve_endpoint_wait("tcp://late:1", out, sizeof out, 5000), KD_OK);
+    assert_string_equal(out, "tcp://late:1");
+    setup(NULL); /* restore the fixture file for the other tests */
+}
+
 static void test_small_buffers_and_bad_arguments_are_refused(void **state)
 {
     (void)state;
@@ -112,6 +152,7 @@ int main(void)
         cmocka_unit_test(test_service_name_is_rewritten_to_its_pod_ip),
         cmocka_unit_test(test_unknown_names_and_other_endpoints_pass_through),
         cmocka_unit_test(test_environment_variable_names_the_file),
+        cmocka_unit_test(test_wait_returns_when_the_name_appears_or_times_out),
         cmocka_unit_test(test_small_buffers_and_bad_arguments_are_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
