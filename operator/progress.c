@@ -230,9 +230,13 @@ static void *progress_main(void *arg)
                     info.samples_per_s = s->info.samples_per_s;
                     info.loss = s->info.loss;
                 }
+                /* The first report after a membership change averages over the pause
+                 * and the warm-up: only a count seen twice in a row is a measurement. */
+                if (s->have_info && s->info.agents == info.agents)
+                    add_tp(s, info.agents, info.samples_per_s);
                 s->info = info;
                 s->have_info = 1;
-                add_tp(s, info.agents, info.samples_per_s);
+
                 double now = mono();
                 if (now - s->last_notify >= p->opt.notify_interval_s) {
                     s->last_notify = now;
