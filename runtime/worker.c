@@ -43,6 +43,7 @@ typedef struct worker {
     void *ctl;                    /* DEALER to the coordinator */
     kd_comm *comm;                /* data plane */
     char data_ep[256];            /* our data endpoint as announced */
+    char coord_ep[512];           /* the coordinator endpoint connected (name resolved) */
     double last_coord;            /* when the coordinator was last heard */
     double last_sent;             /* when we last sent anything to it */
     double last_join;             /* when JOIN was last sent */
@@ -116,6 +117,25 @@ static void send_join(worker *w)
         ctl_send(w, KD_WIRE_JOIN, b);
     json_decref(b);
     w->last_join = kd_now();
+}
+
+/* A restarted coordinator pod may have a new address behind the same Service name: in
+ * the emulator (KADET_HOSTS) the name moves to the new pod's IP, so follow it; a real
+ * Service keeps its address and this changes nothing. */
+static void follow_coordinator(worker *w)
+{
+    char ep[512];
+    if (kd_resolve_endpoint(w->cfg->coordinator, ep, sizeof ep) != KD_OK ||
+        strcmp(ep, w->coord_ep) == 0)
+        return;
+    zmq_disconnect(w->ctl, w->coord_ep);
+    if (zmq_connect(w->ctl, ep) != 0) {
+        KD_WARN("worker: connect %s: %s", ep, zmq_strerror(zmq_errno()));
+        zmq_connect(w->ctl, w->coord_ep);
+        return;
+    }
+    KD_INFO("worker: coordinator moved from=%s to=%s", w->coord_ep, ep);
+    snprintf(w->coord_ep, sizeof w->coord_ep, "%s", ep);
 }
 
 static void send_state(worker *w)
@@ -585,8 +605,10 @@ static int worker_loop(worker *w)
             /* A silent coordinator may have restarted elsewhere in time: say JOIN again
              * (the new one answers; the old one, if alive, ignores a known worker). */
             if (now - w->last_coord > w->cfg->coord_timeout_ms / 1000.0 &&
-                now - w->last_join > 2.0)
+                now - w->last_join > 2.0) {
+                follow_coordinator(w);
                 send_join(w);
+            }
             else if (now - w->last_sent > 0.5)
                 ctl_send(w, KD_WIRE_HEARTBEAT, NULL);
             if (in_world) {
@@ -678,9 +700,9 @@ int kd_worker_run(const kd_worker_config *cfg)
     /* Without cluster DNS (the API emulator's fake kubelet) the Service name resolves
      * through the KADET_HOSTS file, where it appears once the coordinator pod runs (so
      * wait for it a while); elsewhere the endpoint is used as given. */
-    char coord_ep[512];
-    if (kd_resolve_endpoint_wait(cfg->coordinator, coord_ep, sizeof coord_ep, 30000) != KD_OK)
-        snprintf(coord_ep, sizeof coord_ep, "%s", cfg->coordinator);
+    char *coord_ep = w->coord_ep;
+    if (kd_resolve_endpoint_wait(cfg->coordinator, coord_ep, sizeof w->coord_ep, 30000) != KD_OK)
+        snprintf(coord_ep, sizeof w->coord_ep, "%s", cfg->coordinator);
     if (zmq_connect(w->ctl, coord_ep) != 0) {
         KD_ERROR("worker: connect %s: %s", coord_ep, zmq_strerror(zmq_errno()));
         goto out;
