@@ -45,3 +45,7 @@ kd_add_script_test(NAME reconcile_leader
 set_tests_properties(reconcile_leader PROPERTIES SKIP_RETURN_CODE 77)
 kd_add_test(NAME test_schedhost SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_schedhost.c
             LIBS kd_reconcile LABELS unit TIMEOUT 30)
+kd_add_script_test(NAME operator_e2e_recovery
+  COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_e2e_recovery.py
+  LABELS e2e integration slow TIMEOUT 300)
+set_tests_properties(operator_e2e_recovery PROPERTIES SKIP_RETURN_CODE 77)
