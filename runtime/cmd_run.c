@@ -45,8 +45,7 @@ static void run_usage(FILE *out)
             "and a summary.\n"
             "\n"
             "options:\n"
-            "  --agents N          agents to train with (only 1 until the distributed\n"
-            "                      runtime lands)\n"
+            "  --agents N          agents to train with (only 1 in-process)\n"
             "  --epochs N          override spec.training.epochs\n"
             "  --seed S            initialisation and shuffle seed (default 1)\n"
             "  --data DIR          dataset directory, overrides spec.training.dataset.path\n"
@@ -232,8 +231,8 @@ int kd_cmd_run(int argc, char **argv)
     if (st != 0)
         return st == 1 ? 0 : st;
     if (a.agents > 1) {
-        fprintf(stderr, "kadet run: --agents %d: only 1 agent is supported until the "
-                        "distributed runtime lands\n", a.agents);
+        fprintf(stderr, "kadet run: --agents %d: the in-process trainer runs only 1 agent "
+                        "(drop --in-process to train with several)\n", a.agents);
         return 2;
     }
     kd_log_set_component("run");

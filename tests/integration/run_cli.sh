@@ -40,7 +40,9 @@ check unknown-command 2 "unknown command" "$kadet" frobnicate
 check no-file 2 "missing manifest FILE" "$kadet" "${run[@]}"
 check bad-option 2 "unknown option" "$kadet" "${run[@]}" --bogus "$sample"
 check bad-epochs 2 "--epochs: invalid value \"zero\"" "$kadet" "${run[@]}" --epochs zero "$sample"
-check agents 2 "only 1 agent is supported" "$kadet" "${run[@]}" --agents 2 "$sample"
+if [ "${run[*]}" = "run --in-process" ]; then
+  check agents 2 "the in-process trainer runs only 1 agent" "$kadet" "${run[@]}" --agents 2 "$sample"
+fi
 check bad-value 2 'spec.training.batchSize: expected a positive integer, got "abc"' \
   "$kadet" "${run[@]}" "$tmp/bad.yaml"
 check bad-yaml 2 "broken.yaml" "$kadet" "${run[@]}" "$tmp/broken.yaml"
