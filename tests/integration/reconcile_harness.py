@@ -5,6 +5,7 @@ Standard library only; kubectl drives the objects the way a user would."""
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -132,7 +133,10 @@ class Cluster:
         args = [sys.executable, os.path.join(TOP, "tests", "emulator", "fake_kubelet.py"),
                 "--kubeconfig", self.kubeconfig, "--nodes", str(self.nodes), "--cpu", self.cpu,
                 "--memory", self.memory, "--work-dir", os.path.join(self.dir, "kubelet"),
-                "--ready-file", ready, "--heartbeat", "5"]
+                "--ready-file", ready, "--heartbeat", "5",
+                # Pods bind their own loopback addresses: tests running at the same time
+                # (ctest -j, a release and an ASan pass) must not share them.
+                "--ip-prefix", "127.%d" % random.randint(20, 250)]
         if self.run_pods:
             args += ["--run-pods", "--path-prefix", BIN]
         self.kubelet = subprocess.Popen(args + self.kubelet_args, stdout=subprocess.DEVNULL,
