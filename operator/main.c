@@ -409,10 +409,19 @@ int main(int argc, char **argv)
     op_httpd_set_started(httpd);
     int sig;
     unsigned ticks = 0;
+    long dropped_seen = 0;
     do {
         sig = sigtimedwait(&stop_signals, NULL, &tick);
-        if (sig < 0)
+        if (sig < 0) {
             housekeeping(&informers, &metrics);
+            /* Malformed coordinator metrics messages, dropped by progress. */
+            long dropped = progress_dropped(oc.pg);
+            if (dropped > dropped_seen) {
+                const char *v[] = {"metrics-sub"};
+                opm_add(metrics.errors, v, (double)(dropped - dropped_seen));
+                dropped_seen = dropped;
+            }
+        }
         /* Watch events replace cached objects all the time; hand the freed pages back
          * every few seconds so that RSS follows the live cache, not its history. */
         if (sig < 0 && ++ticks % 5 == 0)
