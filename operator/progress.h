@@ -18,7 +18,7 @@
 #include <stddef.h>
 
 #include "reconcile.h"
-#include "sched.h"
+#include "kd_sched.h"
 
 #define PROGRESS_MAX_TP 16 /* agent counts remembered per job */
 

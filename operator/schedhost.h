@@ -4,7 +4,7 @@
  * informer caches (nodes' allocatable CPU and memory minus the requests of the pods bound
  * to them that are not agents of the snapshot's jobs; each job's range, pin, per-agent
  * requests, current agents, age, attained service, measured throughput per agent count
- * and progress from the coordinators' metrics), asks the policy (sched.h) for every job's
+ * and progress from the coordinators' metrics), asks the policy (kd_sched.h) for every job's
  * desired count, keeps the decisions for the reconciler (schedhost_lookup) and enqueues
  * the jobs whose count changed; the reconciler writes status.agents.desired and
  * lastScheduling and creates or deletes the pods.
@@ -25,7 +25,7 @@
 #include "metrics.h"
 #include "progress.h"
 #include "reconcile.h"
-#include "sched.h"
+#include "kd_sched.h"
 
 typedef struct schedhost_options {
     kube_client *client;

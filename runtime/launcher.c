@@ -21,7 +21,7 @@
 #include "kd_log.h"
 #include "kd_train.h"
 #include "launcher.h"
-#include "sched.h"
+#include "kd_sched.h"
 
 #define MAX_WORKERS 64
 

@@ -6,7 +6,7 @@
 #ifndef KD_SCHED_INTERNAL_H
 #define KD_SCHED_INTERNAL_H
 
-#include "sched.h"
+#include "kd_sched.h"
 
 enum sched_kind { SCHED_STATIC, SCHED_TIRESIAS, SCHED_FAIR, SCHED_GREEDY, SCHED_RL };
 

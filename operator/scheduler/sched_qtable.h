@@ -1,7 +1,7 @@
 /*
  * sched_qtable: the rl policy's learned table as JSON, the format the operator keeps in
  * the ConfigMap `kadet-scheduler-state` and the Helm chart ships as the default
- * (operator/scheduler/qtable-default.json). Separate from sched.h because it needs
+ * (operator/scheduler/qtable-default.json). Separate from kd_sched.h because it needs
  * jansson while the policy core needs only libc and libm.
  *
  * Format (docs/scheduler.md): {"format": "kadet-qtable", "version": 1, "features": {...},
@@ -18,7 +18,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "sched.h"
+#include "kd_sched.h"
 
 /* Serialises the rl policy's table; *out is a new reference the caller owns. Returns
  * KD_OK, KD_EINVAL (not an rl policy) or KD_ENOMEM. */

@@ -15,7 +15,7 @@
 
 #include <stddef.h>
 
-#include "sched.h"
+#include "kd_sched.h"
 
 #define SIM_MAX_LB 64     /* distinct local batch sizes kept per app */
 #define SIM_MAX_N 64      /* largest agent count with measured sync time */

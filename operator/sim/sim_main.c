@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "kd_error.h"
-#include "sched.h"
+#include "kd_sched.h"
 #include "sched_qtable.h"
 #include "sim.h"
 

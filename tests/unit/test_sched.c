@@ -19,7 +19,7 @@
 #include <cmocka.h>
 
 #include "kd_error.h"
-#include "sched.h"
+#include "kd_sched.h"
 #include "sched_qtable.h"
 
 static const char *const all_policies[] = {"static", "tiresias", "fair", "greedy", "rl"};

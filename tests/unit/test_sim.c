@@ -20,7 +20,7 @@
 #include <cmocka.h>
 
 #include "kd_error.h"
-#include "sched.h"
+#include "kd_sched.h"
 #include "sched_qtable.h"
 #include "sim.h"
 
