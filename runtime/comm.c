@@ -56,7 +56,24 @@ struct kd_comm {
     kd_comm_stats stats;     /* counters for kd_comm_get_stats */
     float *scratch;          /* chunk_elems floats for misaligned receive buffers */
     int spin;                /* non-blocking polls (with sched_yield) before sleeping */
+    /* The allreduce in progress (kd_comm_begin .. kd_comm_finish). */
+    size_t *ready;           /* per chunk: elements the caller has marked final */
+    kd_comm_span spans[COMM_MAX_SPANS]; /* the vector being reduced */
+    int nspans;              /* entries used in spans */
+    int active;              /* an allreduce is between begin and finish */
+    int stage;               /* COMM_ST_*: where the ring schedule stands */
+    int k;                   /* ring step inside the stage */
+    size_t next;             /* next chunk index inside the stage's segment */
+    uint64_t step;           /* step tag of the allreduce */
+    int op_rc;               /* first error of the allreduce (sticky), KD_OK */
+    double t0;               /* when it began */
 };
+
+#define COMM_ST_SEND 0 /* sending our own segment (reduce-scatter step 0) */
+#define COMM_ST_RS 1   /* receive, reduce, forward */
+#define COMM_ST_AG 2   /* receive the final sums, copy, forward */
+#define COMM_ST_DONE 3
+#define COMM_PENDING 1 /* non-blocking progress: waiting for data or a message */
 
 static double now_s(void)
 {
@@ -165,6 +182,7 @@ void kd_comm_close(kd_comm **cp)
         zmq_close(c->pull);
     free(c->chunks);
     free(c->seg_first);
+    free(c->ready);
     free(c->scratch);
     free(c);
     *cp = NULL;
@@ -241,9 +259,11 @@ static int comm_plan(kd_comm *c, const kd_comm_span *spans, int nspans)
     size_t cap = (size_t)(total / c->chunk_elems) + (size_t)w * (nspans + 2) + 1;
     comm_chunk *chunks = malloc(cap * sizeof *chunks);
     size_t *first = malloc(((size_t)w + 1) * sizeof *first);
-    if (chunks == NULL || first == NULL) {
+    size_t *ready = malloc(cap * sizeof *ready);
+    if (chunks == NULL || first == NULL || ready == NULL) {
         free(chunks);
         free(first);
+        free(ready);
         return KD_ENOMEM;
     }
     size_t n = 0;
@@ -271,8 +291,10 @@ static int comm_plan(kd_comm *c, const kd_comm_span *spans, int nspans)
     first[w] = n;
     free(c->chunks);
     free(c->seg_first);
+    free(c->ready);
     c->chunks = chunks;
     c->seg_first = first;
+    c->ready = ready;
     c->nchunks = n;
     c->cap = cap;
     c->plan_world = w;
@@ -330,7 +352,7 @@ static int comm_send_view(kd_comm *c, uint32_t aux, uint64_t step, const comm_ch
  * the ring order says comes next; on KD_OK *payload holds the float frame (the caller
  * closes it). Stale and unexpected messages are dropped and waited past. */
 static int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
-                     zmq_msg_t *payload)
+                     zmq_msg_t *payload, int wait)
 {
     double deadline = now_s() + c->timeout_ms / 1000.0;
     uint32_t prev = (uint32_t)((c->rank + c->world - 1) % c->world);
@@ -343,6 +365,11 @@ static int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *
          * a few microseconds away, and on a loaded machine a sleeping process waits a
          * whole scheduler slice to run again, which dominated the step time. */
         int n = 0;
+        if (!wait) {
+            n = zmq_poll(&item, 1, 0);
+            if (n == 0)
+                return COMM_PENDING;
+        }
         for (int spin = 0; spin < c->spin && n == 0; spin++) {
             n = zmq_poll(&item, 1, 0);
             if (n == 0)
@@ -416,26 +443,71 @@ static uint32_t comm_aux(uint32_t phase, int ring_step)
     return (phase << 16) | (uint32_t)ring_step;
 }
 
-static int comm_ring(kd_comm *c, const kd_comm_span *spans, uint64_t step)
+/* The segment a stage's ring step k works on. Reduce-scatter: we send our segment r,
+ * then W-1 times receive segment (r-k-1), add our values into it and forward the partial
+ * sum; the last one received, segment r+1, is complete and starts the all-gather, in
+ * which we W-1 times receive the final segment (r-k), copy it and forward it unless the
+ * next rank already has it. */
+static size_t comm_seg(const kd_comm *c, int stage, int k)
 {
-    int w = c->world, r = c->rank, rc;
-    /* Reduce-scatter: send my segment r, then W-1 times receive segment (r-k-1), add
-     * my values into it and forward the partial sum; the last one received, segment
-     * r+1, is complete and starts the all-gather. */
-    size_t s0 = (size_t)r;
-    for (size_t i = c->seg_first[s0]; i < c->seg_first[s0 + 1]; i++)
-        if ((rc = comm_send_view(c, comm_aux(COMM_PHASE_RS, 0), step, &c->chunks[i],
-                                 spans)) != KD_OK)
-            return rc;
-    for (int k = 0; k < w - 1; k++) {
-        size_t s = (size_t)((r - k - 1 + 2 * w) % w);
-        for (size_t i = c->seg_first[s]; i < c->seg_first[s + 1]; i++) {
-            const comm_chunk *ch = &c->chunks[i];
-            zmq_msg_t in;
-            if ((rc = comm_recv(c, comm_aux(COMM_PHASE_RS, k), step, ch, &in)) != KD_OK)
+    int w = c->world, r = c->rank;
+    if (stage == COMM_ST_SEND)
+        return (size_t)r;
+    if (stage == COMM_ST_RS)
+        return (size_t)((r - k - 1 + 2 * w) % w);
+    return (size_t)((r - k + 2 * w) % w);
+}
+
+/* Moves to ring step k of stage (or to the next stage when k is past the last). */
+static void comm_enter(kd_comm *c, int stage, int k)
+{
+    int steps = stage == COMM_ST_SEND ? 1 : c->world - 1;
+    if (stage != COMM_ST_DONE && k >= steps) {
+        comm_enter(c, stage + 1, 0);
+        return;
+    }
+    c->stage = stage;
+    c->k = k;
+    if (stage != COMM_ST_DONE)
+        c->next = c->seg_first[comm_seg(c, stage, k)];
+}
+
+/* Runs the ring schedule as far as it can. wait = 0: stops (KD_OK) at the first chunk
+ * whose local data is not final yet or whose message has not arrived; wait = 1: blocks
+ * on messages (all data must be final) and returns once ZeroMQ has released every
+ * zero-copy payload. */
+static int comm_progress(kd_comm *c, int wait)
+{
+    int w = c->world, rc;
+    const kd_comm_span *spans = c->spans;
+    uint64_t step = c->step;
+    while (c->stage != COMM_ST_DONE) {
+        size_t s = comm_seg(c, c->stage, c->k);
+        if (c->next == c->seg_first[s + 1]) {
+            comm_enter(c, c->stage, c->k + 1);
+            continue;
+        }
+        size_t i = c->next;
+        const comm_chunk *ch = &c->chunks[i];
+        if (c->stage != COMM_ST_AG && c->ready[i] < ch->len)
+            return wait ? KD_EINVAL : KD_OK;
+        if (c->stage == COMM_ST_SEND) {
+            if ((rc = comm_send_view(c, comm_aux(COMM_PHASE_RS, 0), step, ch, spans)) != KD_OK)
                 return rc;
-            float *dst = spans[ch->span].data + ch->span_off;
-            const float *src = zmq_msg_data(&in);
+            c->next++;
+            continue;
+        }
+        int k = c->k;
+        int rs = c->stage == COMM_ST_RS;
+        zmq_msg_t in;
+        rc = comm_recv(c, comm_aux(rs ? COMM_PHASE_RS : COMM_PHASE_AG, k), step, ch, &in, wait);
+        if (rc == COMM_PENDING)
+            return KD_OK;
+        if (rc != KD_OK)
+            return rc;
+        float *dst = spans[ch->span].data + ch->span_off;
+        const float *src = zmq_msg_data(&in);
+        if (rs) {
             /* ZeroMQ packs small messages into shared buffers without alignment; read
              * those through an aligned copy rather than as misaligned floats. */
             if (((uintptr_t)src & (sizeof(float) - 1)) != 0) {
@@ -444,61 +516,112 @@ static int comm_ring(kd_comm *c, const kd_comm_span *spans, uint64_t step)
             }
             for (size_t j = 0; j < ch->len; j++)
                 dst[j] += src[j];
-            zmq_msg_close(&in);
-            uint32_t aux = k < w - 2 ? comm_aux(COMM_PHASE_RS, k + 1)
-                                     : comm_aux(COMM_PHASE_AG, 0);
-            if ((rc = comm_send_view(c, aux, step, ch, spans)) != KD_OK)
-                return rc;
+        } else {
+            memcpy(dst, src, ch->len * sizeof(float));
         }
+        zmq_msg_close(&in);
+        c->next++;
+        /* Forward from our own copy, zero-copy as well, so that every payload still
+         * queued is counted in inflight and waited for before returning. */
+        uint32_t aux;
+        if (rs)
+            aux = k < w - 2 ? comm_aux(COMM_PHASE_RS, k + 1) : comm_aux(COMM_PHASE_AG, 0);
+        else if (k < w - 2)
+            aux = comm_aux(COMM_PHASE_AG, k + 1);
+        else
+            continue;
+        if ((rc = comm_send_view(c, aux, step, ch, spans)) != KD_OK)
+            return rc;
     }
-    /* All-gather: W-1 times receive the final segment (r-k), copy it, and forward the
-     * received message itself unless the next rank already has it. */
-    for (int k = 0; k < w - 1; k++) {
-        size_t s = (size_t)((r - k + 2 * w) % w);
-        for (size_t i = c->seg_first[s]; i < c->seg_first[s + 1]; i++) {
-            const comm_chunk *ch = &c->chunks[i];
-            zmq_msg_t in;
-            if ((rc = comm_recv(c, comm_aux(COMM_PHASE_AG, k), step, ch, &in)) != KD_OK)
-                return rc;
-            memcpy(spans[ch->span].data + ch->span_off, zmq_msg_data(&in),
-                   ch->len * sizeof(float));
-            zmq_msg_close(&in);
-            /* Forward from our own copy, zero-copy as well, so that every payload still
-             * queued is counted in inflight and waited for before returning. */
-            if (k < w - 2 &&
-                (rc = comm_send_view(c, comm_aux(COMM_PHASE_AG, k + 1), step, ch, spans)) !=
-                    KD_OK)
-                return rc;
-        }
+    return wait ? comm_wait_released(c, c->timeout_ms) : KD_OK;
+}
+
+int kd_comm_begin(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
+                  char *err, size_t errlen)
+{
+    c->active = 0;
+    if (c->world < 1)
+        return kd_errf(err, errlen, KD_EINVAL, "comm: allreduce before a world was set");
+    if (nspans < 1 || nspans > COMM_MAX_SPANS)
+        return kd_errf(err, errlen, KD_EINVAL, "comm: %d spans", nspans);
+    c->t0 = now_s();
+    c->step = step;
+    c->op_rc = KD_OK;
+    c->nspans = nspans;
+    memcpy(c->spans, spans, (size_t)nspans * sizeof *spans);
+    c->active = 1;
+    if (c->world == 1) {
+        c->stage = COMM_ST_DONE;
+        return KD_OK;
     }
-    return comm_wait_released(c, c->timeout_ms);
+    if (comm_plan(c, spans, nspans) != KD_OK) {
+        c->active = 0;
+        return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory for the chunk plan");
+    }
+    memset(c->ready, 0, c->nchunks * sizeof *c->ready);
+    comm_enter(c, COMM_ST_SEND, 0);
+    return KD_OK;
+}
+
+static int comm_fail(kd_comm *c, int rc, char *err, size_t errlen)
+{
+    return kd_errf(err, errlen, rc, "comm: allreduce gen=%u step=%llu rank=%d world=%d: %s",
+                   c->generation, (unsigned long long)c->step, c->rank, c->world,
+                   rc == KD_ETIMEOUT ? "a peer stayed silent" : kd_strerror(rc));
+}
+
+int kd_comm_ready(kd_comm *c, int span, size_t off, size_t n, char *err, size_t errlen)
+{
+    if (!c->active || span < 0 || span >= c->nspans || off > c->spans[span].n ||
+        n > c->spans[span].n - off)
+        return kd_errf(err, errlen, KD_EINVAL, "comm: ready range outside the allreduce");
+    if (c->world == 1 || c->op_rc != KD_OK)
+        return c->op_rc == KD_OK ? KD_OK : comm_fail(c, c->op_rc, err, errlen);
+    for (size_t i = 0; i < c->nchunks; i++) {
+        const comm_chunk *ch = &c->chunks[i];
+        if (ch->span != span)
+            continue;
+        size_t lo = ch->span_off > off ? ch->span_off : off;
+        size_t hi = ch->span_off + ch->len < off + n ? ch->span_off + ch->len : off + n;
+        if (hi > lo)
+            c->ready[i] += hi - lo;
+    }
+    c->op_rc = comm_progress(c, 0);
+    return c->op_rc == KD_OK ? KD_OK : comm_fail(c, c->op_rc, err, errlen);
+}
+
+int kd_comm_finish(kd_comm *c, char *err, size_t errlen)
+{
+    if (!c->active)
+        return kd_errf(err, errlen, KD_EINVAL, "comm: finish without begin");
+    c->active = 0;
+    int rc = c->op_rc;
+    if (rc == KD_OK && c->world > 1)
+        rc = comm_progress(c, 1);
+    if (rc == KD_OK) {
+        c->stats.allreduces++;
+        if (c->world > 1)
+            c->stats.seconds += now_s() - c->t0;
+        return KD_OK;
+    }
+    if (rc == KD_ETIMEOUT)
+        c->stats.timeouts++;
+    if (rc == KD_EINVAL)
+        return kd_errf(err, errlen, rc, "comm: finish before every element was marked ready");
+    return comm_fail(c, rc, err, errlen);
 }
 
 int kd_comm_allreducev(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
                        char *err, size_t errlen)
 {
-    if (c->world < 1)
-        return kd_errf(err, errlen, KD_EINVAL, "comm: allreduce before a world was set");
-    if (nspans < 1 || nspans > COMM_MAX_SPANS)
-        return kd_errf(err, errlen, KD_EINVAL, "comm: %d spans", nspans);
-    if (c->world == 1) {
-        c->stats.allreduces++;
-        return KD_OK;
-    }
-    double t0 = now_s();
-    if (comm_plan(c, spans, nspans) != KD_OK)
-        return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory for the chunk plan");
-    int rc = comm_ring(c, spans, step);
-    if (rc == KD_OK) {
-        c->stats.allreduces++;
-        c->stats.seconds += now_s() - t0;
-        return KD_OK;
-    }
-    if (rc == KD_ETIMEOUT)
-        c->stats.timeouts++;
-    return kd_errf(err, errlen, rc, "comm: allreduce gen=%u step=%llu rank=%d world=%d: %s",
-                   c->generation, (unsigned long long)step, c->rank, c->world,
-                   rc == KD_ETIMEOUT ? "a peer stayed silent" : kd_strerror(rc));
+    int rc = kd_comm_begin(c, spans, nspans, step, err, errlen);
+    if (rc != KD_OK)
+        return rc;
+    /* An error here is sticky: finish reports it. */
+    for (int i = 0; i < nspans; i++)
+        if (kd_comm_ready(c, i, 0, spans[i].n, err, errlen) != KD_OK)
+            break;
+    return kd_comm_finish(c, err, errlen);
 }
 
 int kd_comm_allreduce(kd_comm *c, float *buf, size_t n, uint64_t step, char *err,
@@ -509,3 +632,11 @@ int kd_comm_allreduce(kd_comm *c, float *buf, size_t n, uint64_t step, char *err
 }
 
 void kd_comm_get_stats(const kd_comm *c, kd_comm_stats *out) { *out = c->stats; }
+
+size_t kd_comm_first_offset(const kd_comm *c, size_t total)
+{
+    if (c->world <= 1)
+        return 0;
+    /* Same split as comm_plan: segment s starts at total * s / W. */
+    return (size_t)((uint64_t)total * (uint64_t)c->rank / (uint64_t)c->world);
+}

@@ -73,6 +73,24 @@ int kd_comm_set_world(kd_comm *c, uint32_t generation, int rank, int world,
  * chunk plan for this shape has been built. */
 int kd_comm_allreducev(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
                        char *err, size_t errlen);
+
+/* The same allreduce in three calls, so that it overlaps the computation of the vector:
+ * kd_comm_begin(spans) starts it (the buffers must stay valid and untouched by the
+ * caller, except for parts not yet marked ready, until finish returns);
+ * kd_comm_ready(span, off, n) declares spans[span][off, off+n) final (ranges marked
+ * must not overlap) and, without blocking, sends and reduces whatever the ring schedule
+ * allows so far (ZeroMQ's I/O thread moves the bytes while the caller computes on);
+ * kd_comm_finish completes it, blocking, once every element has been marked ready
+ * (KD_EINVAL otherwise). An error met while progressing in kd_comm_ready is returned
+ * there and again by kd_comm_finish; finish must be called after a successful begin. */
+int kd_comm_begin(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
+                  char *err, size_t errlen);
+int kd_comm_ready(kd_comm *c, int span, size_t off, size_t n, char *err, size_t errlen);
+int kd_comm_finish(kd_comm *c, char *err, size_t errlen);
+/* The element offset of the logical vector where this rank's own reduce-scatter segment
+ * starts (the part it sends first); 0 without a world of more than one rank. */
+size_t kd_comm_first_offset(const kd_comm *c, size_t total);
+
 /* kd_comm_allreducev of one buffer. */
 int kd_comm_allreduce(kd_comm *c, float *buf, size_t n, uint64_t step, char *err,
                       size_t errlen);

@@ -154,6 +154,13 @@ void kd_model_set_grad_ready(kd_model *m, kd_grad_ready_fn fn, void *arg)
     m->grad_ready_arg = arg;
 }
 
+void kd_model_set_grad_blocks(kd_model *m, int blocks, size_t first)
+{
+    int rows = m->sizes[0];
+    m->grad_blocks = blocks < 1 ? 1 : blocks > rows ? rows : blocks;
+    m->grad_first = first;
+}
+
 /* ---- layer kernels ------------------------------------------------------------------ */
 
 void kd_dense_forward(const float *x, const float *w, const float *bias, float *y, int batch,
@@ -269,6 +276,29 @@ static void forward(kd_model *m, const float *x, int batch)
     }
 }
 
+/* Layer 0's gradient in row blocks (kd_model_set_grad_blocks): dW rows [r0, r1) are
+ * x[:, r0:r1]^T dy, one contiguous range each, reported as soon as computed. The bias
+ * goes first: it is a cheap column sum. */
+static void first_layer_blocked(kd_model *m, const float *x, const float *dy, int batch)
+{
+    int ni = m->sizes[0], no = m->sizes[1], nb = m->grad_blocks;
+    float *dw = m->grads + m->w_off[0];
+    column_sums(dy, m->grads + m->b_off[0], batch, no);
+    m->grad_ready(m->grad_ready_arg, 0, m->b_off[0], (size_t)no);
+    int start = 0;
+    if (m->grad_first >= m->w_off[0] && m->grad_first < m->b_off[0])
+        start = (int)((size_t)((m->grad_first - m->w_off[0]) / (size_t)no) * (size_t)nb /
+                      (size_t)ni);
+    for (int k = 0; k < nb; k++) {
+        int b = (start + k) % nb;
+        int r0 = (int)((long)ni * b / nb), r1 = (int)((long)ni * (b + 1) / nb);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, no, batch, 1.0f, x + r0,
+                    ni, dy, no, 0.0f, dw + (size_t)r0 * no, no);
+        m->grad_ready(m->grad_ready_arg, 0, m->w_off[0] + (size_t)r0 * no,
+                      (size_t)(r1 - r0) * no);
+    }
+}
+
 float kd_model_forward_backward(kd_model *m, const float *x, const int32_t *labels,
                                 int batch)
 {
@@ -284,6 +314,10 @@ float kd_model_forward_backward(kd_model *m, const float *x, const int32_t *labe
         const float *xin = i > 0 ? m->act[i - 1] : x;
         float *dw = m->grads + m->w_off[i];
         float *db = m->grads + m->b_off[i];
+        if (i == 0 && m->grad_blocks > 1 && m->grad_ready) {
+            first_layer_blocked(m, xin, dy, batch);
+            break;
+        }
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ni, no, batch, 1.0f, xin, ni,
                     dy, no, 0.0f, dw, no);
         column_sums(dy, db, batch, no);

@@ -46,6 +46,8 @@ typedef struct kd_model {
     float *work;                           /* one block holding act[] and dact[] (owned) */
     kd_grad_ready_fn grad_ready;           /* optional backward callback, NULL = none */
     void *grad_ready_arg;                  /* passed to grad_ready */
+    int grad_blocks;                       /* row blocks of layer 0's dW (<= 1: one) */
+    size_t grad_first;                     /* params offset wanted first in layer 0 */
     int params_borrowed;                   /* replica: params belong to another model */
 } kd_model;
 
@@ -68,6 +70,14 @@ void kd_model_free(kd_model *m);
 void kd_model_init_params(kd_model *m, uint64_t seed);
 
 void kd_model_set_grad_ready(kd_model *m, kd_grad_ready_fn fn, void *arg);
+
+/* Computes the first layer's weight gradient (the largest, and the last one backward
+ * reaches) in `blocks` row blocks of near-equal size, each reported to grad_ready as soon
+ * as it is final (after the layer's bias), starting with the block that holds params
+ * offset `first` and wrapping around: a ring allreduce can then send the part it needs
+ * first while the rest is computed. blocks <= 1 (the default) computes it in one call and
+ * reports the whole layer at once. The ranges still tile the buffer exactly. */
+void kd_model_set_grad_blocks(kd_model *m, int blocks, size_t first);
 
 /* Forward and backward on one batch: x is [batch x sizes[0]] row-major, labels are class
  * indices in [0, n_out). Overwrites m->grads with the gradient of the MEAN loss over the

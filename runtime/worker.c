@@ -62,6 +62,8 @@ typedef struct worker {
     int32_t *yb;                  /* batch labels */
     float *avg;                   /* local-sgd: parameters being averaged */
     float tail[TAIL_N];           /* control floats of the current step */
+    float grad_scale;             /* this rank's share of the global batch (overlap) */
+    int grad_blocks;              /* row blocks of the first layer's gradient */
     /* The world, known after WORLD. */
     uint32_t gen;                 /* generation */
     int rank, world;              /* our rank and the world size */
@@ -223,6 +225,10 @@ static int load_job(worker *w, const json_t *body)
         return KD_ENOMEM;
     }
     w->perm_epoch = -1;
+    w->grad_blocks = 8;
+    const char *gb = getenv("KADET_GRAD_BLOCKS");
+    if (gb != NULL && atoi(gb) > 0)
+        w->grad_blocks = atoi(gb);
     w->have_job = 1;
     KD_INFO("worker: job loaded name=%s train=%zu test=%zu params=%zu", w->name, w->train.n,
             w->test.n, w->m.n_params);
@@ -386,6 +392,21 @@ static int advance(worker *w, uint64_t bk)
     return 1;
 }
 
+/* Backward hands each final gradient range to the ring as soon as it is computed: scale
+ * it by our share of the global batch, then let the allreduce send what it can while
+ * the rest of the backward pass runs. An error is sticky in comm and reported by
+ * kd_comm_finish. */
+static void on_grad_ready(void *arg, int layer, size_t off, size_t len)
+{
+    (void)layer;
+    worker *w = arg;
+    float f = w->grad_scale, *g = w->m.grads + off;
+    for (size_t i = 0; i < len; i++)
+        g[i] *= f;
+    char err[256];
+    kd_comm_ready(w->comm, 0, off, len, err, sizeof err);
+}
+
 static step_result train_step(worker *w)
 {
     size_t n_total = w->train.n;
@@ -406,12 +427,28 @@ static step_result train_step(worker *w)
     uint64_t mine = base + (r < extra ? 1 : 0);
     uint64_t start = w->cursor + r * base + (r < extra ? r : extra);
     int local = w->job.sync_mode == KD_SPEC_SYNC_LOCAL_SGD && w->world > 1;
+    /* allreduce mode: the ring runs during backward (kd_comm_begin .. finish). */
+    int overlap = !local && w->world > 1;
     double t0 = kd_now();
     float loss = 0.0f;
+    char err[256];
+    kd_comm_span spans[2] = {{local ? w->avg : w->m.grads, w->m.n_params}, {w->tail, TAIL_N}};
+    int rc = KD_OK;
     w->trained = 1;
+    if (overlap) {
+        rc = kd_comm_begin(w->comm, spans, 2, w->step, err, sizeof err);
+        /* Gradients are batch means: weight each rank by its share so that the sum is
+         * the mean over the global batch, as one agent with batch bk would compute. */
+        w->grad_scale = (float)((double)mine / (double)bk);
+        kd_model_set_grad_blocks(&w->m, w->grad_blocks,
+                                 kd_comm_first_offset(w->comm, w->m.n_params + TAIL_N));
+    }
     if (mine > 0) {
         kd_dataset_gather(&w->train, w->perm + start, (size_t)mine, w->xb, w->yb);
+        if (overlap && rc == KD_OK)
+            kd_model_set_grad_ready(&w->m, on_grad_ready, w);
         loss = kd_model_forward_backward(&w->m, w->xb, w->yb, (int)mine);
+        kd_model_set_grad_ready(&w->m, NULL, NULL);
         if (!isfinite(loss)) {
             KD_ERROR("worker: training diverged loss=%g epoch=%u step=%llu (lower the "
                      "learning rate)", (double)loss, w->epoch, (unsigned long long)w->step);
@@ -420,13 +457,8 @@ static step_result train_step(worker *w)
         }
     } else {
         memset(w->m.grads, 0, w->m.n_params * sizeof(float));
-    }
-    /* Gradients are batch means: weight each rank by its share so that the sum is the
-     * mean over the global batch, as one agent with batch bk would compute. */
-    if (!local && w->world > 1) {
-        float f = (float)((double)mine / (double)bk);
-        for (size_t i = 0; i < w->m.n_params; i++)
-            w->m.grads[i] *= f;
+        if (overlap && rc == KD_OK)
+            kd_comm_ready(w->comm, 0, 0, w->m.n_params, err, sizeof err);
     }
     double lr = kd_lr_at(&w->sched, w->epoch + (double)w->cursor / (double)n_total,
                          w->epochs) * lr_scale(w);
@@ -440,12 +472,15 @@ static step_result train_step(worker *w)
     w->tail[TAIL_LOSS] = loss * (float)mine;
     w->tail[TAIL_COUNT] = (float)mine;
     if (sync && w->world > 1) {
-        char err[256];
-        kd_comm_span spans[2] = {{local ? w->avg : w->m.grads, w->m.n_params},
-                                 {w->tail, TAIL_N}};
-        if (local)
-            memcpy(w->avg, w->m.params, w->m.n_params * sizeof(float));
-        int rc = kd_comm_allreducev(w->comm, spans, 2, w->step, err, sizeof err);
+        if (rc == KD_OK) {
+            if (overlap) {
+                kd_comm_ready(w->comm, 1, 0, TAIL_N, err, sizeof err);
+                rc = kd_comm_finish(w->comm, err, sizeof err);
+            } else {
+                memcpy(w->avg, w->m.params, w->m.n_params * sizeof(float));
+                rc = kd_comm_allreducev(w->comm, spans, 2, w->step, err, sizeof err);
+            }
+        }
         if (rc != KD_OK) {
             KD_WARN("worker: %s", err);
             /* In allreduce mode nothing was applied: the step is redone. With local-sgd
