@@ -84,7 +84,7 @@ int kd_model_init(kd_model *m, int n_in, const int *hidden, int n_hidden, int n_
     size_t dact_len = round_up((size_t)max_batch * widest);
 
     m->params = alloc_floats(m->n_params);
-    m->grads = alloc_floats(m->n_params);
+    m->grads = alloc_floats(m->n_params + KD_MODEL_GRAD_SPARE);
     m->work = alloc_floats(act_total + 2 * dact_len);
     if (!m->params || !m->grads || !m->work) {
         kd_model_free(m);
@@ -152,6 +152,11 @@ void kd_model_set_grad_ready(kd_model *m, kd_grad_ready_fn fn, void *arg)
 {
     m->grad_ready = fn;
     m->grad_ready_arg = arg;
+}
+
+void kd_model_set_grad_scale(kd_model *m, float scale)
+{
+    m->grad_scale = scale;
 }
 
 void kd_model_set_grad_blocks(kd_model *m, int blocks, size_t first)
@@ -308,6 +313,11 @@ float kd_model_forward_backward(kd_model *m, const float *x, const int32_t *labe
     float loss = kd_softmax_xent(m->act[last], labels, m->act[last], batch,
                                  m->sizes[m->n_layers]);
     float *dy = m->act[last];
+    if (m->grad_scale != 0.0f && m->grad_scale != 1.0f) {
+        size_t nd = (size_t)batch * (size_t)m->sizes[m->n_layers];
+        for (size_t k = 0; k < nd; k++)
+            dy[k] *= m->grad_scale;
+    }
     int ping = 0;
     for (int i = last; i >= 0; i--) {
         int ni = m->sizes[i], no = m->sizes[i + 1];

@@ -26,6 +26,10 @@
 
 #define KD_MODEL_MAX_LAYERS 16   /* dense layers, output layer included */
 #define KD_MODEL_MAX_WIDTH 65536 /* widest layer accepted (inputs, hidden, classes) */
+/* m->grads has this many floats after the n_params gradients that the model never
+ * touches: the distributed runtime carries its per-step control floats there, so that
+ * they travel in the same allreduce message as the gradient's last part. */
+#define KD_MODEL_GRAD_SPARE 16
 
 /* Called during backward, last layer first, as soon as the gradient range
  * [offset, offset + length) of m->grads (in floats) is final, so that communication can
@@ -39,7 +43,7 @@ typedef struct kd_model {
     size_t b_off[KD_MODEL_MAX_LAYERS];     /* offset of layer i's bias in params */
     size_t n_params;                       /* floats in params and in grads */
     float *params;                         /* flat parameter buffer (owned) */
-    float *grads;                          /* flat gradient buffer (owned) */
+    float *grads;                          /* flat gradient buffer (owned, + spare) */
     int max_batch;                         /* workspace capacity in samples */
     float *act[KD_MODEL_MAX_LAYERS];       /* layer outputs (post-ReLU; logits->probs) */
     float *dact[2];                        /* two ping-pong buffers for dL/d(activation) */
@@ -48,6 +52,7 @@ typedef struct kd_model {
     void *grad_ready_arg;                  /* passed to grad_ready */
     int grad_blocks;                       /* row blocks of layer 0's dW (<= 1: one) */
     size_t grad_first;                     /* params offset wanted first in layer 0 */
+    float grad_scale;                      /* gradient multiplier (0 or 1: none) */
     int params_borrowed;                   /* replica: params belong to another model */
 } kd_model;
 
@@ -78,6 +83,12 @@ void kd_model_set_grad_ready(kd_model *m, kd_grad_ready_fn fn, void *arg);
  * first while the rest is computed. blocks <= 1 (the default) computes it in one call and
  * reports the whole layer at once. The ranges still tile the buffer exactly. */
 void kd_model_set_grad_blocks(kd_model *m, int blocks, size_t first);
+
+/* Multiplies the gradient kd_model_forward_backward produces by `scale` (1 = the plain
+ * batch mean). Applied to d(loss)/d(logits), everything backward is linear in it, so it
+ * costs nothing; the distributed runtime weights each rank's gradient by its share of the
+ * global batch this way. */
+void kd_model_set_grad_scale(kd_model *m, float scale);
 
 /* Forward and backward on one batch: x is [batch x sizes[0]] row-major, labels are class
  * indices in [0, n_out). Overwrites m->grads with the gradient of the MEAN loss over the

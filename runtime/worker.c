@@ -62,7 +62,6 @@ typedef struct worker {
     int32_t *yb;                  /* batch labels */
     float *avg;                   /* local-sgd: parameters being averaged */
     float tail[TAIL_N];           /* control floats of the current step */
-    float grad_scale;             /* this rank's share of the global batch (overlap) */
     int grad_blocks;              /* row blocks of the first layer's gradient */
     /* The world, known after WORLD. */
     uint32_t gen;                 /* generation */
@@ -392,17 +391,14 @@ static int advance(worker *w, uint64_t bk)
     return 1;
 }
 
-/* Backward hands each final gradient range to the ring as soon as it is computed: scale
- * it by our share of the global batch, then let the allreduce send what it can while
- * the rest of the backward pass runs. An error is sticky in comm and reported by
+/* Backward hands each final gradient range to the ring as soon as it is computed (the
+ * model already weighted it by our share of the global batch), and the allreduce sends
+ * what it can while the rest of the backward pass runs. An error is sticky in comm and reported by
  * kd_comm_finish. */
 static void on_grad_ready(void *arg, int layer, size_t off, size_t len)
 {
     (void)layer;
     worker *w = arg;
-    float f = w->grad_scale, *g = w->m.grads + off;
-    for (size_t i = 0; i < len; i++)
-        g[i] *= f;
     char err[256];
     kd_comm_ready(w->comm, 0, off, len, err, sizeof err);
 }
@@ -432,17 +428,22 @@ static step_result train_step(worker *w)
     double t0 = kd_now();
     float loss = 0.0f;
     char err[256];
+    /* allreduce: the control floats sit in the gradient buffer's spare floats, so they
+     * ride in the gradient's last message rather than in one of their own. */
+    float *tail = overlap ? w->m.grads + w->m.n_params : w->tail;
     kd_comm_span spans[2] = {{local ? w->avg : w->m.grads, w->m.n_params}, {w->tail, TAIL_N}};
+    kd_comm_span one = {w->m.grads, w->m.n_params + TAIL_N};
     int rc = KD_OK;
     w->trained = 1;
     if (overlap) {
-        rc = kd_comm_begin(w->comm, spans, 2, w->step, err, sizeof err);
-        /* Gradients are batch means: weight each rank by its share so that the sum is
-         * the mean over the global batch, as one agent with batch bk would compute. */
-        w->grad_scale = (float)((double)mine / (double)bk);
+        rc = kd_comm_begin(w->comm, &one, 1, w->step, err, sizeof err);
         kd_model_set_grad_blocks(&w->m, w->grad_blocks,
-                                 kd_comm_first_offset(w->comm, w->m.n_params + TAIL_N));
+                                 kd_comm_first_offset(w->comm, one.n));
     }
+    /* Gradients are batch means: weight each rank by its share so that the sum is the
+     * mean over the global batch, as one agent with batch bk would compute. */
+    kd_model_set_grad_scale(&w->m, local || w->world == 1 ? 1.0f
+                                                          : (float)((double)mine / (double)bk));
     if (mine > 0) {
         kd_dataset_gather(&w->train, w->perm + start, (size_t)mine, w->xb, w->yb);
         if (overlap && rc == KD_OK)
@@ -467,14 +468,14 @@ static step_result train_step(worker *w)
     int sync = !local || (w->step + 1) % (uint64_t)w->job.sync_period == 0 ||
                w->cursor + bk == n_total;
     double t1 = kd_now();
-    w->tail[TAIL_PAUSE] = (float)w->pause_vote;
-    w->tail[TAIL_FINISH] = (float)w->finish_vote;
-    w->tail[TAIL_LOSS] = loss * (float)mine;
-    w->tail[TAIL_COUNT] = (float)mine;
+    tail[TAIL_PAUSE] = (float)w->pause_vote;
+    tail[TAIL_FINISH] = (float)w->finish_vote;
+    tail[TAIL_LOSS] = loss * (float)mine;
+    tail[TAIL_COUNT] = (float)mine;
     if (sync && w->world > 1) {
         if (rc == KD_OK) {
             if (overlap) {
-                kd_comm_ready(w->comm, 1, 0, TAIL_N, err, sizeof err);
+                kd_comm_ready(w->comm, 0, w->m.n_params, TAIL_N, err, sizeof err);
                 rc = kd_comm_finish(w->comm, err, sizeof err);
             } else {
                 memcpy(w->avg, w->m.params, w->m.n_params * sizeof(float));
@@ -503,7 +504,7 @@ static step_result train_step(worker *w)
         }
     }
     double t2 = kd_now();
-    if (w->tail[TAIL_FINISH] > 0.0f && sync)
+    if (tail[TAIL_FINISH] > 0.0f && sync)
         return STEP_FINISHED; /* stop with the evaluated model, this step not applied */
     if (!local)
         kd_optim_step(&w->o, w->m.params, w->m.grads, (float)lr);
@@ -513,7 +514,7 @@ static step_result train_step(worker *w)
     w->m_comm += t2 - t1;
     w->m_steps++;
     w->m_samples += bk;
-    double step_loss = sync && !local ? w->tail[TAIL_LOSS] : loss * (double)w->world * mine;
+    double step_loss = sync && !local ? tail[TAIL_LOSS] : loss * (double)w->world * mine;
     w->m_loss += step_loss;
     w->epoch_loss += step_loss;
     w->epoch_n += bk;
@@ -522,7 +523,7 @@ static step_result train_step(worker *w)
         if (w->epoch >= (uint32_t)w->epochs)
             return STEP_FINISHED;
     }
-    if (sync && w->tail[TAIL_PAUSE] > 0.0f)
+    if (sync && tail[TAIL_PAUSE] > 0.0f)
         return STEP_PAUSED;
     return STEP_OK;
 }
