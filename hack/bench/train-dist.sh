@@ -10,16 +10,19 @@
 #   t0.88      training time (from the first step, evaluation included, start-up and data
 #              loading excluded) to the first epoch with test accuracy >= 0.88
 #   acc        final test accuracy
-# usage: hack/bench/train-dist.sh [-r REPS] [-e EPOCHS] [-b BUILD_DIR] [-o DIR]
+# -c CORETYPE sets OPENBLAS_CORETYPE for every trainer (e.g. Haswell, SkylakeX; `auto`
+# unsets it so that OpenBLAS detects the CPU); by default the environment's value is kept.
+# usage: hack/bench/train-dist.sh [-r REPS] [-e EPOCHS] [-b BUILD_DIR] [-o DIR] [-c CORETYPE]
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
-reps=3 epochs=10 build="$top/build" out=""
-while getopts "r:e:b:o:h" opt; do
+reps=3 epochs=10 build="$top/build" out="" coretype=""
+while getopts "r:e:b:o:c:h" opt; do
     case "$opt" in
         r) reps=$OPTARG ;;
         e) epochs=$OPTARG ;;
         b) build=$OPTARG ;;
         o) out=$OPTARG ;;
+        c) coretype=$OPTARG ;;
         *) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
     esac
 done
@@ -34,6 +37,12 @@ if [ -z "$out" ]; then
 fi
 mkdir -p "$out"
 export OPENBLAS_NUM_THREADS=1
+case "$coretype" in
+    "") ;;
+    auto) unset OPENBLAS_CORETYPE ;;
+    *) export OPENBLAS_CORETYPE="$coretype" ;;
+esac
+echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-auto}" >&2
 manifest="$top/manifests/samples/fashion-mnist.yaml"
 i=1
 while [ "$i" -le "$reps" ]; do
