@@ -131,6 +131,9 @@ void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
             kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
             return;
         }
+        /* Rank 0 re-sends its latest report when it (re)joins: only a newer epoch counts. */
+        if ((int)ed <= c->epochs_done)
+            return;
         c->accuracy = acc;
         c->test_loss = tl;
         c->train_loss = trl;

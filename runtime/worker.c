@@ -88,6 +88,10 @@ typedef struct worker {
     double epoch_loss;            /* loss*n summed over the epoch (global) */
     uint64_t epoch_n;             /* samples in it */
     double epoch_t0;              /* wall clock at the epoch's first step */
+    double last_train_loss;       /* mean training loss of the last finished epoch */
+    json_t *last_eval;            /* rank 0's latest epoch report: re-sent with READY, so a
+                                   * coordinator restarted while we trained on still learns
+                                   * the accuracy of the epochs it missed */
 } worker;
 
 void kd_worker_config_default(kd_worker_config *c)
@@ -242,6 +246,8 @@ static void send_ready(worker *w)
     if (b != NULL)
         ctl_send(w, KD_WIRE_READY, b);
     json_decref(b);
+    if (w->last_eval != NULL)
+        ctl_send(w, KD_WIRE_METRICS, w->last_eval);
 }
 
 static void log_samples(worker *w, uint32_t epoch, uint64_t start, uint64_t n)
@@ -363,13 +369,18 @@ static void epoch_end(worker *w, uint32_t done_epoch)
 {
     double acc = 0, tloss = 0, dt = kd_now() - w->epoch_t0;
     char err[256];
+    if (w->epoch_n > 0)
+        w->last_train_loss = w->epoch_loss / (double)w->epoch_n;
     if (w->rank == 0 && kd_evaluate(&w->m, &w->test, &acc, &tloss, err, sizeof err) == KD_OK) {
         json_t *b = json_pack("{s:i, s:f, s:f, s:f, s:f, s:i}", "epoch_done", done_epoch + 1,
                               "accuracy", acc, "test_loss", tloss, "train_loss",
-                              w->epoch_n > 0 ? w->epoch_loss / (double)w->epoch_n : 0.0,
+                              w->last_train_loss,
                               "epoch_seconds", dt, "agents", w->world);
-        if (b != NULL)
+        if (b != NULL) {
             ctl_send(w, KD_WIRE_METRICS, b);
+            json_decref(w->last_eval);
+            w->last_eval = json_incref(b);
+        }
         json_decref(b);
         if (w->job.target_accuracy > 0 && acc >= w->job.target_accuracy)
             w->finish_vote = 1;
@@ -408,8 +419,14 @@ static step_result train_step(worker *w)
     size_t n_total = w->train.n;
     /* A world announced at the very end (a coordinator restarted from the final
      * checkpoint) has nothing left to train. */
-    if (w->epoch >= (uint32_t)w->epochs)
+    if (w->epoch >= (uint32_t)w->epochs) {
+        /* The agents may have finished while no coordinator listened: its successor
+         * learns the final accuracy from this world's rank 0. */
+        json_t *done = w->last_eval != NULL ? json_object_get(w->last_eval, "epoch_done") : NULL;
+        if (w->rank == 0 && json_integer_value(done) < (json_int_t)w->epoch)
+            epoch_end(w, w->epoch - 1);
         return STEP_FINISHED;
+    }
     if ((int64_t)w->epoch != w->perm_epoch) {
         w->perm_epoch = w->epoch;
         kd_shuffle_perm(w->seed, w->epoch, w->perm, n_total);
@@ -755,6 +772,7 @@ out:
     if (w->sample_log != NULL)
         fclose(w->sample_log);
     free(w->perm);
+    json_decref(w->last_eval);
     free(w->xb);
     free(w->yb);
     free(w->avg);

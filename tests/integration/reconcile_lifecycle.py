@@ -124,12 +124,18 @@ def test_suspend_resume(c):
     c.kubectl("delete", "aj", "sus", "--wait=false")
 
 
+def succeeded_status(job):
+    """The job's status once its phase is Succeeded, else None."""
+    st = (job or {}).get("status") or {}
+    return st if st.get("phase") == "Succeeded" else None
+
+
 def test_success_and_ttl(c):
     ann = {"emulator.kadet.io/run-seconds": "1", "emulator.kadet.io/exit-code": "0"}
     c.apply(h.sample_job("done", agents=(1, 1), annotations=ann,
                          run_policy={"ttlSecondsAfterFinished": 2, "cleanPodPolicy": "Running"}))
-    st = wait_for(lambda: (c.job("done") or {}).get("status", {}).get("phase") == "Succeeded"
-                  and c.job("done")["status"], 20, "done Succeeded")
+    # ttlSecondsAfterFinished deletes the job 2 s after it ends: read it once per poll.
+    st = wait_for(lambda: succeeded_status(c.job("done")), 20, "done Succeeded")
     check(st.get("completionTime"), "completionTime")
     wait_for(lambda: c.job("done") is None, 15, "job deleted by ttlSecondsAfterFinished")
     wait_for(lambda: not c.pods("done"), 15, "finished job's pods collected")
