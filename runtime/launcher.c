@@ -51,6 +51,8 @@ typedef struct launch {
     double progress;
     char ckpt_dir[4200];     /* checkpoints: --checkpoint-dir or our temporary directory */
     int restarts;            /* coordinator restarts so far */
+    int worker_failures;     /* workers that failed since training last made progress */
+    long long last_step;     /* highest step the metrics have shown */
 } launch;
 
 static volatile sig_atomic_t launch_sigint;
@@ -160,9 +162,11 @@ static void reap(launch *l, int *coord_status)
         }
         for (int i = 0; i < MAX_WORKERS; i++)
             if (l->w[i].pid == pid) {
-                if (!l->w[i].stopping && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+                if (!l->w[i].stopping && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
                     KD_WARN("run: worker exited unexpectedly pid=%ld status=%d", (long)pid,
                             status);
+                    l->worker_failures++;
+                }
                 l->w[i].pid = 0;
             }
     }
@@ -272,6 +276,18 @@ static void on_metrics(launch *l, const char *text, size_t len)
     int epochs = (int)json_integer_value(json_object_get(o, "epochs"));
     double sps = json_number_value(json_object_get(o, "samples_per_s"));
     const char *state = json_string_value(json_object_get(o, "state"));
+    long long step = (long long)json_integer_value(json_object_get(o, "step"));
+    if (step > l->last_step) {
+        l->last_step = step;
+        l->worker_failures = 0;
+    }
+    if (state != NULL && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0)) {
+        printf("[%6.1fs] %-9s epoch %d/%d  step %lld  test_acc %.4f\n", kd_now() - l->t0,
+               state, epoch, epochs, step, json_number_value(json_object_get(o, "accuracy")));
+        fflush(stdout);
+        json_decref(o);
+        return;
+    }
     if (state != NULL && strcmp(state, "running") == 0) {
         if (agents != l->cur_agents)
             l->last_change = kd_now();
@@ -285,8 +301,7 @@ static void on_metrics(launch *l, const char *text, size_t len)
     if (!l->o->quiet || agents != l->last_agents) {
         printf("[%6.1fs] %-9s epoch %d/%d  step %lld  agents %d  samples/s %.0f  "
                "compute %.2fms  comm %.2fms  loss %.4f  test_acc %.4f  gen %lld\n",
-               kd_now() - l->t0, state ? state : "?", epoch, epochs,
-               (long long)json_integer_value(json_object_get(o, "step")), agents, sps,
+               kd_now() - l->t0, state ? state : "?", epoch, epochs, step, agents, sps,
                json_number_value(json_object_get(o, "compute_ms")),
                json_number_value(json_object_get(o, "comm_ms")),
                json_number_value(json_object_get(o, "loss")),
@@ -498,6 +513,13 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
         while ((len = zmq_recv(sub, buf, sizeof buf, ZMQ_DONTWAIT)) > 0)
             on_metrics(l, buf, (size_t)len < sizeof buf ? (size_t)len : sizeof buf);
         reap(l, &coord_status);
+        /* Workers that fail again and again before a step is trained (a missing dataset,
+         * a model that does not fit) would otherwise be respawned for ever. */
+        if (l->worker_failures >= 3 * (l->target > 0 ? l->target : 1) + job->backoff_limit) {
+            fprintf(stderr, "kadet run: %d workers failed without training a step; "
+                    "their errors are above\n", l->worker_failures);
+            goto out;
+        }
         double t = kd_now() - l->t0;
         int want = l->target;
         if (o->agents > 0)

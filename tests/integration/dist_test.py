@@ -181,7 +181,9 @@ def scenario_schedule():
     """kadet run --agents-schedule changes the agent count and prints it."""
     d = tempfile.mkdtemp(prefix="kd_sc.")
     n = 6000
-    job = write_job(d, epochs=60 if not ASAN else 25, hidden="[64]")
+    # Long enough that the 2-agent world runs for several 1 Hz metrics messages even
+    # when training is fast.
+    job = write_job(d, epochs=300 if not ASAN else 40, hidden="[64]")
     rc, out = run(["run", job, "--agents-schedule", "0:1,1:2", "--max-samples", str(n),
                    "--range-log", os.path.join(d, "ranges.log"), "--log-level", "warn"],
                   timeout=240)

@@ -61,5 +61,19 @@ for key in test_accuracy train_loss epochs agents samples_per_second wall_second
 done
 grep -q '"epochs": 1' "$tmp/sum.json" || { echo "FAIL summary epochs"; fails=$((fails + 1)); }
 
+# The multi-process launcher: the same user errors, and workers that cannot start (here a
+# missing dataset) end the run with their error instead of being respawned for ever.
+if [ "${run[*]}" = "run --in-process" ]; then
+  check launcher-bad-value 2 'spec.training.batchSize: expected a positive integer, got "abc"' \
+    "$kadet" run "$tmp/bad.yaml"
+  started=$(date +%s)
+  check launcher-missing-data 1 "/nonexistent/data" \
+    timeout 60 "$kadet" run --data /nonexistent/data "$sample"
+  grep -qF "failed without training a step" "$tmp/out" ||
+    { echo "FAIL launcher gave no reason"; fails=$((fails + 1)); }
+  [ $(($(date +%s) - started)) -lt 30 ] ||
+    { echo "FAIL launcher took too long to give up"; fails=$((fails + 1)); }
+fi
+
 [ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
 echo "all ok"
