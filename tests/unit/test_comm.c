@@ -54,6 +54,41 @@ static void publish_and_wait(int rank, int world, const char *ep)
         usleep(1000);
 }
 
+/* How the children run each allreduce: in one call, or overlapped with a simulated
+ * backward pass (begin, then values written and marked ready block by block, last block
+ * first, then finish), or overlapped with a block never marked (finish must refuse). */
+enum { MODE_ONE_CALL, MODE_OVERLAP, MODE_OVERLAP_INCOMPLETE };
+static int comm_mode = MODE_ONE_CALL;
+
+static int overlapped(kd_comm *c, kd_comm_span *spans, int rank, size_t n, int round,
+                      char *err, size_t errlen)
+{
+    if (kd_comm_begin(c, spans, 2, (uint64_t)round, err, errlen) != KD_OK)
+        return -1;
+    /* The tail first, then the vector in 7 uneven blocks from the end, each written just
+     * before it is marked, as backward produces the last layer's gradient first. */
+    if (kd_comm_ready(c, 1, 0, 3, err, errlen) != KD_OK)
+        return -1;
+    size_t end = n, block = n / 7 + 1;
+    int skipped = 0;
+    while (end > 0) {
+        size_t start = end > block ? end - block : 0;
+        for (size_t i = start; i < end; i++)
+            spans[0].data[i] = value_of(rank, i, round);
+        if (comm_mode == MODE_OVERLAP_INCOMPLETE && start == 0) {
+            skipped = 1; /* the first block is never declared final */
+            break;
+        }
+        if (kd_comm_ready(c, 0, start, end - start, err, errlen) != KD_OK)
+            return -1;
+        end = start;
+    }
+    int rc = kd_comm_finish(c, err, errlen);
+    if (skipped)
+        return rc == KD_EINVAL ? 1 : -1;
+    return rc == KD_OK ? 0 : -1;
+}
+
 /* Child body: allreduce rounds of a two-span vector (n + 3 floats) and check sums. */
 static int child(int rank, int world, size_t n, size_t chunk_bytes)
 {
@@ -78,7 +113,18 @@ static int child(int rank, int world, size_t n, size_t chunk_bytes)
         for (int j = 0; j < 3; j++)
             tail[j] = (float)(rank + j);
         kd_comm_span spans[2] = {{v, n}, {tail, 3}};
-        if (kd_comm_allreducev(c, spans, 2, (uint64_t)round, err, sizeof err) != KD_OK) {
+        if (comm_mode != MODE_ONE_CALL) {
+            int orc = overlapped(c, spans, rank, n, round, err, sizeof err);
+            if (orc == 1) { /* refused as it should be: nothing more to check */
+                sh->crc[rank][0] = sh->crc[rank][1] = sh->crc[rank][2] = 0;
+                break;
+            }
+            if (orc != 0) {
+                fprintf(stderr, "rank %d: overlapped allreduce: %s\n", rank, err);
+                bad = 15;
+                break;
+            }
+        } else if (kd_comm_allreducev(c, spans, 2, (uint64_t)round, err, sizeof err) != KD_OK) {
             fprintf(stderr, "rank %d: %s\n", rank, err);
             bad = 12;
             break;
@@ -137,6 +183,23 @@ static void test_three_and_four_ranks_with_uneven_segments(void **state)
     (void)state;
     run_world(3, 100003, 16 * 1024);
     run_world(4, 77777, 4096);
+}
+
+static void test_overlapped_allreduce_equals_one_call(void **state)
+{
+    (void)state;
+    comm_mode = MODE_OVERLAP;
+    run_world(2, 250000, 64 * 1024);
+    run_world(3, 100003, 16 * 1024);
+    comm_mode = MODE_ONE_CALL;
+}
+
+static void test_finish_refuses_unmarked_elements(void **state)
+{
+    (void)state;
+    comm_mode = MODE_OVERLAP_INCOMPLETE;
+    run_world(2, 10000, 16 * 1024);
+    comm_mode = MODE_ONE_CALL;
 }
 
 static void test_vector_smaller_than_world(void **state)
@@ -271,6 +334,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_sum_exactly),
         cmocka_unit_test(test_three_and_four_ranks_with_uneven_segments),
+        cmocka_unit_test(test_overlapped_allreduce_equals_one_call),
+        cmocka_unit_test(test_finish_refuses_unmarked_elements),
         cmocka_unit_test(test_vector_smaller_than_world),
         cmocka_unit_test(test_single_rank_is_identity),
         cmocka_unit_test(test_dead_peer_times_out),
