@@ -3,7 +3,6 @@
 hack/bench/allreduce.sh. Prints lines in allreduce_bench's format:
   gloo procs=N bytes=B median_ms=T algbw_gbs=G
 Usage: allreduce_gloo.py PROCS ITERS MIB [MIB...]   (run with /usr/bin/python3)"""
-import os
 import socket
 import sys
 import time

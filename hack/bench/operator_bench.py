@@ -16,7 +16,6 @@ hack/bench/operator.sh):
 Standard library only; prints a Markdown table."""
 
 import argparse
-import json
 import os
 import statistics
 import sys

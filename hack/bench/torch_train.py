@@ -70,6 +70,33 @@ def cosine_lr(base, pos, total):
     return 0.5 * base * (1.0 + math.cos(math.pi * f))
 
 
+def load_fashion_mnist(data):
+    """Train and test tensors (features scaled to [0, 1], int64 labels) from IDX files."""
+    def images(name):
+        return torch.from_numpy(read_idx(os.path.join(data, name)).astype(np.float32) / 255.0)
+
+    def labels(name):
+        return torch.from_numpy(read_idx(os.path.join(data, name)).astype(np.int64))
+    return (images("train-images-idx3-ubyte.gz"), labels("train-labels-idx1-ubyte.gz"),
+            images("t10k-images-idx3-ubyte.gz"), labels("t10k-labels-idx1-ubyte.gz"))
+
+
+def make_mlp():
+    """kadet's sample MLP 784-256-128-10 with its initialisation scheme (He for the
+    hidden layers, Xavier for the output layer, zero biases)."""
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, 10))
+    for i, layer in enumerate(m for m in model if isinstance(m, torch.nn.Linear)):
+        if i < 2:
+            torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        else:
+            torch.nn.init.xavier_uniform_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
@@ -84,26 +111,10 @@ def main():
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    xtr = torch.from_numpy(read_idx(os.path.join(a.data, "train-images-idx3-ubyte.gz"))
-                           .astype(np.float32) / 255.0)
-    ytr = torch.from_numpy(read_idx(os.path.join(a.data, "train-labels-idx1-ubyte.gz"))
-                           .astype(np.int64))
-    xte = torch.from_numpy(read_idx(os.path.join(a.data, "t10k-images-idx3-ubyte.gz"))
-                           .astype(np.float32) / 255.0)
-    yte = torch.from_numpy(read_idx(os.path.join(a.data, "t10k-labels-idx1-ubyte.gz"))
-                           .astype(np.int64))
+    xtr, ytr, xte, yte = load_fashion_mnist(a.data)
     n = xtr.shape[0]
 
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 256), torch.nn.ReLU(),
-        torch.nn.Linear(256, 128), torch.nn.ReLU(),
-        torch.nn.Linear(128, 10))
-    for i, layer in enumerate(m for m in model if isinstance(m, torch.nn.Linear)):
-        if i < 2:
-            torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-        else:
-            torch.nn.init.xavier_uniform_(layer.weight)
-        torch.nn.init.zeros_(layer.bias)
+    model = make_mlp()
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
     loss_fn = torch.nn.CrossEntropyLoss()
 

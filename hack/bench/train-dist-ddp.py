@@ -19,13 +19,12 @@ import socket
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_train import cosine_lr, kadet_perm, read_idx  # noqa: E402
+from torch_train import cosine_lr, kadet_perm, load_fashion_mnist, make_mlp  # noqa: E402
 
 
 def worker(rank, a, port):
@@ -33,25 +32,9 @@ def worker(rank, a, port):
     torch.manual_seed(a.seed)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=a.procs)
-    xtr = torch.from_numpy(read_idx(os.path.join(a.data, "train-images-idx3-ubyte.gz"))
-                           .astype(np.float32) / 255.0)
-    ytr = torch.from_numpy(read_idx(os.path.join(a.data, "train-labels-idx1-ubyte.gz"))
-                           .astype(np.int64))
-    xte = torch.from_numpy(read_idx(os.path.join(a.data, "t10k-images-idx3-ubyte.gz"))
-                           .astype(np.float32) / 255.0)
-    yte = torch.from_numpy(read_idx(os.path.join(a.data, "t10k-labels-idx1-ubyte.gz"))
-                           .astype(np.int64))
+    xtr, ytr, xte, yte = load_fashion_mnist(a.data)
     n = xtr.shape[0]
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 256), torch.nn.ReLU(),
-        torch.nn.Linear(256, 128), torch.nn.ReLU(),
-        torch.nn.Linear(128, 10))
-    for i, layer in enumerate(m for m in model if isinstance(m, torch.nn.Linear)):
-        if i < 2:
-            torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-        else:
-            torch.nn.init.xavier_uniform_(layer.weight)
-        torch.nn.init.zeros_(layer.bias)
+    model = make_mlp()
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     base_lr = a.lr * a.procs
     opt = torch.optim.SGD(ddp.parameters(), lr=base_lr, momentum=a.momentum)
