@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kd_error.h"
+#include "kd_le.h"
 #include "kd_log.h"
 
 static const struct {
@@ -41,57 +42,21 @@ int kd_wire_body_of(unsigned type)
     return wire_types[type].body;
 }
 
-static void put16(unsigned char *p, uint16_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint16_t get16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-
-static uint32_t get32(const unsigned char *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* Layout: magic(0) version(4) type(6) generation(8) sender(12) step(16) epoch(24)
  * aux(28) offset(32) payload_len(40) reserved(44..47, zero). */
 void kd_wire_encode(const kd_wire_hdr *h, unsigned char out[KD_WIRE_HDR_SIZE])
 {
-    put32(out + 0, KD_WIRE_MAGIC);
-    put16(out + 4, KD_WIRE_VERSION);
-    put16(out + 6, h->type);
-    put32(out + 8, h->generation);
-    put32(out + 12, h->sender);
-    put64(out + 16, h->step);
-    put32(out + 24, h->epoch);
-    put32(out + 28, h->aux);
-    put64(out + 32, h->offset);
-    put32(out + 40, h->payload_len);
-    put32(out + 44, 0);
+    kd_le_put32(out + 0, KD_WIRE_MAGIC);
+    kd_le_put16(out + 4, KD_WIRE_VERSION);
+    kd_le_put16(out + 6, h->type);
+    kd_le_put32(out + 8, h->generation);
+    kd_le_put32(out + 12, h->sender);
+    kd_le_put64(out + 16, h->step);
+    kd_le_put32(out + 24, h->epoch);
+    kd_le_put32(out + 28, h->aux);
+    kd_le_put64(out + 32, h->offset);
+    kd_le_put32(out + 40, h->payload_len);
+    kd_le_put32(out + 44, 0);
 }
 
 static int reject(kd_wire_drop_reason *reason, kd_wire_drop_reason why)
@@ -107,28 +72,28 @@ int kd_wire_decode(const void *const *frames, const size_t *lens, size_t nframes
     if (nframes < 1 || frames == NULL || lens == NULL || frames[0] == NULL)
         return reject(reason, KD_WIRE_DROP_FRAMES);
     if (lens[0] != KD_WIRE_HDR_SIZE)
-        return reject(reason, lens[0] >= 4 && get32(frames[0]) != KD_WIRE_MAGIC
+        return reject(reason, lens[0] >= 4 && kd_le_get32(frames[0]) != KD_WIRE_MAGIC
                                   ? KD_WIRE_DROP_MAGIC
                                   : KD_WIRE_DROP_SHORT);
     const unsigned char *p = frames[0];
-    if (get32(p) != KD_WIRE_MAGIC)
+    if (kd_le_get32(p) != KD_WIRE_MAGIC)
         return reject(reason, KD_WIRE_DROP_MAGIC);
-    if (get16(p + 4) != KD_WIRE_VERSION)
+    if (kd_le_get16(p + 4) != KD_WIRE_VERSION)
         return reject(reason, KD_WIRE_DROP_VERSION);
     kd_wire_hdr d = {
-        .type = get16(p + 6),
-        .generation = get32(p + 8),
-        .sender = get32(p + 12),
-        .step = get64(p + 16),
-        .epoch = get32(p + 24),
-        .aux = get32(p + 28),
-        .offset = get64(p + 32),
-        .payload_len = get32(p + 40),
+        .type = kd_le_get16(p + 6),
+        .generation = kd_le_get32(p + 8),
+        .sender = kd_le_get32(p + 12),
+        .step = kd_le_get64(p + 16),
+        .epoch = kd_le_get32(p + 24),
+        .aux = kd_le_get32(p + 28),
+        .offset = kd_le_get64(p + 32),
+        .payload_len = kd_le_get32(p + 40),
     };
     int body = kd_wire_body_of(d.type);
     if (body < 0)
         return reject(reason, KD_WIRE_DROP_TYPE);
-    if (get32(p + 44) != 0)
+    if (kd_le_get32(p + 44) != 0)
         return reject(reason, KD_WIRE_DROP_RESERVED);
     if (d.sender != KD_WIRE_NO_RANK && d.sender >= KD_WIRE_MAX_WORLD)
         return reject(reason, KD_WIRE_DROP_FIELD);
@@ -244,7 +209,7 @@ void kd_wire_floats_to_le(void *dst, const float *src, size_t n)
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &src[i], 4);
-        put32(d + 4 * i, u);
+        kd_le_put32(d + 4 * i, u);
     }
 #endif
 }
@@ -256,7 +221,7 @@ void kd_wire_floats_from_le(float *dst, const void *src, size_t n)
 #else
     const unsigned char *s = src;
     for (size_t i = 0; i < n; i++) {
-        uint32_t u = get32(s + 4 * i);
+        uint32_t u = kd_le_get32(s + 4 * i);
         memcpy(&dst[i], &u, 4);
     }
 #endif

@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "kd_error.h"
+#include "kd_le.h"
 #include "kd_log.h"
 #include "kd_wire.h"
 
@@ -22,31 +23,6 @@
 /* Refuse absurd sizes before allocating: 1 Gi floats each. */
 #define CKPT_MAX_FLOATS (1ull << 30)
 static const unsigned char ckpt_magic[8] = {'K', 'D', 'C', 'K', 'P', 'T', 0, 1};
-
-static void put_u64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static int write_all(int fd, const void *buf, size_t len)
 {
@@ -96,15 +72,15 @@ int kd_ckpt_save(const char *dir, const kd_ckpt *c, char *err, size_t errlen)
         return kd_errf(err, errlen, KD_EIO, "checkpoint: mkdir %s: %s", dir, strerror(errno));
     unsigned char hdr[CKPT_HDR] = {0};
     memcpy(hdr, ckpt_magic, 8);
-    put_u64(hdr + 8, c->fingerprint);
-    put_u32(hdr + 16, c->generation);
-    put_u32(hdr + 20, c->epoch);
-    put_u64(hdr + 24, c->cursor);
-    put_u64(hdr + 32, c->step);
-    put_u64(hdr + 40, c->optim_t);
-    put_u64(hdr + 48, c->seed);
-    put_u64(hdr + 56, c->n_params);
-    put_u64(hdr + 64, c->n_state);
+    kd_le_put64(hdr + 8, c->fingerprint);
+    kd_le_put32(hdr + 16, c->generation);
+    kd_le_put32(hdr + 20, c->epoch);
+    kd_le_put64(hdr + 24, c->cursor);
+    kd_le_put64(hdr + 32, c->step);
+    kd_le_put64(hdr + 40, c->optim_t);
+    kd_le_put64(hdr + 48, c->seed);
+    kd_le_put64(hdr + 56, c->n_params);
+    kd_le_put64(hdr + 64, c->n_state);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return kd_errf(err, errlen, KD_EIO, "checkpoint: open %s: %s", tmp, strerror(errno));
@@ -114,7 +90,7 @@ int kd_ckpt_save(const char *dir, const kd_ckpt *c, char *err, size_t errlen)
     int bad = write_all(fd, hdr, CKPT_HDR) != 0 ||
               write_floats(fd, c->params, c->n_params, &crc) != 0 ||
               write_floats(fd, c->state, c->n_state, &crc) != 0;
-    put_u32(tail, (uint32_t)crc);
+    kd_le_put32(tail, (uint32_t)crc);
     bad = bad || write_all(fd, tail, 4) != 0 || fsync(fd) != 0;
     int e = errno;
     if (close(fd) != 0 && !bad) {
@@ -174,11 +150,11 @@ int kd_ckpt_load_file(const char *path, uint64_t fingerprint, kd_ckpt *out, char
         rc = kd_errf(err, errlen, KD_ETRUNCATED, "checkpoint %s: truncated header", path);
         goto out;
     }
-    if (memcmp(hdr, ckpt_magic, 8) != 0 || get_u64(hdr + 72) != 0) {
+    if (memcmp(hdr, ckpt_magic, 8) != 0 || kd_le_get64(hdr + 72) != 0) {
         rc = kd_errf(err, errlen, KD_EFORMAT, "checkpoint %s: not a kadet checkpoint", path);
         goto out;
     }
-    uint64_t np = get_u64(hdr + 56), ns = get_u64(hdr + 64);
+    uint64_t np = kd_le_get64(hdr + 56), ns = kd_le_get64(hdr + 64);
     if (np == 0 || np > CKPT_MAX_FLOATS || ns > CKPT_MAX_FLOATS) {
         rc = kd_errf(err, errlen, KD_EFORMAT, "checkpoint %s: absurd sizes %llu/%llu", path,
                      (unsigned long long)np, (unsigned long long)ns);
@@ -206,11 +182,11 @@ int kd_ckpt_load_file(const char *path, uint64_t fingerprint, kd_ckpt *out, char
     uLong crc = crc32(0L, Z_NULL, 0);
     crc = crc32(crc, hdr, CKPT_HDR);
     crc = crc32(crc, body, (uInt)(blen - 4));
-    if ((uint32_t)crc != get_u32(body + blen - 4)) {
+    if ((uint32_t)crc != kd_le_get32(body + blen - 4)) {
         rc = kd_errf(err, errlen, KD_ECHECKSUM, "checkpoint %s: checksum mismatch", path);
         goto out;
     }
-    out->fingerprint = get_u64(hdr + 8);
+    out->fingerprint = kd_le_get64(hdr + 8);
     if (fingerprint != 0 && out->fingerprint != fingerprint) {
         rc = kd_errf(err, errlen, KD_ECONFLICT,
                      "checkpoint %s: belongs to another job or model (fingerprint %016llx, "
@@ -218,12 +194,12 @@ int kd_ckpt_load_file(const char *path, uint64_t fingerprint, kd_ckpt *out, char
                      (unsigned long long)fingerprint);
         goto out;
     }
-    out->generation = get_u32(hdr + 16);
-    out->epoch = get_u32(hdr + 20);
-    out->cursor = get_u64(hdr + 24);
-    out->step = get_u64(hdr + 32);
-    out->optim_t = get_u64(hdr + 40);
-    out->seed = get_u64(hdr + 48);
+    out->generation = kd_le_get32(hdr + 16);
+    out->epoch = kd_le_get32(hdr + 20);
+    out->cursor = kd_le_get64(hdr + 24);
+    out->step = kd_le_get64(hdr + 32);
+    out->optim_t = kd_le_get64(hdr + 40);
+    out->seed = kd_le_get64(hdr + 48);
     out->n_params = (size_t)np;
     out->n_state = (size_t)ns;
     kd_wire_floats_from_le(out->params, body, (size_t)np);
