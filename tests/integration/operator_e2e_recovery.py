@@ -24,7 +24,9 @@ def main():
     with h.Cluster(nodes=2, cpu="2500m", memory="8Gi", run_pods=True) as c:
         op = c.operator(extra=["--scheduler-interval", "2s", "--scheduler-policy", "greedy"])
         op.wait_ready()
-        j = e2e.job_from_sample("rec", c, (2, 2), 4)
+        # Enough epochs that the coordinator is deleted well before the end (a coordinator
+        # deleted just as it finishes is replaced after its workers left; see issue notes).
+        j = e2e.job_from_sample("rec", c, (2, 2), 8)
         j["spec"]["checkpoint"]["intervalSeconds"] = 2
         c.kubectl("apply", "-f", "-", stdin=__import__("json").dumps(j))
         wait_for(lambda: e2e.status(c, "rec").get("progress", {}).get("epoch", 0) >= 2, 90,

@@ -18,8 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reconcile_harness as h  # noqa: E402
 
 TOP = os.environ.get("KADET_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -40,51 +44,17 @@ def check(cond, msg):
         fail(msg)
 
 
-class Operator:
+class Operator(h.Operator):
+    """A kadet-operator replica with leader election on a short lease."""
+
     def __init__(self, identity, kubeconfig, logdir):
         self.identity = identity
-        self.logpath = os.path.join(logdir, identity + ".log")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KADET_")}
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        self.proc = subprocess.Popen(
-            [OPERATOR, "--kubeconfig", kubeconfig, "--leader-elect", "--identity", identity,
-             "--lease-duration", "%gs" % LEASE_S, "--lease-name", "kadet-operator",
-             "--operator-namespace", "default", "--metrics-addr", "127.0.0.1:0"],
-            stdout=subprocess.DEVNULL, stderr=open(self.logpath, "w"), env=env)
-        self.port = None
-        deadline = time.time() + 15
-        while self.port is None and time.time() < deadline:
-            m = re.search(r"serving .* port=(\d+)", self.log())
-            if m:
-                self.port = int(m.group(1))
-            elif self.proc.poll() is not None:
-                break
-            else:
-                time.sleep(0.05)
-        check(self.port, "%s did not start:\n%s" % (identity, self.log()))
-
-    def log(self):
-        with open(self.logpath) as f:
-            return f.read()
-
-    def get(self, path):
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path),
-                                        timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError as e:
-            return 0, str(e)
+        super().__init__(types.SimpleNamespace(dir=logdir, kubeconfig=kubeconfig), identity,
+                         ["--leader-elect", "--lease-duration", "%gs" % LEASE_S,
+                          "--lease-name", "kadet-operator"])
 
     def leading(self):
         return "kadet_leader 1\n" in self.get("/metrics")[1]
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
-        return self.proc.returncode
 
 
 def holder(kubectl):
