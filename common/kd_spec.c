@@ -281,6 +281,7 @@ static int get_enum_field(dec *d, const json_t *obj, const char *key, const char
 static const char *const optimizer_names[] = {"sgd", "adam"};
 static const char *const schedule_names[] = {"constant", "cosine", "step"};
 static const char *const sync_names[] = {"allreduce", "local-sgd"};
+static const char *const exchange_names[] = {"auto", "gradients", "factors"};
 static const char *const policy_names[] = {"static", "fair", "greedy", "rl"};
 static const char *const clean_names[] = {"Running", "All", "None"};
 
@@ -532,11 +533,19 @@ static int decode_training(dec *d, const json_t *tr)
 
     TRY(get_object(d, tr, "sync", base, &o, path));
     if (o) {
-        static const char *const k[] = {"mode", "period", NULL};
+        static const char *const k[] = {"mode", "period", "exchange", NULL};
         unknown_fields(d, o, path, k);
         int v = 0;
         TRY(get_enum_field(d, o, "mode", path, sync_names, 2, &v));
         j->sync_mode = (kd_spec_sync)v;
+        int ex = KD_SPEC_EXCHANGE_AUTO;
+        TRY(get_enum_field(d, o, "exchange", path, exchange_names, 3, &ex));
+        j->sync_exchange = (kd_spec_exchange)ex;
+        if (j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD && ex != KD_SPEC_EXCHANGE_AUTO) {
+            char p[PATH_MAX_LEN];
+            join(p, path, "exchange");
+            warn(d, p, "ignored with mode local-sgd (parameters are averaged)");
+        }
         j->sync_period = j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD ? 8 : 1;
         int period = j->sync_period;
         TRY(get_intv(d, o, "period", path, 1, 1000000, &period));
@@ -779,6 +788,11 @@ const char *kd_spec_schedule_name(kd_spec_schedule v)
 const char *kd_spec_sync_name(kd_spec_sync v)
 {
     return (unsigned)v < 2 ? sync_names[v] : "unknown";
+}
+
+const char *kd_spec_exchange_name(kd_spec_exchange v)
+{
+    return (unsigned)v < 3 ? exchange_names[v] : "unknown";
 }
 
 const char *kd_spec_policy_name(kd_spec_policy v)

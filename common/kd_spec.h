@@ -33,6 +33,12 @@ typedef enum kd_spec_schedule {
     KD_SPEC_SCHED_STEP = 2
 } kd_spec_schedule;
 typedef enum kd_spec_sync { KD_SPEC_SYNC_ALLREDUCE = 0, KD_SPEC_SYNC_LOCAL_SGD = 1 } kd_spec_sync;
+/* sync.exchange: what allreduce mode sends for the first layer (docs/runtime.md). */
+typedef enum kd_spec_exchange {
+    KD_SPEC_EXCHANGE_AUTO = 0,      /* factors when the cost model says they are cheaper */
+    KD_SPEC_EXCHANGE_GRADIENTS = 1, /* the whole gradient through the ring allreduce */
+    KD_SPEC_EXCHANGE_FACTORS = 2    /* layer 0's batch x width factors, all-gathered */
+} kd_spec_exchange;
 typedef enum kd_spec_policy {
     KD_SPEC_POLICY_STATIC = 0,
     KD_SPEC_POLICY_FAIR = 1,
@@ -78,6 +84,7 @@ typedef struct kd_agentjob {
     double gamma;                /* optimizer.schedule.gamma in (0, 1], default 0.1 */
     kd_spec_sync sync_mode;      /* default allreduce */
     int sync_period;             /* local-sgd steps between averages, default 8 (1 for allreduce) */
+    kd_spec_exchange sync_exchange; /* allreduce only, default auto */
     int adaptive_lr;             /* adaptive.learningRate, default 1 */
     int adaptive_batch;          /* adaptive.batchSize, default 0 */
     double target_accuracy;      /* (0, 1]; 0 = absent (train all epochs) */
@@ -119,6 +126,7 @@ int kd_quantity_bytes(const char *text, int64_t *bytes);
 const char *kd_spec_optimizer_name(kd_spec_optimizer v);
 const char *kd_spec_schedule_name(kd_spec_schedule v);
 const char *kd_spec_sync_name(kd_spec_sync v);
+const char *kd_spec_exchange_name(kd_spec_exchange v);
 const char *kd_spec_policy_name(kd_spec_policy v);
 const char *kd_spec_clean_pod_name(kd_spec_clean_pod v);
 

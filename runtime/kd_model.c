@@ -166,6 +166,11 @@ void kd_model_set_grad_blocks(kd_model *m, int blocks, size_t first)
     m->grad_first = first;
 }
 
+void kd_model_set_first_dy(kd_model *m, float *dst)
+{
+    m->first_dy = dst;
+}
+
 /* ---- layer kernels ------------------------------------------------------------------ */
 
 void kd_dense_forward(const float *x, const float *w, const float *bias, float *y, int batch,
@@ -324,6 +329,10 @@ float kd_model_forward_backward(kd_model *m, const float *x, const int32_t *labe
         const float *xin = i > 0 ? m->act[i - 1] : x;
         float *dw = m->grads + m->w_off[i];
         float *db = m->grads + m->b_off[i];
+        if (i == 0 && m->first_dy != NULL) {
+            memcpy(m->first_dy, dy, (size_t)batch * (size_t)no * sizeof(float));
+            break;
+        }
         if (i == 0 && m->grad_blocks > 1 && m->grad_ready) {
             first_layer_blocked(m, xin, dy, batch);
             break;
@@ -345,6 +354,21 @@ float kd_model_forward_backward(kd_model *m, const float *x, const int32_t *labe
                           (size_t)ni * (size_t)no + (size_t)no);
     }
     return loss;
+}
+
+void kd_model_first_layer_grad(kd_model *m, const float *x, const float *dy, int batch,
+                               float *scratch)
+{
+    int ni = m->sizes[0], no = m->sizes[1];
+    size_t n = (size_t)ni * (size_t)no + (size_t)no;
+    float *g = m->grads + m->w_off[0];
+    float *out = scratch != NULL ? scratch : g;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ni, no, batch, 1.0f, x, ni, dy, no,
+                0.0f, out, no);
+    column_sums(dy, out + (size_t)ni * (size_t)no, batch, no);
+    if (scratch != NULL)
+        for (size_t k = 0; k < n; k++)
+            g[k] += scratch[k];
 }
 
 double kd_model_predict(kd_model *m, const float *x, const int32_t *labels, int batch,

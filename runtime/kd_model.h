@@ -53,6 +53,8 @@ typedef struct kd_model {
     int grad_blocks;                       /* row blocks of layer 0's dW (<= 1: one) */
     size_t grad_first;                     /* params offset wanted first in layer 0 */
     float grad_scale;                      /* gradient multiplier (0 or 1: none) */
+    float *first_dy;                       /* factored: where backward leaves layer 0's
+                                            * dL/d(output) and stops, NULL = off */
     int params_borrowed;                   /* replica: params belong to another model */
 } kd_model;
 
@@ -89,6 +91,23 @@ void kd_model_set_grad_blocks(kd_model *m, int blocks, size_t first);
  * costs nothing; the distributed runtime weights each rank's gradient by its share of the
  * global batch this way. */
 void kd_model_set_grad_scale(kd_model *m, float scale);
+
+/* Factored first layer (the distributed runtime's "factors" exchange): with dst not
+ * NULL, kd_model_forward_backward stops before layer 0's gradient and copies dL/d(layer 0
+ * output) there instead ([batch x sizes[1]], already scaled by grad_scale); grad_ready is
+ * not called for layer 0. Since dW0 = x^T dy and db0 = colsum(dy), ranks that all hold
+ * the training data can exchange these batch x sizes[1] "sufficient factors" instead of
+ * the sizes[0] x sizes[1] gradient and then rebuild the global gradient with
+ * kd_model_first_layer_grad. NULL restores the plain backward pass. */
+void kd_model_set_first_dy(kd_model *m, float *dst);
+
+/* Layer 0's gradient from factors: dW0 = x^T dy, db0 = column sums of dy. With scratch
+ * NULL they overwrite layer 0's part of m->grads; otherwise they are computed into
+ * scratch (sizes[0]*sizes[1] + sizes[1] floats) and added, one rounded addition per
+ * element, so that adding two batches' parts in either order gives the same bits. x is
+ * [batch x sizes[0]], dy [batch x sizes[1]], batch >= 1 (may exceed max_batch). */
+void kd_model_first_layer_grad(kd_model *m, const float *x, const float *dy, int batch,
+                               float *scratch);
 
 /* Forward and backward on one batch: x is [batch x sizes[0]] row-major, labels are class
  * indices in [0, n_out). Overwrites m->grads with the gradient of the MEAN loss over the

@@ -63,6 +63,17 @@ typedef struct worker {
     float *avg;                   /* local-sgd: parameters being averaged */
     float tail[TAIL_N];           /* control floats of the current step */
     int grad_blocks;              /* row blocks of the first layer's gradient */
+    /* The "factors" exchange (docs/runtime.md): layer 0's gradient is rebuilt from the
+     * global batch's inputs and all-gathered output gradients. */
+    int factors;                  /* this world exchanges factors */
+    size_t ready_base;            /* grads offset where the allreduced vector starts */
+    float *xall;                  /* global batch features [world*batch x dim] */
+    int32_t *yall;                /* global batch labels */
+    float *dyall;                 /* dL/d(layer 0 output) of the global batch
+                                   * [world*batch x width], summed with zeros elsewhere */
+    float *partial;               /* two ranks: the peer's part of layer 0's gradient */
+    int fworld;                   /* world the factor buffers are sized for */
+    int resync;                   /* layer 0 to be averaged before the next step */
     /* The world, known after WORLD. */
     uint32_t gen;                 /* generation */
     int rank, world;              /* our rank and the world size */
@@ -263,6 +274,57 @@ static void log_samples(worker *w, uint32_t epoch, uint64_t start, uint64_t n)
     fflush(w->sample_log);
 }
 
+/* One float sent through the ring costs about as much CPU as this many flops of GEMM
+ * (ZeroMQ over TCP on loopback, 2-core VM: ~1 ns per byte in copies and wake-ups against
+ * ~90 GFLOP/s of sgemm); it weighs the bytes the factors save against the flops they add. */
+#define FLOPS_PER_FLOAT 256.0
+
+/* Whether this world sends layer 0's factors rather than its gradient. Per rank, the
+ * allreduce sends 2(W-1)/W * in*out floats of that gradient. The factors travel in the
+ * same allreduce, each rank's rows of the global batch's W*batch x out matrix and zeros
+ * elsewhere (a sum that is a gather, with no extra message): 2(W-1) * batch*out floats.
+ * Every rank then computes the gradient of the whole global batch, (W-1) *
+ * 2*batch*in*out flops more than of its own samples. */
+static int want_factors(const worker *w, int world)
+{
+    if (world < 2 || w->job.sync_mode != KD_SPEC_SYNC_ALLREDUCE ||
+        w->job.sync_exchange == KD_SPEC_EXCHANGE_GRADIENTS)
+        return 0;
+    if (w->job.sync_exchange == KD_SPEC_EXCHANGE_FACTORS)
+        return 1;
+    double W = world, b = w->job.batch_size, in = w->m.sizes[0], out = w->m.sizes[1];
+    double saved = 2.0 * (W - 1) * out * (in / W - b);
+    double extra = (W - 1) * 2.0 * b * in * out;
+    return saved * FLOPS_PER_FLOAT > extra;
+}
+
+/* Sizes the factor buffers for a world (between steps, so a step never allocates);
+ * without memory the world falls back to exchanging gradients. */
+static int factor_buffers(worker *w, int world)
+{
+    if (w->fworld >= world)
+        return 1;
+    size_t rows = (size_t)world * (size_t)w->job.batch_size;
+    float *x = realloc(w->xall, rows * w->train.dim * sizeof *x);
+    if (x != NULL)
+        w->xall = x;
+    int32_t *y = realloc(w->yall, rows * sizeof *y);
+    if (y != NULL)
+        w->yall = y;
+    float *dy = realloc(w->dyall, rows * (size_t)w->m.sizes[1] * sizeof *dy);
+    if (dy != NULL)
+        w->dyall = dy;
+    if (w->partial == NULL)
+        w->partial = malloc((w->m.b_off[0] + (size_t)w->m.sizes[1]) * sizeof(float));
+    if (x == NULL || y == NULL || dy == NULL || w->partial == NULL) {
+        KD_WARN("worker: no memory for the factors of %d agents, exchanging gradients",
+                world);
+        return 0;
+    }
+    w->fworld = world;
+    return 1;
+}
+
 /* Applies a WORLD announcement; returns 1 when a STATE message follows. */
 static int apply_world(worker *w, const kd_ctl_msg *msg)
 {
@@ -314,9 +376,11 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
     w->warmup = (uint64_t)warm;
     w->pause_vote = 0;
     w->finish_vote = 0;
-    KD_INFO("worker: world gen=%u rank=%d agents=%d epoch=%u cursor=%llu step=%llu lr_scale=%g",
-            w->gen, w->rank, w->world, w->epoch, (unsigned long long)w->cursor,
-            (unsigned long long)w->step, sto);
+    w->factors = want_factors(w, w->world) && factor_buffers(w, w->world);
+    w->resync = w->factors;
+    KD_INFO("worker: world gen=%u rank=%d agents=%d epoch=%u cursor=%llu step=%llu lr_scale=%g "
+            "exchange=%s", w->gen, w->rank, w->world, w->epoch, (unsigned long long)w->cursor,
+            (unsigned long long)w->step, sto, w->factors ? "factors" : "gradients");
     return (int)state;
 }
 
@@ -411,7 +475,49 @@ static void on_grad_ready(void *arg, int layer, size_t off, size_t len)
     (void)layer;
     worker *w = arg;
     char err[256];
-    kd_comm_ready(w->comm, 0, off, len, err, sizeof err);
+    kd_comm_ready(w->comm, 0, off - w->ready_base, len, err, sizeof err);
+}
+
+/* With factors every rank computes layer 0's gradient itself. On identical CPUs the
+ * replicas stay bit-identical (same GEMM on the same inputs), but agents on nodes whose
+ * BLAS picks other kernels round differently; averaging layer 0's parameters and
+ * optimizer state at the start of every world and every epoch (one allreduce of ~2x the
+ * layer's size) keeps that drift at rounding level and makes the replicas identical
+ * again. */
+static int resync_first_layer(worker *w, char *err, size_t errlen)
+{
+    size_t l0 = w->m.b_off[0] + (size_t)w->m.sizes[1];
+    kd_comm_span sp[3] = {{w->m.params, l0}};
+    int n = 1;
+    for (size_t k = 0; k + 1 <= w->o.state_len / w->m.n_params && n < 3; k++)
+        sp[n++] = (kd_comm_span){w->o.state + k * w->m.n_params, l0};
+    int rc = kd_comm_allreducev(w->comm, sp, n, w->step, err, errlen);
+    if (rc != KD_OK)
+        return rc;
+    float inv = 1.0f / (float)w->world;
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < l0; k++)
+            sp[i].data[k] *= inv;
+    return KD_OK;
+}
+
+/* A failed exchange: in allreduce mode nothing was applied and the step is redone (its
+ * samples are logged once the next world shows whether a peer applied it); with
+ * local-sgd the local step stands and only the averaging is lost. */
+static step_result exchange_failed(worker *w, const char *err, int local, uint64_t start,
+                                   uint64_t mine, uint64_t bk)
+{
+    KD_WARN("worker: %s", err);
+    if (local) {
+        log_samples(w, w->epoch, start, mine);
+        advance(w, bk);
+    } else {
+        w->pend_step = w->step;
+        w->pend_epoch = w->epoch;
+        w->pend_start = start;
+        w->pend_n = mine;
+    }
+    return STEP_FAILED;
 }
 
 static step_result train_step(worker *w)
@@ -434,39 +540,75 @@ static step_result train_step(worker *w)
     uint64_t gb = (uint64_t)w->world * (uint64_t)w->job.batch_size;
     uint64_t rest = n_total - w->cursor;
     uint64_t bk = gb < rest ? gb : rest;
-    /* Ranks split the global batch as evenly as possible; the first bk % W get one more. */
+    /* Ranks split the global batch as evenly as possible, in rank order; the first
+     * bk % W get one more. */
     uint64_t base = bk / (uint64_t)w->world, extra = bk % (uint64_t)w->world;
     uint64_t r = (uint64_t)w->rank;
     uint64_t mine = base + (r < extra ? 1 : 0);
-    uint64_t start = w->cursor + r * base + (r < extra ? r : extra);
+    uint64_t row = r * base + (r < extra ? r : extra); /* our first row in the global batch */
+    uint64_t start = w->cursor + row;
     int local = w->job.sync_mode == KD_SPEC_SYNC_LOCAL_SGD && w->world > 1;
     /* allreduce mode: the ring runs during backward (kd_comm_begin .. finish). */
     int overlap = !local && w->world > 1;
+    int factors = overlap && w->factors;
     double t0 = kd_now();
     float loss = 0.0f;
     char err[256];
+    int rc = KD_OK;
+    /* Every rank of a world takes its first step and each epoch's first step together,
+     * so they all agree on when to average. */
+    if (factors && (w->resync || w->cursor == 0)) {
+        if ((rc = resync_first_layer(w, err, sizeof err)) != KD_OK) {
+            KD_WARN("worker: %s", err);
+            return STEP_FAILED; /* nothing trained yet: the step is simply redone */
+        }
+        w->resync = 0;
+    }
     /* allreduce: the control floats sit in the gradient buffer's spare floats, so they
-     * ride in the gradient's last message rather than in one of their own. */
+     * ride in the gradient's last message rather than in one of their own. With factors
+     * layer 0 (the first part of the buffer) is not in the allreduce; the global batch's
+     * factor matrix is, with our rows filled in and zeros elsewhere. */
+    size_t width = (size_t)w->m.sizes[1];
+    w->ready_base = factors ? w->m.b_off[0] + width : 0;
+    size_t span_n = w->m.n_params - w->ready_base;
     float *tail = overlap ? w->m.grads + w->m.n_params : w->tail;
     kd_comm_span spans[2] = {{local ? w->avg : w->m.grads, w->m.n_params}, {w->tail, TAIL_N}};
-    kd_comm_span one = {w->m.grads, w->m.n_params + TAIL_N};
-    int rc = KD_OK;
+    kd_comm_span ar[2] = {{w->m.grads + w->ready_base, span_n + TAIL_N},
+                          {w->dyall, (size_t)bk * width}};
     w->trained = 1;
+    if (factors) {
+        memset(w->dyall, 0, (size_t)row * width * sizeof(float));
+        memset(w->dyall + (row + mine) * width, 0, (size_t)(bk - row - mine) * width *
+                                                       sizeof(float));
+    }
     if (overlap) {
-        rc = kd_comm_begin(w->comm, &one, 1, w->step, err, sizeof err);
-        kd_model_set_grad_blocks(&w->m, w->grad_blocks,
-                                 kd_comm_first_offset(w->comm, one.n));
+        rc = kd_comm_begin(w->comm, ar, factors ? 2 : 1, w->step, err, sizeof err);
+        kd_model_set_grad_blocks(&w->m, factors ? 1 : w->grad_blocks,
+                                 kd_comm_first_offset(w->comm, ar[0].n));
     }
     /* Gradients are batch means: weight each rank by its share so that the sum is the
      * mean over the global batch, as one agent with batch bk would compute. */
     kd_model_set_grad_scale(&w->m, local || w->world == 1 ? 1.0f
                                                           : (float)((double)mine / (double)bk));
-    if (mine > 0) {
+    float *x = w->xb;
+    int32_t *y = w->yb;
+    if (factors) {
+        /* Our rows now; the other ranks' rows (for layer 0's gradient) once our part of
+         * the exchange is on its way. */
+        kd_dataset_gather(&w->train, w->perm + start, (size_t)mine, w->xall + row * w->train.dim,
+                          w->yall + row);
+        x = w->xall + row * w->train.dim;
+        y = w->yall + row;
+        kd_model_set_first_dy(&w->m, w->dyall + row * (size_t)w->m.sizes[1]);
+    } else if (mine > 0) {
         kd_dataset_gather(&w->train, w->perm + start, (size_t)mine, w->xb, w->yb);
+    }
+    if (mine > 0) {
         if (overlap && rc == KD_OK)
             kd_model_set_grad_ready(&w->m, on_grad_ready, w);
-        loss = kd_model_forward_backward(&w->m, w->xb, w->yb, (int)mine);
+        loss = kd_model_forward_backward(&w->m, x, y, (int)mine);
         kd_model_set_grad_ready(&w->m, NULL, NULL);
+        kd_model_set_first_dy(&w->m, NULL);
         if (!isfinite(loss)) {
             KD_ERROR("worker: training diverged loss=%g epoch=%u step=%llu (lower the "
                      "learning rate)", (double)loss, w->epoch, (unsigned long long)w->step);
@@ -474,9 +616,29 @@ static step_result train_step(worker *w)
             return STEP_FAILED;
         }
     } else {
+        kd_model_set_first_dy(&w->m, NULL);
         memset(w->m.grads, 0, w->m.n_params * sizeof(float));
         if (overlap && rc == KD_OK)
-            kd_comm_ready(w->comm, 0, 0, w->m.n_params, err, sizeof err);
+            kd_comm_ready(w->comm, 0, 0, span_n, err, sizeof err);
+    }
+    tail[TAIL_PAUSE] = (float)w->pause_vote;
+    tail[TAIL_FINISH] = (float)w->finish_vote;
+    tail[TAIL_LOSS] = loss * (float)mine;
+    tail[TAIL_COUNT] = (float)mine;
+    if (overlap && rc == KD_OK) {
+        kd_comm_ready(w->comm, 0, span_n, TAIL_N, err, sizeof err);
+        if (factors)
+            kd_comm_ready(w->comm, 1, 0, ar[1].n, err, sizeof err);
+    }
+    /* Two ranks: our samples' part of layer 0's gradient is computed while the peer's
+     * factors travel; the peer's part is added once they are here (a + b == b + a, so
+     * both ranks hold the same sum). With more ranks the order of the partial sums
+     * would differ between ranks: one product over the whole batch after the exchange. */
+    if (factors && w->world == 2) {
+        if (mine > 0)
+            kd_model_first_layer_grad(&w->m, x, w->dyall + row * width, (int)mine, NULL);
+        else
+            memset(w->m.grads, 0, w->ready_base * sizeof(float));
     }
     double lr = kd_lr_at(&w->sched, w->epoch + (double)w->cursor / (double)n_total,
                          w->epochs) * lr_scale(w);
@@ -484,45 +646,41 @@ static step_result train_step(worker *w)
         kd_optim_step(&w->o, w->m.params, w->m.grads, (float)lr);
     int sync = !local || (w->step + 1) % (uint64_t)w->job.sync_period == 0 ||
                w->cursor + bk == n_total;
+    if (factors) {
+        size_t dim = w->train.dim;
+        kd_dataset_gather(&w->train, w->perm + w->cursor, (size_t)row, w->xall, w->yall);
+        kd_dataset_gather(&w->train, w->perm + start + mine, (size_t)(bk - row - mine),
+                          w->xall + (row + mine) * dim, w->yall + row + mine);
+    }
     double t1 = kd_now();
-    tail[TAIL_PAUSE] = (float)w->pause_vote;
-    tail[TAIL_FINISH] = (float)w->finish_vote;
-    tail[TAIL_LOSS] = loss * (float)mine;
-    tail[TAIL_COUNT] = (float)mine;
     if (sync && w->world > 1) {
         if (rc == KD_OK) {
             if (overlap) {
-                kd_comm_ready(w->comm, 0, w->m.n_params, TAIL_N, err, sizeof err);
                 rc = kd_comm_finish(w->comm, err, sizeof err);
             } else {
                 memcpy(w->avg, w->m.params, w->m.n_params * sizeof(float));
                 rc = kd_comm_allreducev(w->comm, spans, 2, w->step, err, sizeof err);
             }
         }
-        if (rc != KD_OK) {
-            KD_WARN("worker: %s", err);
-            /* In allreduce mode nothing was applied: the step is redone. With local-sgd
-             * the local step stands and only the averaging is lost. */
-            if (local) {
-                log_samples(w, w->epoch, start, mine);
-                advance(w, bk);
-            } else {
-                w->pend_step = w->step;
-                w->pend_epoch = w->epoch;
-                w->pend_start = start;
-                w->pend_n = mine;
-            }
-            return STEP_FAILED;
-        }
+        if (rc != KD_OK)
+            return exchange_failed(w, err, local, start, mine, bk);
         if (local) {
             float inv = 1.0f / (float)w->world;
             for (size_t i = 0; i < w->m.n_params; i++)
                 w->m.params[i] = w->avg[i] * inv;
         }
     }
-    double t2 = kd_now();
     if (tail[TAIL_FINISH] > 0.0f && sync)
         return STEP_FINISHED; /* stop with the evaluated model, this step not applied */
+    double t2 = kd_now();
+    if (factors && w->world == 2) {
+        uint64_t prow = row == 0 ? mine : 0, pn = bk - mine;
+        if (pn > 0)
+            kd_model_first_layer_grad(&w->m, w->xall + prow * w->train.dim,
+                                      w->dyall + prow * width, (int)pn, w->partial);
+    } else if (factors) {
+        kd_model_first_layer_grad(&w->m, w->xall, w->dyall, (int)bk, NULL);
+    }
     if (!local)
         kd_optim_step(&w->o, w->m.params, w->m.grads, (float)lr);
     log_samples(w, w->epoch, start, mine);
@@ -776,6 +934,10 @@ out:
     free(w->xb);
     free(w->yb);
     free(w->avg);
+    free(w->xall);
+    free(w->yall);
+    free(w->dyall);
+    free(w->partial);
     kd_optim_free(&w->o);
     kd_model_free(&w->m);
     kd_dataset_free(&w->train);

@@ -1,6 +1,6 @@
-/* comm: the ring allreduce among real processes on loopback gives every rank the exact
- * element-wise sum (bit-identical across ranks), for several world sizes, shapes that do
- * not divide evenly and multi-span vectors; stale and foreign messages on the data port
+/* comm: the ring allreduce (and the two-rank swap) among real processes on loopback gives
+ * every rank the exact element-wise sum (bit-identical across ranks), for several world
+ * sizes, shapes that do not divide evenly and multi-span vectors; stale and foreign messages on the data port
  * are dropped without disturbing it; a dead peer is reported as a timeout. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -194,6 +194,27 @@ static void test_overlapped_allreduce_equals_one_call(void **state)
     comm_mode = MODE_ONE_CALL;
 }
 
+/* Two ranks exchange whole vectors (the swap) when the vector is small or when asked:
+ * the sums must be exact and bit-identical as with the ring, in one call and overlapped,
+ * with chunks that cut across the span boundary; a rank that closes its comm right after
+ * its last allreduce must not lose its last chunk on the way to the peer. */
+static void test_two_rank_swap_sums_exactly(void **state)
+{
+    (void)state;
+    run_world(2, 60000, 512 * 1024); /* 240 KB: the swap by default */
+    setenv("KADET_COMM_ALGO", "swap", 1);
+    run_world(2, 250000, 64 * 1024);
+    comm_mode = MODE_OVERLAP;
+    run_world(2, 250000, 16 * 1024);
+    run_world(2, 5, 4096);
+    comm_mode = MODE_OVERLAP_INCOMPLETE;
+    run_world(2, 10000, 16 * 1024);
+    comm_mode = MODE_ONE_CALL;
+    setenv("KADET_COMM_ALGO", "ring", 1);
+    run_world(2, 60000, 16 * 1024); /* small, but the ring when asked */
+    unsetenv("KADET_COMM_ALGO");
+}
+
 static void test_finish_refuses_unmarked_elements(void **state)
 {
     (void)state;
@@ -335,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_two_ranks_sum_exactly),
         cmocka_unit_test(test_three_and_four_ranks_with_uneven_segments),
         cmocka_unit_test(test_overlapped_allreduce_equals_one_call),
+        cmocka_unit_test(test_two_rank_swap_sums_exactly),
         cmocka_unit_test(test_finish_refuses_unmarked_elements),
         cmocka_unit_test(test_vector_smaller_than_world),
         cmocka_unit_test(test_single_rank_is_identity),

@@ -331,6 +331,61 @@ static void test_same_seed_gives_identical_parameters_and_steps(void **state)
     kd_model_free(&c);
 }
 
+/* The factored first layer: two half batches, each stopping at layer 0's output
+ * gradient (weighted by its share), then layer 0's gradient rebuilt from the stacked
+ * factors, equal the whole batch's gradient; the upper layers' gradients are the sum of
+ * the halves'. Adding the second half's part through scratch gives the same bits in either
+ * order, which is what keeps two agents' replicas identical. */
+static void test_factored_first_layer_equals_whole_batch(void **state)
+{
+    (void)state;
+    enum { IN = 20, B = 8, H = B / 2 };
+    int hidden[2] = {32, 16};
+    kd_model whole, half;
+    char err[128];
+    assert_int_equal(kd_model_init(&whole, IN, hidden, 2, 5, B, err, sizeof err), KD_OK);
+    assert_int_equal(kd_model_init(&half, IN, hidden, 2, 5, B, err, sizeof err), KD_OK);
+    kd_model_init_params(&whole, 7);
+    kd_model_init_params(&half, 7);
+    float x[B * IN], dy[B * 32];
+    kd_rng r;
+    kd_rng_seed(&r, 3);
+    fill(x, B * IN, &r, 1.0);
+    int32_t y[B] = {0, 1, 2, 3, 4, 0, 1, 2};
+    kd_model_forward_backward(&whole, x, y, B);
+    size_t l0 = half.b_off[0] + 32, n = half.n_params;
+    float *upper = calloc(n, sizeof(float)), *scratch = malloc(l0 * sizeof(float));
+    float *ab = malloc(l0 * sizeof(float));
+    assert_non_null(upper);
+    assert_non_null(scratch);
+    assert_non_null(ab);
+    kd_model_set_grad_scale(&half, 0.5f);
+    for (int part = 0; part < 2; part++) {
+        kd_model_set_first_dy(&half, dy + part * H * 32);
+        kd_model_forward_backward(&half, x + part * H * IN, y + part * H, H);
+        for (size_t k = l0; k < n; k++)
+            upper[k] += half.grads[k];
+    }
+    kd_model_set_first_dy(&half, NULL);
+    kd_model_first_layer_grad(&half, x, dy, B, NULL);
+    for (size_t k = 0; k < n; k++) {
+        float g = k < l0 ? half.grads[k] : upper[k];
+        assert_true(fabsf(g - whole.grads[k]) <= 1e-6f + 1e-5f * fabsf(whole.grads[k]));
+    }
+    /* Part a then part b, and part b then part a: the same bits. */
+    kd_model_first_layer_grad(&half, x, dy, H, NULL);
+    kd_model_first_layer_grad(&half, x + H * IN, dy + H * 32, H, scratch);
+    memcpy(ab, half.grads, l0 * sizeof(float));
+    kd_model_first_layer_grad(&half, x + H * IN, dy + H * 32, H, NULL);
+    kd_model_first_layer_grad(&half, x, dy, H, scratch);
+    assert_memory_equal(ab, half.grads, l0 * sizeof(float));
+    free(upper);
+    free(scratch);
+    free(ab);
+    kd_model_free(&whole);
+    kd_model_free(&half);
+}
+
 static void test_predict_returns_argmax_and_summed_loss(void **state)
 {
     (void)state;
@@ -378,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_softmax_xent_is_stable_for_huge_logits),
         cmocka_unit_test(test_mlp_gradient_matches_finite_differences),
         cmocka_unit_test(test_same_seed_gives_identical_parameters_and_steps),
+        cmocka_unit_test(test_factored_first_layer_equals_whole_batch),
         cmocka_unit_test(test_predict_returns_argmax_and_summed_loss),
         cmocka_unit_test(test_init_rejects_bad_shapes),
     };

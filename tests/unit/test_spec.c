@@ -90,6 +90,7 @@ static void test_minimal_job_gets_defaults(void **state)
     assert_int_equal(j.schedule, KD_SPEC_SCHED_CONSTANT);
     assert_int_equal(j.sync_mode, KD_SPEC_SYNC_ALLREDUCE);
     assert_int_equal(j.sync_period, 1);
+    assert_int_equal(j.sync_exchange, KD_SPEC_EXCHANGE_AUTO);
     assert_int_equal(j.adaptive_lr, 1);
     assert_int_equal(j.adaptive_batch, 0);
     assert_true(j.target_accuracy == 0.0);
@@ -193,6 +194,9 @@ static void test_errors_name_the_path_and_value(void **state)
                  "spec.training.dataset.format: expected one of idx, csv, got \"parquet\"");
     expect_error(HEAD "spec: {training: {sync: {mode: ring}}}\n",
                  "spec.training.sync.mode: expected one of allreduce, local-sgd, got \"ring\"");
+    expect_error(HEAD "spec: {training: {sync: {exchange: compressed}}}\n",
+                 "spec.training.sync.exchange: expected one of auto, gradients, factors, got "
+                 "\"compressed\"");
     expect_error(HEAD "spec: {training: {adaptive: {batchSize: yes}}}\n",
                  "spec.training.adaptive.batchSize: expected true or false, got \"yes\"");
     expect_error(HEAD "spec: {training: {targetAccuracy: 1.5}}\n",
@@ -235,6 +239,21 @@ static void test_unknown_fields_warn_with_path(void **state)
                            "    optimizer: {type: adam, momentum: 0.9}\n"
                            "    sync: {period: 4}\n"
                            "extra: 1\n");
+    json_t *d2 = parse(HEAD "spec: {training: {sync: {mode: local-sgd, exchange: factors}}}\n");
+    kd_agentjob j2;
+    char err2[256];
+    assert_int_equal(kd_agentjob_decode(d2, &j2, err2, sizeof err2), KD_OK);
+    json_decref(d2);
+    assert_int_equal(j2.n_warnings, 1);
+    assert_string_equal(j2.warnings[0], "spec.training.sync.exchange: ignored with mode "
+                                        "local-sgd (parameters are averaged)");
+    kd_agentjob_free(&j2);
+    d2 = parse(HEAD "spec: {training: {sync: {exchange: factors}}}\n");
+    assert_int_equal(kd_agentjob_decode(d2, &j2, err2, sizeof err2), KD_OK);
+    json_decref(d2);
+    assert_int_equal(j2.sync_exchange, KD_SPEC_EXCHANGE_FACTORS);
+    assert_string_equal(kd_spec_exchange_name(j2.sync_exchange), "factors");
+    kd_agentjob_free(&j2);
     kd_agentjob j;
     char err[256];
     assert_int_equal(kd_agentjob_decode(d, &j, err, sizeof err), KD_OK);
