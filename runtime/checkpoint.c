@@ -1,8 +1,11 @@
 /* checkpoint: atomic, checksummed checkpoint files with fallback to the previous one
- * (see checkpoint.h). Header layout, little-endian, 80 bytes:
- *   0 magic "KDCKPT\0\1"  8 fingerprint  16 generation(u32) 20 epoch(u32)  24 cursor
- *   32 step  40 optim_t  48 seed  56 n_params  64 n_state  72 reserved(8, zero)
- * then n_params + n_state float32, then the CRC32 of everything before it (u32). */
+ * (see checkpoint.h). Header layout, little-endian; format 2 (written), 96 bytes:
+ *   0 magic "KDCKPT\0\2"  8 fingerprint  16 generation(u32) 20 epoch(u32)  24 cursor
+ *   32 step  40 optim_t  48 seed  56 n_params  64 n_state  72 eval_epoch(u32)
+ *   76 reserved(u32, zero)  80 accuracy(f64)  88 train_loss(f64)
+ * Format 1 (read only) is the same up to 72, then reserved(8, zero): 80 bytes, and no
+ * evaluation. Then n_params + n_state float32, then the CRC32 of everything before it
+ * (u32). */
 #include "checkpoint.h"
 
 #include <errno.h>
@@ -19,10 +22,28 @@
 #include "kd_log.h"
 #include "kd_wire.h"
 
-#define CKPT_HDR 80
+#define CKPT_HDR_V1 80
+#define CKPT_HDR 96 /* format 2; the largest header */
+#define CKPT_VERSION 2
 /* Refuse absurd sizes before allocating: 1 Gi floats each. */
 #define CKPT_MAX_FLOATS (1ull << 30)
-static const unsigned char ckpt_magic[8] = {'K', 'D', 'C', 'K', 'P', 'T', 0, 1};
+/* The last byte is the format version. */
+static const unsigned char ckpt_magic[7] = {'K', 'D', 'C', 'K', 'P', 'T', 0};
+
+static void put_f64(unsigned char *p, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, sizeof u);
+    kd_le_put64(p, u);
+}
+
+static double get_f64(const unsigned char *p)
+{
+    uint64_t u = kd_le_get64(p);
+    double v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
 
 static int write_all(int fd, const void *buf, size_t len)
 {
@@ -71,7 +92,8 @@ int kd_ckpt_save(const char *dir, const kd_ckpt *c, char *err, size_t errlen)
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return kd_errf(err, errlen, KD_EIO, "checkpoint: mkdir %s: %s", dir, strerror(errno));
     unsigned char hdr[CKPT_HDR] = {0};
-    memcpy(hdr, ckpt_magic, 8);
+    memcpy(hdr, ckpt_magic, 7);
+    hdr[7] = CKPT_VERSION;
     kd_le_put64(hdr + 8, c->fingerprint);
     kd_le_put32(hdr + 16, c->generation);
     kd_le_put32(hdr + 20, c->epoch);
@@ -81,6 +103,9 @@ int kd_ckpt_save(const char *dir, const kd_ckpt *c, char *err, size_t errlen)
     kd_le_put64(hdr + 48, c->seed);
     kd_le_put64(hdr + 56, c->n_params);
     kd_le_put64(hdr + 64, c->n_state);
+    kd_le_put32(hdr + 72, c->eval_epoch);
+    put_f64(hdr + 80, c->eval_epoch > 0 ? c->accuracy : 0.0);
+    put_f64(hdr + 88, c->eval_epoch > 0 ? c->train_loss : 0.0);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return kd_errf(err, errlen, KD_EIO, "checkpoint: open %s: %s", tmp, strerror(errno));
@@ -146,11 +171,26 @@ int kd_ckpt_load_file(const char *path, uint64_t fingerprint, kd_ckpt *out, char
         rc = kd_errf(err, errlen, KD_EIO, "checkpoint %s: %s", path, strerror(errno));
         goto out;
     }
-    if (fread(hdr, 1, CKPT_HDR, f) != CKPT_HDR) {
+    /* The version byte decides the header's length, so read the common part first. */
+    if (fread(hdr, 1, CKPT_HDR_V1, f) != CKPT_HDR_V1) {
         rc = kd_errf(err, errlen, KD_ETRUNCATED, "checkpoint %s: truncated header", path);
         goto out;
     }
-    if (memcmp(hdr, ckpt_magic, 8) != 0 || kd_le_get64(hdr + 72) != 0) {
+    if (memcmp(hdr, ckpt_magic, 7) != 0 || hdr[7] < 1 || hdr[7] > CKPT_VERSION) {
+        rc = kd_errf(err, errlen, KD_EFORMAT, "checkpoint %s: not a kadet checkpoint%s",
+                     path, memcmp(hdr, ckpt_magic, 7) == 0 ? " (format from a newer kadet)"
+                                                           : "");
+        goto out;
+    }
+    int version = hdr[7];
+    size_t hlen = version == 1 ? CKPT_HDR_V1 : CKPT_HDR;
+    if (hlen > CKPT_HDR_V1 &&
+        fread(hdr + CKPT_HDR_V1, 1, hlen - CKPT_HDR_V1, f) != hlen - CKPT_HDR_V1) {
+        rc = kd_errf(err, errlen, KD_ETRUNCATED, "checkpoint %s: truncated header", path);
+        goto out;
+    }
+    if ((version == 1 && kd_le_get64(hdr + 72) != 0) ||
+        (version == 2 && kd_le_get32(hdr + 76) != 0)) {
         rc = kd_errf(err, errlen, KD_EFORMAT, "checkpoint %s: not a kadet checkpoint", path);
         goto out;
     }
@@ -160,7 +200,7 @@ int kd_ckpt_load_file(const char *path, uint64_t fingerprint, kd_ckpt *out, char
                      (unsigned long long)np, (unsigned long long)ns);
         goto out;
     }
-    uint64_t want = CKPT_HDR + 4 * (np + ns) + 4;
+    uint64_t want = hlen + 4 * (np + ns) + 4;
     if ((uint64_t)st.st_size != want) {
         rc = kd_errf(err, errlen, (uint64_t)st.st_size < want ? KD_ETRUNCATED : KD_EFORMAT,
                      "checkpoint %s: %lld bytes, expected %llu", path, (long long)st.st_size,
@@ -180,7 +220,7 @@ int kd_ckpt_load_file(const char *path, uint64_t fingerprint, kd_ckpt *out, char
         goto out;
     }
     uLong crc = crc32(0L, Z_NULL, 0);
-    crc = crc32(crc, hdr, CKPT_HDR);
+    crc = crc32(crc, hdr, (uInt)hlen);
     crc = crc32(crc, body, (uInt)(blen - 4));
     if ((uint32_t)crc != kd_le_get32(body + blen - 4)) {
         rc = kd_errf(err, errlen, KD_ECHECKSUM, "checkpoint %s: checksum mismatch", path);
@@ -202,6 +242,21 @@ int kd_ckpt_load_file(const char *path, uint64_t fingerprint, kd_ckpt *out, char
     out->seed = kd_le_get64(hdr + 48);
     out->n_params = (size_t)np;
     out->n_state = (size_t)ns;
+    out->format = version;
+    if (version >= 2) {
+        double acc = get_f64(hdr + 80), loss = get_f64(hdr + 88);
+        /* Covered by the CRC, but a value written by a buggy or foreign writer must not
+         * become a reported accuracy. */
+        if (!(acc >= 0.0 && acc <= 1.0) || !(loss >= 0.0 && loss < 1e30)) {
+            rc = kd_errf(err, errlen, KD_EFORMAT,
+                         "checkpoint %s: evaluation out of range (accuracy %g, loss %g)",
+                         path, acc, loss);
+            goto out;
+        }
+        out->eval_epoch = kd_le_get32(hdr + 72);
+        out->accuracy = acc;
+        out->train_loss = loss;
+    }
     kd_wire_floats_from_le(out->params, body, (size_t)np);
     if (ns > 0)
         kd_wire_floats_from_le(out->state, body + 4 * np, (size_t)ns);

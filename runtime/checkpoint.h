@@ -5,8 +5,11 @@
  * continue exactly where it was taken: generation, epoch, the epoch's global sample
  * cursor, the global step, the optimizer's step counter, the shuffle/initialisation seed
  * and a fingerprint of the job (model shape) so that a checkpoint of another model is
- * refused. The file is a fixed little-endian header, the float32 parameters, the float32
- * optimizer state and a CRC32 (zlib) of all of it.
+ * refused. It also keeps the evaluation of the last finished epoch (test accuracy, train
+ * loss), so that a coordinator restarted from the final checkpoint can report the job's
+ * result without any worker. The file is a fixed little-endian header, the float32
+ * parameters, the float32 optimizer state and a CRC32 (zlib) of all of it. Format 2 is
+ * written; format 1 (no evaluation) is still read.
  *
  * kd_ckpt_save writes DIR/checkpoint.tmp, fsyncs it, moves the current DIR/checkpoint.kdc
  * to DIR/checkpoint.prev.kdc, renames the temporary file into place and fsyncs DIR, so a
@@ -35,6 +38,11 @@ typedef struct kd_ckpt {
     size_t n_state;       /* floats in state */
     float *params;        /* parameters (owned after a load) */
     float *state;         /* optimizer state (owned after a load; NULL when n_state 0) */
+    uint32_t eval_epoch;  /* 1-based epoch that accuracy/train_loss belong to; 0 = none
+                           * (no epoch finished yet, or a format 1 file) */
+    double accuracy;      /* test accuracy after epoch eval_epoch */
+    double train_loss;    /* mean training loss of epoch eval_epoch */
+    int format;           /* file format read (1 or 2); ignored by save */
 } kd_ckpt;
 
 /* Atomically replaces DIR's checkpoint with c (params and state are borrowed), keeping

@@ -24,6 +24,7 @@
 
 #define MEMBER_TIMEOUT_S 8.0 /* silence after which a member is forgotten */
 #define LOADING_TIMEOUT_S 300.0 /* ... while it loads the data (it cannot heartbeat) */
+#define DONE_LINGER_S 2.0 /* see linger_done */
 
 static volatile sig_atomic_t coord_sigterm;
 
@@ -274,7 +275,9 @@ static void form_world(coord *c)
 
 static void finish(coord *c)
 {
-    if (c->saved_step != c->sp.step || !c->saved)
+    /* The final checkpoint also records the last evaluation: a coordinator restarted
+     * from it reports the result without any worker (restored_complete). */
+    if (!c->saved || c->saved_step != c->sp.step || c->saved_eval != c->epochs_done)
         coord_save_checkpoint(c);
     for (int i = 0; i < MAX_MEMBERS; i++)
         if (c->m[i].used)
@@ -311,6 +314,14 @@ static void on_state(coord *c, member *mb, kd_ctl_msg *msg)
     }
 }
 
+uint64_t coord_fingerprint(const coord *c, uint64_t np, uint64_t ns)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a of the job's namespace/name */
+    for (const char *s = c->job_id; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h ^ (np << 20) ^ ns;
+}
+
 static void on_ready(coord *c, member *mb, const kd_ctl_msg *msg)
 {
     long long np, ns, nt;
@@ -321,10 +332,7 @@ static void on_ready(coord *c, member *mb, const kd_ctl_msg *msg)
         kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
         return;
     }
-    uint64_t h = 1469598103934665603ull;
-    for (const char *s = c->job_id; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    uint64_t fp = h ^ ((uint64_t)np << 20) ^ (uint64_t)ns;
+    uint64_t fp = coord_fingerprint(c, (uint64_t)np, (uint64_t)ns);
     if (c->n_train == 0) {
         /* The first READY fixes the sizes; a checkpoint of another model is dropped. */
         if (c->have_state && fp != c->fingerprint) {
@@ -333,6 +341,9 @@ static void on_ready(coord *c, member *mb, const kd_ctl_msg *msg)
             free(c->state);
             c->state = NULL;
             c->sp = c->start = (pos){0, 0, 0};
+            c->saved = 0;
+            c->epochs_done = 0;
+            c->accuracy = c->train_loss = c->test_loss = 0.0;
         }
         c->n_params = (size_t)np;
         c->n_state = (size_t)ns;
@@ -551,6 +562,58 @@ static void tick(coord *c)
                                                                         : "rescaling");
 }
 
+/* Whether the loaded checkpoint is the end of training: the last epoch is done, or the
+ * target accuracy was reached at the epoch boundary it was taken at. Its coordinator was
+ * stopped just as the job finished (a pod deleted, a kill -9), and the workers got DONE
+ * and are gone, so waiting for them would never end. Only the job's name can be checked
+ * without a worker (the model's size needs the dataset): a checkpoint of another job is
+ * left to the usual READY check. */
+static int restored_complete(coord *c)
+{
+    if (!c->have_state)
+        return 0;
+    int by_epochs = c->sp.epoch >= (uint32_t)c->epochs;
+    int by_target = c->job.target_accuracy > 0 && c->sp.cursor == 0 &&
+                    c->epochs_done > 0 && (uint32_t)c->epochs_done == c->sp.epoch &&
+                    c->accuracy >= c->job.target_accuracy;
+    if (!by_epochs && !by_target)
+        return 0;
+    if (coord_fingerprint(c, c->n_params, c->n_state) != c->fingerprint) {
+        KD_WARN("coordinator: the final checkpoint belongs to another job, ignoring its end");
+        return 0;
+    }
+    if ((uint32_t)c->epochs_done < c->sp.epoch && !by_target)
+        KD_WARN("coordinator: the checkpoint does not record the last epoch's accuracy "
+                "(evaluated_epoch=%d of %u, older checkpoint format); reporting what it has",
+                c->epochs_done, c->sp.epoch);
+    KD_INFO("coordinator: training was already complete in the checkpoint, finishing "
+            "without workers epoch=%u accuracy=%.4f reason=%s", c->sp.epoch, c->accuracy,
+            by_epochs ? "epochs" : "target-accuracy");
+    return 1;
+}
+
+/* After finishing from a complete checkpoint, stays a moment: workers that are still
+ * around (of the previous instance, or ones a launcher just started) get DONE rather than
+ * waiting for a world, and a metrics subscriber that connects late still sees the
+ * result. */
+static void linger_done(coord *c, double seconds)
+{
+    double until = kd_now() + seconds;
+    while (kd_now() < until && !coord_sigterm) {
+        zmq_pollitem_t it = {c->router, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 50);
+        kd_ctl_msg msg;
+        while (kd_ctl_recv(c->router, 1, &msg, "control") == KD_OK) {
+            kd_wire_hdr h = {.type = KD_WIRE_DONE, .generation = c->gen,
+                             .sender = KD_WIRE_NO_RANK};
+            kd_ctl_send(c->router, msg.ident, msg.ident_len, h, NULL, 0);
+            kd_ctl_msg_close(&msg);
+        }
+        if (kd_now() - c->last_pub >= 0.5)
+            coord_publish(c, "succeeded");
+    }
+}
+
 static int open_sockets(coord *c)
 {
     c->zctx = zmq_ctx_new();
@@ -626,6 +689,10 @@ int kd_coord_run(const kd_coord_config *cfg)
     }
     if (coord_load_checkpoint(c) != KD_OK || open_sockets(c) != KD_OK)
         goto out;
+    if (restored_complete(c)) {
+        finish(c);
+        linger_done(c, DONE_LINGER_S);
+    }
     while (c->st != C_DONE && !coord_sigterm) {
         zmq_pollitem_t it = {c->router, 0, ZMQ_POLLIN, 0};
         zmq_poll(&it, 1, 50);

@@ -67,8 +67,9 @@ typedef struct coord {
     double t_first_world;    /* when the first world started training */
     int ckpt_requested;
     int formed;              /* a world has been formed at least once */
-    int saved;               /* a checkpoint was written by this instance */
-    uint64_t saved_step;     /* ... at this step */
+    int saved;               /* the checkpoint on disk was written or loaded by us */
+    uint64_t saved_step;     /* ... and holds this step */
+    int saved_eval;          /* ... and the evaluation of this epoch (epochs_done) */
     /* Metrics. */
     json_t *last_metrics;    /* rank 0's last step metrics (owned) */
     double accuracy, test_loss, train_loss; /* last epoch's evaluation */
@@ -89,5 +90,7 @@ void coord_write_summary(coord *c);
 void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg);
 /* Loads the latest valid checkpoint, if any, as the coordinator's state. */
 int coord_load_checkpoint(coord *c);
+/* The fingerprint of this job with a model of np parameters and ns optimizer floats. */
+uint64_t coord_fingerprint(const coord *c, uint64_t np, uint64_t ns);
 
 #endif

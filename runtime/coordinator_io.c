@@ -25,13 +25,16 @@ void coord_save_checkpoint(coord *c)
     kd_ckpt ck = {.fingerprint = c->fingerprint, .generation = c->gen, .epoch = c->sp.epoch,
                   .cursor = c->sp.cursor, .step = c->sp.step, .optim_t = c->sp.step,
                   .seed = c->cfg->seed, .n_params = c->n_params, .n_state = c->n_state,
-                  .params = p, .state = c->n_state > 0 ? p + c->n_params : NULL};
+                  .params = p, .state = c->n_state > 0 ? p + c->n_params : NULL,
+                  .eval_epoch = (uint32_t)c->epochs_done, .accuracy = c->accuracy,
+                  .train_loss = c->train_loss};
     char err[512];
     if (kd_ckpt_save(dir, &ck, err, sizeof err) != KD_OK) {
         KD_ERROR("coordinator: %s", err);
     } else {
         c->saved = 1;
         c->saved_step = c->sp.step;
+        c->saved_eval = c->epochs_done;
         KD_INFO("coordinator: checkpoint saved dir=%s step=%llu epoch=%u cursor=%llu", dir,
                 (unsigned long long)c->sp.step, c->sp.epoch, (unsigned long long)c->sp.cursor);
     }
@@ -192,8 +195,19 @@ int coord_load_checkpoint(coord *c)
     c->sp = (pos){ck.step, ck.epoch, ck.cursor};
     c->start = c->sp;
     c->gen = ck.generation;
-    KD_INFO("coordinator: resuming from checkpoint file=%s/%s step=%llu epoch=%u cursor=%llu",
-            dir, which, (unsigned long long)ck.step, ck.epoch, (unsigned long long)ck.cursor);
+    /* The last evaluation carries over: progress shows it before the next epoch ends,
+     * and a job that was already complete reports it without any worker. */
+    c->epochs_done = (int)ck.eval_epoch;
+    c->accuracy = ck.accuracy;
+    c->train_loss = ck.train_loss;
+    /* Nothing new to write until the state or the evaluation moves on. */
+    c->saved = 1;
+    c->saved_step = ck.step;
+    c->saved_eval = c->epochs_done;
+    KD_INFO("coordinator: resuming from checkpoint file=%s/%s step=%llu epoch=%u cursor=%llu "
+            "evaluated_epoch=%u accuracy=%.4f format=%d", dir, which,
+            (unsigned long long)ck.step, ck.epoch, (unsigned long long)ck.cursor,
+            ck.eval_epoch, ck.accuracy, ck.format);
     if (c->range_log != NULL) {
         fprintf(c->range_log, "restart %u %llu\n", ck.epoch, (unsigned long long)ck.cursor);
         fflush(c->range_log);

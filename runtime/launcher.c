@@ -53,6 +53,8 @@ typedef struct launch {
     int restarts;            /* coordinator restarts so far */
     int worker_failures;     /* workers that failed since training last made progress */
     long long last_step;     /* highest step the metrics have shown */
+    int finished;            /* the job is over (DONE seen): replace no worker */
+    int end_printed;         /* the final state line was printed */
 } launch;
 
 static volatile sig_atomic_t launch_sigint;
@@ -131,6 +133,8 @@ static void spawn_worker(launch *l)
 /* Scale to the target: spawn, or SIGTERM the newest workers. */
 static void reconcile(launch *l)
 {
+    if (l->finished)
+        return;
     int n = alive_workers(l);
     while (n < l->target) {
         spawn_worker(l);
@@ -162,11 +166,17 @@ static void reap(launch *l, int *coord_status)
         }
         for (int i = 0; i < MAX_WORKERS; i++)
             if (l->w[i].pid == pid) {
-                if (!l->w[i].stopping && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+                int ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+                if (!l->w[i].stopping && !ok) {
                     KD_WARN("run: worker exited unexpectedly pid=%ld status=%d", (long)pid,
                             status);
                     l->worker_failures++;
                 }
+                /* Unasked, a worker exits 0 only on the coordinator's DONE: the job is
+                 * over (a coordinator that found it complete answers every JOIN so),
+                 * and a replacement would only be told the same. */
+                if (!l->w[i].stopping && ok)
+                    l->finished = 1;
                 l->w[i].pid = 0;
             }
     }
@@ -282,6 +292,14 @@ static void on_metrics(launch *l, const char *text, size_t len)
         l->worker_failures = 0;
     }
     if (state != NULL && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0)) {
+        int again = l->end_printed;
+        l->finished = l->end_printed = 1;
+        /* A coordinator that lingers after the end repeats its result for late
+         * subscribers; once is enough here. */
+        if (again) {
+            json_decref(o);
+            return;
+        }
         printf("[%6.1fs] %-9s epoch %d/%d  step %lld  test_acc %.4f\n", kd_now() - l->t0,
                state, epoch, epochs, step, json_number_value(json_object_get(o, "accuracy")));
         fflush(stdout);

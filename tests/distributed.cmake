@@ -38,3 +38,8 @@ foreach(scenario equivalence join_leave schedule kill_worker kill_coordinator co
 endforeach()
 # The kill test asserts the ring re-forms within 5 s: keep other tests off the cores.
 set_tests_properties(dist_kill_worker PROPERTIES RUN_SERIAL TRUE)
+
+# A coordinator restarted from the final checkpoint reports the result at once.
+kd_add_script_test(NAME dist_final_checkpoint
+  COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_final_checkpoint.py
+  LABELS integration TIMEOUT 240)

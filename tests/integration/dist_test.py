@@ -72,13 +72,19 @@ def run(args, timeout=120, **kw):
 
 
 def read_ckpt(path):
-    """Parses a checkpoint file (runtime/checkpoint.c layout)."""
+    """Parses a checkpoint file (runtime/checkpoint.c layout, format 1 or 2)."""
     b = open(path, "rb").read()
+    version = b[7]
     fp, gen, epoch, cursor, step, optim_t, seed, np_, ns = struct.unpack_from(
         "<QIIQQQQQQ", b, 8)
-    floats = struct.unpack_from("<%df" % (np_ + ns), b, 80)
-    return {"step": step, "epoch": epoch, "cursor": cursor, "params": floats[:np_],
-            "state": floats[np_:]}
+    hlen = 80 if version == 1 else 96
+    floats = struct.unpack_from("<%df" % (np_ + ns), b, hlen)
+    r = {"format": version, "step": step, "epoch": epoch, "cursor": cursor,
+         "params": floats[:np_], "state": floats[np_:], "eval_epoch": 0, "accuracy": 0.0,
+         "train_loss": 0.0}
+    if version >= 2:
+        r["eval_epoch"], _, r["accuracy"], r["train_loss"] = struct.unpack_from("<IIdd", b, 72)
+    return r
 
 
 def sample_counts(d):

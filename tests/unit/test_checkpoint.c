@@ -1,6 +1,7 @@
-/* checkpoint: what is saved loads back bit-exactly; the previous checkpoint is kept;
- * truncated, bit-flipped and foreign files are detected and the previous checkpoint is
- * used instead; nothing at all is reported as not found. */
+/* checkpoint: what is saved loads back bit-exactly, with the last epoch's evaluation;
+ * the previous checkpoint is kept; truncated, bit-flipped and foreign files are detected
+ * and the previous checkpoint is used instead; nothing at all is reported as not found;
+ * files of the previous format (1) still load; a newer format is refused by name. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,9 +11,11 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <zlib.h>
 
 #include "checkpoint.h"
 #include "kd_error.h"
+#include "kd_le.h"
 
 static char dir[256];
 
@@ -40,7 +43,8 @@ static void save_one(uint64_t step, float base)
         s[i] = -base - (float)i;
     kd_ckpt c = {.fingerprint = 42, .generation = 3, .epoch = 2, .cursor = 640,
                  .step = step, .optim_t = step, .seed = 7, .n_params = 5, .n_state = 10,
-                 .params = p, .state = s};
+                 .params = p, .state = s, .eval_epoch = 2, .accuracy = 0.8125,
+                 .train_loss = 0.375 + (double)step};
     char err[256];
     assert_int_equal(kd_ckpt_save(dir, &c, err, sizeof err), KD_OK);
 }
@@ -69,6 +73,10 @@ static void test_saved_state_loads_back_exactly(void **state)
     assert_int_equal(c.n_state, 10);
     assert_true(c.params[4] == 2.5f);
     assert_true(c.state[9] == -10.5f);
+    assert_int_equal(c.format, 2);
+    assert_int_equal(c.eval_epoch, 2);
+    assert_true(c.accuracy == 0.8125);
+    assert_true(c.train_loss == 100.375);
     kd_ckpt_free(&c);
     kd_ckpt_free(&c);
     /* Another job's or model's checkpoint is refused. */
@@ -105,7 +113,7 @@ static void test_damaged_latest_falls_back_to_previous(void **state)
     assert_int_equal(c.step, 200);
     kd_ckpt_free(&c);
 
-    corrupt(KD_CKPT_FILE, 90, -1); /* one flipped bit inside the parameters */
+    corrupt(KD_CKPT_FILE, 100, -1); /* one flipped bit inside the parameters */
     char p[400];
     path_of(p, sizeof p, KD_CKPT_FILE);
     assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_ECHECKSUM);
@@ -147,6 +155,90 @@ static void test_garbage_file_is_rejected_not_trusted(void **state)
                      KD_EIO);
 }
 
+/* Writes a checkpoint file byte by byte: a header of hlen bytes, two parameters, no
+ * optimizer state, and a correct CRC (so that only the header's content is judged). */
+static void write_raw(const char *name, unsigned char *hdr, size_t hlen)
+{
+    kd_le_put64(hdr + 8, 42);
+    kd_le_put32(hdr + 20, 3);   /* epoch */
+    kd_le_put64(hdr + 32, 77);  /* step */
+    kd_le_put64(hdr + 56, 2);   /* n_params */
+    unsigned char body[8];
+    kd_le_put32(body, 0x3f800000u);     /* 1.0f */
+    kd_le_put32(body + 4, 0xc0000000u); /* -2.0f */
+    uLong crc = crc32(0L, Z_NULL, 0);
+    crc = crc32(crc, hdr, (uInt)hlen);
+    crc = crc32(crc, body, sizeof body);
+    unsigned char tail[4];
+    kd_le_put32(tail, (uint32_t)crc);
+    char p[400];
+    path_of(p, sizeof p, name);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(hdr, 1, hlen, f), hlen);
+    assert_int_equal(fwrite(body, 1, sizeof body, f), sizeof body);
+    assert_int_equal(fwrite(tail, 1, 4, f), 4);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void test_format_1_loads_without_evaluation(void **state)
+{
+    (void)state;
+    unsigned char hdr[80] = {'K', 'D', 'C', 'K', 'P', 'T', 0, 1};
+    write_raw(KD_CKPT_FILE, hdr, sizeof hdr);
+    kd_ckpt c;
+    const char *which = NULL;
+    char err[256];
+    assert_int_equal(kd_ckpt_load(dir, 42, &c, &which, err, sizeof err), KD_OK);
+    assert_int_equal(c.format, 1);
+    assert_int_equal(c.epoch, 3);
+    assert_int_equal(c.step, 77);
+    assert_int_equal(c.n_params, 2);
+    assert_true(c.params[0] == 1.0f && c.params[1] == -2.0f);
+    assert_int_equal(c.eval_epoch, 0);
+    assert_true(c.accuracy == 0.0);
+    kd_ckpt_free(&c);
+}
+
+static void put_f64(unsigned char *p, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, sizeof u);
+    kd_le_put64(p, u);
+}
+
+static void test_newer_or_nonsense_header_is_refused(void **state)
+{
+    (void)state;
+    char p[400], err[256];
+    kd_ckpt c;
+    path_of(p, sizeof p, KD_CKPT_FILE);
+    /* A format this build does not know: refused, and the message says why. */
+    unsigned char v3[96] = {'K', 'D', 'C', 'K', 'P', 'T', 0, 3};
+    write_raw(KD_CKPT_FILE, v3, sizeof v3);
+    assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_EFORMAT);
+    assert_non_null(strstr(err, "newer kadet"));
+    /* A checksummed format 2 header whose accuracy is not a fraction. */
+    unsigned char v2[96] = {'K', 'D', 'C', 'K', 'P', 'T', 0, 2};
+    kd_le_put32(v2 + 72, 3);
+    put_f64(v2 + 80, 1.5);
+    write_raw(KD_CKPT_FILE, v2, sizeof v2);
+    assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_EFORMAT);
+    assert_non_null(strstr(err, "evaluation out of range"));
+    assert_null(c.params);
+    /* The same with a sane accuracy loads. */
+    put_f64(v2 + 80, 0.875);
+    put_f64(v2 + 88, 0.25);
+    write_raw(KD_CKPT_FILE, v2, sizeof v2);
+    assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_OK);
+    assert_int_equal(c.eval_epoch, 3);
+    assert_true(c.accuracy == 0.875 && c.train_loss == 0.25);
+    kd_ckpt_free(&c);
+    /* A format 2 file cut inside its longer header is truncated, not misread as 1. */
+    assert_int_equal(truncate(p, 90), 0);
+    assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_ETRUNCATED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +246,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_latest_falls_back_to_previous, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_garbage_file_is_rejected_not_trusted, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_format_1_loads_without_evaluation, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_newer_or_nonsense_header_is_refused, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
