@@ -71,9 +71,11 @@ int kd_launch_cmd_run(int argc, char **argv)
     const char *summary_json = NULL;
     const kd_opt opts[] = {
         {"agents", NULL, KD_OPT_INT, &agents, 1, 64,
-         "pin the agent count (default: the job's scheduling policy decides)"},
+         "pin the agent count, within spec.agents.min..max (default: the job's "
+         "scheduling policy decides)"},
         {"agents-schedule", NULL, KD_OPT_STR, &o.schedule, 0, 0,
-         "force agent counts over time, \"sec:count,...\" e.g. \"0:2,30:4,60:1\""},
+         "force agent counts over time, \"sec:count,...\" e.g. \"0:2,30:4,60:1\", "
+         "counts within spec.agents.min..max"},
         {"epochs", NULL, KD_OPT_INT, &epochs, 1, 100000, "override spec.training.epochs"},
         {"batch-size", NULL, KD_OPT_INT, &batch, 1, 1 << 20, "override the per-agent batch"},
         {"seed", NULL, KD_OPT_INT, &seed, 0, 9.2e18, "initialisation and shuffle seed (1)"},
@@ -114,6 +116,29 @@ int kd_launch_cmd_run(int argc, char **argv)
     if (o.schedule != NULL && kd_launch_schedule_valid(o.schedule, 1, 64) != 0) {
         fprintf(stderr, "kadet run: --agents-schedule: expected \"sec:count,...\" with "
                         "increasing times and counts in 1..64, got \"%s\"\n", o.schedule);
+        kd_agentjob_free(&job);
+        return 2;
+    }
+    /* The manifest's range is the job's contract (the operator never leaves it either):
+     * a count outside it is a mistake to point out, not something to quietly change. */
+    if (agents > 0 && (agents < job.agents_min || agents > job.agents_max)) {
+        fprintf(stderr, "kadet run: --agents %lld is outside the job's agent range %d..%d "
+                        "(spec.agents.min..max in %s); pick a count inside it or widen the "
+                        "range\n", agents, job.agents_min, job.agents_max, file);
+        kd_agentjob_free(&job);
+        return 2;
+    }
+    if (o.schedule != NULL &&
+        kd_launch_schedule_valid(o.schedule, job.agents_min, job.agents_max) != 0) {
+        fprintf(stderr, "kadet run: --agents-schedule \"%s\": every count must be inside the "
+                        "job's agent range %d..%d (spec.agents.min..max in %s)\n", o.schedule,
+                        job.agents_min, job.agents_max, file);
+        kd_agentjob_free(&job);
+        return 2;
+    }
+    if (agents > 0 && o.schedule != NULL) {
+        fprintf(stderr, "kadet run: --agents pins the count and --agents-schedule changes it "
+                        "over time: give one of them\n");
         kd_agentjob_free(&job);
         return 2;
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `kadet run` as a user meets it: help and version exit 0; a bad manifest, a bad option
-# or --agents > 1 exit 2 with a message naming the problem and train nothing; a short
+# `kadet run` as a user meets it: help and version exit 0; a bad manifest, a bad option,
+# --agents > 1 in process, or agent counts outside the manifest's agents range with the
+# launcher exit 2 with a message naming the problem and train nothing; a short
 # real run prints per-epoch lines and a summary and writes the summary JSON.
 set -euo pipefail
 kadet="${KADET_BIN_DIR:?}/kadet"
@@ -66,6 +67,26 @@ grep -q '"epochs": 1' "$tmp/sum.json" || { echo "FAIL summary epochs"; fails=$((
 if [ "${run[*]}" = "run --in-process" ]; then
   check launcher-bad-value 2 'spec.training.batchSize: expected a positive integer, got "abc"' \
     "$kadet" run "$tmp/bad.yaml"
+  # Agent counts outside the manifest's agents.min..max (1..4 in the sample) are refused
+  # with the range named, before any process starts.
+  sed 's/^  agents: {min: 1, max: 4}/  agents: {min: 2, max: 3}/' "$sample" >"$tmp/range.yaml"
+  refused() { # name, expected text, kadet run arguments...
+    local name=$1 text=$2
+    shift 2
+    check "$name" 2 "$text" "$kadet" run "$@"
+    if grep -q "coordinator pid" "$tmp/out"; then
+      echo "FAIL $name started processes"; fails=$((fails + 1))
+    fi
+  }
+  refused agents-above-range "--agents 5 is outside the job's agent range 1..4" \
+    --agents 5 "$sample"
+  refused agents-below-range "--agents 1 is outside the job's agent range 2..3" \
+    --agents 1 "$tmp/range.yaml"
+  refused schedule-above-range "every count must be inside the job's agent range 1..4" \
+    --agents-schedule "0:1,5:6" "$sample"
+  refused schedule-below-range "every count must be inside the job's agent range 2..3" \
+    --agents-schedule "0:2,5:1" "$tmp/range.yaml"
+  refused agents-and-schedule "give one of them" --agents 2 --agents-schedule "0:1,5:2" "$sample"
   started=$(date +%s)
   check launcher-missing-data 1 "/nonexistent/data" \
     timeout 60 "$kadet" run --data /nonexistent/data "$sample"
