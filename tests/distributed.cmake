@@ -43,3 +43,8 @@ set_tests_properties(dist_kill_worker PROPERTIES RUN_SERIAL TRUE)
 kd_add_script_test(NAME dist_final_checkpoint
   COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_final_checkpoint.py
   LABELS integration TIMEOUT 240)
+
+# local-sgd (period 4): 2 -> 3 -> 2 agents, convergence and the sample invariant.
+kd_add_script_test(NAME dist_local_sgd
+  COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_local_sgd.py
+  LABELS integration TIMEOUT 240)
