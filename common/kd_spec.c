@@ -564,6 +564,11 @@ static int decode_training(dec *d, const json_t *tr)
         unknown_fields(d, o, path, k);
         TRY(get_bool(d, o, "learningRate", path, &j->adaptive_lr));
         TRY(get_bool(d, o, "batchSize", path, &j->adaptive_batch));
+        if (j->adaptive_batch) {
+            char p[PATH_MAX_LEN];
+            join(p, path, "batchSize");
+            warn(d, p, "not supported by this runtime: every agent keeps training.batchSize");
+        }
     }
 
     TRY(get_num(d, tr, "targetAccuracy", base, 0, 1, 1, "a number in (0, 1]",
