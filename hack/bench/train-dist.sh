@@ -4,6 +4,8 @@
 # cosine decay, one thread per process):
 #   kadet run --agents 2   versus   PyTorch DistributedDataParallel (gloo), 2 processes
 #   kadet run --agents 2   versus   kadet run --agents 1
+#   and kadet run --agents 2 with sync.exchange gradients (the default auto exchanges the
+#   first layer's factors with 2 agents; docs/runtime.md)
 # Reported, median over the repetitions (the trainers' runs are interleaved so that
 # background load hits all of them alike):
 #   samples/s  median of the per-epoch training throughput, epoch 1 excluded
@@ -44,11 +46,20 @@ case "$coretype" in
 esac
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-auto}" >&2
 manifest="$top/manifests/samples/fashion-mnist.yaml"
+grad_manifest="$out/fashion-mnist-gradients.yaml"
+sed 's/sync: {mode: allreduce}/sync: {mode: allreduce, exchange: gradients}/' "$manifest" \
+    >"$grad_manifest"
+if ! grep -q 'exchange: gradients' "$grad_manifest"; then
+    echo "train-dist.sh: could not set sync.exchange in a copy of $manifest" >&2
+    exit 1
+fi
 i=1
 while [ "$i" -le "$reps" ]; do
-    for t in kadet2 kadet1 ddp2; do
+    for t in kadet2 kadet1 ddp2 kadet2g; do
         case "$t" in
             kadet2) "$kadet" run "$manifest" --agents 2 --epochs "$epochs" --quiet \
+                        --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
+            kadet2g) "$kadet" run "$grad_manifest" --agents 2 --epochs "$epochs" --quiet \
                         --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
             kadet1) "$kadet" run "$manifest" --agents 1 --epochs "$epochs" --quiet \
                         --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
@@ -73,11 +84,13 @@ def stats(t):
         t88.append(hit[0] if hit else float("inf"))
         acc.append(s["test_accuracy"])
     return statistics.median(sps), statistics.median(t88), statistics.median(acc)
-r = {t: stats(t) for t in ("kadet2", "kadet1", "ddp2")}
-names = {"kadet2": "kadet, 2 agents", "kadet1": "kadet, 1 agent", "ddp2": "PyTorch DDP gloo, 2 processes"}
+r = {t: stats(t) for t in ("kadet2", "kadet2g", "kadet1", "ddp2")}
+names = {"kadet2": "kadet, 2 agents (exchange auto: factors)",
+         "kadet2g": "kadet, 2 agents (exchange gradients)", "kadet1": "kadet, 1 agent",
+         "ddp2": "PyTorch DDP gloo, 2 processes"}
 print("| trainer | samples/s | t0.88 (s) | final acc |")
 print("|---|---:|---:|---:|")
-for t in ("kadet2", "kadet1", "ddp2"):
+for t in ("kadet2", "kadet2g", "kadet1", "ddp2"):
     s, t88, a = r[t]
     print(f"| {names[t]} | {s:.0f} | {'-' if t88 == float('inf') else f'{t88:.1f}'} | {a:.4f} |")
 k2, k1, d2 = r["kadet2"][0], r["kadet1"][0], r["ddp2"][0]
