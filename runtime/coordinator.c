@@ -622,6 +622,14 @@ static int open_sockets(coord *c)
     if (c->router == NULL || c->pub == NULL)
         return KD_ENETWORK;
     int one = 1, linger = 200, hwm = 10000;
+    /* libzmq allocates a frame as soon as its length is read, and also speaks the old
+     * ZMTP/1.0 framing, in which any byte stream parses as frames: garbage on a port
+     * announces a frame of up to 2^64 bytes, which the allocator refuses (under ASan it
+     * aborts the process). No valid control frame exceeds the largest float payload;
+     * a metrics subscriber only sends short subscriptions. */
+    int64_t max_ctl = (int64_t)KD_WIRE_MAX_FLOAT_BYTES, max_sub = 4096;
+    zmq_setsockopt(c->router, ZMQ_MAXMSGSIZE, &max_ctl, sizeof max_ctl);
+    zmq_setsockopt(c->pub, ZMQ_MAXMSGSIZE, &max_sub, sizeof max_sub);
     zmq_setsockopt(c->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
     zmq_setsockopt(c->router, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(c->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
