@@ -502,6 +502,10 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
         usleep(20000);
     }
     sub = zmq_socket(zctx, ZMQ_SUB);
+    /* Metrics are one short JSON object; a longer frame is not from our coordinator
+     * (libzmq would allocate whatever length a stray peer announces). */
+    int64_t max_frame = 64 * 1024;
+    zmq_setsockopt(sub, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
     zmq_connect(sub, l->met_ep);
     printf("[%6.1fs] coordinator pid %ld control %s, starting %d agents\n", kd_now() - l->t0,
