@@ -152,6 +152,11 @@ int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *end
     /* Unlimited receive queue: flow control is the ring itself, a bounded queue
      * would only add a second, invisible one. */
     zmq_setsockopt(c->pull, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    /* libzmq allocates a frame as soon as it has read the length, and garbage on the port
+     * (parsed as old ZMTP/1.0 framing) can announce up to 2^64 bytes: no data frame is
+     * larger than the largest chunk (kd_comm_set_chunk_bytes caps it at 16 MiB). */
+    int64_t max_frame = 16 * 1024 * 1024;
+    zmq_setsockopt(c->pull, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
     comm_set_sockbuf(c->pull, bind_endpoint, ZMQ_RCVBUF);
     if (zmq_bind(c->pull, bind_endpoint) != 0) {
         kd_errf(err, errlen, KD_ENETWORK, "comm: bind %s: %s", bind_endpoint,

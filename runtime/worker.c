@@ -904,6 +904,9 @@ int kd_worker_run(const kd_worker_config *cfg)
         snprintf(w->data_ep, sizeof w->data_ep, "%s", ep);
     }
     w->ctl = zmq_socket(w->zctx, ZMQ_DEALER);
+    /* No control frame is larger than a state transfer (see the coordinator's sockets). */
+    int64_t max_frame = (int64_t)KD_WIRE_MAX_FLOAT_BYTES;
+    zmq_setsockopt(w->ctl, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
     int linger = 500, hwm = 1000;
     zmq_setsockopt(w->ctl, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(w->ctl, ZMQ_SNDHWM, &hwm, sizeof hwm);

@@ -6,7 +6,8 @@ Usage: dist_test.py SCENARIO   (KADET_BIN_DIR points at the kadet binary's direc
 
 Scenarios:
   equivalence      N agents with per-agent batch B/N give the parameters of 1 agent with
-                   batch B after 20 steps (float tolerance)
+                   batch B after 20 steps (float tolerance), the first layer exchanged
+                   as its gradient and as its factors (sync.exchange)
   join_leave       agents 1 -> 3 -> 2 while training: every sample of every epoch is
                    trained exactly once (worker sample-id logs, coordinator ranges)
   schedule         kadet run --agents-schedule changes the count; progress shows it
@@ -118,26 +119,36 @@ def ranges_tile(path, n):
 
 def scenario_equivalence():
     d = tempfile.mkdtemp(prefix="kd_eq.")
-    job = write_job(d, epochs=1, hidden="[32]")
     results = {}
-    for agents, batch in ((1, 64), (2, 32), (4, 16)):
-        ck = os.path.join(d, f"ck{agents}")
-        rc, out = run(["run", job, "--agents", str(agents), "--batch-size", str(batch),
+    # The first layer goes as its gradient or as its factors (sync.exchange); with two
+    # agents the factors travel in the two-rank swap, with four in the ring.
+    jobs = {}
+    for ex in ("gradients", "factors"):
+        os.makedirs(os.path.join(d, ex))
+        jobs[ex] = write_job(os.path.join(d, ex), epochs=1, hidden="[32]",
+                             extra=f"    sync: {{mode: allreduce, exchange: {ex}}}\n")
+    runs = ((1, 64, "gradients"), (2, 32, "gradients"), (2, 32, "factors"),
+            (4, 16, "gradients"), (4, 16, "factors"))
+    for agents, batch, ex in runs:
+        ck = os.path.join(d, f"ck{agents}{ex}")
+        rc, out = run(["run", jobs[ex], "--agents", str(agents), "--batch-size", str(batch),
                        "--lr-scaling", "none", "--max-samples", "1280", "--checkpoint-dir",
                        ck, "--quiet", "--log-level", "warn"])
-        check(rc == 0, f"{agents} agents x batch {batch} trained (rc {rc})\n{out[-2000:]}")
-        results[agents] = read_ckpt(os.path.join(ck, "checkpoint.kdc"))
-        check(results[agents]["step"] == 20, f"{agents} agents took 20 steps "
-              f"(got {results[agents]['step']})")
-    base = results[1]
-    for agents in (2, 4):
-        r = results[agents]
+        check(rc == 0, f"{agents} agents x batch {batch} ({ex}) trained (rc {rc})\n{out[-2000:]}")
+        results[agents, ex] = read_ckpt(os.path.join(ck, "checkpoint.kdc"))
+        check(results[agents, ex]["step"] == 20, f"{agents} agents ({ex}) took 20 steps "
+              f"(got {results[agents, ex]['step']})")
+    base = results[1, "gradients"]
+    for agents, _, ex in runs[1:]:
+        r = results[agents, ex]
         worst = max(abs(a - b) for a, b in zip(base["params"], r["params"]))
         scale = max(abs(a) for a in base["params"])
         check(worst <= 1e-4 * max(scale, 1.0),
-              f"{agents} agents match 1 agent: max |diff| {worst:.3g} (params up to {scale:.3g})")
+              f"{agents} agents ({ex}) match 1 agent: max |diff| {worst:.3g} "
+              f"(params up to {scale:.3g})")
         worst_s = max(abs(a - b) for a, b in zip(base["state"], r["state"]))
-        check(worst_s <= 1e-4, f"{agents} agents momentum matches: max |diff| {worst_s:.3g}")
+        check(worst_s <= 1e-4, f"{agents} agents ({ex}) momentum matches: max |diff| "
+              f"{worst_s:.3g}")
 
 
 def scenario_join_leave():
@@ -439,13 +450,15 @@ def scenario_foreign_messages():
         met = re.search(r"metrics=tcp://127.0.0.1:(\d+)", text)
         for p in (port, int(met.group(1))):
             zmtp1_huge_frame(p)
-        # Forged data-plane chunks into each worker's PULL port, as a PUSH.
+        # Forged data-plane chunks into each worker's PULL port, as a PUSH, and the same
+        # huge ZMTP/1.0 frame.
         for ep in eps:
             s = zmtp_connect(int(ep), b"PUSH")
             for f in forged_messages():
                 zmtp_send(s, f)
             time.sleep(0.5)
             zmtp_close(s)
+            zmtp1_huge_frame(int(ep))
         rc = c.wait(timeout=180)
         # A coordinator that died never sends DONE: say so, rather than time out on the
         # workers that wait for it.
