@@ -599,7 +599,7 @@ static step_result train_step(worker *w)
                           w->yall + row);
         x = w->xall + row * w->train.dim;
         y = w->yall + row;
-        kd_model_set_first_dy(&w->m, w->dyall + row * (size_t)w->m.sizes[1]);
+        kd_model_set_first_dy(&w->m, w->dyall + row * width);
     } else if (mine > 0) {
         kd_dataset_gather(&w->train, w->perm + start, (size_t)mine, w->xb, w->yb);
     }
