@@ -22,6 +22,7 @@ Scenarios:
 """
 import collections
 import glob
+import json
 import os
 import re
 import signal
@@ -131,11 +132,13 @@ def scenario_equivalence():
             (4, 16, "gradients"), (4, 16, "factors"))
     for agents, batch, ex in runs:
         ck = os.path.join(d, f"ck{agents}{ex}")
+        summary = os.path.join(d, f"summary{agents}{ex}.json")
         rc, out = run(["run", jobs[ex], "--agents", str(agents), "--batch-size", str(batch),
                        "--lr-scaling", "none", "--max-samples", "1280", "--checkpoint-dir",
-                       ck, "--quiet", "--log-level", "warn"])
+                       ck, "--summary-json", summary, "--quiet", "--log-level", "warn"])
         check(rc == 0, f"{agents} agents x batch {batch} ({ex}) trained (rc {rc})\n{out[-2000:]}")
         results[agents, ex] = read_ckpt(os.path.join(ck, "checkpoint.kdc"))
+        results[agents, ex]["accuracy"] = json.load(open(summary))["test_accuracy"]
         check(results[agents, ex]["step"] == 20, f"{agents} agents ({ex}) took 20 steps "
               f"(got {results[agents, ex]['step']})")
     base = results[1, "gradients"]
@@ -149,6 +152,12 @@ def scenario_equivalence():
         worst_s = max(abs(a - b) for a, b in zip(base["state"], r["state"]))
         check(worst_s <= 1e-4, f"{agents} agents ({ex}) momentum matches: max |diff| "
               f"{worst_s:.3g}")
+        # The agents evaluate their shares of the test set and sum the counts: the same
+        # accuracy as one agent evaluating it all (a borderline sample or two may flip
+        # with the 1e-7 parameter differences).
+        check(abs(r["accuracy"] - base["accuracy"]) <= 2e-4,
+              f"{agents} agents ({ex}) report the test accuracy of 1 agent: "
+              f"{r['accuracy']:.4f} vs {base['accuracy']:.4f}")
 
 
 def scenario_join_leave():
