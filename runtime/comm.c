@@ -26,6 +26,7 @@
 #define COMM_PHASE_RS 1u /* reduce-scatter */
 #define COMM_PHASE_AG 2u /* all-gather */
 #define COMM_PHASE_SWAP 3u /* two ranks: each sends its whole vector to the other */
+#define COMM_PHASE_GATHER 4u /* kd_comm_allgatherv */
 #define COMM_MAX_SPANS 8
 /* Kernel socket buffers for ipc:// data sockets. With the default (~208 KiB) a 512 KiB
  * chunk crosses a Unix socket in several rounds, each waking both I/O threads; a buffer
@@ -774,6 +775,62 @@ int kd_comm_allreduce(kd_comm *c, float *buf, size_t n, uint64_t step, char *err
 {
     kd_comm_span s = {buf, n};
     return kd_comm_allreducev(c, &s, 1, step, err, errlen);
+}
+
+/* Ring step k of the all-gather: send block (r-k) chunk by chunk (zero-copy; ZeroMQ's
+ * I/O thread streams it while we receive), then receive block (r-k-1) into place. */
+int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, uint64_t step,
+                       char *err, size_t errlen)
+{
+    if (c->world < 1)
+        return kd_errf(err, errlen, KD_EINVAL, "comm: all-gather before a world was set");
+    if (c->active)
+        return kd_errf(err, errlen, KD_EINVAL, "comm: all-gather inside an allreduce");
+    int w = c->world, r = c->rank;
+    for (int i = 0; i < w; i++)
+        if (bounds[i] > bounds[i + 1])
+            return kd_errf(err, errlen, KD_EINVAL, "comm: all-gather bounds decrease at %d", i);
+    if (w == 1)
+        return KD_OK;
+    double t0 = now_s();
+    kd_comm_span whole = {buf, bounds[w]};
+    int rc = KD_OK;
+    for (int k = 0; k < w - 1 && rc == KD_OK; k++) {
+        uint32_t aux = comm_aux(COMM_PHASE_GATHER, k);
+        int sb = (r - k + w) % w, rb = (r - k - 1 + w) % w;
+        for (size_t off = bounds[sb]; off < bounds[sb + 1] && rc == KD_OK;) {
+            size_t len = bounds[sb + 1] - off;
+            len = len < c->chunk_elems ? len : c->chunk_elems;
+            comm_chunk ch = {0, off, len, off};
+            rc = comm_send_view(c, aux, step, &ch, &whole);
+            off += len;
+        }
+        for (size_t off = bounds[rb]; off < bounds[rb + 1] && rc == KD_OK;) {
+            size_t len = bounds[rb + 1] - off;
+            len = len < c->chunk_elems ? len : c->chunk_elems;
+            comm_chunk ch = {0, off, len, off};
+            zmq_msg_t in;
+            rc = comm_recv(c, aux, step, &ch, &in, 1);
+            if (rc == KD_OK) {
+                memcpy(buf + off, zmq_msg_data(&in), len * sizeof(float));
+                zmq_msg_close(&in);
+            }
+            off += len;
+        }
+    }
+    /* Our sends must be released before the caller reuses the buffer, even on error. */
+    int rel = comm_wait_released(c, c->timeout_ms);
+    if (rc == KD_OK)
+        rc = rel;
+    if (rc != KD_OK) {
+        if (rc == KD_ETIMEOUT)
+            c->stats.timeouts++;
+        return kd_errf(err, errlen, rc, "comm: all-gather gen=%u step=%llu rank=%d world=%d: %s",
+                       c->generation, (unsigned long long)step, r, w,
+                       rc == KD_ETIMEOUT ? "a peer stayed silent" : kd_strerror(rc));
+    }
+    c->stats.seconds += now_s() - t0;
+    return KD_OK;
 }
 
 void kd_comm_get_stats(const kd_comm *c, kd_comm_stats *out) { *out = c->stats; }

@@ -95,6 +95,17 @@ size_t kd_comm_first_offset(const kd_comm *c, size_t total);
 int kd_comm_allreduce(kd_comm *c, float *buf, size_t n, uint64_t step, char *err,
                       size_t errlen);
 
+/* Ring all-gather: rank r owns buf[bounds[r], bounds[r+1]) (bounds has world+1
+ * non-decreasing entries, the same on every rank; empty blocks are allowed) and every rank
+ * ends with all the blocks, bit for bit. W-1 ring steps: send the block we got last (our
+ * own first), receive the previous rank's: each rank sends and receives (W-1)/W of the
+ * buffer when the blocks are equal; two ranks need one hop. Zero-copy sends, chunked at
+ * the chunk size; generation, step and staleness rules as for the allreduce (its messages
+ * carry their own phase tag). KD_ETIMEOUT / KD_ENETWORK / KD_EINVAL as
+ * kd_comm_allreducev. Not between kd_comm_begin and kd_comm_finish. */
+int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, uint64_t step,
+                       char *err, size_t errlen);
+
 void kd_comm_get_stats(const kd_comm *c, kd_comm_stats *out);
 
 #endif

@@ -357,18 +357,19 @@ float kd_model_forward_backward(kd_model *m, const float *x, const int32_t *labe
 }
 
 void kd_model_first_layer_grad(kd_model *m, const float *x, const float *dy, int batch,
-                               float *scratch)
+                               int r0, int r1, int accumulate)
 {
-    int ni = m->sizes[0], no = m->sizes[1];
-    size_t n = (size_t)ni * (size_t)no + (size_t)no;
-    float *g = m->grads + m->w_off[0];
-    float *out = scratch != NULL ? scratch : g;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ni, no, batch, 1.0f, x, ni, dy, no,
-                0.0f, out, no);
-    column_sums(dy, out + (size_t)ni * (size_t)no, batch, no);
-    if (scratch != NULL)
-        for (size_t k = 0; k < n; k++)
-            g[k] += scratch[k];
+    int no = m->sizes[1];
+    if (r1 <= r0)
+        return;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, no, batch, 1.0f, x + r0,
+                m->sizes[0], dy, no, accumulate ? 1.0f : 0.0f,
+                m->grads + m->w_off[0] + (size_t)r0 * (size_t)no, no);
+}
+
+void kd_model_first_layer_bias(kd_model *m, const float *dy, int batch)
+{
+    column_sums(dy, m->grads + m->b_off[0], batch, m->sizes[1]);
 }
 
 double kd_model_predict(kd_model *m, const float *x, const int32_t *labels, int batch,

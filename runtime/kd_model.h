@@ -101,13 +101,15 @@ void kd_model_set_grad_scale(kd_model *m, float scale);
  * kd_model_first_layer_grad. NULL restores the plain backward pass. */
 void kd_model_set_first_dy(kd_model *m, float *dst);
 
-/* Layer 0's gradient from factors: dW0 = x^T dy, db0 = column sums of dy. With scratch
- * NULL they overwrite layer 0's part of m->grads; otherwise they are computed into
- * scratch (sizes[0]*sizes[1] + sizes[1] floats) and added, one rounded addition per
- * element, so that adding two batches' parts in either order gives the same bits. x is
- * [batch x sizes[0]], dy [batch x sizes[1]], batch >= 1 (may exceed max_batch). */
+/* Layer 0's weight gradient from factors, rows [r0, r1) of it (0 <= r0 <= r1 <=
+ * sizes[0]): dW0[r0:r1] = x[:, r0:r1]^T dy, written into m->grads (accumulate = 0) or
+ * added to what is there (1). x is [batch x sizes[0]], dy [batch x sizes[1]], batch >= 1
+ * (may exceed max_batch: no workspace is used). Rows let ranks split the work. */
 void kd_model_first_layer_grad(kd_model *m, const float *x, const float *dy, int batch,
-                               float *scratch);
+                               int r0, int r1, int accumulate);
+
+/* Layer 0's bias gradient from factors: db0 = the column sums of dy [batch x sizes[1]]. */
+void kd_model_first_layer_bias(kd_model *m, const float *dy, int batch);
 
 /* Forward and backward on one batch: x is [batch x sizes[0]] row-major, labels are class
  * indices in [0, n_out). Overwrites m->grads with the gradient of the MEAN loss over the

@@ -71,9 +71,8 @@ typedef struct worker {
     int32_t *yall;                /* global batch labels */
     float *dyall;                 /* dL/d(layer 0 output) of the global batch
                                    * [world*batch x width], summed with zeros elsewhere */
-    float *partial;               /* two ranks: the peer's part of layer 0's gradient */
+    size_t *gbounds;              /* world+1 bounds of the ranks' rows of dW0, in floats */
     int fworld;                   /* world the factor buffers are sized for */
-    int resync;                   /* layer 0 to be averaged before the next step */
     /* The world, known after WORLD. */
     uint32_t gen;                 /* generation */
     int rank, world;              /* our rank and the world size */
@@ -274,17 +273,16 @@ static void log_samples(worker *w, uint32_t epoch, uint64_t start, uint64_t n)
     fflush(w->sample_log);
 }
 
-/* One float sent through the ring costs about as much CPU as this many flops of GEMM
- * (ZeroMQ over TCP on loopback, 2-core VM: ~1 ns per byte in copies and wake-ups against
- * ~90 GFLOP/s of sgemm); it weighs the bytes the factors save against the flops they add. */
-#define FLOPS_PER_FLOAT 256.0
+/* One more dependent network hop costs about as much as sending this many more floats
+ * (two processes on loopback: a hop ~0.13 ms, moving data ~0.5 us per KiB). */
+#define HOP_FLOATS 65536.0
 
 /* Whether this world sends layer 0's factors rather than its gradient. Per rank, the
- * allreduce sends 2(W-1)/W * in*out floats of that gradient. The factors travel in the
- * same allreduce, each rank's rows of the global batch's W*batch x out matrix and zeros
- * elsewhere (a sum that is a gather, with no extra message): 2(W-1) * batch*out floats.
- * Every rank then computes the gradient of the whole global batch, (W-1) *
- * 2*batch*in*out flops more than of its own samples. */
+ * allreduce sends 2(W-1)/W * in*out floats of that gradient. With factors it sends
+ * 2(W-1) * batch*out floats of them instead (each rank's rows of the global batch's
+ * W*batch x out matrix and zeros elsewhere travel in the same allreduce: a sum that is a
+ * gather), and the all-gather of the ranks' blocks of rows of the gradient sends
+ * (W-1)/W * in*out, in W-1 more dependent hops; the GEMM work stays one rank's. */
 static int want_factors(const worker *w, int world)
 {
     if (world < 2 || w->job.sync_mode != KD_SPEC_SYNC_ALLREDUCE ||
@@ -293,9 +291,8 @@ static int want_factors(const worker *w, int world)
     if (w->job.sync_exchange == KD_SPEC_EXCHANGE_FACTORS)
         return 1;
     double W = world, b = w->job.batch_size, in = w->m.sizes[0], out = w->m.sizes[1];
-    double saved = 2.0 * (W - 1) * out * (in / W - b);
-    double extra = (W - 1) * 2.0 * b * in * out;
-    return saved * FLOPS_PER_FLOAT > extra;
+    double saved = (W - 1) * out * (in / W - 2.0 * b);
+    return saved > HOP_FLOATS * (W - 1);
 }
 
 /* Sizes the factor buffers for a world (between steps, so a step never allocates);
@@ -314,9 +311,10 @@ static int factor_buffers(worker *w, int world)
     float *dy = realloc(w->dyall, rows * (size_t)w->m.sizes[1] * sizeof *dy);
     if (dy != NULL)
         w->dyall = dy;
-    if (w->partial == NULL)
-        w->partial = malloc((w->m.b_off[0] + (size_t)w->m.sizes[1]) * sizeof(float));
-    if (x == NULL || y == NULL || dy == NULL || w->partial == NULL) {
+    size_t *gb = realloc(w->gbounds, ((size_t)world + 1) * sizeof *gb);
+    if (gb != NULL)
+        w->gbounds = gb;
+    if (x == NULL || y == NULL || dy == NULL || gb == NULL) {
         KD_WARN("worker: no memory for the factors of %d agents, exchanging gradients",
                 world);
         return 0;
@@ -377,7 +375,6 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
     w->pause_vote = 0;
     w->finish_vote = 0;
     w->factors = want_factors(w, w->world) && factor_buffers(w, w->world);
-    w->resync = w->factors;
     KD_INFO("worker: world gen=%u rank=%d agents=%d epoch=%u cursor=%llu step=%llu lr_scale=%g "
             "exchange=%s", w->gen, w->rank, w->world, w->epoch, (unsigned long long)w->cursor,
             (unsigned long long)w->step, sto, w->factors ? "factors" : "gradients");
@@ -517,29 +514,6 @@ static void on_grad_ready(void *arg, int layer, size_t off, size_t len)
     kd_comm_ready(w->comm, 0, off - w->ready_base, len, err, sizeof err);
 }
 
-/* With factors every rank computes layer 0's gradient itself. On identical CPUs the
- * replicas stay bit-identical (same GEMM on the same inputs), but agents on nodes whose
- * BLAS picks other kernels round differently; averaging layer 0's parameters and
- * optimizer state at the start of every world and every epoch (one allreduce of ~2x the
- * layer's size) keeps that drift at rounding level and makes the replicas identical
- * again. */
-static int resync_first_layer(worker *w, char *err, size_t errlen)
-{
-    size_t l0 = w->m.b_off[0] + (size_t)w->m.sizes[1];
-    kd_comm_span sp[3] = {{w->m.params, l0}};
-    int n = 1;
-    for (size_t k = 0; k + 1 <= w->o.state_len / w->m.n_params && n < 3; k++)
-        sp[n++] = (kd_comm_span){w->o.state + k * w->m.n_params, l0};
-    int rc = kd_comm_allreducev(w->comm, sp, n, w->step, err, errlen);
-    if (rc != KD_OK)
-        return rc;
-    float inv = 1.0f / (float)w->world;
-    for (int i = 0; i < n; i++)
-        for (size_t k = 0; k < l0; k++)
-            sp[i].data[k] *= inv;
-    return KD_OK;
-}
-
 /* A failed exchange: in allreduce mode nothing was applied and the step is redone (its
  * samples are logged once the next world shows whether a peer applied it); with
  * local-sgd the local step stands and only the averaging is lost. */
@@ -594,15 +568,6 @@ static step_result train_step(worker *w)
     float loss = 0.0f;
     char err[256];
     int rc = KD_OK;
-    /* Every rank of a world takes its first step and each epoch's first step together,
-     * so they all agree on when to average. */
-    if (factors && (w->resync || w->cursor == 0)) {
-        if ((rc = resync_first_layer(w, err, sizeof err)) != KD_OK) {
-            KD_WARN("worker: %s", err);
-            return STEP_FAILED; /* nothing trained yet: the step is simply redone */
-        }
-        w->resync = 0;
-    }
     /* allreduce: the control floats sit in the gradient buffer's spare floats, so they
      * ride in the gradient's last message rather than in one of their own. With factors
      * layer 0 (the first part of the buffer) is not in the allreduce; the global batch's
@@ -669,16 +634,14 @@ static step_result train_step(worker *w)
         if (factors)
             kd_comm_ready(w->comm, 1, 0, ar[1].n, err, sizeof err);
     }
-    /* Two ranks: our samples' part of layer 0's gradient is computed while the peer's
-     * factors travel; the peer's part is added once they are here (a + b == b + a, so
-     * both ranks hold the same sum). With more ranks the order of the partial sums
-     * would differ between ranks: one product over the whole batch after the exchange. */
-    if (factors && w->world == 2) {
-        if (mine > 0)
-            kd_model_first_layer_grad(&w->m, x, w->dyall + row * width, (int)mine, NULL);
-        else
-            memset(w->m.grads, 0, w->ready_base * sizeof(float));
-    }
+    /* Factors: this rank computes its block of dW0's rows for the whole global batch (one
+     * rank computes each row, so every rank ends with the same bits, whatever its BLAS);
+     * with two ranks the part of our own samples while the peer's factors travel. */
+    int in = w->m.sizes[0];
+    int r0 = (int)((long)in * w->rank / (w->world > 0 ? w->world : 1));
+    int r1 = (int)((long)in * (w->rank + 1) / (w->world > 0 ? w->world : 1));
+    if (factors && w->world == 2 && mine > 0)
+        kd_model_first_layer_grad(&w->m, x, w->dyall + row * width, (int)mine, r0, r1, 0);
     double lr = kd_lr_at(&w->sched, w->epoch + (double)w->cursor / (double)n_total,
                          w->epochs) * lr_scale(w);
     if (local)
@@ -691,7 +654,7 @@ static step_result train_step(worker *w)
         kd_dataset_gather(&w->train, w->perm + start + mine, (size_t)(bk - row - mine),
                           w->xall + (row + mine) * dim, w->yall + row + mine);
     }
-    double t1 = kd_now();
+    double t1 = kd_now(), tprod = 0;
     if (sync && w->world > 1) {
         if (rc == KD_OK) {
             if (overlap) {
@@ -711,21 +674,33 @@ static step_result train_step(worker *w)
     }
     if (tail[TAIL_FINISH] > 0.0f && sync)
         return STEP_FINISHED; /* stop with the evaluated model, this step not applied */
-    double t2 = kd_now();
-    if (factors && w->world == 2) {
-        uint64_t prow = row == 0 ? mine : 0, pn = bk - mine;
-        if (pn > 0)
-            kd_model_first_layer_grad(&w->m, w->xall + prow * w->train.dim,
-                                      w->dyall + prow * width, (int)pn, w->partial);
-    } else if (factors) {
-        kd_model_first_layer_grad(&w->m, w->xall, w->dyall, (int)bk, NULL);
+    if (factors) {
+        double tf = kd_now();
+        if (w->world == 2) {
+            uint64_t prow = row == 0 ? mine : 0, pn = bk - mine;
+            if (pn > 0)
+                kd_model_first_layer_grad(&w->m, w->xall + prow * w->train.dim,
+                                          w->dyall + prow * width, (int)pn, r0, r1, mine > 0);
+        } else {
+            kd_model_first_layer_grad(&w->m, w->xall, w->dyall, (int)bk, r0, r1, 0);
+        }
+        kd_model_first_layer_bias(&w->m, w->dyall, (int)bk);
+        /* Then every rank gets every block of rows (the blocks are disjoint: no sum). */
+        for (int k = 0; k <= w->world; k++)
+            w->gbounds[k] = (size_t)((long)in * k / w->world) * width;
+        tprod = kd_now() - tf;
+        rc = kd_comm_allgatherv(w->comm, w->m.grads + w->m.w_off[0], w->gbounds, w->step, err,
+                                sizeof err);
+        if (rc != KD_OK)
+            return exchange_failed(w, err, local, start, mine, bk);
     }
+    double t2 = kd_now();
     if (!local)
         kd_optim_step(&w->o, w->m.params, w->m.grads, (float)lr);
     log_samples(w, w->epoch, start, mine);
     double t3 = kd_now();
-    w->m_compute += (t1 - t0) + (t3 - t2);
-    w->m_comm += t2 - t1;
+    w->m_compute += (t1 - t0) + tprod + (t3 - t2);
+    w->m_comm += t2 - t1 - tprod;
     w->m_steps++;
     w->m_samples += bk;
     double step_loss = sync && !local ? tail[TAIL_LOSS] : loss * (double)w->world * mine;
@@ -979,7 +954,7 @@ out:
     free(w->xall);
     free(w->yall);
     free(w->dyall);
-    free(w->partial);
+    free(w->gbounds);
     kd_optim_free(&w->o);
     kd_model_free(&w->m);
     kd_dataset_free(&w->train);

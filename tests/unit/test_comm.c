@@ -172,6 +172,82 @@ static void run_world(int world, size_t n, size_t chunk_bytes)
             assert_int_equal(sh->crc[r][round], sh->crc[0][round]);
 }
 
+/* All-gather child: rank r owns [bounds[r], bounds[r+1]) of n floats, filled with its
+ * values; afterwards every block must hold its owner's values, bit for bit. Block k has
+ * k * unit floats (rank 0's block is empty), twice, with different values. */
+static int gather_child(int rank, int world, size_t unit, size_t chunk_bytes)
+{
+    void *ctx = zmq_ctx_new();
+    kd_comm *c = NULL;
+    char ep[EP_LEN], err[256];
+    if (kd_comm_open(&c, ctx, "tcp://127.0.0.1:*", ep, sizeof ep, err, sizeof err) != KD_OK)
+        return 10;
+    kd_comm_set_chunk_bytes(c, chunk_bytes);
+    publish_and_wait(rank, world, ep);
+    const char *peers[MAX_RANKS];
+    for (int i = 0; i < world; i++)
+        peers[i] = sh->endpoint[i];
+    if (kd_comm_set_world(c, 3, rank, world, peers, err, sizeof err) != KD_OK)
+        return 11;
+    size_t bounds[MAX_RANKS + 1] = {0};
+    for (int k = 0; k < world; k++)
+        bounds[k + 1] = bounds[k] + (size_t)k * unit;
+    size_t n = bounds[world];
+    float *v = malloc((n + 1) * sizeof *v);
+    int bad = 0;
+    for (int round = 0; round < 2 && !bad; round++) {
+        for (size_t i = 0; i < n; i++)
+            v[i] = -1.0f; /* what the others' blocks hold before */
+        for (size_t i = bounds[rank]; i < bounds[rank + 1]; i++)
+            v[i] = value_of(rank, i, round);
+        if (kd_comm_allgatherv(c, v, bounds, (uint64_t)round, err, sizeof err) != KD_OK) {
+            fprintf(stderr, "rank %d: %s\n", rank, err);
+            bad = 12;
+            break;
+        }
+        for (int k = 0; k < world && !bad; k++)
+            for (size_t i = bounds[k]; i < bounds[k + 1]; i++)
+                if (v[i] != value_of(k, i, round)) {
+                    fprintf(stderr, "rank %d elem %zu: %f want %f\n", rank, i, v[i],
+                            value_of(k, i, round));
+                    bad = 13;
+                    break;
+                }
+    }
+    free(v);
+    kd_comm_close(&c);
+    zmq_ctx_term(ctx);
+    return bad;
+}
+
+static void run_gather(int world, size_t unit, size_t chunk_bytes)
+{
+    memset(sh, 0, sizeof *sh);
+    pid_t pids[MAX_RANKS];
+    for (int r = 0; r < world; r++) {
+        pids[r] = fork();
+        assert_true(pids[r] >= 0);
+        if (pids[r] == 0)
+            _exit(gather_child(r, world, unit, chunk_bytes));
+    }
+    for (int r = 0; r < world; r++) {
+        int status = 0;
+        assert_int_equal(waitpid(pids[r], &status, 0), pids[r]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+}
+
+/* kd_comm_allgatherv: every rank ends with every rank's block, exactly, with uneven and
+ * empty blocks, several chunks per block, 2 to 4 ranks. */
+static void test_allgather_gives_every_block(void **state)
+{
+    (void)state;
+    run_gather(2, 100000, 64 * 1024);
+    run_gather(3, 30001, 16 * 1024);
+    run_gather(4, 777, 4096);
+}
+
 static void test_two_ranks_sum_exactly(void **state)
 {
     (void)state;
@@ -357,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_three_and_four_ranks_with_uneven_segments),
         cmocka_unit_test(test_overlapped_allreduce_equals_one_call),
         cmocka_unit_test(test_two_rank_swap_sums_exactly),
+        cmocka_unit_test(test_allgather_gives_every_block),
         cmocka_unit_test(test_finish_refuses_unmarked_elements),
         cmocka_unit_test(test_vector_smaller_than_world),
         cmocka_unit_test(test_single_rank_is_identity),
