@@ -295,8 +295,9 @@ static int want_factors(const worker *w, int world)
     return saved > HOP_FLOATS * (W - 1);
 }
 
-/* Sizes the factor buffers for a world (between steps, so a step never allocates);
- * without memory the world falls back to exchanging gradients. */
+/* Sizes the factor buffers for a world (between steps, so a step never allocates).
+ * Every rank of a world must exchange the same way, so a rank without the memory cannot
+ * fall back alone: it fails (the coordinator forms a world without it). */
 static int factor_buffers(worker *w, int world)
 {
     if (w->fworld >= world)
@@ -315,8 +316,9 @@ static int factor_buffers(worker *w, int world)
     if (gb != NULL)
         w->gbounds = gb;
     if (x == NULL || y == NULL || dy == NULL || gb == NULL) {
-        KD_WARN("worker: no memory for the factors of %d agents, exchanging gradients",
-                world);
+        KD_ERROR("worker: no memory for the factors of %d agents (sync.exchange: gradients "
+                 "needs none)", world);
+        w->fatal = 1;
         return 0;
     }
     w->fworld = world;
@@ -374,7 +376,9 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
     w->warmup = (uint64_t)warm;
     w->pause_vote = 0;
     w->finish_vote = 0;
-    w->factors = want_factors(w, w->world) && factor_buffers(w, w->world);
+    w->factors = want_factors(w, w->world);
+    if (w->factors && !factor_buffers(w, w->world))
+        return -1;
     KD_INFO("worker: world gen=%u rank=%d agents=%d epoch=%u cursor=%llu step=%llu lr_scale=%g "
             "exchange=%s", w->gen, w->rank, w->world, w->epoch, (unsigned long long)w->cursor,
             (unsigned long long)w->step, sto, w->factors ? "factors" : "gradients");
@@ -820,6 +824,8 @@ static int worker_loop(worker *w)
             int st = drain_ctl(w, &in_world, &want_state);
             if (st != 0)
                 return st == 1 ? 0 : 1;
+            if (w->fatal)
+                return 1;
             double now = kd_now();
             if (worker_sigterm && !w->leave_sent) {
                 ctl_send(w, KD_WIRE_LEAVE, NULL);
