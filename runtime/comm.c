@@ -709,11 +709,18 @@ int kd_comm_begin(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t st
     return KD_OK;
 }
 
+static int comm_fail_op(kd_comm *c, const char *op, uint64_t step, int rc, char *err,
+                        size_t errlen)
+{
+    return kd_errf(err, errlen, rc, "comm: %s gen=%u step=%llu rank=%d world=%d: %s", op,
+                   c->generation, (unsigned long long)step, c->rank, c->world,
+                   rc == KD_ETIMEOUT ? "a peer stayed silent" : kd_strerror(rc));
+}
+
+/* The allreduce in progress failed with rc. */
 static int comm_fail(kd_comm *c, int rc, char *err, size_t errlen)
 {
-    return kd_errf(err, errlen, rc, "comm: allreduce gen=%u step=%llu rank=%d world=%d: %s",
-                   c->generation, (unsigned long long)c->step, c->rank, c->world,
-                   rc == KD_ETIMEOUT ? "a peer stayed silent" : kd_strerror(rc));
+    return comm_fail_op(c, "allreduce", c->step, rc, err, errlen);
 }
 
 int kd_comm_ready(kd_comm *c, int span, size_t off, size_t n, char *err, size_t errlen)
@@ -825,9 +832,7 @@ int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, uint64_t st
     if (rc != KD_OK) {
         if (rc == KD_ETIMEOUT)
             c->stats.timeouts++;
-        return kd_errf(err, errlen, rc, "comm: all-gather gen=%u step=%llu rank=%d world=%d: %s",
-                       c->generation, (unsigned long long)step, r, w,
-                       rc == KD_ETIMEOUT ? "a peer stayed silent" : kd_strerror(rc));
+        return comm_fail_op(c, "all-gather", step, rc, err, errlen);
     }
     c->stats.seconds += now_s() - t0;
     return KD_OK;

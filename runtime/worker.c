@@ -639,12 +639,13 @@ static step_result train_step(worker *w)
             kd_comm_ready(w->comm, 1, 0, ar[1].n, err, sizeof err);
     }
     /* Factors: this rank computes its block of dW0's rows for the whole global batch (one
-     * rank computes each row, so every rank ends with the same bits, whatever its BLAS);
-     * with two ranks the part of our own samples while the peer's factors travel. */
+     * rank computes each row, so every rank ends with the same bits, whatever its BLAS):
+     * the part of our own samples while the others' factors travel, theirs (the global
+     * batch's rows before and after ours) once they are here. */
     int in = w->m.sizes[0];
     int r0 = (int)((long)in * w->rank / (w->world > 0 ? w->world : 1));
     int r1 = (int)((long)in * (w->rank + 1) / (w->world > 0 ? w->world : 1));
-    if (factors && w->world == 2 && mine > 0)
+    if (factors && mine > 0)
         kd_model_first_layer_grad(&w->m, x, w->dyall + row * width, (int)mine, r0, r1, 0);
     double lr = kd_lr_at(&w->sched, w->epoch + (double)w->cursor / (double)n_total,
                          w->epochs) * lr_scale(w);
@@ -680,13 +681,15 @@ static step_result train_step(worker *w)
         return STEP_FINISHED; /* stop with the evaluated model, this step not applied */
     if (factors) {
         double tf = kd_now();
-        if (w->world == 2) {
-            uint64_t prow = row == 0 ? mine : 0, pn = bk - mine;
-            if (pn > 0)
-                kd_model_first_layer_grad(&w->m, w->xall + prow * w->train.dim,
-                                          w->dyall + prow * width, (int)pn, r0, r1, mine > 0);
-        } else {
-            kd_model_first_layer_grad(&w->m, w->xall, w->dyall, (int)bk, r0, r1, 0);
+        uint64_t parts[2][2] = {{0, row}, {row + mine, bk}}; /* [first, end) rows */
+        int written = mine > 0;
+        for (int k = 0; k < 2; k++) {
+            uint64_t a = parts[k][0], n = parts[k][1] - parts[k][0];
+            if (n == 0)
+                continue;
+            kd_model_first_layer_grad(&w->m, w->xall + a * w->train.dim, w->dyall + a * width,
+                                      (int)n, r0, r1, written);
+            written = 1;
         }
         kd_model_first_layer_bias(&w->m, w->dyall, (int)bk);
         /* Then every rank gets every block of rows (the blocks are disjoint: no sum). */

@@ -97,16 +97,22 @@ def make_mlp():
     return model
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def training_args(ap):
+    """The options every PyTorch peer shares: the sample job's data, epochs, per-process
+    batch, SGD settings and seed, and where to write the summary."""
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--summary-json")
+    return ap
+
+
+def main():
+    ap = training_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)

@@ -24,7 +24,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_train import cosine_lr, kadet_perm, load_fashion_mnist, make_mlp  # noqa: E402
+from torch_train import (cosine_lr, kadet_perm, load_fashion_mnist, make_mlp,  # noqa: E402
+                         training_args)
 
 
 def worker(rank, a, port):
@@ -80,15 +81,8 @@ def worker(rank, a, port):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = training_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--procs", type=int, default=2)
-    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--momentum", type=float, default=0.9)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--summary-json")
     a = ap.parse_args()
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

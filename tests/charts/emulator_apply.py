@@ -19,17 +19,16 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 TOP = os.environ.get("KADET_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("KADET_BIN_DIR") or os.path.join(TOP, "build", "bin")
 HERE = os.path.dirname(os.path.abspath(__file__))
-EMULATOR = os.path.join(TOP, "tests", "emulator", "kube_emulator.py")
+sys.path.insert(0, os.path.join(TOP, "tests", "emulator"))
+import emulator  # noqa: E402
 SKIP = 77
 
 
@@ -43,34 +42,23 @@ def check(cond, msg):
         fail(msg)
 
 
-class Emulator:
+class Emulator(emulator.Emulator):
+    """The shared emulator process (tests/emulator/emulator.py), with kubectl."""
+
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="kadet-emu-")
-        self.log = open(os.path.join(self.dir, "emulator.log"), "w")
-        self.proc = subprocess.Popen([sys.executable, EMULATOR, "--state-dir", self.dir],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while not os.path.exists(os.path.join(self.dir, "ready")):
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.close()
-                fail("emulator did not start (exit %s)" % self.proc.returncode)
-            time.sleep(0.1)
-        self.kubeconfig = os.path.join(self.dir, "kubeconfig")
+        super().__init__()
+        try:
+            self.start(timeout=30)
+        except RuntimeError as e:
+            self.stop()
+            fail("emulator did not start: %s" % e)
 
     def kubectl(self, *args, stdin=None):
         return subprocess.run([KUBECTL, "--kubeconfig", self.kubeconfig, *args], input=stdin,
                               capture_output=True, text=True, timeout=30)
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.stop()
 
 
 def yaml_docs(path):
@@ -182,7 +170,7 @@ def main():
     if KUBECTL is None:
         print("SKIP: kubectl not installed")
         return SKIP
-    if not os.path.exists(EMULATOR):
+    if not os.path.exists(os.path.join(emulator.HERE, "kube_emulator.py")):
         print("SKIP: the emulator (tests/emulator/kube_emulator.py) is not there")
         return SKIP
     emu = Emulator()

@@ -25,23 +25,10 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reconcile_harness as h  # noqa: E402
 
-TOP = os.environ.get("KADET_SOURCE_DIR") or os.path.abspath(
-    os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.environ.get("KADET_BIN_DIR") or os.path.join(TOP, "build", "bin")
+TOP, BIN, SKIP, fail, check = h.TOP, h.BIN, h.SKIP, h.fail, h.check
 OPERATOR = os.path.join(BIN, "kadet-operator")
 EMULATOR = os.path.join(TOP, "tests", "emulator", "kube_emulator.py")
 LEASE_S = 3.0
-SKIP = 77
-
-
-def fail(msg):
-    print("FAIL: " + msg, file=sys.stderr)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
 
 
 class Operator(h.Operator):

@@ -17,22 +17,13 @@ import time
 import urllib.error
 import urllib.request
 
-TOP = os.environ.get("KADET_SOURCE_DIR") or os.path.abspath(
-    os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.environ.get("KADET_BIN_DIR") or os.path.join(TOP, "build", "bin")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reconcile_harness as h  # noqa: E402
+
+TOP, BIN, fail, check = h.TOP, h.BIN, h.fail, h.check
 OPERATOR = os.path.join(BIN, "kadet-operator")
 SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})?'
                     r' (-?[0-9.e+]+|NaN|[+-]Inf)$')
-
-
-def fail(msg):
-    print("FAIL: " + msg, file=sys.stderr)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
 
 
 KUBECONFIG_TEXT = """apiVersion: v1

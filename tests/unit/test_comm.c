@@ -90,20 +90,55 @@ static int overlapped(kd_comm *c, kd_comm_span *spans, int rank, size_t n, int r
 }
 
 /* Child body: allreduce rounds of a two-span vector (n + 3 floats) and check sums. */
-static int child(int rank, int world, size_t n, size_t chunk_bytes)
+/* A child's comm: bound, endpoint published, every rank's published, world set. NULL (and
+ * a message) on failure. */
+static kd_comm *join_world(void *ctx, int rank, int world, size_t chunk_bytes)
 {
-    void *ctx = zmq_ctx_new();
     kd_comm *c = NULL;
     char ep[EP_LEN], err[256];
-    if (kd_comm_open(&c, ctx, "tcp://127.0.0.1:*", ep, sizeof ep, err, sizeof err) != KD_OK)
-        return 10;
+    if (kd_comm_open(&c, ctx, "tcp://127.0.0.1:*", ep, sizeof ep, err, sizeof err) != KD_OK) {
+        fprintf(stderr, "rank %d: %s\n", rank, err);
+        return NULL;
+    }
     kd_comm_set_chunk_bytes(c, chunk_bytes);
     publish_and_wait(rank, world, ep);
     const char *peers[MAX_RANKS];
     for (int i = 0; i < world; i++)
         peers[i] = sh->endpoint[i];
-    if (kd_comm_set_world(c, 5, rank, world, peers, err, sizeof err) != KD_OK)
-        return 11;
+    if (kd_comm_set_world(c, 5, rank, world, peers, err, sizeof err) != KD_OK) {
+        fprintf(stderr, "rank %d: %s\n", rank, err);
+        kd_comm_close(&c);
+    }
+    return c;
+}
+
+/* Forks world children running body(rank, world, a, b) and checks that each exits 0. */
+typedef int (*child_fn)(int rank, int world, size_t a, size_t b);
+static void run_children(int world, child_fn body, size_t a, size_t b)
+{
+    memset(sh, 0, sizeof *sh);
+    pid_t pids[MAX_RANKS];
+    for (int r = 0; r < world; r++) {
+        pids[r] = fork();
+        assert_true(pids[r] >= 0);
+        if (pids[r] == 0)
+            _exit(body(r, world, a, b));
+    }
+    for (int r = 0; r < world; r++) {
+        int status = 0;
+        assert_int_equal(waitpid(pids[r], &status, 0), pids[r]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+}
+
+static int child(int rank, int world, size_t n, size_t chunk_bytes)
+{
+    void *ctx = zmq_ctx_new();
+    char err[256];
+    kd_comm *c = join_world(ctx, rank, world, chunk_bytes);
+    if (c == NULL)
+        return 10;
     float *v = malloc(n * sizeof *v);
     float tail[3];
     int bad = 0;
@@ -152,20 +187,7 @@ static int child(int rank, int world, size_t n, size_t chunk_bytes)
 
 static void run_world(int world, size_t n, size_t chunk_bytes)
 {
-    memset(sh, 0, sizeof *sh);
-    pid_t pids[MAX_RANKS];
-    for (int r = 0; r < world; r++) {
-        pids[r] = fork();
-        assert_true(pids[r] >= 0);
-        if (pids[r] == 0)
-            _exit(child(r, world, n, chunk_bytes));
-    }
-    for (int r = 0; r < world; r++) {
-        int status = 0;
-        assert_int_equal(waitpid(pids[r], &status, 0), pids[r]);
-        assert_true(WIFEXITED(status));
-        assert_int_equal(WEXITSTATUS(status), 0);
-    }
+    run_children(world, child, n, chunk_bytes);
     /* Every rank holds bit-identical results. */
     for (int r = 1; r < world; r++)
         for (int round = 0; round < 3; round++)
@@ -178,17 +200,10 @@ static void run_world(int world, size_t n, size_t chunk_bytes)
 static int gather_child(int rank, int world, size_t unit, size_t chunk_bytes)
 {
     void *ctx = zmq_ctx_new();
-    kd_comm *c = NULL;
-    char ep[EP_LEN], err[256];
-    if (kd_comm_open(&c, ctx, "tcp://127.0.0.1:*", ep, sizeof ep, err, sizeof err) != KD_OK)
+    char err[256];
+    kd_comm *c = join_world(ctx, rank, world, chunk_bytes);
+    if (c == NULL)
         return 10;
-    kd_comm_set_chunk_bytes(c, chunk_bytes);
-    publish_and_wait(rank, world, ep);
-    const char *peers[MAX_RANKS];
-    for (int i = 0; i < world; i++)
-        peers[i] = sh->endpoint[i];
-    if (kd_comm_set_world(c, 3, rank, world, peers, err, sizeof err) != KD_OK)
-        return 11;
     size_t bounds[MAX_RANKS + 1] = {0};
     for (int k = 0; k < world; k++)
         bounds[k + 1] = bounds[k] + (size_t)k * unit;
@@ -220,32 +235,14 @@ static int gather_child(int rank, int world, size_t unit, size_t chunk_bytes)
     return bad;
 }
 
-static void run_gather(int world, size_t unit, size_t chunk_bytes)
-{
-    memset(sh, 0, sizeof *sh);
-    pid_t pids[MAX_RANKS];
-    for (int r = 0; r < world; r++) {
-        pids[r] = fork();
-        assert_true(pids[r] >= 0);
-        if (pids[r] == 0)
-            _exit(gather_child(r, world, unit, chunk_bytes));
-    }
-    for (int r = 0; r < world; r++) {
-        int status = 0;
-        assert_int_equal(waitpid(pids[r], &status, 0), pids[r]);
-        assert_true(WIFEXITED(status));
-        assert_int_equal(WEXITSTATUS(status), 0);
-    }
-}
-
 /* kd_comm_allgatherv: every rank ends with every rank's block, exactly, with uneven and
  * empty blocks, several chunks per block, 2 to 4 ranks. */
 static void test_allgather_gives_every_block(void **state)
 {
     (void)state;
-    run_gather(2, 100000, 64 * 1024);
-    run_gather(3, 30001, 16 * 1024);
-    run_gather(4, 777, 4096);
+    run_children(2, gather_child, 100000, 64 * 1024);
+    run_children(3, gather_child, 30001, 16 * 1024);
+    run_children(4, gather_child, 777, 4096);
 }
 
 static void test_two_ranks_sum_exactly(void **state)

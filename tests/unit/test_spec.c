@@ -28,12 +28,29 @@ static json_t *parse(const char *text)
 
 #define HEAD "apiVersion: kadet.io/v1alpha1\nkind: AgentJob\nmetadata: {name: j}\n"
 
+/* Decodes one manifest text that must be accepted; the caller frees *j. */
+static void decode_ok(const char *text, kd_agentjob *j)
+{
+    json_t *d = parse(text);
+    char err[256];
+    int rc = kd_agentjob_decode(d, j, err, sizeof err);
+    json_decref(d);
+    if (rc != KD_OK)
+        fail_msg("%s", err);
+}
+
+/* The sample manifest's path, under KADET_SOURCE_DIR when set. */
+static void sample_path(char *path, size_t len)
+{
+    const char *src = getenv("KADET_SOURCE_DIR");
+    snprintf(path, len, "%s/manifests/samples/fashion-mnist.yaml", src ? src : ".");
+}
+
 static void test_sample_manifest_decodes(void **state)
 {
     (void)state;
-    const char *src = getenv("KADET_SOURCE_DIR");
     char path[1024];
-    snprintf(path, sizeof path, "%s/manifests/samples/fashion-mnist.yaml", src ? src : ".");
+    sample_path(path, sizeof path);
     json_t *docs = NULL;
     char err[256];
     assert_int_equal(kd_yaml_load_file(path, 0, &docs, err, sizeof err), KD_OK);
@@ -74,11 +91,8 @@ static void test_sample_manifest_decodes(void **state)
 static void test_minimal_job_gets_defaults(void **state)
 {
     (void)state;
-    json_t *d = parse(HEAD "spec: {}\n");
     kd_agentjob j;
-    char err[256];
-    assert_int_equal(kd_agentjob_decode(d, &j, err, sizeof err), KD_OK);
-    json_decref(d);
+    decode_ok(HEAD "spec: {}\n", &j);
     assert_int_equal(j.agents_min, 1);
     assert_int_equal(j.agents_max, 1);
     assert_string_equal(j.dataset_format, "idx");
@@ -234,6 +248,22 @@ static void test_errors_name_the_path_and_value(void **state)
     expect_error("- 1\n", "document: expected an AgentJob object, got [1]");
 }
 
+/* sync.exchange: decoded with its name; set with local-sgd it warns that it is ignored. */
+static void test_sync_exchange(void **state)
+{
+    (void)state;
+    kd_agentjob j;
+    decode_ok(HEAD "spec: {training: {sync: {mode: local-sgd, exchange: factors}}}\n", &j);
+    assert_int_equal(j.n_warnings, 1);
+    assert_string_equal(j.warnings[0], "spec.training.sync.exchange: ignored with mode "
+                                       "local-sgd (parameters are averaged)");
+    kd_agentjob_free(&j);
+    decode_ok(HEAD "spec: {training: {sync: {exchange: factors}}}\n", &j);
+    assert_int_equal(j.sync_exchange, KD_SPEC_EXCHANGE_FACTORS);
+    assert_string_equal(kd_spec_exchange_name(j.sync_exchange), "factors");
+    kd_agentjob_free(&j);
+}
+
 static void test_unknown_fields_warn_with_path(void **state)
 {
     (void)state;
@@ -241,21 +271,6 @@ static void test_unknown_fields_warn_with_path(void **state)
                            "    optimizer: {type: adam, momentum: 0.9}\n"
                            "    sync: {period: 4}\n"
                            "extra: 1\n");
-    json_t *d2 = parse(HEAD "spec: {training: {sync: {mode: local-sgd, exchange: factors}}}\n");
-    kd_agentjob j2;
-    char err2[256];
-    assert_int_equal(kd_agentjob_decode(d2, &j2, err2, sizeof err2), KD_OK);
-    json_decref(d2);
-    assert_int_equal(j2.n_warnings, 1);
-    assert_string_equal(j2.warnings[0], "spec.training.sync.exchange: ignored with mode "
-                                        "local-sgd (parameters are averaged)");
-    kd_agentjob_free(&j2);
-    d2 = parse(HEAD "spec: {training: {sync: {exchange: factors}}}\n");
-    assert_int_equal(kd_agentjob_decode(d2, &j2, err2, sizeof err2), KD_OK);
-    json_decref(d2);
-    assert_int_equal(j2.sync_exchange, KD_SPEC_EXCHANGE_FACTORS);
-    assert_string_equal(kd_spec_exchange_name(j2.sync_exchange), "factors");
-    kd_agentjob_free(&j2);
     kd_agentjob j;
     char err[256];
     assert_int_equal(kd_agentjob_decode(d, &j, err, sizeof err), KD_OK);
@@ -306,9 +321,8 @@ static void test_quantities(void **state)
 static void test_random_manifest_edits_never_crash(void **state)
 {
     (void)state;
-    const char *src = getenv("KADET_SOURCE_DIR");
     char path[1024];
-    snprintf(path, sizeof path, "%s/manifests/samples/fashion-mnist.yaml", src ? src : ".");
+    sample_path(path, sizeof path);
     char *text = NULL;
     size_t len = 0;
     char err[256];
@@ -366,6 +380,7 @@ int main(void)
         cmocka_unit_test(test_full_options_decode),
         cmocka_unit_test(test_errors_name_the_path_and_value),
         cmocka_unit_test(test_unknown_fields_warn_with_path),
+        cmocka_unit_test(test_sync_exchange),
         cmocka_unit_test(test_quantities),
         cmocka_unit_test(test_random_manifest_edits_never_crash),
     };
