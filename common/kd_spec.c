@@ -558,16 +558,31 @@ static int decode_training(dec *d, const json_t *tr)
         }
     }
 
+    /* training.batchSize is decoded above, so the ceiling can be checked against it. */
     TRY(get_object(d, tr, "adaptive", base, &o, path));
+    j->max_batch_size = j->batch_size;
     if (o) {
-        static const char *const k[] = {"learningRate", "batchSize", NULL};
+        static const char *const k[] = {"learningRate", "batchSize", "maxBatchSize", NULL};
         unknown_fields(d, o, path, k);
         TRY(get_bool(d, o, "learningRate", path, &j->adaptive_lr));
         TRY(get_bool(d, o, "batchSize", path, &j->adaptive_batch));
-        if (j->adaptive_batch) {
-            char p[PATH_MAX_LEN];
-            join(p, path, "batchSize");
-            warn(d, p, "not supported by this runtime: every agent keeps training.batchSize");
+        char p[PATH_MAX_LEN];
+        join(p, path, "maxBatchSize");
+        int max = 0; /* stays 0 when absent: a given value is >= 1 */
+        TRY(get_intv(d, o, "maxBatchSize", path, 1, 65536, &max));
+        if (!j->adaptive_batch) {
+            /* The batch never moves, so a ceiling means nothing; say so rather than
+             * letting the user believe it applies. */
+            if (max > 0)
+                warn(d, p, "ignored unless adaptive.batchSize is true");
+        } else if (max == 0) {
+            /* Default: room to grow 4x, capped at the same bound as batchSize. */
+            j->max_batch_size = j->batch_size > 65536 / 4 ? 65536 : 4 * j->batch_size;
+        } else if (max < j->batch_size) {
+            return failf(d, "%s: must be >= training.batchSize (%d), got %d", p,
+                         j->batch_size, max);
+        } else {
+            j->max_batch_size = max;
         }
     }
 
@@ -688,6 +703,7 @@ static int set_defaults(kd_agentjob *j)
     j->hidden[1] = 128;
     j->epochs = 10;
     j->batch_size = 64;
+    j->max_batch_size = 64; /* = batch_size; decode_training resets it with the batch */
     j->optimizer = KD_SPEC_OPT_SGD;
     j->learning_rate = 0.05;
     j->beta1 = 0.9;

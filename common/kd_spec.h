@@ -87,6 +87,9 @@ typedef struct kd_agentjob {
     kd_spec_exchange sync_exchange; /* allreduce only, default auto */
     int adaptive_lr;             /* adaptive.learningRate, default 1 */
     int adaptive_batch;          /* adaptive.batchSize, default 0 */
+    int max_batch_size;          /* adaptive.maxBatchSize: per-agent ceiling of the adapted
+                                  * batch, >= batch_size; equals batch_size when
+                                  * adaptive_batch is 0 */
     double target_accuracy;      /* (0, 1]; 0 = absent (train all epochs) */
 
     char *checkpoint_path;       /* spec.checkpoint.path, NULL = no checkpoints */

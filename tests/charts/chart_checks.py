@@ -370,7 +370,7 @@ def decode(paths):
 # Values that satisfy the decoder's cross-field rules, for the schema-wide object below.
 MAXIMAL_OVERRIDES = {
     "spec.training.sync.mode": "local-sgd",       # period is ignored with allreduce
-    "spec.training.adaptive.batchSize": False,     # true is accepted with a warning (unsupported)
+    "spec.training.adaptive.batchSize": True,      # else maxBatchSize draws a warning
     "spec.training.optimizer.learningRate": 0.1,  # above minLearningRate
     "spec.training.optimizer.schedule.minLearningRate": 0.01,
     "spec.replicas": 2,

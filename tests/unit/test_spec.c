@@ -1,7 +1,7 @@
 /* kd_spec: the sample manifest decodes to the values it states; a minimal AgentJob gets
  * every documented default; each kind of bad value yields KD_EINVALID_OBJECT with the
- * exact path-naming message; unknown fields become warnings with their path; Kubernetes
- * quantities parse. */
+ * exact path-naming message; unknown fields become warnings with their path;
+ * adaptive.maxBatchSize defaults, bounds and warnings; Kubernetes quantities parse. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -107,6 +107,7 @@ static void test_minimal_job_gets_defaults(void **state)
     assert_int_equal(j.sync_exchange, KD_SPEC_EXCHANGE_AUTO);
     assert_int_equal(j.adaptive_lr, 1);
     assert_int_equal(j.adaptive_batch, 0);
+    assert_int_equal(j.max_batch_size, 64); /* no adaptation: the batch is its own ceiling */
     assert_true(j.target_accuracy == 0.0);
     assert_null(j.checkpoint_path);
     assert_int_equal(j.checkpoint_interval, 60);
@@ -143,9 +144,7 @@ static void test_full_options_decode(void **state)
     if (rc != KD_OK)
         fail_msg("%s", err);
     json_decref(d);
-    assert_int_equal(j.n_warnings, 1);
-    assert_string_equal(j.warnings[0], "spec.training.adaptive.batchSize: not supported by "
-                                       "this runtime: every agent keeps training.batchSize");
+    assert_int_equal(j.n_warnings, 0); /* adaptive.batchSize is supported: no warning */
     assert_int_equal(j.replicas, 3);
     assert_string_equal(j.dataset_format, "csv");
     assert_int_equal(j.dataset_label_column, -1);
@@ -158,6 +157,7 @@ static void test_full_options_decode(void **state)
     assert_int_equal(j.sync_period, 4);
     assert_int_equal(j.adaptive_lr, 0);
     assert_int_equal(j.adaptive_batch, 1);
+    assert_int_equal(j.max_batch_size, 4 * 64); /* default ceiling: 4 x batchSize */
     assert_true(j.target_accuracy == 0.9);
     assert_int_equal(j.policy, KD_SPEC_POLICY_GREEDY);
     assert_int_equal(j.priority, -5);
@@ -264,6 +264,106 @@ static void test_sync_exchange(void **state)
     kd_agentjob_free(&j);
 }
 
+/* Decodes HEAD + spec text that must be accepted, checks the batch and its ceiling and
+ * the number of warnings, and frees the job. */
+static void expect_batch(const char *spec, int batch, int max, size_t n_warnings)
+{
+    char text[512];
+    snprintf(text, sizeof text, "%s%s", HEAD, spec);
+    kd_agentjob j;
+    decode_ok(text, &j);
+    if (j.batch_size != batch || j.max_batch_size != max || j.n_warnings != n_warnings)
+        fail_msg("batch %d max %d warnings %zu, expected %d %d %zu for:\n%s", j.batch_size,
+                 j.max_batch_size, j.n_warnings, batch, max, n_warnings, spec);
+    kd_agentjob_free(&j);
+}
+
+/* adaptive.maxBatchSize: the per-agent ceiling of the adapted batch. Without adaptation
+ * it equals batchSize whatever is written; with it, it defaults to 4 x batchSize (capped
+ * at 65536) and may not be below batchSize. */
+static void test_adaptive_max_batch_size(void **state)
+{
+    (void)state;
+    /* Adaptation off: the ceiling is the batch, however the batch was set. */
+    expect_batch("spec: {}\n", 64, 64, 0);
+    expect_batch("spec: {training: {batchSize: 100}}\n", 100, 100, 0);
+    expect_batch("spec: {training: {batchSize: 100, adaptive: {learningRate: true}}}\n", 100,
+                 100, 0);
+    expect_batch("spec: {training: {batchSize: 100, adaptive: {batchSize: false}}}\n", 100,
+                 100, 0);
+    /* Adaptation on: default 4x, capped at the batchSize bound. */
+    expect_batch("spec: {training: {adaptive: {batchSize: true}}}\n", 64, 256, 0);
+    expect_batch("spec: {training: {batchSize: 100, adaptive: {batchSize: true}}}\n", 100,
+                 400, 0);
+    expect_batch("spec: {training: {batchSize: 16384, adaptive: {batchSize: true}}}\n",
+                 16384, 65536, 0);
+    expect_batch("spec: {training: {batchSize: 20000, adaptive: {batchSize: true}}}\n",
+                 20000, 65536, 0);
+    expect_batch("spec: {training: {batchSize: 65536, adaptive: {batchSize: true}}}\n",
+                 65536, 65536, 0);
+    /* Explicit values, including the bounds and equal to batchSize; key order in the
+     * manifest does not matter. */
+    expect_batch("spec: {training: {batchSize: 32, adaptive: {batchSize: true, "
+                 "maxBatchSize: 1000}}}\n",
+                 32, 1000, 0);
+    expect_batch("spec: {training: {adaptive: {maxBatchSize: 64, batchSize: true}, "
+                 "batchSize: 64}}\n",
+                 64, 64, 0);
+    expect_batch("spec: {training: {batchSize: 1, adaptive: {batchSize: true, "
+                 "maxBatchSize: 65536}}}\n",
+                 1, 65536, 0);
+    expect_batch("spec: {training: {batchSize: 1, adaptive: {batchSize: true, "
+                 "maxBatchSize: 1}}}\n",
+                 1, 1, 0);
+    expect_batch("spec: {training: {adaptive: {batchSize: true, maxBatchSize: 512.0}}}\n",
+                 64, 512, 0);
+    expect_batch("spec: {training: {adaptive: {batchSize: true, maxBatchSize: ~}}}\n", 64,
+                 256, 0); /* null is absent */
+
+    /* Given while adaptation is off: warned about and ignored. */
+    kd_agentjob j;
+    decode_ok(HEAD "spec: {training: {batchSize: 128, adaptive: {maxBatchSize: 512}}}\n", &j);
+    assert_int_equal(j.adaptive_batch, 0);
+    assert_int_equal(j.batch_size, 128);
+    assert_int_equal(j.max_batch_size, 128);
+    assert_int_equal(j.n_warnings, 1);
+    assert_string_equal(j.warnings[0], "spec.training.adaptive.maxBatchSize: ignored unless "
+                                       "adaptive.batchSize is true");
+    kd_agentjob_free(&j);
+    decode_ok(HEAD "spec: {training: {adaptive: {batchSize: false, maxBatchSize: 8}}}\n", &j);
+    assert_int_equal(j.max_batch_size, 64); /* below batchSize, but ignored: no error */
+    assert_int_equal(j.n_warnings, 1);
+    assert_string_equal(j.warnings[0], "spec.training.adaptive.maxBatchSize: ignored unless "
+                                       "adaptive.batchSize is true");
+    kd_agentjob_free(&j);
+
+    /* Errors. */
+    expect_error(HEAD "spec: {training: {batchSize: 64, adaptive: {batchSize: true, "
+                      "maxBatchSize: 32}}}\n",
+                 "spec.training.adaptive.maxBatchSize: must be >= training.batchSize (64), "
+                 "got 32");
+    expect_error(HEAD "spec: {training: {adaptive: {maxBatchSize: 32, batchSize: true}, "
+                      "batchSize: 100}}\n",
+                 "spec.training.adaptive.maxBatchSize: must be >= training.batchSize (100), "
+                 "got 32");
+    expect_error(HEAD "spec: {training: {adaptive: {batchSize: true, maxBatchSize: abc}}}\n",
+                 "spec.training.adaptive.maxBatchSize: expected a positive integer, got "
+                 "\"abc\"");
+    expect_error(HEAD "spec: {training: {adaptive: {batchSize: true, maxBatchSize: 0}}}\n",
+                 "spec.training.adaptive.maxBatchSize: expected a positive integer, got 0");
+    expect_error(HEAD "spec: {training: {adaptive: {batchSize: true, maxBatchSize: -4}}}\n",
+                 "spec.training.adaptive.maxBatchSize: expected a positive integer, got -4");
+    expect_error(HEAD "spec: {training: {adaptive: {batchSize: true, maxBatchSize: 70000}}}\n",
+                 "spec.training.adaptive.maxBatchSize: expected an integer in [1, 65536], "
+                 "got 70000");
+    expect_error(HEAD "spec: {training: {adaptive: {batchSize: true, maxBatchSize: 96.5}}}\n",
+                 "spec.training.adaptive.maxBatchSize: expected a positive integer, got 96.5");
+    /* A malformed value is an error even while adaptation is off: the user meant something. */
+    expect_error(HEAD "spec: {training: {adaptive: {maxBatchSize: 70000}}}\n",
+                 "spec.training.adaptive.maxBatchSize: expected an integer in [1, 65536], "
+                 "got 70000");
+}
+
 static void test_unknown_fields_warn_with_path(void **state)
 {
     (void)state;
@@ -359,6 +459,9 @@ static void test_random_manifest_edits_never_crash(void **state)
         if (rc == KD_OK) {
             decoded++;
             assert_true(j.agents_max >= j.agents_min && j.batch_size >= 1);
+            assert_true(j.max_batch_size >= j.batch_size && j.max_batch_size <= 65536);
+            if (!j.adaptive_batch)
+                assert_int_equal(j.max_batch_size, j.batch_size);
             kd_agentjob_free(&j);
         } else {
             rejected++;
@@ -381,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_errors_name_the_path_and_value),
         cmocka_unit_test(test_unknown_fields_warn_with_path),
         cmocka_unit_test(test_sync_exchange),
+        cmocka_unit_test(test_adaptive_max_batch_size),
         cmocka_unit_test(test_quantities),
         cmocka_unit_test(test_random_manifest_edits_never_crash),
     };
