@@ -584,6 +584,12 @@ static int decode_training(dec *d, const json_t *tr)
         } else {
             j->max_batch_size = max;
         }
+        if (j->adaptive_batch && j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD) {
+            /* The noise is measured on gradients every step exchanges. */
+            join(p, path, "batchSize");
+            warn(d, p, "needs sync.mode allreduce: with local-sgd every agent keeps "
+                       "training.batchSize");
+        }
     }
 
     TRY(get_num(d, tr, "targetAccuracy", base, 0, 1, 1, "a number in (0, 1]",

@@ -104,16 +104,19 @@ int progress_decode(const char *text, size_t len, rc_progress_info *out)
     }
     memset(out, 0, sizeof *out);
     out->samples = -1;
-    double epoch = 0, step = 0, agents = 0, samples = -1;
+    double epoch = 0, step = 0, agents = 0, samples = -1, batch = 0;
     int bad = get_num(o, "epoch", &epoch) | get_num(o, "step", &step) |
+              get_num(o, "batch", &batch) |
               get_num(o, "loss", &out->loss) | get_num(o, "accuracy", &out->accuracy) |
               get_num(o, "samples_per_s", &out->samples_per_s) |
               get_num(o, "agents", &agents) | get_num(o, "samples", &samples);
     json_decref(o);
     if (bad || epoch < 0 || epoch > 1e9 || step < 0 || step > 9e15 || agents < 0 ||
         agents > 1e6 || out->accuracy < 0 || out->accuracy > 1 || out->samples_per_s < 0 ||
-        out->samples_per_s > 1e12 || out->loss < 0 || out->loss > 1e30 || out->loss != out->loss)
+        out->samples_per_s > 1e12 || out->loss < 0 || out->loss > 1e30 || out->loss != out->loss ||
+        batch < 0 || batch > 1 << 20)
         return -1;
+    out->batch = (int)batch;
     out->epoch = (long)epoch;
     out->step = (long)step;
     out->agents = (int)agents;

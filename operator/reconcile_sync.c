@@ -293,6 +293,8 @@ static json_t *progress_json(const rc_progress_info *pi)
                           "samplesPerSecond", pi->samples_per_s);
     if (o != NULL && pi->samples >= 0)
         json_object_set_new(o, "samples", json_integer(pi->samples));
+    if (o != NULL && pi->batch > 0)
+        json_object_set_new(o, "batchSize", json_integer(pi->batch));
     return o;
 }
 

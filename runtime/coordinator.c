@@ -228,7 +228,8 @@ static void form_world(coord *c)
                 (unsigned long long)best.step);
         return;
     }
-    double from = c->world > 0 ? scale_at(c, best.step) : scale_for(c, n);
+    double from = c->world > 0 ? scale_at(c, best.step)
+                               : scale_for(c, n) * coord_batch_lr_gain(c, n);
     c->gen++;
     if (!c->formed)
         c->t_first_world = kd_now();
@@ -236,8 +237,9 @@ static void form_world(coord *c)
     c->world = n;
     c->start = best;
     c->scale_from = from;
-    c->scale = scale_for(c, n);
+    c->scale = scale_for(c, n) * coord_batch_lr_gain(c, n);
     c->scale_step = best.step;
+    coord_batch_new_world(c);
     json_t *peers = json_array();
     for (int k = 0; k < n; k++)
         json_array_append_new(peers, json_string(c->m[cand[k]].endpoint));
@@ -248,7 +250,8 @@ static void form_world(coord *c)
         mb->replied = 0;
         mb->finished = 0;
         json_t *b = json_pack(
-            "{s:i, s:i, s:O, s:I, s:I, s:I, s:f, s:f, s:I, s:i, s:i}", "rank", k, "world", n,
+            "{s:i, s:i, s:i, s:O, s:I, s:I, s:I, s:f, s:f, s:I, s:i, s:i}", "rank", k,
+            "world", n, "batch", c->batch,
             "peers", peers, "epoch", (json_int_t)best.epoch, "cursor", (json_int_t)best.cursor,
             "step", (json_int_t)best.step, "scale_from", from, "scale_to", c->scale,
             "scale_step", (json_int_t)best.step, "warmup_steps",
@@ -268,8 +271,8 @@ static void form_world(coord *c)
         fprintf(c->range_log, "world %u %d\n", c->gen, n);
         fflush(c->range_log);
     }
-    KD_INFO("coordinator: world gen=%u agents=%d epoch=%u cursor=%llu step=%llu lr_scale=%g",
-            c->gen, n, best.epoch, (unsigned long long)best.cursor,
+    KD_INFO("coordinator: world gen=%u agents=%d batch=%d epoch=%u cursor=%llu step=%llu "
+            "lr_scale=%g", c->gen, n, c->batch, best.epoch, (unsigned long long)best.cursor,
             (unsigned long long)best.step, c->scale);
 }
 
@@ -515,6 +518,8 @@ static void tick(coord *c)
     case C_RUNNING: {
         if (joiners > 0 && c->world < c->max_agents)
             start_pause(c, "join", c->cfg->comm_timeout_ms / 1000.0 + 1.5);
+        else if (coord_batch_decide(c, now))
+            start_pause(c, "batch", c->cfg->comm_timeout_ms / 1000.0 + 1.5);
         int interval = c->cfg->checkpoint_interval > 0 ? c->cfg->checkpoint_interval
                                                        : c->job.checkpoint_interval;
         const char *dir = c->cfg->checkpoint_dir ? c->cfg->checkpoint_dir
@@ -679,6 +684,7 @@ int kd_coord_run(const kd_coord_config *cfg)
     snprintf(c->job_id, sizeof c->job_id, "%s/%s", c->job.namespace_, c->job.name);
     c->epochs = cfg->epochs > 0 ? cfg->epochs : c->job.epochs;
     c->batch = cfg->batch > 0 ? cfg->batch : c->job.batch_size;
+    coord_batch_init(c);
     c->max_agents = cfg->max_agents > 0 ? cfg->max_agents : c->job.agents_max;
     if (c->max_agents > MAX_MEMBERS)
         c->max_agents = MAX_MEMBERS;

@@ -50,7 +50,16 @@ typedef struct coord {
     int max_agents;
     kd_lr_scaling scaling;   /* in effect: the flag's, or from the spec */
     int epochs;
-    int batch;
+    int batch;               /* per-agent batch of the current world */
+    /* Adaptive batch size (coordinator_batch.c). */
+    int adaptive_batch;      /* spec.training.adaptive.batchSize, in allreduce mode */
+    int batch0, batch_max;   /* the spec's batch (the floor) and adaptive.maxBatchSize */
+    double gns_g2, gns_s;    /* smoothed estimates of |G|^2 and of S (noise trace) */
+    int gns_reports;         /* reports folded into them */
+    uint64_t gns_steps;      /* noise samples (steps) in the current world */
+    double step_a, step_k;   /* step time model of the current world: a*batch + k */
+    int step_reports;        /* reports folded into it */
+    double batch_changed;    /* when the batch last changed */
     /* Sizes agreed by every READY worker. */
     size_t n_params, n_state, n_train;
     uint64_t fingerprint;
@@ -79,6 +88,19 @@ typedef struct coord {
     json_t *epoch_log;       /* [{epoch, accuracy, wall_seconds, agents}] (owned) */
     FILE *range_log;
 } coord;
+
+/* coordinator_batch.c */
+void coord_batch_init(coord *c);
+/* Forgets the step-time model and counts: they belong to one world. */
+void coord_batch_new_world(coord *c);
+/* Folds rank 0's step metrics (with its gradient norms) into the estimates. */
+void coord_batch_observe(coord *c, const json_t *metrics);
+/* The smoothed gradient noise scale Bn, 0 while unknown. */
+double coord_batch_noise(const coord *c);
+/* Sets c->batch to a better per-agent batch and returns 1, or returns 0. */
+int coord_batch_decide(coord *c, double now);
+/* AdaScale's learning-rate gain for agents at the current batch against the base one. */
+double coord_batch_lr_gain(const coord *c, int agents);
 
 /* coordinator_io.c */
 void coord_save_checkpoint(coord *c);

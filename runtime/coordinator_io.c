@@ -72,6 +72,7 @@ void coord_publish(coord *c, const char *state_name)
     if (o == NULL)
         return;
     json_object_set_new(o, "epochs", json_integer(c->epochs));
+    json_object_set_new(o, "batch", json_integer(c->batch));
     const json_t *mt = c->last_metrics;
     if (mt != NULL && c->st == C_RUNNING) {
         long long steps = 0;
@@ -113,6 +114,9 @@ void coord_write_summary(coord *c)
                           "generation", (int)c->gen);
     if (o == NULL)
         return;
+    json_object_set_new(o, "batch", json_integer(c->batch));
+    if (c->adaptive_batch)
+        json_object_set_new(o, "noise_scale", json_real(coord_batch_noise(c)));
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", c->cfg->summary_json);
     if (json_dump_file(o, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) != 0 ||
@@ -151,11 +155,15 @@ void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
                                         "wall_seconds", kd_now() - c->t_start,
                                         "train_seconds", kd_now() - c->t_first_world,
                                         "epoch_seconds", es, "agents", c->world));
+        json_object_set_new(json_array_get(c->epoch_log, json_array_size(c->epoch_log) - 1),
+                            "batch", json_integer(c->batch));
         KD_INFO("coordinator: epoch done epoch=%lld accuracy=%.4f train_loss=%.4f agents=%d "
                 "seconds=%.2f", ed, acc, trl, c->world, es);
         return;
     }
     if (mb->rank == 0) {
+        if (msg->h.generation == c->gen)
+            coord_batch_observe(c, b);
         json_t *copy = json_deep_copy(b);
         json_object_set_new(copy, "epoch", json_integer(msg->h.epoch));
         json_object_set_new(copy, "step", json_integer((json_int_t)msg->h.step));

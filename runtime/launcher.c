@@ -41,6 +41,7 @@ typedef struct launch {
     int spawned;             /* workers spawned so far (names, sample logs) */
     int target;              /* desired agent count */
     int last_agents;         /* agent count last printed */
+    int last_batch;          /* per-agent batch last printed */
     double t0;
     sched_policy *policy;    /* NULL when pinned or scheduled by hand */
     sched_tp tp[MAX_WORKERS]; /* measured throughput by agent count */
@@ -316,10 +317,12 @@ static void on_metrics(launch *l, const char *text, size_t len)
         if (epochs > 0)
             l->progress = (double)(epoch - 1) / epochs;
     }
-    if (!l->o->quiet || agents != l->last_agents) {
-        printf("[%6.1fs] %-9s epoch %d/%d  step %lld  agents %d  samples/s %.0f  "
+    int batch = (int)json_integer_value(json_object_get(o, "batch"));
+    if (!l->o->quiet || agents != l->last_agents || batch != l->last_batch) {
+        printf("[%6.1fs] %-9s epoch %d/%d  step %lld  agents %d  batch %lld  samples/s %.0f  "
                "compute %.2fms  comm %.2fms  loss %.4f  test_acc %.4f  gen %lld\n",
-               kd_now() - l->t0, state ? state : "?", epoch, epochs, step, agents, sps,
+               kd_now() - l->t0, state ? state : "?", epoch, epochs, step, agents,
+               (long long)batch, sps,
                json_number_value(json_object_get(o, "compute_ms")),
                json_number_value(json_object_get(o, "comm_ms")),
                json_number_value(json_object_get(o, "loss")),
@@ -328,6 +331,7 @@ static void on_metrics(launch *l, const char *text, size_t len)
         fflush(stdout);
     }
     l->last_agents = agents;
+    l->last_batch = batch;
     json_decref(o);
 }
 

@@ -23,7 +23,8 @@
 #define TAIL_FINISH 1 /* finish votes (target accuracy reached) */
 #define TAIL_LOSS 2   /* sum of loss * samples */
 #define TAIL_COUNT 3  /* samples in the step */
-#define TAIL_N 4
+#define TAIL_GSQ 4    /* adaptive batch: |mean gradient over our samples|^2 (upper layers) */
+#define TAIL_N 5
 #define MAX_PEERS 1024
 
 static volatile sig_atomic_t worker_sigterm;
@@ -73,6 +74,13 @@ typedef struct worker {
                                    * [world*batch x width], summed with zeros elsewhere */
     size_t *gbounds;              /* world+1 bounds of the ranks' rows of dW0, in floats */
     int fworld;                   /* world the factor buffers are sized for */
+    size_t frows;                 /* global-batch rows the factor buffers hold */
+    int bmax;                     /* per-agent batch ceiling the buffers are sized for */
+    /* Adaptive batch size: the gradient noise measured on the layers above the first. */
+    double gsq_local;             /* this step: sum of squares of our scaled gradient */
+    double g_small, g_big;        /* window sums of the ranks' mean |g_local|^2 and of
+                                   * |g_global|^2 */
+    uint64_t g_n;                 /* steps in them */
     /* The world, known after WORLD. */
     uint32_t gen;                 /* generation */
     int rank, world;              /* our rank and the world size */
@@ -94,6 +102,8 @@ typedef struct worker {
     FILE *sample_log;             /* debug sample-id log or NULL */
     /* Metrics accumulated since the last report. */
     double m_compute, m_comm, m_loss, m_t0; /* seconds, summed loss*n, window start */
+    double m_update;              /* seconds of it in the optimizer step (per step, not
+                                   * per sample: the adaptive batch's step-time model) */
     uint64_t m_samples, m_steps;  /* global samples and steps in the window */
     double epoch_loss;            /* loss*n summed over the epoch (global) */
     uint64_t epoch_n;             /* samples in it */
@@ -221,7 +231,12 @@ static int load_job(worker *w, const json_t *body)
                                                          : w->test.n_classes;
     w->train.n_classes = w->test.n_classes = classes;
     kd_train_math_setup(w->cfg->threads);
+    /* With adaptive batch sizes the coordinator may announce any per-agent batch up to
+     * the ceiling: every buffer is sized for it once, so that a step never allocates. */
     int b = w->job.batch_size;
+    if (w->job.adaptive_batch && w->job.max_batch_size > b)
+        b = w->job.max_batch_size;
+    w->bmax = b;
     rc = kd_train_setup_model(&w->job, (int)w->train.dim, classes, b, w->seed, &w->m, &w->o,
                               err, sizeof err);
     if (rc != KD_OK) {
@@ -300,9 +315,9 @@ static int want_factors(const worker *w, int world)
  * fall back alone: it fails (the coordinator forms a world without it). */
 static int factor_buffers(worker *w, int world)
 {
-    if (w->fworld >= world)
-        return 1;
     size_t rows = (size_t)world * (size_t)w->job.batch_size;
+    if (w->frows >= rows && w->gbounds != NULL && w->fworld >= world)
+        return 1;
     float *x = realloc(w->xall, rows * w->train.dim * sizeof *x);
     if (x != NULL)
         w->xall = x;
@@ -322,6 +337,7 @@ static int factor_buffers(worker *w, int world)
         return 0;
     }
     w->fworld = world;
+    w->frows = rows;
     return 1;
 }
 
@@ -354,6 +370,14 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
             return -1;
         }
     }
+    /* The per-agent batch of this world (adaptive batch sizes change it between worlds);
+     * absent = unchanged. */
+    long long batch = w->job.batch_size;
+    if (json_object_get(b, "batch") != NULL &&
+        kd_wire_get_int(b, "batch", 1, w->bmax, &batch) != 0) {
+        kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+        return -1;
+    }
     char err[256];
     if (kd_comm_set_world(w->comm, msg->h.generation, (int)rank, (int)world, eps, err,
                           sizeof err) != KD_OK) {
@@ -376,12 +400,16 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
     w->warmup = (uint64_t)warm;
     w->pause_vote = 0;
     w->finish_vote = 0;
+    w->job.batch_size = (int)batch;
+    w->g_small = w->g_big = 0;
+    w->g_n = 0;
     w->factors = want_factors(w, w->world);
     if (w->factors && !factor_buffers(w, w->world))
         return -1;
-    KD_INFO("worker: world gen=%u rank=%d agents=%d epoch=%u cursor=%llu step=%llu lr_scale=%g "
-            "exchange=%s", w->gen, w->rank, w->world, w->epoch, (unsigned long long)w->cursor,
-            (unsigned long long)w->step, sto, w->factors ? "factors" : "gradients");
+    KD_INFO("worker: world gen=%u rank=%d agents=%d batch=%d epoch=%u cursor=%llu step=%llu "
+            "lr_scale=%g exchange=%s", w->gen, w->rank, w->world, w->job.batch_size, w->epoch,
+            (unsigned long long)w->cursor, (unsigned long long)w->step, sto,
+            w->factors ? "factors" : "gradients");
     return (int)state;
 }
 
@@ -421,11 +449,21 @@ static void report_metrics(worker *w, int force)
                           w->m_compute, "comm_s", w->m_comm, "loss",
                           w->m_samples > 0 ? w->m_loss / (double)w->m_samples : 0.0,
                           "samples", (json_int_t)w->m_samples);
-    if (b != NULL)
+    if (b != NULL) {
+        json_object_set_new(b, "batch", json_integer(w->job.batch_size));
+        json_object_set_new(b, "update_s", json_real(w->m_update));
+        if (w->g_n > 0) {
+            json_object_set_new(b, "gsq_local", json_real(w->g_small / (double)w->g_n));
+            json_object_set_new(b, "gsq_global", json_real(w->g_big / (double)w->g_n));
+            json_object_set_new(b, "gsq_steps", json_integer((json_int_t)w->g_n));
+        }
         ctl_send(w, KD_WIRE_METRICS, b);
+    }
     json_decref(b);
+    w->g_small = w->g_big = 0;
+    w->g_n = 0;
     w->m_t0 = now;
-    w->m_compute = w->m_comm = w->m_loss = 0;
+    w->m_compute = w->m_comm = w->m_loss = w->m_update = 0;
     w->m_samples = w->m_steps = 0;
 }
 
@@ -506,6 +544,24 @@ static int advance(worker *w, uint64_t bk)
     return 1;
 }
 
+/* Adaptive batch size measures the gradient noise on the layers above the first (with
+ * the factors exchange no rank ever holds its own first-layer gradient); a one-layer
+ * model measures its only layer, unless it exchanges factors: then nothing. */
+static size_t noise_base(const worker *w)
+{
+    if (w->m.n_layers >= 2)
+        return w->m.w_off[1];
+    return w->factors ? w->m.n_params : 0;
+}
+
+static double sumsq(const float *x, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)x[i] * (double)x[i];
+    return s;
+}
+
 /* Backward hands each final gradient range to the ring as soon as it is computed (the
  * model already weighted it by our share of the global batch), and the allreduce sends
  * what it can while the rest of the backward pass runs. An error is sticky in comm and reported by
@@ -515,6 +571,13 @@ static void on_grad_ready(void *arg, int layer, size_t off, size_t len)
     (void)layer;
     worker *w = arg;
     char err[256];
+    /* Adaptive batch size: the norm of our own gradient, read before the allreduce adds
+     * the peers' into this range. */
+    size_t u0 = noise_base(w);
+    if (w->job.adaptive_batch && off + len > u0) {
+        size_t a = off > u0 ? off : u0;
+        w->gsq_local += sumsq(w->m.grads + a, off + len - a);
+    }
     kd_comm_ready(w->comm, 0, off - w->ready_base, len, err, sizeof err);
 }
 
@@ -584,6 +647,7 @@ static step_result train_step(worker *w)
     kd_comm_span ar[2] = {{w->m.grads + w->ready_base, span_n + TAIL_N},
                           {w->dyall, (size_t)bk * width}};
     w->trained = 1;
+    w->gsq_local = 0;
     if (factors) {
         memset(w->dyall, 0, (size_t)row * width * sizeof(float));
         memset(w->dyall + (row + mine) * width, 0, (size_t)(bk - row - mine) * width *
@@ -633,6 +697,11 @@ static step_result train_step(worker *w)
     tail[TAIL_FINISH] = (float)w->finish_vote;
     tail[TAIL_LOSS] = loss * (float)mine;
     tail[TAIL_COUNT] = (float)mine;
+    /* Our gradient is scaled by mine/bk: |mean over our samples|^2 is that times
+     * (bk/mine)^2. */
+    tail[TAIL_GSQ] = mine > 0 ? (float)(w->gsq_local * ((double)bk / (double)mine) *
+                                        ((double)bk / (double)mine))
+                              : 0.0f;
     if (overlap && rc == KD_OK) {
         kd_comm_ready(w->comm, 0, span_n, TAIL_N, err, sizeof err);
         if (factors)
@@ -702,11 +771,21 @@ static step_result train_step(worker *w)
             return exchange_failed(w, err, local, start, mine, bk);
     }
     double t2 = kd_now();
+    /* Adaptive batch size: with every rank at the full per-agent batch, the global and the
+     * local gradient norms give the gradient noise (docs/runtime.md); rank 0 reports them. */
+    if (w->job.adaptive_batch && overlap && w->rank == 0 && noise_base(w) < w->m.n_params &&
+        bk == (uint64_t)w->world * (uint64_t)w->job.batch_size) {
+        size_t u0 = noise_base(w);
+        w->g_small += (double)tail[TAIL_GSQ] / (double)w->world;
+        w->g_big += sumsq(w->m.grads + u0, w->m.n_params - u0);
+        w->g_n++;
+    }
     if (!local)
         kd_optim_step(&w->o, w->m.params, w->m.grads, (float)lr);
     log_samples(w, w->epoch, start, mine);
     double t3 = kd_now();
     w->m_compute += (t1 - t0) + tprod + (t3 - t2);
+    w->m_update += t3 - t2;
     w->m_comm += t2 - t1 - tprod;
     w->m_steps++;
     w->m_samples += bk;

@@ -28,6 +28,8 @@ kd_add_test(NAME test_comm SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_comm.c
             LIBS kd_dist LABELS unit TIMEOUT 60)
 kd_add_test(NAME test_checkpoint SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_checkpoint.c
             LIBS kd_dist LABELS unit TIMEOUT 30)
+kd_add_test(NAME test_batch SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_batch.c
+            LIBS kd_dist LABELS unit TIMEOUT 30)
 
 # Coordinator + workers as real processes on loopback (tests/integration/dist_test.py).
 foreach(scenario equivalence join_leave schedule kill_worker kill_coordinator corrupt_checkpoint
@@ -47,4 +49,10 @@ kd_add_script_test(NAME dist_final_checkpoint
 # local-sgd (period 4): 2 -> 3 -> 2 agents, convergence and the sample invariant.
 kd_add_script_test(NAME dist_local_sgd
   COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_local_sgd.py
+  LABELS integration TIMEOUT 240)
+
+# Adaptive batch size: the coordinator grows the batch from the measured gradient noise;
+# no sample is lost or repeated across the change.
+kd_add_script_test(NAME dist_adaptive_batch
+  COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_adaptive_batch.py
   LABELS integration TIMEOUT 240)

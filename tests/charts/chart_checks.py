@@ -379,6 +379,14 @@ MAXIMAL_OVERRIDES = {
 }
 
 
+# The schema-wide object needs local-sgd (for sync.period) and adaptive.batchSize (for
+# maxBatchSize), which do not combine: the decoder rightly says so, and nothing else.
+MAXIMAL_EXPECTED_WARNINGS = {
+    "spec.training.adaptive.batchSize: needs sync.mode allreduce: with local-sgd every agent "
+    "keeps training.batchSize",
+}
+
+
 def maximal(schema, path):
     """An object using every property the schema declares, each with a valid value."""
     if path in MAXIMAL_OVERRIDES:
@@ -422,8 +430,9 @@ def check_crd_matches_decoder():
     for r in results:
         where = "%s (%s)" % (r["name"], os.path.basename(r["file"]))
         check(r["ok"], "the decoder refuses %s, which the CRD accepts: %s" % (where, r["error"]))
-        check(r["warnings"] == [], "the decoder does not know fields the CRD accepts in %s: %s"
-              % (where, r["warnings"]))
+        unexpected = [w for w in r["warnings"] if w not in MAXIMAL_EXPECTED_WARNINGS]
+        check(unexpected == [], "the decoder does not know fields the CRD accepts in %s: %s"
+              % (where, unexpected))
     # Every enum value the CRD allows must decode too.
     variants = []
     for path, values in enum_paths(spec_schema, "spec"):

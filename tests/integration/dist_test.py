@@ -50,7 +50,7 @@ def check(cond, msg):
 
 
 def write_job(d, name="t", epochs=2, batch=64, hidden="[64]", agents="{min: 1, max: 4}",
-              extra=""):
+              extra="", optimizer="{type: sgd, learningRate: 0.05, momentum: 0.9}"):
     path = os.path.join(d, "job.yaml")
     with open(path, "w") as f:
         f.write(f"""apiVersion: kadet.io/v1alpha1
@@ -63,7 +63,7 @@ spec:
     model: {{type: mlp, hidden: {hidden}}}
     epochs: {epochs}
     batchSize: {batch}
-    optimizer: {{type: sgd, learningRate: 0.05, momentum: 0.9}}
+    optimizer: {optimizer}
 {extra}""")
     return path
 

@@ -87,6 +87,9 @@ def main():
             print("%s Succeeded: accuracy %.4f epoch %s after %.1f s"
                   % (name, acc, st["progress"].get("epoch"), time.time() - t0))
             check(acc >= 0.85, "%s test accuracy %.4f < 0.85" % (name, acc))
+            check(st["progress"].get("batchSize") == 64,
+                  "%s status.progress.batchSize %r is the sample's per-agent batch"
+                  % (name, st["progress"].get("batchSize")))
             check(st.get("completionTime"), name + " completionTime")
             check(any(e["reason"] == "Succeeded" for e in c.events(name)),
                   name + " Succeeded event")

@@ -107,9 +107,14 @@ static void test_progress_decoder(void **state)
     assert_true(fabs(pi.samples_per_s - 9000.5) < 1e-9);
     assert_true(fabs(pi.accuracy - 0.86) < 1e-12);
     assert_int_equal(pi.samples, -1);
+    assert_int_equal(pi.batch, 0); /* a coordinator that does not say: unknown */
+    const char *with_batch = "{\"agents\": 2, \"batch\": 112, \"step\": 9}";
+    assert_int_equal(progress_decode(with_batch, strlen(with_batch), &pi), 0);
+    assert_int_equal(pi.batch, 112);
     const char *bad[] = {"", "[]", "{", "not json", "{\"epoch\": \"2\"}",
                          "{\"accuracy\": 1.5}", "{\"samples_per_s\": -1}", "{\"step\": -3}",
-                         "{\"loss\": true}", "{\"agents\": 1e9}"};
+                         "{\"loss\": true}", "{\"agents\": 1e9}", "{\"batch\": -1}",
+                         "{\"batch\": \"64\"}", "{\"batch\": 1e12}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(progress_decode(bad[i], strlen(bad[i]), &pi), -1);
 }

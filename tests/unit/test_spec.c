@@ -144,7 +144,11 @@ static void test_full_options_decode(void **state)
     if (rc != KD_OK)
         fail_msg("%s", err);
     json_decref(d);
-    assert_int_equal(j.n_warnings, 0); /* adaptive.batchSize is supported: no warning */
+    /* adaptive.batchSize is supported, but measures the noise on every step's gradients */
+    assert_int_equal(j.n_warnings, 1);
+    assert_string_equal(j.warnings[0], "spec.training.adaptive.batchSize: needs sync.mode "
+                                       "allreduce: with local-sgd every agent keeps "
+                                       "training.batchSize");
     assert_int_equal(j.replicas, 3);
     assert_string_equal(j.dataset_format, "csv");
     assert_int_equal(j.dataset_label_column, -1);

@@ -1,0 +1,148 @@
+/* coordinator_batch: adaptive batch size (spec.training.adaptive.batchSize).
+ *
+ * The coordinator picks the per-agent batch b that maximises the job's goodput, the
+ * training progress per second: throughput times statistical efficiency, as AdaptDL
+ * (Qiao et al., OSDI 2021) does. Both factors are measured while the job trains:
+ *
+ * - Gradient noise. With W agents at batch b, rank 0 reports the mean over the ranks of
+ *   |g_local|^2 (each rank's gradient over its b samples) and |g_global|^2 (the allreduced
+ *   gradient over W*b). Their expectations are |G|^2 + S/b and |G|^2 + S/(W*b), where G is
+ *   the true gradient and S the trace of the per-sample gradient covariance, which gives
+ *   unbiased estimates of both (McCandlish et al., "An Empirical Model of Large-Batch
+ *   Training", 2018, appendix A.1); each is smoothed on its own and the noise scale
+ *   Bn = S/|G|^2 is their ratio. A global batch M then makes (Bn + M0)/(Bn + M) as much
+ *   progress per sample as the base batch M0.
+ * - Speed. A step at batch b costs a*b (forward and backward, per rank) plus k (the
+ *   exchange, the optimizer step and everything else that does not grow with the batch),
+ *   both from the step times rank 0 reports for the current world.
+ *
+ * Goodput W*b / (a*b + k) / (Bn + W*b) is largest at b* = sqrt(k*Bn / (a*W)), clamped to
+ * [training.batchSize, adaptive.maxBatchSize]. The coordinator moves to b* when it
+ * promises at least MIN_GAIN more goodput than the current batch, through the same pause
+ * and new world as a change of agents (so the cursor, the checkpoints and the warm-up
+ * work unchanged); the learning rate follows with AdaScale's gain (Johnson et al.,
+ * 2020): r = (Bn/M1 + 1) / (Bn/M + 1) for going from the global batch M1 = W*batchSize to
+ * M, between 1 (noise-free: a larger batch does not allow a larger step) and M/M1. */
+#include <math.h>
+#include <string.h>
+
+#include "coordinator_int.h"
+#include "kd_log.h"
+#include "kd_wire.h"
+
+#define EMA_NEW 0.3          /* weight of a new report in the smoothed estimates */
+#define MIN_STEPS 100        /* noise samples in the current world before deciding */
+#define MIN_GAIN 1.05        /* predicted goodput gain that justifies a change */
+#define MIN_INTERVAL_S 2.0   /* seconds between two batch changes */
+#define BATCH_ROUND 8        /* batches are multiples of this (or the bounds) */
+
+void coord_batch_init(coord *c)
+{
+    c->batch0 = c->batch;
+    c->batch_max = c->batch;
+    if (c->job.adaptive_batch && c->job.max_batch_size > c->batch)
+        c->batch_max = c->job.max_batch_size;
+    c->adaptive_batch = c->job.adaptive_batch && c->job.sync_mode == KD_SPEC_SYNC_ALLREDUCE;
+    if (c->job.adaptive_batch && !c->adaptive_batch)
+        KD_WARN("coordinator: adaptive batch size needs sync.mode allreduce (local-sgd "
+                "does not exchange gradients every step); the batch stays %d", c->batch);
+    c->gns_g2 = c->gns_s = 0;
+    c->gns_reports = 0;
+    c->batch_changed = 0;
+}
+
+void coord_batch_new_world(coord *c)
+{
+    c->gns_steps = 0;
+    c->step_a = c->step_k = 0;
+    c->step_reports = 0;
+}
+
+void coord_batch_observe(coord *c, const json_t *b)
+{
+    if (!c->adaptive_batch || c->world < 2)
+        return;
+    long long steps, batch, gsteps;
+    double comp, comm, upd = 0, gl, gg;
+    if (kd_wire_get_int(b, "steps", 1, INT64_MAX, &steps) != 0 ||
+        kd_wire_get_int(b, "batch", 1, 1 << 20, &batch) != 0 || batch != c->batch ||
+        kd_wire_get_num(b, "compute_s", 0, 1e9, &comp) != 0 ||
+        kd_wire_get_num(b, "comm_s", 0, 1e9, &comm) != 0)
+        return;
+    /* Step times: forward and backward grow with the batch, the rest does not. */
+    if (json_object_get(b, "update_s") != NULL &&
+        (kd_wire_get_num(b, "update_s", 0, comp, &upd) != 0))
+        return;
+    double a = (comp - upd) / (double)steps / (double)batch, k = (comm + upd) / (double)steps;
+    if (c->step_reports == 0) {
+        c->step_a = a;
+        c->step_k = k;
+    } else {
+        c->step_a += EMA_NEW * (a - c->step_a);
+        c->step_k += EMA_NEW * (k - c->step_k);
+    }
+    c->step_reports++;
+    if (kd_wire_get_int(b, "gsq_steps", 1, INT64_MAX, &gsteps) != 0 ||
+        kd_wire_get_num(b, "gsq_local", 0, 1e30, &gl) != 0 ||
+        kd_wire_get_num(b, "gsq_global", 0, 1e30, &gg) != 0)
+        return;
+    double bs = (double)batch, bb = (double)batch * c->world;
+    double g2 = (bb * gg - bs * gl) / (bb - bs);
+    double s = (gl - gg) / (1.0 / bs - 1.0 / bb);
+    if (c->gns_reports == 0) {
+        c->gns_g2 = g2;
+        c->gns_s = s;
+    } else {
+        c->gns_g2 += EMA_NEW * (g2 - c->gns_g2);
+        c->gns_s += EMA_NEW * (s - c->gns_s);
+    }
+    c->gns_reports++;
+    c->gns_steps += (uint64_t)gsteps;
+}
+
+double coord_batch_noise(const coord *c)
+{
+    if (c->gns_reports == 0 || c->gns_g2 <= 0 || c->gns_s <= 0)
+        return 0;
+    return c->gns_s / c->gns_g2;
+}
+
+/* Goodput of per-agent batch b, up to a constant factor. */
+static double goodput(const coord *c, double bn, double b)
+{
+    double w = c->world;
+    return w * b / (c->step_a * b + c->step_k) / (bn + w * b);
+}
+
+int coord_batch_decide(coord *c, double now)
+{
+    if (!c->adaptive_batch || c->world < 2 || c->gns_steps < MIN_STEPS ||
+        c->step_reports < 2 || c->step_a <= 0 || now - c->batch_changed < MIN_INTERVAL_S)
+        return 0;
+    double bn = coord_batch_noise(c);
+    if (bn <= 0)
+        return 0;
+    double best = sqrt(c->step_k * bn / (c->step_a * c->world));
+    int b = (int)lround(best / BATCH_ROUND) * BATCH_ROUND;
+    if (b < c->batch0)
+        b = c->batch0;
+    if (b > c->batch_max)
+        b = c->batch_max;
+    if (b == c->batch || goodput(c, bn, b) < MIN_GAIN * goodput(c, bn, c->batch))
+        return 0;
+    KD_INFO("coordinator: batch %d -> %d noise_scale=%.0f compute_us_per_sample=%.2f "
+            "step_overhead_ms=%.3f", c->batch, b, bn, c->step_a * 1e6, c->step_k * 1e3);
+    c->batch = b;
+    c->batch_changed = now;
+    return 1;
+}
+
+double coord_batch_lr_gain(const coord *c, int agents)
+{
+    double bn = coord_batch_noise(c);
+    if (!c->adaptive_batch || c->batch == c->batch0 || bn <= 0 ||
+        c->scaling == KD_LR_SCALE_NONE)
+        return 1.0;
+    double m1 = (double)agents * c->batch0, m = (double)agents * c->batch;
+    return (bn / m1 + 1.0) / (bn / m + 1.0);
+}
