@@ -13,8 +13,9 @@
  *   Bn = S/|G|^2 is their ratio. A global batch M then makes (Bn + M0)/(Bn + M) as much
  *   progress per sample as the base batch M0.
  * - Speed. A step at batch b costs a*b (forward and backward, per rank) plus k (the
- *   exchange, the optimizer step and everything else that does not grow with the batch),
- *   both from the step times rank 0 reports for the current world.
+ *   exchange, the optimizer step and everything else that does not grow with the batch:
+ *   the window's wall time per step minus a*b), both from the step times rank 0 reports
+ *   for the current world.
  *
  * Goodput W*b / (a*b + k) / (Bn + W*b) is largest at b* = sqrt(k*Bn / (a*W)), clamped to
  * [training.batchSize, adaptive.maxBatchSize]. The coordinator moves to b* when it
@@ -63,7 +64,7 @@ void coord_batch_observe(coord *c, const json_t *b)
     if (!c->adaptive_batch || c->world < 2)
         return;
     long long steps, batch, gsteps;
-    double comp, comm, upd = 0, gl, gg;
+    double comp, comm, upd = 0, wall = 0, gl, gg;
     if (kd_wire_get_int(b, "steps", 1, INT64_MAX, &steps) != 0 ||
         kd_wire_get_int(b, "batch", 1, 1 << 20, &batch) != 0 || batch != c->batch ||
         kd_wire_get_num(b, "compute_s", 0, 1e9, &comp) != 0 ||
@@ -73,7 +74,14 @@ void coord_batch_observe(coord *c, const json_t *b)
     if (json_object_get(b, "update_s") != NULL &&
         (kd_wire_get_num(b, "update_s", 0, comp, &upd) != 0))
         return;
+    if (json_object_get(b, "wall_s") != NULL &&
+        (kd_wire_get_num(b, "wall_s", 0, 1e9, &wall) != 0))
+        return;
     double a = (comp - upd) / (double)steps / (double)batch, k = (comm + upd) / (double)steps;
+    /* Whatever else the window's wall time holds (data, waiting on the slower rank,
+     * ZeroMQ's threads taking the cores) does not grow with the batch either. */
+    if (wall > comp + comm)
+        k = wall / (double)steps - a * (double)batch;
     if (c->step_reports == 0) {
         c->step_a = a;
         c->step_k = k;

@@ -104,10 +104,13 @@ typedef struct worker {
     double m_compute, m_comm, m_loss, m_t0; /* seconds, summed loss*n, window start */
     double m_update;              /* seconds of it in the optimizer step (per step, not
                                    * per sample: the adaptive batch's step-time model) */
+    double step_sends;            /* this step: seconds in the exchange's sends and
+                                   * progress during the backward pass (comm, not compute) */
     uint64_t m_samples, m_steps;  /* global samples and steps in the window */
     double epoch_loss;            /* loss*n summed over the epoch (global) */
     uint64_t epoch_n;             /* samples in it */
     double epoch_t0;              /* wall clock at the epoch's first step */
+    int64_t epoch_t0_of;          /* the epoch epoch_t0 and epoch_loss belong to, -1 none */
     double last_train_loss;       /* mean training loss of the last finished epoch */
     json_t *last_eval;            /* rank 0's latest epoch report: re-sent with READY, so a
                                    * coordinator restarted while we trained on still learns
@@ -452,6 +455,7 @@ static void report_metrics(worker *w, int force)
     if (b != NULL) {
         json_object_set_new(b, "batch", json_integer(w->job.batch_size));
         json_object_set_new(b, "update_s", json_real(w->m_update));
+        json_object_set_new(b, "wall_s", json_real(dt));
         if (w->g_n > 0) {
             json_object_set_new(b, "gsq_local", json_real(w->g_small / (double)w->g_n));
             json_object_set_new(b, "gsq_global", json_real(w->g_big / (double)w->g_n));
@@ -530,6 +534,7 @@ static void epoch_end(worker *w, uint32_t done_epoch, int shared)
     w->epoch_loss = 0;
     w->epoch_n = 0;
     w->epoch_t0 = kd_now();
+    w->epoch_t0_of = w->epoch;
 }
 
 /* Moves the position past a step of bk samples; returns 1 when an epoch ended. */
@@ -578,7 +583,9 @@ static void on_grad_ready(void *arg, int layer, size_t off, size_t len)
         size_t a = off > u0 ? off : u0;
         w->gsq_local += sumsq(w->m.grads + a, off + len - a);
     }
+    double t = kd_now();
     kd_comm_ready(w->comm, 0, off - w->ready_base, len, err, sizeof err);
+    w->step_sends += kd_now() - t;
 }
 
 /* A failed exchange: in allreduce mode nothing was applied and the step is redone (its
@@ -648,6 +655,7 @@ static step_result train_step(worker *w)
                           {w->dyall, (size_t)bk * width}};
     w->trained = 1;
     w->gsq_local = 0;
+    w->step_sends = 0;
     if (factors) {
         memset(w->dyall, 0, (size_t)row * width * sizeof(float));
         memset(w->dyall + (row + mine) * width, 0, (size_t)(bk - row - mine) * width *
@@ -703,9 +711,11 @@ static step_result train_step(worker *w)
                                         ((double)bk / (double)mine))
                               : 0.0f;
     if (overlap && rc == KD_OK) {
+        double t = kd_now();
         kd_comm_ready(w->comm, 0, span_n, TAIL_N, err, sizeof err);
         if (factors)
             kd_comm_ready(w->comm, 1, 0, ar[1].n, err, sizeof err);
+        w->step_sends += kd_now() - t;
     }
     /* Factors: this rank computes its block of dW0's rows for the whole global batch (one
      * rank computes each row, so every rank ends with the same bits, whatever its BLAS):
@@ -784,7 +794,8 @@ static step_result train_step(worker *w)
         kd_optim_step(&w->o, w->m.params, w->m.grads, (float)lr);
     log_samples(w, w->epoch, start, mine);
     double t3 = kd_now();
-    w->m_compute += (t1 - t0) + tprod + (t3 - t2);
+    w->m_compute += (t1 - t0) + tprod + (t3 - t2) - w->step_sends;
+    w->m_comm += w->step_sends;
     w->m_update += t3 - t2;
     w->m_comm += t2 - t1 - tprod;
     w->m_steps++;
@@ -925,9 +936,15 @@ static int worker_loop(worker *w)
             else if (now - w->last_sent > 0.5)
                 ctl_send(w, KD_WIRE_HEARTBEAT, NULL);
             if (in_world) {
-                w->m_t0 = w->epoch_t0 = kd_now();
-                w->epoch_loss = 0;
-                w->epoch_n = 0;
+                w->m_t0 = kd_now();
+                /* A new world in the middle of an epoch continues it: its time (the
+                 * rescale included) and loss count from the epoch's start. */
+                if ((int64_t)w->epoch != w->epoch_t0_of) {
+                    w->epoch_t0 = w->m_t0;
+                    w->epoch_t0_of = w->epoch;
+                    w->epoch_loss = 0;
+                    w->epoch_n = 0;
+                }
             }
             continue;
         }
@@ -972,6 +989,7 @@ int kd_worker_run(const kd_worker_config *cfg)
     w->cfg = cfg;
     w->pend_step = UINT64_MAX;
     w->perm_epoch = -1;
+    w->epoch_t0_of = -1;
     if (cfg->name != NULL)
         snprintf(w->name, sizeof w->name, "%s", cfg->name);
     else {

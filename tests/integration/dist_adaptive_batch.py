@@ -6,6 +6,7 @@
 up to the goodput optimum through a new world. Checks:
   - the coordinator measured the noise scale and changed the batch (its log, a world
     announced with the new batch, the progress lines and the summary all show it);
+  - the epochs' times cover the whole training, world changes included;
   - the learning-rate scale of the new world lies between the 2 agents' linear scale and
     that times the batch ratio (AdaScale's gain is in [1, ratio]);
   - every sample id of every epoch is trained exactly once across the change (worker
@@ -67,6 +68,11 @@ def main():
     print("epochs:", " ".join(f"{e['epoch']}:{e['accuracy']:.3f}/b{e['batch']}" for e in log))
     d.check(all("batch" in e for e in log) and log[-1]["batch"] == s["batch"],
             "the epoch log records the batch of each epoch")
+    # An epoch in which the world changed counts from its start, the rescale included
+    # (samples/s in the summary divides by these); only the evaluations are outside.
+    span = sum(e["epoch_seconds"] for e in log)
+    d.check(span >= 0.8 * log[-1]["train_seconds"],
+            f"the epochs' times ({span:.2f} s) cover the training ({log[-1]['train_seconds']:.2f} s)")
     d.check(s["batch"] > BATCH and s["noise_scale"] > 0, "the summary records the final batch "
             f"{s['batch']} and noise scale {s['noise_scale']:.0f}")
     d.check(s["test_accuracy"] >= MIN_ACCURACY,
