@@ -78,14 +78,7 @@ def main():
     d.check(s["test_accuracy"] >= MIN_ACCURACY,
             f"converged: final test accuracy {s['test_accuracy']:.4f} >= {MIN_ACCURACY}")
 
-    cnt = d.sample_counts(tmp)
-    d.check(len(cnt) == s["epochs"], f"{len(cnt)} epochs logged by the workers")
-    for e in sorted(cnt):
-        k = cnt[e]
-        d.check(len(k) == N and max(k.values()) == 1,
-                f"epoch {e}: {len(k)} distinct samples of {N}, none repeated")
-    ok, why = d.ranges_tile(ranges, N)
-    d.check(ok, "coordinator ranges: " + why)
+    d.check_every_sample_once(tmp, N, ranges, epochs=s["epochs"])
     print(f"PASS adaptive_batch in {time.time() - t0:.1f}s")
 
 

@@ -88,14 +88,7 @@ def main():
             f"{MAX_DROP} accuracy (worst drop {worst:.4f})")
     d.check(3 in [e["agents"] for e in log], "some epoch ended with 3 agents")
 
-    cnt = d.sample_counts(tmp)
-    d.check(len(cnt) == s["epochs"], f"{len(cnt)} epochs logged by the workers")
-    for e in sorted(cnt):
-        k = cnt[e]
-        d.check(len(k) == N and max(k.values()) == 1,
-                f"epoch {e}: {len(k)} distinct samples of {N}, none repeated")
-    ok, why = d.ranges_tile(ranges, N)
-    d.check(ok, "coordinator ranges: " + why)
+    d.check_every_sample_once(tmp, N, ranges, epochs=s["epochs"])
     print(f"PASS local_sgd in {time.time() - t0:.1f}s")
 
 

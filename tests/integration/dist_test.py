@@ -118,6 +118,23 @@ def ranges_tile(path, n):
     return True, f"{len(by_epoch)} epochs tiled"
 
 
+def check_every_sample_once(d, n, ranges, epochs=None, min_epochs=1):
+    """The workers' sample logs in d hold every one of the n sample ids exactly once in
+    each epoch (epochs of them, or at least min_epochs), and the coordinator's cursor
+    ranges tile every epoch."""
+    cnt = sample_counts(d)
+    if epochs is not None:
+        check(len(cnt) == epochs, f"{len(cnt)} epochs logged by the workers")
+    else:
+        check(len(cnt) >= min_epochs, f"{len(cnt)} epochs logged by the workers")
+    for e in sorted(cnt):
+        c = cnt[e]
+        check(len(c) == n and max(c.values()) == 1,
+              f"epoch {e}: {len(c)} distinct samples of {n}, none repeated")
+    ok, why = ranges_tile(ranges, n)
+    check(ok, "coordinator ranges: " + why)
+
+
 def scenario_equivalence():
     d = tempfile.mkdtemp(prefix="kd_eq.")
     results = {}
@@ -194,14 +211,7 @@ def scenario_join_leave():
         for p in ws + [c]:
             if p.poll() is None:
                 p.kill()
-    cnt = sample_counts(d)
-    check(len(cnt) >= 5, f"{len(cnt)} epochs logged")
-    for e in sorted(cnt):
-        c = cnt[e]
-        check(len(c) == n and max(c.values()) == 1,
-              f"epoch {e}: {len(c)} distinct samples of {n}, none repeated")
-    ok, why = ranges_tile(ranges, n)
-    check(ok, "coordinator ranges: " + why)
+    check_every_sample_once(d, n, ranges, min_epochs=5)
 
 
 def scenario_schedule():
