@@ -270,7 +270,16 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
         set_event(p, "InvalidSpec", 1, in->invalid_msg != NULL ? in->invalid_msg : "");
         return KD_OK;
     }
-    add_cond(p, "Valid", 1, "SpecValid", "the spec is valid");
+    /* A job's own policy is what `kadet run` uses; on a cluster one policy arbitrates
+     * the shared capacity. Say so where the user looks, rather than ignore it silently. */
+    if (in->spec_policy != NULL && in->sched_policy != NULL &&
+        strcmp(in->spec_policy, in->sched_policy) != 0)
+        add_cond(p, "Valid", 1, "SpecValid",
+                 "the spec is valid; the cluster's scheduling policy %s decides for every job "
+                 "(spec.scheduling.policy %s is used by kadet run)", in->sched_policy,
+                 in->spec_policy);
+    else
+        add_cond(p, "Valid", 1, "SpecValid", "the spec is valid");
     if (in->has_phase && in->phase == RC_FAILED && in->failed_invalid)
         add_cond(p, "Failed", 0, "SpecValid", "the spec was corrected");
 

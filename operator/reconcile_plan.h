@@ -77,6 +77,8 @@ typedef struct rc_input {
     int status_desired;        /* status.agents.desired, -1 = unset */
     /* scheduler */
     int sched_desired;         /* the scheduler host's last decision, -1 = none yet */
+    const char *spec_policy;   /* spec.scheduling.policy, NULL when invalid */
+    const char *sched_policy;  /* the policy that made that decision, NULL = none yet */
     /* cluster */
     int have_service;          /* the coordinator Service exists */
     const rc_pod *pods;

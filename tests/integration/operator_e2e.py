@@ -21,7 +21,7 @@ TOP = h.TOP
 EPOCHS = int(os.environ.get("KADET_E2E_EPOCHS", "3"))
 
 
-def job_from_sample(name, cluster, agents, epochs):
+def job_from_sample(name, cluster, agents, epochs, policy="greedy"):
     conv = os.path.join(h.BIN, "kd-yaml2json")
     import subprocess
     out = subprocess.run([conv, os.path.join(TOP, "manifests", "samples", "fashion-mnist.yaml")],
@@ -35,7 +35,7 @@ def job_from_sample(name, cluster, agents, epochs):
                                "intervalSeconds": 30}
     # Short runs: no deadline/TTL surprises while the test looks at the finished job.
     j["spec"]["runPolicy"] = {"backoffLimit": 3, "cleanPodPolicy": "Running"}
-    j["spec"]["scheduling"] = {"policy": "greedy", "weights": {"time": 1.0, "cost": 0.1}}
+    j["spec"]["scheduling"] = {"policy": policy, "weights": {"time": 1.0, "cost": 0.1}}
     return j
 
 
@@ -69,8 +69,10 @@ def main():
         check(status(c, "fm-a").get("phase") == "Running",
               "fm-a finished before the second job arrived; raise KADET_E2E_EPOCHS")
         downs = sum(1 for f, t in scaled(c, "fm-a") if t < f)
+        # fm-b asks for another policy than the cluster's: it is scheduled by greedy like
+        # every job, and its Valid condition says so.
         c.kubectl("apply", "-f", "-", stdin=json.dumps(job_from_sample("fm-b", c, (2, 4),
-                                                                        EPOCHS)))
+                                                                        EPOCHS, "rl")))
         wait_for(lambda: sum(1 for f, t in scaled(c, "fm-a") if t < f) > downs
                  or status(c, "fm-a").get("phase") == "Succeeded", 40,
                  "fm-a scaled down for fm-b")
@@ -87,6 +89,12 @@ def main():
             print("%s Succeeded: accuracy %.4f epoch %s after %.1f s"
                   % (name, acc, st["progress"].get("epoch"), time.time() - t0))
             check(acc >= 0.85, "%s test accuracy %.4f < 0.85" % (name, acc))
+            valid = [x for x in st.get("conditions", []) if x["type"] == "Valid"]
+            msg = valid[0]["message"] if valid else ""
+            want = ("the cluster's scheduling policy greedy decides for every job "
+                    "(spec.scheduling.policy rl is used by kadet run)")
+            check((want in msg) == (name == "fm-b"),
+                  "%s Valid condition: %r" % (name, msg))
             check(st["progress"].get("batchSize") == 64,
                   "%s status.progress.batchSize %r is the sample's per-agent batch"
                   % (name, st["progress"].get("batchSize")))
