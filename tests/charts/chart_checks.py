@@ -306,6 +306,7 @@ def check_crd_structure():
     cols = [(col["name"], col["jsonPath"]) for col in v["additionalPrinterColumns"]]
     check(cols == [("Phase", ".status.phase"), ("Desired", ".status.agents.desired"),
                    ("Ready", ".status.agents.ready"), ("Epoch", ".status.progress.epoch"),
+                   ("Batch", ".status.progress.batchSize"),
                    ("Accuracy", ".status.progress.accuracy"),
                    ("Age", ".metadata.creationTimestamp")], "printer columns %r" % cols)
     schema = v["schema"]["openAPIV3Schema"]
