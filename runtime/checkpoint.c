@@ -1,8 +1,10 @@
 /* checkpoint: atomic, checksummed checkpoint files with fallback to the previous one
- * (see checkpoint.h). Header layout, little-endian; format 2 (written), 96 bytes:
- *   0 magic "KDCKPT\0\2"  8 fingerprint  16 generation(u32) 20 epoch(u32)  24 cursor
+ * (see checkpoint.h). Header layout, little-endian; format 3 (written), 112 bytes:
+ *   0 magic "KDCKPT\0\3"  8 fingerprint  16 generation(u32) 20 epoch(u32)  24 cursor
  *   32 step  40 optim_t  48 seed  56 n_params  64 n_state  72 eval_epoch(u32)
- *   76 reserved(u32, zero)  80 accuracy(f64)  88 train_loss(f64)
+ *   76 batch(u32, 0 = not recorded)  80 accuracy(f64)  88 train_loss(f64)
+ *   96 noise_g2(f64)  104 noise_s(f64)
+ * Format 2 (read only) is the same up to 96, with 76 reserved (zero): no batch state.
  * Format 1 (read only) is the same up to 72, then reserved(8, zero): 80 bytes, and no
  * evaluation. Then n_params + n_state float32, then the CRC32 of everything before it
  * (u32). */
@@ -10,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +26,9 @@
 #include "kd_wire.h"
 
 #define CKPT_HDR_V1 80
-#define CKPT_HDR 96 /* format 2; the largest header */
-#define CKPT_VERSION 2
+#define CKPT_HDR_V2 96
+#define CKPT_HDR 112 /* format 3; the largest header */
+#define CKPT_VERSION 3
 /* Refuse absurd sizes before allocating: 1 Gi floats each. */
 #define CKPT_MAX_FLOATS (1ull << 30)
 /* The last byte is the format version. */
@@ -104,8 +108,11 @@ int kd_ckpt_save(const char *dir, const kd_ckpt *c, char *err, size_t errlen)
     kd_le_put64(hdr + 56, c->n_params);
     kd_le_put64(hdr + 64, c->n_state);
     kd_le_put32(hdr + 72, c->eval_epoch);
+    kd_le_put32(hdr + 76, c->batch);
     put_f64(hdr + 80, c->eval_epoch > 0 ? c->accuracy : 0.0);
     put_f64(hdr + 88, c->eval_epoch > 0 ? c->train_loss : 0.0);
+    put_f64(hdr + 96, c->noise_g2);
+    put_f64(hdr + 104, c->noise_s);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return kd_errf(err, errlen, KD_EIO, "checkpoint: open %s: %s", tmp, strerror(errno));
@@ -183,7 +190,7 @@ int kd_ckpt_load_file(const char *path, uint64_t fingerprint, kd_ckpt *out, char
         goto out;
     }
     int version = hdr[7];
-    size_t hlen = version == 1 ? CKPT_HDR_V1 : CKPT_HDR;
+    size_t hlen = version == 1 ? CKPT_HDR_V1 : version == 2 ? CKPT_HDR_V2 : CKPT_HDR;
     if (hlen > CKPT_HDR_V1 &&
         fread(hdr + CKPT_HDR_V1, 1, hlen - CKPT_HDR_V1, f) != hlen - CKPT_HDR_V1) {
         rc = kd_errf(err, errlen, KD_ETRUNCATED, "checkpoint %s: truncated header", path);
@@ -256,6 +263,19 @@ int kd_ckpt_load_file(const char *path, uint64_t fingerprint, kd_ckpt *out, char
         out->eval_epoch = kd_le_get32(hdr + 72);
         out->accuracy = acc;
         out->train_loss = loss;
+    }
+    if (version >= 3) {
+        uint32_t batch = kd_le_get32(hdr + 76);
+        double g2 = get_f64(hdr + 96), s = get_f64(hdr + 104);
+        if (batch > (1u << 20) || !isfinite(g2) || !isfinite(s)) {
+            rc = kd_errf(err, errlen, KD_EFORMAT,
+                         "checkpoint %s: batch state out of range (batch %u, noise %g/%g)",
+                         path, batch, g2, s);
+            goto out;
+        }
+        out->batch = batch;
+        out->noise_g2 = g2;
+        out->noise_s = s;
     }
     kd_wire_floats_from_le(out->params, body, (size_t)np);
     if (ns > 0)

@@ -7,9 +7,11 @@
  * and a fingerprint of the job (model shape) so that a checkpoint of another model is
  * refused. It also keeps the evaluation of the last finished epoch (test accuracy, train
  * loss), so that a coordinator restarted from the final checkpoint can report the job's
- * result without any worker. The file is a fixed little-endian header, the float32
- * parameters, the float32 optimizer state and a CRC32 (zlib) of all of it. Format 2 is
- * written; format 1 (no evaluation) is still read.
+ * result without any worker, and the adaptive batch size's state (the per-agent batch and
+ * the smoothed gradient-noise estimates), so that a restarted coordinator continues with
+ * the batch and learning rate it had. The file is a fixed little-endian header, the
+ * float32 parameters, the float32 optimizer state and a CRC32 (zlib) of all of it.
+ * Format 3 is written; formats 1 (no evaluation) and 2 (no batch) are still read.
  *
  * kd_ckpt_save writes DIR/checkpoint.tmp, fsyncs it, moves the current DIR/checkpoint.kdc
  * to DIR/checkpoint.prev.kdc, renames the temporary file into place and fsyncs DIR, so a
@@ -42,7 +44,10 @@ typedef struct kd_ckpt {
                            * (no epoch finished yet, or a format 1 file) */
     double accuracy;      /* test accuracy after epoch eval_epoch */
     double train_loss;    /* mean training loss of epoch eval_epoch */
-    int format;           /* file format read (1 or 2); ignored by save */
+    uint32_t batch;       /* per-agent batch in effect; 0 = not recorded (formats 1, 2) */
+    double noise_g2;      /* adaptive batch: smoothed |G|^2 estimate (0 = unknown) */
+    double noise_s;       /* adaptive batch: smoothed noise trace S estimate */
+    int format;           /* file format read (1, 2 or 3); ignored by save */
 } kd_ckpt;
 
 /* Atomically replaces DIR's checkpoint with c (params and state are borrowed), keeping

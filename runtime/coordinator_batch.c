@@ -145,6 +145,20 @@ int coord_batch_decide(coord *c, double now)
     return 1;
 }
 
+void coord_batch_restore(coord *c, int batch, double noise_g2, double noise_s)
+{
+    if (!c->adaptive_batch || batch < c->batch0 || batch > c->batch_max)
+        return;
+    c->batch = batch;
+    if (noise_g2 != 0.0 || noise_s != 0.0) {
+        c->gns_g2 = noise_g2;
+        c->gns_s = noise_s;
+        c->gns_reports = 1;
+    }
+    KD_INFO("coordinator: batch %d from the checkpoint noise_scale=%.0f", c->batch,
+            coord_batch_noise(c));
+}
+
 double coord_batch_lr_gain(const coord *c, int agents)
 {
     double bn = coord_batch_noise(c);

@@ -101,6 +101,9 @@ double coord_batch_noise(const coord *c);
 int coord_batch_decide(coord *c, double now);
 /* AdaScale's learning-rate gain for agents at the current batch against the base one. */
 double coord_batch_lr_gain(const coord *c, int agents);
+/* Continues from a checkpoint's batch state (batch 0: none recorded; a batch outside the
+ * job's current bounds, or adaptation now off, is not taken). */
+void coord_batch_restore(coord *c, int batch, double noise_g2, double noise_s);
 
 /* coordinator_io.c */
 void coord_save_checkpoint(coord *c);

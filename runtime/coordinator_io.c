@@ -27,7 +27,9 @@ void coord_save_checkpoint(coord *c)
                   .seed = c->cfg->seed, .n_params = c->n_params, .n_state = c->n_state,
                   .params = p, .state = c->n_state > 0 ? p + c->n_params : NULL,
                   .eval_epoch = (uint32_t)c->epochs_done, .accuracy = c->accuracy,
-                  .train_loss = c->train_loss};
+                  .train_loss = c->train_loss, .batch = (uint32_t)c->batch,
+                  .noise_g2 = c->gns_reports > 0 ? c->gns_g2 : 0.0,
+                  .noise_s = c->gns_reports > 0 ? c->gns_s : 0.0};
     char err[512];
     if (kd_ckpt_save(dir, &ck, err, sizeof err) != KD_OK) {
         KD_ERROR("coordinator: %s", err);
@@ -208,6 +210,7 @@ int coord_load_checkpoint(coord *c)
     c->epochs_done = (int)ck.eval_epoch;
     c->accuracy = ck.accuracy;
     c->train_loss = ck.train_loss;
+    coord_batch_restore(c, (int)ck.batch, ck.noise_g2, ck.noise_s);
     /* Nothing new to write until the state or the evaluation moves on. */
     c->saved = 1;
     c->saved_step = ck.step;

@@ -11,7 +11,9 @@ up to the goodput optimum through a new world. Checks:
     that times the batch ratio (AdaScale's gain is in [1, ratio]);
   - every sample id of every epoch is trained exactly once across the change (worker
     sample logs) and the coordinator's cursor ranges tile every epoch;
-  - training converges: final test accuracy >= 0.82 on a 12,000-sample subset.
+  - training converges: final test accuracy >= 0.82 on a 12,000-sample subset;
+  - the checkpoint keeps the batch state: `kadet run` again on the same checkpoint
+    directory with more epochs resumes at the adapted batch, not at batchSize.
 
 Usage: dist_adaptive_batch.py   (KADET_BIN_DIR points at the kadet binary's directory)
 """
@@ -43,9 +45,10 @@ def main():
                       extra=f"    adaptive: {{batchSize: true, maxBatchSize: {MAX_BATCH}}}\n")
     summary = os.path.join(tmp, "summary.json")
     ranges = os.path.join(tmp, "ranges.log")
+    ck = os.path.join(tmp, "ck")
     rc, out = d.run(["run", job, "--agents", "2", "--max-samples", str(N), "--summary-json",
                      summary, "--range-log", ranges, "--sample-log-dir", tmp, "--log-level",
-                     "info"], timeout=240)
+                     "info", "--checkpoint-dir", ck], timeout=240)
     d.check(rc == 0, "training with an adaptive batch completed")
     changes = re.findall(r"coordinator: batch (\d+) -> (\d+) noise_scale=(\d+)", out)
     print("batch changes:", changes)
@@ -79,6 +82,19 @@ def main():
             f"converged: final test accuracy {s['test_accuracy']:.4f} >= {MIN_ACCURACY}")
 
     d.check_every_sample_once(tmp, N, ranges, epochs=s["epochs"])
+
+    # Continue the finished job for two more epochs from its final checkpoint.
+    rc, out = d.run(["run", job, "--agents", "2", "--max-samples", str(N), "--log-level",
+                     "info", "--checkpoint-dir", ck, "--epochs", str(s["epochs"] + 2)],
+                    timeout=240)
+    d.check(rc == 0, "a second run continued from the checkpoint")
+    m = re.search(r"coordinator: batch (\d+) from the checkpoint noise_scale=(\d+)", out)
+    d.check(m is not None and int(m.group(1)) == s["batch"] and int(m.group(2)) > 0,
+            f"it restored batch {s['batch']} and the noise estimate: "
+            f"{m.group(0) if m else 'nothing'}")
+    first = re.search(r"coordinator: world gen=\d+ agents=2 batch=(\d+)", out)
+    d.check(first is not None and int(first.group(1)) == s["batch"],
+            "its first world trained at the restored batch, not at batchSize")
     print(f"PASS adaptive_batch in {time.time() - t0:.1f}s")
 
 

@@ -51,13 +51,13 @@ def coordinator(job, ck, summary, port=0, extra=()):
 
 
 def to_format_1(path):
-    """Rewrites a format 2 checkpoint as format 1 (80-byte header, no evaluation)."""
+    """Rewrites a format 3 checkpoint as format 1 (80-byte header, no evaluation)."""
     b = open(path, "rb").read()
-    assert b[7] == 2
+    assert b[7] == 3
     hdr = bytearray(b[:80])
     hdr[7] = 1
     hdr[72:80] = b"\0" * 8
-    body = b[96:-4]
+    body = b[112:-4]
     data = bytes(hdr) + body
     open(path, "wb").write(data + struct.pack("<I", zlib.crc32(data) & 0xffffffff))
 
@@ -76,7 +76,7 @@ def main():
     d.check(ckpt["epoch"] == 2 and ckpt["cursor"] == 0,
             f"the final checkpoint is at the end (epoch {ckpt['epoch']}, cursor "
             f"{ckpt['cursor']})")
-    d.check(ckpt["format"] == 2 and ckpt["eval_epoch"] == 2 and
+    d.check(ckpt["format"] == 3 and ckpt["eval_epoch"] == 2 and
             abs(ckpt["accuracy"] - first["test_accuracy"]) < 1e-6,
             f"it records the last epoch's accuracy ({ckpt['accuracy']:.4f} of epoch "
             f"{ckpt['eval_epoch']}; the run reported {first['test_accuracy']:.4f})")
@@ -149,7 +149,7 @@ def main():
     # 6. A final checkpoint written by the previous format.
     for name in ("checkpoint.kdc", "checkpoint.prev.kdc"):
         p = os.path.join(ck, name)
-        if os.path.exists(p) and open(p, "rb").read()[7] == 2:
+        if os.path.exists(p) and open(p, "rb").read()[7] == 3:
             to_format_1(p)
     rc, out, secs = coordinator(job, ck, os.path.join(tmp, "old.json"))
     print(out[-1200:])

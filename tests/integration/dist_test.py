@@ -75,12 +75,12 @@ def run(args, timeout=120, **kw):
 
 
 def read_ckpt(path):
-    """Parses a checkpoint file (runtime/checkpoint.c layout, format 1 or 2)."""
+    """Parses a checkpoint file (runtime/checkpoint.c layout, format 1, 2 or 3)."""
     b = open(path, "rb").read()
     version = b[7]
     fp, gen, epoch, cursor, step, optim_t, seed, np_, ns = struct.unpack_from(
         "<QIIQQQQQQ", b, 8)
-    hlen = 80 if version == 1 else 96
+    hlen = {1: 80, 2: 96}.get(version, 112)
     floats = struct.unpack_from("<%df" % (np_ + ns), b, hlen)
     r = {"format": version, "step": step, "epoch": epoch, "cursor": cursor,
          "params": floats[:np_], "state": floats[np_:], "eval_epoch": 0, "accuracy": 0.0,

@@ -3,7 +3,8 @@
  * reports are noise-free; it moves to the goodput-optimal batch sqrt(k*Bn/(a*W)), rounded
  * and clamped to [batchSize, maxBatchSize], and only when that promises a real gain; the
  * learning-rate gain lies between 1 and the batch ratio; reports of another batch or with
- * one agent change nothing; local-sgd jobs never adapt. */
+ * one agent change nothing; local-sgd jobs never adapt; a checkpoint's batch state is
+ * taken back only within the job's bounds. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -151,6 +152,29 @@ static void test_learning_rate_gain(void **state)
     assert_true(g > 1.0 && g < 256.0 / 64.0);
 }
 
+static void test_restores_from_a_checkpoint(void **state)
+{
+    (void)state;
+    setup_coord(2, 64, 512);
+    coord_batch_restore(&c, 192, 0.04, 40.0);
+    assert_int_equal(c.batch, 192);
+    assert_true(fabs(coord_batch_noise(&c) - 1000.0) < 1e-9); /* and the lr gain with it */
+    assert_true(coord_batch_lr_gain(&c, 2) > 1.0);
+    /* Nothing recorded (an older checkpoint), or a batch outside today's bounds: the
+     * spec's batch, and the noise is measured again. */
+    setup_coord(2, 64, 512);
+    coord_batch_restore(&c, 0, 0.0, 0.0);
+    assert_int_equal(c.batch, 64);
+    coord_batch_restore(&c, 1024, 0.04, 40.0);
+    assert_int_equal(c.batch, 64);
+    assert_true(coord_batch_noise(&c) == 0);
+    /* A job that no longer adapts keeps its batch. */
+    setup_coord(2, 64, 512);
+    c.adaptive_batch = 0;
+    coord_batch_restore(&c, 192, 0.04, 40.0);
+    assert_int_equal(c.batch, 64);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -160,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_small_gains_are_not_worth_a_change),
         cmocka_unit_test(test_ignores_what_it_cannot_use),
         cmocka_unit_test(test_learning_rate_gain),
+        cmocka_unit_test(test_restores_from_a_checkpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

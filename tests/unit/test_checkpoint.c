@@ -1,7 +1,9 @@
 /* checkpoint: what is saved loads back bit-exactly, with the last epoch's evaluation;
  * the previous checkpoint is kept; truncated, bit-flipped and foreign files are detected
  * and the previous checkpoint is used instead; nothing at all is reported as not found;
- * files of the previous format (1) still load; a newer format is refused by name. */
+ * files of the previous formats (1: no evaluation, 2: no batch state) still load; a newer
+ * format is refused by name; an adaptive batch state out of range is refused. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,7 +46,8 @@ static void save_one(uint64_t step, float base)
     kd_ckpt c = {.fingerprint = 42, .generation = 3, .epoch = 2, .cursor = 640,
                  .step = step, .optim_t = step, .seed = 7, .n_params = 5, .n_state = 10,
                  .params = p, .state = s, .eval_epoch = 2, .accuracy = 0.8125,
-                 .train_loss = 0.375 + (double)step};
+                 .train_loss = 0.375 + (double)step, .batch = 112, .noise_g2 = 0.04,
+                 .noise_s = -3.5};
     char err[256];
     assert_int_equal(kd_ckpt_save(dir, &c, err, sizeof err), KD_OK);
 }
@@ -73,10 +76,12 @@ static void test_saved_state_loads_back_exactly(void **state)
     assert_int_equal(c.n_state, 10);
     assert_true(c.params[4] == 2.5f);
     assert_true(c.state[9] == -10.5f);
-    assert_int_equal(c.format, 2);
+    assert_int_equal(c.format, 3);
     assert_int_equal(c.eval_epoch, 2);
     assert_true(c.accuracy == 0.8125);
     assert_true(c.train_loss == 100.375);
+    assert_int_equal(c.batch, 112);
+    assert_true(c.noise_g2 == 0.04 && c.noise_s == -3.5);
     kd_ckpt_free(&c);
     kd_ckpt_free(&c);
     /* Another job's or model's checkpoint is refused. */
@@ -214,10 +219,29 @@ static void test_newer_or_nonsense_header_is_refused(void **state)
     kd_ckpt c;
     path_of(p, sizeof p, KD_CKPT_FILE);
     /* A format this build does not know: refused, and the message says why. */
-    unsigned char v3[96] = {'K', 'D', 'C', 'K', 'P', 'T', 0, 3};
-    write_raw(KD_CKPT_FILE, v3, sizeof v3);
+    unsigned char v4[112] = {'K', 'D', 'C', 'K', 'P', 'T', 0, 4};
+    write_raw(KD_CKPT_FILE, v4, sizeof v4);
     assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_EFORMAT);
     assert_non_null(strstr(err, "newer kadet"));
+    /* Format 3: a batch beyond any the runtime takes, or a noise estimate that is not a
+     * number, is refused; sane values load. */
+    unsigned char v3[112] = {'K', 'D', 'C', 'K', 'P', 'T', 0, 3};
+    kd_le_put32(v3 + 76, 1u << 30);
+    write_raw(KD_CKPT_FILE, v3, sizeof v3);
+    assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_EFORMAT);
+    assert_non_null(strstr(err, "batch state out of range"));
+    kd_le_put32(v3 + 76, 96);
+    put_f64(v3 + 96, NAN);
+    write_raw(KD_CKPT_FILE, v3, sizeof v3);
+    assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_EFORMAT);
+    put_f64(v3 + 96, 0.5);
+    put_f64(v3 + 104, 80.0);
+    write_raw(KD_CKPT_FILE, v3, sizeof v3);
+    assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_OK);
+    assert_int_equal(c.format, 3);
+    assert_int_equal(c.batch, 96);
+    assert_true(c.noise_g2 == 0.5 && c.noise_s == 80.0);
+    kd_ckpt_free(&c);
     /* A checksummed format 2 header whose accuracy is not a fraction. */
     unsigned char v2[96] = {'K', 'D', 'C', 'K', 'P', 'T', 0, 2};
     kd_le_put32(v2 + 72, 3);
@@ -233,7 +257,14 @@ static void test_newer_or_nonsense_header_is_refused(void **state)
     assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_OK);
     assert_int_equal(c.eval_epoch, 3);
     assert_true(c.accuracy == 0.875 && c.train_loss == 0.25);
+    assert_int_equal(c.batch, 0); /* format 2 records no batch */
     kd_ckpt_free(&c);
+    /* Format 2's reserved word must stay zero. */
+    kd_le_put32(v2 + 76, 64);
+    write_raw(KD_CKPT_FILE, v2, sizeof v2);
+    assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_EFORMAT);
+    kd_le_put32(v2 + 76, 0);
+    write_raw(KD_CKPT_FILE, v2, sizeof v2);
     /* A format 2 file cut inside its longer header is truncated, not misread as 1. */
     assert_int_equal(truncate(p, 90), 0);
     assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_ETRUNCATED);
