@@ -154,8 +154,12 @@ int kd_launch_cmd_run(int argc, char **argv)
            o.data ? o.data : job.dataset_path);
     for (int i = 0; i < job.n_hidden; i++)
         printf("%s%d", i ? "-" : " ", job.hidden[i]);
-    printf(", batch %d per agent, %s lr %g, %d epochs, agents %d..%d%s, sync %s, seed %llu\n",
-           o.batch ? o.batch : job.batch_size, kd_spec_optimizer_name(job.optimizer),
+    int per_agent = o.batch ? o.batch : job.batch_size;
+    printf(", batch %d per agent", per_agent);
+    if (job.adaptive_batch && job.max_batch_size > per_agent)
+        printf(" (adaptive up to %d)", job.max_batch_size);
+    printf(", %s lr %g, %d epochs, agents %d..%d%s, sync %s, seed %llu\n",
+           kd_spec_optimizer_name(job.optimizer),
            job.learning_rate, o.epochs ? o.epochs : job.epochs, job.agents_min,
            job.agents_max, o.agents ? " (pinned)" : "", kd_spec_sync_name(job.sync_mode),
            o.seed);
@@ -172,6 +176,10 @@ int kd_launch_cmd_run(int argc, char **argv)
                json_number_value(json_object_get(summary, "samples_per_second")),
                (long long)json_integer_value(json_object_get(summary, "agents")),
                json_number_value(json_object_get(summary, "wall_seconds")));
+        if (job.adaptive_batch)
+            printf("      final batch %lld per agent, gradient noise scale %.0f\n",
+                   (long long)json_integer_value(json_object_get(summary, "batch")),
+                   json_number_value(json_object_get(summary, "noise_scale")));
         if (summary_json != NULL && write_summary(summary_json, summary) != 0) {
             fprintf(stderr, "kadet run: cannot write %s: %s\n", summary_json, strerror(errno));
             st = 1;
