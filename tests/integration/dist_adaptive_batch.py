@@ -78,6 +78,9 @@ def main():
             f"the epochs' times ({span:.2f} s) cover the training ({log[-1]['train_seconds']:.2f} s)")
     d.check(s["batch"] > BATCH and s["noise_scale"] > 0, "the summary records the final batch "
             f"{s['batch']} and noise scale {s['noise_scale']:.0f}")
+    d.check(f"final batch {s['batch']} per agent, gradient noise scale" in out and
+            f"batch {BATCH} per agent (adaptive up to {MAX_BATCH})" in out,
+            "kadet run says that the batch adapts, and where it ended")
     d.check(s["test_accuracy"] >= MIN_ACCURACY,
             f"converged: final test accuracy {s['test_accuracy']:.4f} >= {MIN_ACCURACY}")
 
