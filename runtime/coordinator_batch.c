@@ -19,7 +19,9 @@
  *
  * Goodput W*b / (a*b + k) / (Bn + W*b) is largest at b* = sqrt(k*Bn / (a*W)), clamped to
  * [training.batchSize, adaptive.maxBatchSize]. The coordinator moves to b* when it
- * promises at least MIN_GAIN more goodput than the current batch, through the same pause
+ * promises at least MIN_GAIN more goodput than the current batch (with one agent, from
+ * the last noise estimate of a larger world: the noise cannot be measured with one batch
+ * size), through the same pause
  * and new world as a change of agents (so the cursor, the checkpoints and the warm-up
  * work unchanged); the learning rate follows with AdaScale's gain (Johnson et al.,
  * 2020): r = (Bn/M1 + 1) / (Bn/M + 1) for going from the global batch M1 = W*batchSize to
@@ -61,7 +63,7 @@ void coord_batch_new_world(coord *c)
 
 void coord_batch_observe(coord *c, const json_t *b)
 {
-    if (!c->adaptive_batch || c->world < 2)
+    if (!c->adaptive_batch || c->world < 1)
         return;
     long long steps, batch, gsteps;
     double comp, comm, upd = 0, wall = 0, gl, gg;
@@ -90,7 +92,8 @@ void coord_batch_observe(coord *c, const json_t *b)
         c->step_k += EMA_NEW * (k - c->step_k);
     }
     c->step_reports++;
-    if (kd_wire_get_int(b, "gsq_steps", 1, INT64_MAX, &gsteps) != 0 ||
+    /* One agent has one batch size: no noise to measure (the last estimate stands). */
+    if (c->world < 2 || kd_wire_get_int(b, "gsq_steps", 1, INT64_MAX, &gsteps) != 0 ||
         kd_wire_get_num(b, "gsq_local", 0, 1e30, &gl) != 0 ||
         kd_wire_get_num(b, "gsq_global", 0, 1e30, &gg) != 0)
         return;
@@ -124,8 +127,12 @@ static double goodput(const coord *c, double bn, double b)
 
 int coord_batch_decide(coord *c, double now)
 {
-    if (!c->adaptive_batch || c->world < 2 || c->gns_steps < MIN_STEPS ||
-        c->step_reports < 2 || c->step_a <= 0 || now - c->batch_changed < MIN_INTERVAL_S)
+    /* With 2 or more agents, on fresh noise measurements of this world; with one agent,
+     * on its own step times and the last noise estimate of a larger world (without an
+     * exchange to amortise, a smaller batch usually pays there). */
+    int measured = c->world >= 2 ? c->gns_steps >= MIN_STEPS : c->step_reports >= 3;
+    if (!c->adaptive_batch || c->world < 1 || !measured || c->step_reports < 2 ||
+        c->step_a <= 0 || now - c->batch_changed < MIN_INTERVAL_S)
         return 0;
     double bn = coord_batch_noise(c);
     if (bn <= 0)

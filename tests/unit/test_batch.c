@@ -3,7 +3,8 @@
  * reports are noise-free; it moves to the goodput-optimal batch sqrt(k*Bn/(a*W)), rounded
  * and clamped to [batchSize, maxBatchSize], and only when that promises a real gain; the
  * learning-rate gain lies between 1 and the batch ratio; reports of another batch or with
- * one agent change nothing; local-sgd jobs never adapt; a checkpoint's batch state is
+ * one agent do not move the noise estimate, but one agent follows the last one; local-sgd
+ * jobs never adapt; a checkpoint's batch state is
  * taken back only within the job's bounds. */
 #include <math.h>
 #include <setjmp.h>
@@ -139,6 +140,25 @@ static void test_ignores_what_it_cannot_use(void **state)
     assert_int_equal(coord_batch_decide(&c, 100.0), 0);
 }
 
+static void test_one_agent_follows_the_last_noise_estimate(void **state)
+{
+    (void)state;
+    setup_coord(2, 64, 512);
+    report(64, 12e-6, 0.6e-3, 0.04, 40.0, 300); /* Bn = 1000, measured with 2 agents */
+    c.batch = 256;
+    /* Down to one agent: no exchange to amortise (k = 0.05 ms of optimizer), so
+     * b* = sqrt(0.05e-3 * 1000 / 12e-6) = 64.5 -> 64: back to the spec's batch. */
+    c.world = 1;
+    coord_batch_new_world(&c);
+    report(256, 12e-6, 0.05e-3, 0.04, 40.0, 300);
+    report(256, 12e-6, 0.05e-3, 0.04, 40.0, 300);
+    assert_int_equal(coord_batch_decide(&c, 100.0), 0); /* three step reports first */
+    report(256, 12e-6, 0.05e-3, 0.04, 40.0, 300);
+    assert_true(fabs(coord_batch_noise(&c) - 1000.0) < 1e-9); /* not re-measured */
+    assert_int_equal(coord_batch_decide(&c, 100.0), 1);
+    assert_int_equal(c.batch, 64);
+}
+
 static void test_learning_rate_gain(void **state)
 {
     (void)state;
@@ -183,6 +203,7 @@ int main(void)
         cmocka_unit_test(test_clamps_to_the_bounds),
         cmocka_unit_test(test_small_gains_are_not_worth_a_change),
         cmocka_unit_test(test_ignores_what_it_cannot_use),
+        cmocka_unit_test(test_one_agent_follows_the_last_noise_estimate),
         cmocka_unit_test(test_learning_rate_gain),
         cmocka_unit_test(test_restores_from_a_checkpoint),
     };
