@@ -817,6 +817,11 @@ const char *kd_spec_sync_name(kd_spec_sync v)
     return (unsigned)v < 2 ? sync_names[v] : "unknown";
 }
 
+int kd_spec_batch_ceiling(const kd_agentjob *j, int batch)
+{
+    return j->adaptive_batch && j->max_batch_size > batch ? j->max_batch_size : batch;
+}
+
 const char *kd_spec_exchange_name(kd_spec_exchange v)
 {
     return (unsigned)v < 3 ? exchange_names[v] : "unknown";

@@ -124,6 +124,12 @@ void kd_agentjob_free(kd_agentjob *job);
 int kd_quantity_cpu_millis(const char *text, int64_t *millis);
 int kd_quantity_bytes(const char *text, int64_t *bytes);
 
+/* The largest per-agent batch a job running at `batch` (training.batchSize, or an
+ * override of it) may reach: adaptive.maxBatchSize when the batch adapts, else `batch`
+ * itself. The coordinator adapts within it and every worker sizes its buffers for it, so
+ * both must use this one rule. */
+int kd_spec_batch_ceiling(const kd_agentjob *j, int batch);
+
 /* Names of the enums as written in the manifest ("sgd", "cosine", "local-sgd", "rl",
  * "Running"...). */
 const char *kd_spec_optimizer_name(kd_spec_optimizer v);

@@ -63,13 +63,16 @@ int kd_lr_scaling_parse(const char *text, kd_lr_scaling *out)
     return -1;
 }
 
+/* The lr scale of a world of agents at the current batch: the agent-count rule times
+ * the adaptive batch's gain (1 at the spec's batch). */
 static double scale_for(const coord *c, int agents)
 {
+    double gain = coord_batch_lr_gain(c, agents);
     switch (c->scaling) {
     case KD_LR_SCALE_LINEAR:
-        return (double)agents;
+        return (double)agents * gain;
     case KD_LR_SCALE_SQRT:
-        return sqrt((double)agents);
+        return sqrt((double)agents) * gain;
     default:
         return 1.0;
     }
@@ -228,8 +231,7 @@ static void form_world(coord *c)
                 (unsigned long long)best.step);
         return;
     }
-    double from = c->world > 0 ? scale_at(c, best.step)
-                               : scale_for(c, n) * coord_batch_lr_gain(c, n);
+    double from = c->world > 0 ? scale_at(c, best.step) : scale_for(c, n);
     c->gen++;
     if (!c->formed)
         c->t_first_world = kd_now();
@@ -237,7 +239,7 @@ static void form_world(coord *c)
     c->world = n;
     c->start = best;
     c->scale_from = from;
-    c->scale = scale_for(c, n) * coord_batch_lr_gain(c, n);
+    c->scale = scale_for(c, n);
     c->scale_step = best.step;
     coord_batch_new_world(c);
     json_t *peers = json_array();

@@ -42,9 +42,7 @@
 void coord_batch_init(coord *c)
 {
     c->batch0 = c->batch;
-    c->batch_max = c->batch;
-    if (c->job.adaptive_batch && c->job.max_batch_size > c->batch)
-        c->batch_max = c->job.max_batch_size;
+    c->batch_max = kd_spec_batch_ceiling(&c->job, c->batch);
     c->adaptive_batch = c->job.adaptive_batch && c->job.sync_mode == KD_SPEC_SYNC_ALLREDUCE;
     if (c->job.adaptive_batch && !c->adaptive_batch)
         KD_WARN("coordinator: adaptive batch size needs sync.mode allreduce (local-sgd "
@@ -61,6 +59,18 @@ void coord_batch_new_world(coord *c)
     c->step_reports = 0;
 }
 
+/* Folds x into the smoothed *v (the first value is taken as it is). */
+static void smooth(double *v, double x, int first)
+{
+    *v = first ? x : *v + EMA_NEW * (x - *v);
+}
+
+/* An optional number of the report: -1 only when present and not in [0, hi]. */
+static int optional_num(const json_t *b, const char *key, double hi, double *v)
+{
+    return json_object_get(b, key) != NULL && kd_wire_get_num(b, key, 0, hi, v) != 0 ? -1 : 0;
+}
+
 void coord_batch_observe(coord *c, const json_t *b)
 {
     if (!c->adaptive_batch || c->world < 1)
@@ -73,24 +83,16 @@ void coord_batch_observe(coord *c, const json_t *b)
         kd_wire_get_num(b, "comm_s", 0, 1e9, &comm) != 0)
         return;
     /* Step times: forward and backward grow with the batch, the rest does not. */
-    if (json_object_get(b, "update_s") != NULL &&
-        (kd_wire_get_num(b, "update_s", 0, comp, &upd) != 0))
-        return;
-    if (json_object_get(b, "wall_s") != NULL &&
-        (kd_wire_get_num(b, "wall_s", 0, 1e9, &wall) != 0))
+    if (optional_num(b, "update_s", comp, &upd) != 0 ||
+        optional_num(b, "wall_s", 1e9, &wall) != 0)
         return;
     double a = (comp - upd) / (double)steps / (double)batch, k = (comm + upd) / (double)steps;
     /* Whatever else the window's wall time holds (data, waiting on the slower rank,
      * ZeroMQ's threads taking the cores) does not grow with the batch either. */
     if (wall > comp + comm)
         k = wall / (double)steps - a * (double)batch;
-    if (c->step_reports == 0) {
-        c->step_a = a;
-        c->step_k = k;
-    } else {
-        c->step_a += EMA_NEW * (a - c->step_a);
-        c->step_k += EMA_NEW * (k - c->step_k);
-    }
+    smooth(&c->step_a, a, c->step_reports == 0);
+    smooth(&c->step_k, k, c->step_reports == 0);
     c->step_reports++;
     /* One agent has one batch size: no noise to measure (the last estimate stands). */
     if (c->world < 2 || kd_wire_get_int(b, "gsq_steps", 1, INT64_MAX, &gsteps) != 0 ||
@@ -100,13 +102,8 @@ void coord_batch_observe(coord *c, const json_t *b)
     double bs = (double)batch, bb = (double)batch * c->world;
     double g2 = (bb * gg - bs * gl) / (bb - bs);
     double s = (gl - gg) / (1.0 / bs - 1.0 / bb);
-    if (c->gns_reports == 0) {
-        c->gns_g2 = g2;
-        c->gns_s = s;
-    } else {
-        c->gns_g2 += EMA_NEW * (g2 - c->gns_g2);
-        c->gns_s += EMA_NEW * (s - c->gns_s);
-    }
+    smooth(&c->gns_g2, g2, c->gns_reports == 0);
+    smooth(&c->gns_s, s, c->gns_reports == 0);
     c->gns_reports++;
     c->gns_steps += (uint64_t)gsteps;
 }
@@ -169,8 +166,7 @@ void coord_batch_restore(coord *c, int batch, double noise_g2, double noise_s)
 double coord_batch_lr_gain(const coord *c, int agents)
 {
     double bn = coord_batch_noise(c);
-    if (!c->adaptive_batch || c->batch == c->batch0 || bn <= 0 ||
-        c->scaling == KD_LR_SCALE_NONE)
+    if (!c->adaptive_batch || c->batch == c->batch0 || bn <= 0)
         return 1.0;
     double m1 = (double)agents * c->batch0, m = (double)agents * c->batch;
     return (bn / m1 + 1.0) / (bn / m + 1.0);

@@ -28,8 +28,7 @@ void coord_save_checkpoint(coord *c)
                   .params = p, .state = c->n_state > 0 ? p + c->n_params : NULL,
                   .eval_epoch = (uint32_t)c->epochs_done, .accuracy = c->accuracy,
                   .train_loss = c->train_loss, .batch = (uint32_t)c->batch,
-                  .noise_g2 = c->gns_reports > 0 ? c->gns_g2 : 0.0,
-                  .noise_s = c->gns_reports > 0 ? c->gns_s : 0.0};
+                  .noise_g2 = c->gns_g2, .noise_s = c->gns_s};
     char err[512];
     if (kd_ckpt_save(dir, &ck, err, sizeof err) != KD_OK) {
         KD_ERROR("coordinator: %s", err);
@@ -152,13 +151,12 @@ void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
         /* train_seconds counts from the first world, so that start-up and data loading
          * (seconds, and not the trainer's speed) stay out of time-to-accuracy. */
         json_array_append_new(c->epoch_log,
-                              json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:i}", "epoch",
+                              json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:i, s:i}", "epoch",
                                         (int)ed, "accuracy", acc, "train_loss", trl,
                                         "wall_seconds", kd_now() - c->t_start,
                                         "train_seconds", kd_now() - c->t_first_world,
-                                        "epoch_seconds", es, "agents", c->world));
-        json_object_set_new(json_array_get(c->epoch_log, json_array_size(c->epoch_log) - 1),
-                            "batch", json_integer(c->batch));
+                                        "epoch_seconds", es, "agents", c->world, "batch",
+                                        c->batch));
         KD_INFO("coordinator: epoch done epoch=%lld accuracy=%.4f train_loss=%.4f agents=%d "
                 "seconds=%.2f", ed, acc, trl, c->world, es);
         return;

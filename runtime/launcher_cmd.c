@@ -156,8 +156,8 @@ int kd_launch_cmd_run(int argc, char **argv)
         printf("%s%d", i ? "-" : " ", job.hidden[i]);
     int per_agent = o.batch ? o.batch : job.batch_size;
     printf(", batch %d per agent", per_agent);
-    if (job.adaptive_batch && job.max_batch_size > per_agent)
-        printf(" (adaptive up to %d)", job.max_batch_size);
+    if (kd_spec_batch_ceiling(&job, per_agent) > per_agent)
+        printf(" (adaptive up to %d)", kd_spec_batch_ceiling(&job, per_agent));
     printf(", %s lr %g, %d epochs, agents %d..%d%s, sync %s, seed %llu\n",
            kd_spec_optimizer_name(job.optimizer),
            job.learning_rate, o.epochs ? o.epochs : job.epochs, job.agents_min,

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,9 +237,7 @@ static int load_job(worker *w, const json_t *body)
     kd_train_math_setup(w->cfg->threads);
     /* With adaptive batch sizes the coordinator may announce any per-agent batch up to
      * the ceiling: every buffer is sized for it once, so that a step never allocates. */
-    int b = w->job.batch_size;
-    if (w->job.adaptive_batch && w->job.max_batch_size > b)
-        b = w->job.max_batch_size;
+    int b = kd_spec_batch_ceiling(&w->job, w->job.batch_size);
     w->bmax = b;
     rc = kd_train_setup_model(&w->job, (int)w->train.dim, classes, b, w->seed, &w->m, &w->o,
                               err, sizeof err);
@@ -409,6 +408,9 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
     w->factors = want_factors(w, w->world);
     if (w->factors && !factor_buffers(w, w->world))
         return -1;
+    /* Rank k computes and sends rows [in*k/W, in*(k+1)/W) of layer 0's gradient. */
+    for (int k = 0; w->factors && k <= w->world; k++)
+        w->gbounds[k] = (size_t)((long)w->m.sizes[0] * k / w->world) * (size_t)w->m.sizes[1];
     KD_INFO("worker: world gen=%u rank=%d agents=%d batch=%d epoch=%u cursor=%llu step=%llu "
             "lr_scale=%g exchange=%s", w->gen, w->rank, w->world, w->job.batch_size, w->epoch,
             (unsigned long long)w->cursor, (unsigned long long)w->step, sto,
@@ -578,8 +580,8 @@ static void on_grad_ready(void *arg, int layer, size_t off, size_t len)
     char err[256];
     /* Adaptive batch size: the norm of our own gradient, read before the allreduce adds
      * the peers' into this range. */
-    size_t u0 = noise_base(w);
-    if (w->job.adaptive_batch && off + len > u0) {
+    size_t u0 = w->job.adaptive_batch ? noise_base(w) : SIZE_MAX;
+    if (off + len > u0) {
         size_t a = off > u0 ? off : u0;
         w->gsq_local += sumsq(w->m.grads + a, off + len - a);
     }
@@ -721,9 +723,8 @@ static step_result train_step(worker *w)
      * rank computes each row, so every rank ends with the same bits, whatever its BLAS):
      * the part of our own samples while the others' factors travel, theirs (the global
      * batch's rows before and after ours) once they are here. */
-    int in = w->m.sizes[0];
-    int r0 = (int)((long)in * w->rank / (w->world > 0 ? w->world : 1));
-    int r1 = (int)((long)in * (w->rank + 1) / (w->world > 0 ? w->world : 1));
+    int r0 = factors ? (int)(w->gbounds[w->rank] / width) : 0;
+    int r1 = factors ? (int)(w->gbounds[w->rank + 1] / width) : 0;
     if (factors && mine > 0)
         kd_model_first_layer_grad(&w->m, x, w->dyall + row * width, (int)mine, r0, r1, 0);
     double lr = kd_lr_at(&w->sched, w->epoch + (double)w->cursor / (double)n_total,
@@ -772,8 +773,6 @@ static step_result train_step(worker *w)
         }
         kd_model_first_layer_bias(&w->m, w->dyall, (int)bk);
         /* Then every rank gets every block of rows (the blocks are disjoint: no sum). */
-        for (int k = 0; k <= w->world; k++)
-            w->gbounds[k] = (size_t)((long)in * k / w->world) * width;
         tprod = kd_now() - tf;
         rc = kd_comm_allgatherv(w->comm, w->m.grads + w->m.w_off[0], w->gbounds, w->step, err,
                                 sizeof err);
@@ -783,9 +782,9 @@ static step_result train_step(worker *w)
     double t2 = kd_now();
     /* Adaptive batch size: with every rank at the full per-agent batch, the global and the
      * local gradient norms give the gradient noise (docs/runtime.md); rank 0 reports them. */
-    if (w->job.adaptive_batch && overlap && w->rank == 0 && noise_base(w) < w->m.n_params &&
+    size_t u0 = w->job.adaptive_batch ? noise_base(w) : w->m.n_params;
+    if (overlap && w->rank == 0 && u0 < w->m.n_params &&
         bk == (uint64_t)w->world * (uint64_t)w->job.batch_size) {
-        size_t u0 = noise_base(w);
         w->g_small += (double)tail[TAIL_GSQ] / (double)w->world;
         w->g_big += sumsq(w->m.grads + u0, w->m.n_params - u0);
         w->g_n++;
@@ -795,9 +794,8 @@ static step_result train_step(worker *w)
     log_samples(w, w->epoch, start, mine);
     double t3 = kd_now();
     w->m_compute += (t1 - t0) + tprod + (t3 - t2) - w->step_sends;
-    w->m_comm += w->step_sends;
+    w->m_comm += (t2 - t1 - tprod) + w->step_sends;
     w->m_update += t3 - t2;
-    w->m_comm += t2 - t1 - tprod;
     w->m_steps++;
     w->m_samples += bk;
     double step_loss = sync && !local ? tail[TAIL_LOSS] : loss * (double)w->world * mine;

@@ -45,6 +45,14 @@ static void report(int batch, double a, double k, double g2, double s, int steps
     json_decref(m);
 }
 
+/* The two reports a decision needs, of a world where a sample costs 12 us of compute,
+ * a step k more, and the noise trace is S = 40 (so Bn = 40 / g2). */
+static void settle(int batch, double k, double g2)
+{
+    report(batch, 12e-6, k, g2, 40.0, 300);
+    report(batch, 12e-6, k, g2, 40.0, 300);
+}
+
 static void test_recovers_the_noise_scale(void **state)
 {
     (void)state;
@@ -64,8 +72,7 @@ static void test_moves_to_the_goodput_optimum(void **state)
     setup_coord(2, 64, 512);
     /* a = 12 us per sample, k = 0.6 ms per step, Bn = 1000:
      * b* = sqrt(0.6e-3 * 1000 / (12e-6 * 2)) = 158.1 -> 160. */
-    report(64, 12e-6, 0.6e-3, 0.04, 40.0, 300);
-    report(64, 12e-6, 0.6e-3, 0.04, 40.0, 300);
+    settle(64, 0.6e-3, 0.04);
     assert_int_equal(coord_batch_decide(&c, 100.0), 1);
     assert_int_equal(c.batch, 160);
     /* No second change within the minimum interval, nor without new measurements. */
@@ -73,8 +80,7 @@ static void test_moves_to_the_goodput_optimum(void **state)
     coord_batch_new_world(&c);
     assert_int_equal(coord_batch_decide(&c, 200.0), 0);
     /* At the optimum already: no change. */
-    report(160, 12e-6, 0.6e-3, 0.04, 40.0, 300);
-    report(160, 12e-6, 0.6e-3, 0.04, 40.0, 300);
+    settle(160, 0.6e-3, 0.04);
     assert_int_equal(coord_batch_decide(&c, 300.0), 0);
     assert_int_equal(c.batch, 160);
 }
@@ -84,15 +90,13 @@ static void test_clamps_to_the_bounds(void **state)
     (void)state;
     /* Huge noise: the optimum is far above the ceiling. */
     setup_coord(2, 64, 256);
-    report(64, 12e-6, 0.6e-3, 0.0004, 40.0, 300);
-    report(64, 12e-6, 0.6e-3, 0.0004, 40.0, 300);
+    settle(64, 0.6e-3, 0.0004);
     assert_int_equal(coord_batch_decide(&c, 100.0), 1);
     assert_int_equal(c.batch, 256);
     /* Little noise: the optimum is below the spec's batch, which is the floor. */
     setup_coord(2, 64, 256);
     c.batch = 128; /* as if an earlier phase had grown it */
-    report(128, 12e-6, 0.6e-3, 4.0, 40.0, 300);
-    report(128, 12e-6, 0.6e-3, 4.0, 40.0, 300);
+    settle(128, 0.6e-3, 4.0);
     assert_int_equal(coord_batch_decide(&c, 100.0), 1);
     assert_int_equal(c.batch, 64);
 }
@@ -102,8 +106,7 @@ static void test_small_gains_are_not_worth_a_change(void **state)
     (void)state;
     /* b* = sqrt(0.6e-3 * 200 / (12e-6 * 2)) = 70.7 -> 72: under 5% more goodput. */
     setup_coord(2, 64, 512);
-    report(64, 12e-6, 0.6e-3, 0.2, 40.0, 300);
-    report(64, 12e-6, 0.6e-3, 0.2, 40.0, 300);
+    settle(64, 0.6e-3, 0.2);
     assert_int_equal(coord_batch_decide(&c, 100.0), 0);
     assert_int_equal(c.batch, 64);
 }
@@ -113,8 +116,7 @@ static void test_ignores_what_it_cannot_use(void **state)
     (void)state;
     /* One agent: no second batch size to compare. */
     setup_coord(1, 64, 512);
-    report(64, 12e-6, 0.6e-3, 0.04, 40.0, 300);
-    report(64, 12e-6, 0.6e-3, 0.04, 40.0, 300);
+    settle(64, 0.6e-3, 0.04);
     assert_true(coord_batch_noise(&c) == 0);
     assert_int_equal(coord_batch_decide(&c, 100.0), 0);
     /* Reports of the previous batch (sent before the new world) are ignored. */
@@ -135,8 +137,7 @@ static void test_ignores_what_it_cannot_use(void **state)
     c.batch = 64;
     coord_batch_init(&c);
     c.world = 2;
-    report(64, 12e-6, 0.6e-3, 0.04, 40.0, 300);
-    report(64, 12e-6, 0.6e-3, 0.04, 40.0, 300);
+    settle(64, 0.6e-3, 0.04);
     assert_int_equal(coord_batch_decide(&c, 100.0), 0);
 }
 
@@ -150,8 +151,7 @@ static void test_one_agent_follows_the_last_noise_estimate(void **state)
      * b* = sqrt(0.05e-3 * 1000 / 12e-6) = 64.5 -> 64: back to the spec's batch. */
     c.world = 1;
     coord_batch_new_world(&c);
-    report(256, 12e-6, 0.05e-3, 0.04, 40.0, 300);
-    report(256, 12e-6, 0.05e-3, 0.04, 40.0, 300);
+    settle(256, 0.05e-3, 0.04);
     assert_int_equal(coord_batch_decide(&c, 100.0), 0); /* three step reports first */
     report(256, 12e-6, 0.05e-3, 0.04, 40.0, 300);
     assert_true(fabs(coord_batch_noise(&c) - 1000.0) < 1e-9); /* not re-measured */

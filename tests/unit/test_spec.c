@@ -285,6 +285,23 @@ static void expect_batch(const char *spec, int batch, int max, size_t n_warnings
 /* adaptive.maxBatchSize: the per-agent ceiling of the adapted batch. Without adaptation
  * it equals batchSize whatever is written; with it, it defaults to 4 x batchSize (capped
  * at 65536) and may not be below batchSize. */
+/* The ceiling the coordinator adapts within and every worker sizes its buffers for: the
+ * running batch unless the batch adapts, then maxBatchSize (an override of the batch
+ * beyond it is its own ceiling). */
+static void test_batch_ceiling(void **state)
+{
+    (void)state;
+    kd_agentjob j;
+    decode_ok(HEAD "spec: {training: {adaptive: {batchSize: true, maxBatchSize: 256}}}\n", &j);
+    assert_int_equal(kd_spec_batch_ceiling(&j, 64), 256);
+    assert_int_equal(kd_spec_batch_ceiling(&j, 512), 512);
+    kd_agentjob_free(&j);
+    decode_ok(HEAD "spec: {training: {batchSize: 64}}\n", &j);
+    assert_int_equal(kd_spec_batch_ceiling(&j, 64), 64);
+    assert_int_equal(kd_spec_batch_ceiling(&j, 128), 128);
+    kd_agentjob_free(&j);
+}
+
 static void test_adaptive_max_batch_size(void **state)
 {
     (void)state;
@@ -489,6 +506,7 @@ int main(void)
         cmocka_unit_test(test_unknown_fields_warn_with_path),
         cmocka_unit_test(test_sync_exchange),
         cmocka_unit_test(test_adaptive_max_batch_size),
+        cmocka_unit_test(test_batch_ceiling),
         cmocka_unit_test(test_quantities),
         cmocka_unit_test(test_random_manifest_edits_never_crash),
     };
