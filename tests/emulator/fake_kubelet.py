@@ -47,6 +47,7 @@ class Kubelet:
         self.runs = {}            # pod uid -> kubelet_pods.PodRun
         self.next_ip = 1
         self.unschedulable = set()
+        self.assumed = {}         # pod uid -> node we bound it to, until the cache shows it
         self.hosts_cache = {}     # namespace -> file content last written
         self.last_heartbeat = 0.0
         self.started = now_rfc3339()
@@ -131,8 +132,14 @@ class Kubelet:
 
     def schedule(self, pods):
         used = {n: [0, 0, 0] for n in self.nodes}   # cpu milli, memory bytes, pods
+        # Pods bound on an earlier pass that the informer's cache does not show bound yet
+        # (kube-scheduler's "assumed" pods): counted on their node, not bound twice.
+        live = {p["metadata"]["uid"]: p for p in pods}
+        for uid in list(self.assumed):
+            if uid not in live or live[uid].get("spec", {}).get("nodeName"):
+                del self.assumed[uid]
         for p in pods:
-            node = p.get("spec", {}).get("nodeName")
+            node = p.get("spec", {}).get("nodeName") or self.assumed.get(p["metadata"]["uid"])
             if node in used and p.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
                 cpu, mem = kubelet_pods.pod_requests(p)
                 used[node][0] += cpu
@@ -140,6 +147,7 @@ class Kubelet:
                 used[node][2] += 1
         labels = {n: self.node_object(n)["metadata"]["labels"] for n in self.nodes}
         pending = [p for p in pods if not p.get("spec", {}).get("nodeName")
+                   and p["metadata"]["uid"] not in self.assumed
                    and not p["metadata"].get("deletionTimestamp")
                    and p.get("status", {}).get("phase", "Pending") == "Pending"
                    and p.get("spec", {}).get("schedulerName", "default-scheduler")
@@ -155,9 +163,10 @@ class Kubelet:
                     and all(labels[n].get(k) == v for k, v in sel.items())]
             key = p["metadata"]["uid"]
             if not fits:
-                if key not in self.unschedulable:
+                # Remembered only once the condition is written: a write lost to a slow or
+                # failing API call is retried on the next pass.
+                if key not in self.unschedulable and self.mark_unschedulable(p, cpu, mem):
                     self.unschedulable.add(key)
-                    self.mark_unschedulable(p, cpu, mem)
                 continue
             node = max(fits, key=lambda n: (self.cpu_milli - used[n][0], n))
             ns, name = p["metadata"]["namespace"], p["metadata"]["name"]
@@ -172,6 +181,7 @@ class Kubelet:
                     log("binding failed", pod="%s/%s" % (ns, name), error=e)
                 continue
             self.unschedulable.discard(key)
+            self.assumed[key] = node
             used[node][0] += cpu
             used[node][1] += mem
             used[node][2] += 1
@@ -186,8 +196,10 @@ class Kubelet:
                 "status": {"conditions": [{"type": "PodScheduled", "status": "False",
                                            "reason": "Unschedulable", "message": msg,
                                            "lastTransitionTime": now_rfc3339()}]}}, ok404=True)
+            return True
         except KubeError as e:
             log("status update failed", pod="%s/%s" % (ns, name), error=e)
+            return False
 
     # ------------------------------------------------------------ pods
 
