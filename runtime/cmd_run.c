@@ -21,7 +21,6 @@
 #include "kd_log.h"
 #include "kd_spec.h"
 #include "kd_train.h"
-#include "kd_yaml.h"
 #include "launcher.h"
 
 typedef struct run_args {
@@ -160,34 +159,6 @@ static int parse_args(int argc, char **argv, run_args *a)
     return 0;
 }
 
-/* The one AgentJob in FILE, decoded; exit status 2 on any problem. */
-static int load_job(const char *file, kd_agentjob *job)
-{
-    char err[512];
-    json_t *docs = NULL;
-    int rc = kd_yaml_load_file(file, 0, &docs, err, sizeof err);
-    if (rc != KD_OK) {
-        fprintf(stderr, "kadet run: %s\n", err);
-        return 2;
-    }
-    size_t n = json_array_size(docs);
-    if (n != 1) {
-        fprintf(stderr, "kadet run: %s: expected one AgentJob document, found %zu documents\n",
-                file, n);
-        json_decref(docs);
-        return 2;
-    }
-    rc = kd_agentjob_decode(json_array_get(docs, 0), job, err, sizeof err);
-    json_decref(docs);
-    if (rc != KD_OK) {
-        fprintf(stderr, "kadet run: %s: %s\n", file, err);
-        return 2;
-    }
-    for (size_t i = 0; i < job->n_warnings; i++)
-        fprintf(stderr, "kadet run: warning: %s: %s\n", file, job->warnings[i]);
-    return 0;
-}
-
 static void print_epoch(void *arg, const kd_epoch_report *r)
 {
     (void)arg;
@@ -237,7 +208,7 @@ int kd_cmd_run(int argc, char **argv)
     }
     kd_log_set_component("run");
     kd_agentjob job;
-    st = load_job(a.file, &job);
+    st = kd_launch_load_job(a.file, &job);
     if (st != 0)
         return st;
 

@@ -65,6 +65,11 @@ int kd_csv_load(const char *path, int label_col, kd_dataset *ds, char *err, size
 int kd_dataset_load_dir(const char *format, const char *dir, const char *split,
                         int label_col, kd_dataset *ds, char *err, size_t errlen);
 
+/* Whether both splits' files of a dataset directory are there (readable), without
+ * loading them: KD_OK, or KD_ENOTFOUND / KD_EINVAL with the same message as
+ * kd_dataset_load_dir. What the files hold is checked when they are loaded. */
+int kd_dataset_check_dir(const char *format, const char *dir, char *err, size_t errlen);
+
 /* Frees the buffers and zeroes *ds; accepts NULL and a zeroed dataset. */
 void kd_dataset_free(kd_dataset *ds);
 

@@ -99,14 +99,14 @@ static int find_file(const char *dir, const char *const *names, size_t n, char *
     return -1;
 }
 
-int kd_dataset_load_dir(const char *format, const char *dir, const char *split,
-                        int label_col, kd_dataset *ds, char *err, size_t errlen)
+/* The files of a split: for idx the images into a and the labels into b, for csv the
+ * one file into a. KD_ENOTFOUND / KD_EINVAL with the message in err. */
+static int split_paths(const char *format, const char *dir, const char *split, char *a,
+                       char *b, size_t len, char *err, size_t errlen)
 {
-    memset(ds, 0, sizeof *ds);
     int train = strcmp(split, "train") == 0;
     if (!train && strcmp(split, "test") != 0)
         return kd_errf(err, errlen, KD_EINVAL, "unknown split \"%s\" (train or test)", split);
-    char a[4096], b[4096];
     if (strcmp(format, "idx") == 0) {
         static const char *const tr_img[] = {"train-images-idx3-ubyte.gz",
                                              "train-images-idx3-ubyte"};
@@ -120,21 +120,41 @@ int kd_dataset_load_dir(const char *format, const char *dir, const char *split,
                                              "t10k-labels-idx1-ubyte",
                                              "test-labels-idx1-ubyte.gz",
                                              "test-labels-idx1-ubyte"};
-        int r1 = find_file(dir, train ? tr_img : te_img, train ? 2 : 4, a, sizeof a);
-        int r2 = find_file(dir, train ? tr_lab : te_lab, train ? 2 : 4, b, sizeof b);
+        int r1 = find_file(dir, train ? tr_img : te_img, train ? 2 : 4, a, len);
+        int r2 = find_file(dir, train ? tr_lab : te_lab, train ? 2 : 4, b, len);
         if (r1 != 0 || r2 != 0)
             return kd_errf(err, errlen, KD_ENOTFOUND,
                            "dataset %s: no %s split (looked for %s)", dir, split,
                            r1 != 0 ? a : b);
-        return kd_idx_load(a, b, ds, err, errlen);
+        return KD_OK;
     }
     if (strcmp(format, "csv") == 0) {
         const char *name = train ? "train.csv" : "test.csv";
-        if (find_file(dir, &name, 1, a, sizeof a) != 0)
+        if (find_file(dir, &name, 1, a, len) != 0)
             return kd_errf(err, errlen, KD_ENOTFOUND, "dataset %s: no %s split (looked for %s)",
                            dir, split, a);
-        return kd_csv_load(a, label_col, ds, err, errlen);
+        return KD_OK;
     }
     return kd_errf(err, errlen, KD_EINVAL, "unknown dataset format \"%s\" (idx or csv)",
                    format);
+}
+
+int kd_dataset_load_dir(const char *format, const char *dir, const char *split,
+                        int label_col, kd_dataset *ds, char *err, size_t errlen)
+{
+    memset(ds, 0, sizeof *ds);
+    char a[4096], b[4096];
+    int rc = split_paths(format, dir, split, a, b, sizeof a, err, errlen);
+    if (rc != KD_OK)
+        return rc;
+    if (strcmp(format, "idx") == 0)
+        return kd_idx_load(a, b, ds, err, errlen);
+    return kd_csv_load(a, label_col, ds, err, errlen);
+}
+
+int kd_dataset_check_dir(const char *format, const char *dir, char *err, size_t errlen)
+{
+    char a[4096], b[4096];
+    int rc = split_paths(format, dir, "train", a, b, sizeof a, err, errlen);
+    return rc != KD_OK ? rc : split_paths(format, dir, "test", a, b, sizeof a, err, errlen);
 }

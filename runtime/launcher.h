@@ -26,6 +26,9 @@ int kd_cmd_worker(int argc, char **argv);
 int kd_launch_cmd_run(int argc, char **argv);
 /* 1 (and removes the flag from argv) when argv asks for --in-process. */
 int kd_launch_in_process(int *argc, char **argv);
+/* The one AgentJob of the manifest FILE, decoded into *job, its warnings printed; prints
+ * the problem ("kadet run: ...") and returns 2 otherwise. */
+int kd_launch_load_job(const char *file, kd_agentjob *job);
 /* What `kadet run` (cmd_run.c) hands the distributed launcher. */
 typedef struct kd_launch_opts {
     const char *file;           /* manifest path (the coordinator reads it) */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kd_data.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_yaml.h"
@@ -23,7 +24,7 @@ int kd_launch_in_process(int *argc, char **argv)
     return 0;
 }
 
-static int load_job(const char *file, kd_agentjob *job)
+int kd_launch_load_job(const char *file, kd_agentjob *job)
 {
     char err[512];
     json_t *docs = NULL;
@@ -111,7 +112,7 @@ int kd_launch_cmd_run(int argc, char **argv)
     }
     kd_log_set_component("run");
     kd_agentjob job;
-    if ((st = load_job(file, &job)) != 0)
+    if ((st = kd_launch_load_job(file, &job)) != 0)
         return st;
     if (o.schedule != NULL && kd_launch_schedule_valid(o.schedule, 1, 64) != 0) {
         fprintf(stderr, "kadet run: --agents-schedule: expected \"sec:count,...\" with "
@@ -139,6 +140,16 @@ int kd_launch_cmd_run(int argc, char **argv)
     if (agents > 0 && o.schedule != NULL) {
         fprintf(stderr, "kadet run: --agents pins the count and --agents-schedule changes it "
                         "over time: give one of them\n");
+        kd_agentjob_free(&job);
+        return 2;
+    }
+    /* The local workers read the dataset where this process does: a wrong path is one
+     * clear error now, not a line from every worker the launcher would start. */
+    char derr[512];
+    if (kd_dataset_check_dir(job.dataset_format, o.data ? o.data : job.dataset_path, derr,
+                             sizeof derr) != KD_OK) {
+        fprintf(stderr, "kadet run: %s (%s)\n", derr,
+                o.data ? "from --data" : "spec.training.dataset.path; --data overrides it");
         kd_agentjob_free(&job);
         return 2;
     }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `kadet run` as a user meets it: help and version exit 0; a bad manifest, a bad option,
 # --agents > 1 in process, or agent counts outside the manifest's agents range with the
-# launcher exit 2 with a message naming the problem and train nothing; a short
-# real run prints per-epoch lines and a summary and writes the summary JSON.
+# launcher, or a dataset directory without its files, exit 2 with a message naming the
+# problem and train nothing; corrupt dataset files end the launcher's run with the
+# workers' error; a short real run prints per-epoch lines and a summary and writes the
+# summary JSON.
 set -euo pipefail
 kadet="${KADET_BIN_DIR:?}/kadet"
 src="${KADET_SOURCE_DIR:?}"
@@ -87,9 +89,20 @@ if [ "${run[*]}" = "run --in-process" ]; then
   refused schedule-below-range "every count must be inside the job's agent range 2..3" \
     --agents-schedule "0:2,5:1" "$tmp/range.yaml"
   refused agents-and-schedule "give one of them" --agents 2 --agents-schedule "0:1,5:2" "$sample"
+  # A dataset directory without the files is refused up front, naming what is missing.
+  refused launcher-missing-data \
+    "dataset /nonexistent/data: no train split (looked for /nonexistent/data/train-images-idx3-ubyte.gz) (from --data)" \
+    --data /nonexistent/data "$sample"
+  # Files that are there but unreadable only show when the workers load them: the run
+  # ends with their error instead of respawning them.
+  mkdir "$tmp/corrupt"
+  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte \
+           t10k-labels-idx1-ubyte; do
+    printf 'not an idx file' >"$tmp/corrupt/$f"
+  done
   started=$(date +%s)
-  check launcher-missing-data 1 "/nonexistent/data" \
-    timeout 60 "$kadet" run --data /nonexistent/data "$sample"
+  check launcher-corrupt-data 1 "$tmp/corrupt/train-images-idx3-ubyte" \
+    timeout 60 "$kadet" run --data "$tmp/corrupt" "$sample"
   grep -qF "failed without training a step" "$tmp/out" ||
     { echo "FAIL launcher gave no reason"; fails=$((fails + 1)); }
   [ $(($(date +%s) - started)) -lt 30 ] ||
