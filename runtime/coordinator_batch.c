@@ -18,8 +18,8 @@
  *   for the current world. Once the job has run two batches or more at the current agent
  *   count, a and k are instead the least-squares line through the measured step times
  *   of those batches (AdaptDL fits its throughput model the same way). The split of one
- *   window cannot see how a step changes with the batch: a longer backward pass hides
- *   more of the exchange, larger matrices can cost more per sample.
+ *   window cannot see how much of the exchange a longer backward pass hides, so it
+ *   overestimates what a larger batch costs.
  *
  * Goodput W*b / (a*b + k) / (Bn + W*b) is largest at b* = sqrt(k*Bn / (a*W)), clamped to
  * [training.batchSize, adaptive.maxBatchSize]. The coordinator moves to b* when it
