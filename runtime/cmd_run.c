@@ -211,6 +211,10 @@ int kd_cmd_run(int argc, char **argv)
     st = kd_launch_load_job(a.file, &job);
     if (st != 0)
         return st;
+    if ((st = kd_launch_check_data(&job, a.data)) != 0) {
+        kd_agentjob_free(&job);
+        return st;
+    }
 
     int threads = a.threads;
     if (threads == 0)

@@ -36,6 +36,8 @@ const char *kd_blas_info(void)
     return buf;
 }
 
+const char *kd_blas_kernels(void) { return openblas_get_corename(); }
+
 void kd_train_math_setup(int threads)
 {
     openblas_set_num_threads(threads < 1 ? 1 : threads);

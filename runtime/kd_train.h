@@ -59,6 +59,8 @@ typedef struct kd_train_result {
 /* The BLAS build and the kernels it chose for this CPU, for `kadet version` and logs
  * (OPENBLAS_CORETYPE overrides the choice). Static storage; can't fail. */
 const char *kd_blas_info(void);
+/* Only the kernels' name (e.g. "Haswell", "SkylakeX"): what decides the speed of a step. */
+const char *kd_blas_kernels(void);
 
 /* Sets OpenBLAS's thread count (1 when the agent splits batches itself) and flushes
  * denormals to zero on this thread:

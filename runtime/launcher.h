@@ -29,6 +29,9 @@ int kd_launch_in_process(int *argc, char **argv);
 /* The one AgentJob of the manifest FILE, decoded into *job, its warnings printed; prints
  * the problem ("kadet run: ...") and returns 2 otherwise. */
 int kd_launch_load_job(const char *file, kd_agentjob *job);
+/* Whether the job's dataset directory (data, when given, overrides the spec's) holds both
+ * splits' files; prints the problem and returns 2 otherwise. */
+int kd_launch_check_data(const kd_agentjob *job, const char *data);
 /* What `kadet run` (cmd_run.c) hands the distributed launcher. */
 typedef struct kd_launch_opts {
     const char *file;           /* manifest path (the coordinator reads it) */

@@ -10,6 +10,7 @@
 #include "kd_data.h"
 #include "kd_error.h"
 #include "kd_log.h"
+#include "kd_train.h"
 #include "kd_yaml.h"
 #include "launcher.h"
 
@@ -47,6 +48,17 @@ int kd_launch_load_job(const char *file, kd_agentjob *job)
     for (size_t i = 0; i < job->n_warnings; i++)
         fprintf(stderr, "kadet run: warning: %s: %s\n", file, job->warnings[i]);
     return 0;
+}
+
+int kd_launch_check_data(const kd_agentjob *job, const char *data)
+{
+    char err[512];
+    if (kd_dataset_check_dir(job->dataset_format, data ? data : job->dataset_path, err,
+                             sizeof err) == KD_OK)
+        return 0;
+    fprintf(stderr, "kadet run: %s (%s)\n", err,
+            data ? "from --data" : "spec.training.dataset.path; --data overrides it");
+    return 2;
 }
 
 static int write_summary(const char *path, json_t *s)
@@ -145,13 +157,9 @@ int kd_launch_cmd_run(int argc, char **argv)
     }
     /* The local workers read the dataset where this process does: a wrong path is one
      * clear error now, not a line from every worker the launcher would start. */
-    char derr[512];
-    if (kd_dataset_check_dir(job.dataset_format, o.data ? o.data : job.dataset_path, derr,
-                             sizeof derr) != KD_OK) {
-        fprintf(stderr, "kadet run: %s (%s)\n", derr,
-                o.data ? "from --data" : "spec.training.dataset.path; --data overrides it");
+    if ((st = kd_launch_check_data(&job, o.data)) != 0) {
         kd_agentjob_free(&job);
-        return 2;
+        return st;
     }
     o.file = file;
     o.job = &job;
@@ -169,11 +177,12 @@ int kd_launch_cmd_run(int argc, char **argv)
     printf(", batch %d per agent", per_agent);
     if (kd_spec_batch_ceiling(&job, per_agent) > per_agent)
         printf(" (adaptive up to %d)", kd_spec_batch_ceiling(&job, per_agent));
-    printf(", %s lr %g, %d epochs, agents %d..%d%s, sync %s, seed %llu\n",
+    printf(", %s lr %g, %d epochs, agents %d..%d%s, sync %s, seed %llu, OpenBLAS %s "
+           "kernels\n",
            kd_spec_optimizer_name(job.optimizer),
            job.learning_rate, o.epochs ? o.epochs : job.epochs, job.agents_min,
            job.agents_max, o.agents ? " (pinned)" : "", kd_spec_sync_name(job.sync_mode),
-           o.seed);
+           o.seed, kd_blas_kernels());
     fflush(stdout);
     json_t *summary = NULL;
     st = kd_launch_run(&o, &summary);

@@ -50,7 +50,8 @@ check bad-value 2 'spec.training.batchSize: expected a positive integer, got "ab
   "$kadet" "${run[@]}" "$tmp/bad.yaml"
 check bad-yaml 2 "broken.yaml" "$kadet" "${run[@]}" "$tmp/broken.yaml"
 check missing-file 2 "nope.yaml" "$kadet" "${run[@]}" "$tmp/nope.yaml"
-check missing-data 1 "/nonexistent/data" "$kadet" "${run[@]}" --data /nonexistent/data "$sample"
+check missing-data 2 "dataset /nonexistent/data: no train split" "$kadet" "${run[@]}" \
+  --data /nonexistent/data "$sample"
 if grep -q "^epoch" "$tmp/out"; then echo "FAIL missing-data trained"; fails=$((fails + 1)); fi
 
 check short-run 0 "done: job default/fashion-mnist" "$kadet" "${run[@]}" --epochs 1 \
