@@ -15,11 +15,7 @@
  * - Speed. A step at batch b costs a*b (forward and backward, per rank) plus k (the
  *   exchange, the optimizer step and everything else that does not grow with the batch:
  *   the window's wall time per step minus a*b), both from the step times rank 0 reports
- *   for the current world. Once the job has run two batches or more at the current agent
- *   count, a and k are instead the least-squares line through the measured step times
- *   of those batches (AdaptDL fits its throughput model the same way). The split of one
- *   window cannot see how much of the exchange a longer backward pass hides, so it
- *   overestimates what a larger batch costs.
+ *   for the current world.
  *
  * Goodput W*b / (a*b + k) / (Bn + W*b) is largest at b* = sqrt(k*Bn / (a*W)), clamped to
  * [training.batchSize, adaptive.maxBatchSize]. The coordinator moves to b* when it
@@ -53,7 +49,6 @@ void coord_batch_init(coord *c)
                 "does not exchange gradients every step); the batch stays %d", c->batch);
     c->gns_g2 = c->gns_s = 0;
     c->gns_reports = 0;
-    c->n_step_pts = 0;
     c->batch_changed = 0;
 }
 
@@ -68,54 +63,6 @@ void coord_batch_new_world(coord *c)
 static void smooth(double *v, double x, int first)
 {
     *v = first ? x : *v + EMA_NEW * (x - *v);
-}
-
-/* Folds a measured step time t at (world, batch) into the kept points. */
-static void record_step_time(coord *c, int world, int batch, double t)
-{
-    for (int i = 0; i < c->n_step_pts; i++)
-        if (c->step_pts[i].world == world && c->step_pts[i].batch == batch) {
-            smooth(&c->step_pts[i].t, t, 0);
-            return;
-        }
-    if (c->n_step_pts == COORD_STEP_POINTS) { /* forget the oldest */
-        memmove(c->step_pts, c->step_pts + 1, (COORD_STEP_POINTS - 1) * sizeof c->step_pts[0]);
-        c->n_step_pts--;
-    }
-    c->step_pts[c->n_step_pts].world = world;
-    c->step_pts[c->n_step_pts].batch = batch;
-    c->step_pts[c->n_step_pts].t = t;
-    c->n_step_pts++;
-}
-
-/* The step model for the current agent count: the line through the measured step times
- * of two batches or more (returns 1), else this world's split of its own step time. */
-static int step_model(const coord *c, double *a, double *k)
-{
-    double n = 0, sb = 0, st = 0, sbb = 0, sbt = 0;
-    for (int i = 0; i < c->n_step_pts; i++) {
-        if (c->step_pts[i].world != c->world)
-            continue;
-        double b = c->step_pts[i].batch, t = c->step_pts[i].t;
-        n++;
-        sb += b;
-        st += t;
-        sbb += b * b;
-        sbt += b * t;
-    }
-    double den = n * sbb - sb * sb; /* 0 with a single batch */
-    if (n >= 2 && den > 0) {
-        double fa = (n * sbt - sb * st) / den, fk = (st - fa * sb) / n;
-        /* A line that does not grow with the batch, or starts below zero, is noise. */
-        if (fa > 0 && fk >= 0) {
-            *a = fa;
-            *k = fk;
-            return 1;
-        }
-    }
-    *a = c->step_a;
-    *k = c->step_k;
-    return 0;
 }
 
 /* An optional number of the report: -1 only when present and not in [0, hi]. */
@@ -147,7 +94,6 @@ void coord_batch_observe(coord *c, const json_t *b)
     smooth(&c->step_a, a, c->step_reports == 0);
     smooth(&c->step_k, k, c->step_reports == 0);
     c->step_reports++;
-    record_step_time(c, c->world, (int)batch, a * (double)batch + k);
     /* One agent has one batch size: no noise to measure (the last estimate stands). */
     if (c->world < 2 || kd_wire_get_int(b, "gsq_steps", 1, INT64_MAX, &gsteps) != 0 ||
         kd_wire_get_num(b, "gsq_local", 0, 1e30, &gl) != 0 ||
@@ -169,11 +115,11 @@ double coord_batch_noise(const coord *c)
     return c->gns_s / c->gns_g2;
 }
 
-/* Goodput of per-agent batch b with step time a*b + k, up to a constant factor. */
-static double goodput(const coord *c, double bn, double b, double a, double k)
+/* Goodput of per-agent batch b, up to a constant factor. */
+static double goodput(const coord *c, double bn, double b)
 {
     double w = c->world;
-    return w * b / (a * b + k) / (bn + w * b);
+    return w * b / (c->step_a * b + c->step_k) / (bn + w * b);
 }
 
 int coord_batch_decide(coord *c, double now)
@@ -185,21 +131,19 @@ int coord_batch_decide(coord *c, double now)
     if (!c->adaptive_batch || c->world < 1 || !measured || c->step_reports < 2 ||
         c->step_a <= 0 || now - c->batch_changed < MIN_INTERVAL_S)
         return 0;
-    double bn = coord_batch_noise(c), a, k;
+    double bn = coord_batch_noise(c);
     if (bn <= 0)
         return 0;
-    int fitted = step_model(c, &a, &k);
-    double best = sqrt(k * bn / (a * c->world));
+    double best = sqrt(c->step_k * bn / (c->step_a * c->world));
     int b = (int)lround(best / BATCH_ROUND) * BATCH_ROUND;
     if (b < c->batch0)
         b = c->batch0;
     if (b > c->batch_max)
         b = c->batch_max;
-    if (b == c->batch || goodput(c, bn, b, a, k) < MIN_GAIN * goodput(c, bn, c->batch, a, k))
+    if (b == c->batch || goodput(c, bn, b) < MIN_GAIN * goodput(c, bn, c->batch))
         return 0;
     KD_INFO("coordinator: batch %d -> %d noise_scale=%.0f compute_us_per_sample=%.2f "
-            "step_overhead_ms=%.3f model=%s", c->batch, b, bn, a * 1e6, k * 1e3,
-            fitted ? "fitted" : "split");
+            "step_overhead_ms=%.3f", c->batch, b, bn, c->step_a * 1e6, c->step_k * 1e3);
     c->batch = b;
     c->batch_changed = now;
     return 1;

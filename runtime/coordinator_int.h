@@ -34,8 +34,6 @@ typedef struct member {
     double last_seen;    /* when it was last heard */
 } member;
 
-#define COORD_STEP_POINTS 16 /* (agents, batch) step times the batch model keeps */
-
 typedef struct coord {
     const kd_coord_config *cfg;
     kd_agentjob job;         /* decoded spec */
@@ -61,10 +59,6 @@ typedef struct coord {
     uint64_t gns_steps;      /* noise samples (steps) in the current world */
     double step_a, step_k;   /* step time model of the current world: a*batch + k */
     int step_reports;        /* reports folded into it */
-    /* Measured step times by (agents, batch), kept across worlds: with two batches or
-     * more at the current agent count the step model is fitted on them instead. */
-    struct { int world, batch; double t; } step_pts[COORD_STEP_POINTS];
-    int n_step_pts;          /* entries used (the oldest is replaced when full) */
     double batch_changed;    /* when the batch last changed */
     /* Sizes agreed by every READY worker. */
     size_t n_params, n_state, n_train;

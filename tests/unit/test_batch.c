@@ -1,9 +1,7 @@
 /* coordinator_batch: the adaptive batch size. From rank 0's reports of the local and
  * global gradient norms the coordinator recovers the gradient noise scale exactly when the
  * reports are noise-free; it moves to the goodput-optimal batch sqrt(k*Bn/(a*W)), rounded
- * and clamped to [batchSize, maxBatchSize], and only when that promises a real gain, with
- * a step-time line fitted across the batches measured at the agent count once there are
- * two; the
+ * and clamped to [batchSize, maxBatchSize], and only when that promises a real gain; the
  * learning-rate gain lies between 1 and the batch ratio; reports of another batch or with
  * one agent do not move the noise estimate, but one agent follows the last one; local-sgd
  * jobs never adapt; a checkpoint's batch state is
@@ -85,33 +83,6 @@ static void test_moves_to_the_goodput_optimum(void **state)
     settle(160, 0.6e-3, 0.04);
     assert_int_equal(coord_batch_decide(&c, 300.0), 0);
     assert_int_equal(c.batch, 160);
-}
-
-static void test_fits_the_step_time_across_batches(void **state)
-{
-    (void)state;
-    setup_coord(2, 64, 512);
-    settle(64, 0.6e-3, 0.04); /* a step of 64 takes 1.368 ms; Bn = 1000 */
-    assert_int_equal(coord_batch_decide(&c, 100.0), 1);
-    assert_int_equal(c.batch, 160);
-    coord_batch_new_world(&c);
-    /* At 160 a step takes 1.9 ms, not the 2.52 ms that batch 64's split predicted (a
-     * longer backward pass hides more of the exchange). This world's own split, 10 us
-     * per sample and 0.3 ms, would call for a smaller batch (120). The line through
-     * both batches, 5.54 us per sample and 1.013 ms, calls for
-     * sqrt(1.013e-3 * 1000 / (5.54e-6 * 2)) = 302.4 -> 304. */
-    report(160, 10e-6, 0.3e-3, 0.04, 40.0, 300);
-    report(160, 10e-6, 0.3e-3, 0.04, 40.0, 300);
-    assert_int_equal(coord_batch_decide(&c, 103.0), 1);
-    assert_int_equal(c.batch, 304);
-    /* Another agent count has its own line: with 4 agents only this world's split
-     * counts until a second batch is measured there (b* = sqrt(0.6e-3 * 1000 /
-     * (12e-6 * 4)) = 111.8 -> 112). */
-    c.world = 4;
-    coord_batch_new_world(&c);
-    settle(304, 0.6e-3, 0.04);
-    assert_int_equal(coord_batch_decide(&c, 106.0), 1);
-    assert_int_equal(c.batch, 112);
 }
 
 static void test_clamps_to_the_bounds(void **state)
@@ -229,7 +200,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_recovers_the_noise_scale),
         cmocka_unit_test(test_moves_to_the_goodput_optimum),
-        cmocka_unit_test(test_fits_the_step_time_across_batches),
         cmocka_unit_test(test_clamps_to_the_bounds),
         cmocka_unit_test(test_small_gains_are_not_worth_a_change),
         cmocka_unit_test(test_ignores_what_it_cannot_use),
