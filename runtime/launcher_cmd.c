@@ -174,9 +174,10 @@ int kd_launch_cmd_run(int argc, char **argv)
     for (int i = 0; i < job.n_hidden; i++)
         printf("%s%d", i ? "-" : " ", job.hidden[i]);
     int per_agent = o.batch ? o.batch : job.batch_size;
+    int ceiling = kd_spec_batch_ceiling(&job, per_agent);
     printf(", batch %d per agent", per_agent);
-    if (kd_spec_batch_ceiling(&job, per_agent) > per_agent)
-        printf(" (adaptive up to %d)", kd_spec_batch_ceiling(&job, per_agent));
+    if (ceiling > per_agent)
+        printf(" (adaptive up to %d)", ceiling);
     printf(", %s lr %g, %d epochs, agents %d..%d%s, sync %s, seed %llu, OpenBLAS %s "
            "kernels\n",
            kd_spec_optimizer_name(job.optimizer),

@@ -65,6 +65,8 @@ typedef struct worker {
     float *avg;                   /* local-sgd: parameters being averaged */
     float tail[TAIL_N];           /* control floats of the current step */
     int grad_blocks;              /* row blocks of the first layer's gradient */
+    size_t noise_from;            /* adaptive batch: gradient offset from which the noise
+                                   * is measured (noise_base), n_params = not measured */
     /* The "factors" exchange (docs/runtime.md): layer 0's gradient is rebuilt from the
      * global batch's inputs and all-gathered output gradients. */
     int factors;                  /* this world exchanges factors */
@@ -343,6 +345,16 @@ static int factor_buffers(worker *w, int world)
     return 1;
 }
 
+/* Adaptive batch size measures the gradient noise on the layers above the first (with
+ * the factors exchange no rank ever holds its own first-layer gradient); a one-layer
+ * model measures its only layer, unless it exchanges factors: then nothing. */
+static size_t noise_base(const worker *w)
+{
+    if (w->m.n_layers >= 2)
+        return w->m.w_off[1];
+    return w->factors ? w->m.n_params : 0;
+}
+
 /* Applies a WORLD announcement; returns 1 when a STATE message follows. */
 static int apply_world(worker *w, const kd_ctl_msg *msg)
 {
@@ -411,6 +423,7 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
     /* Rank k computes and sends rows [in*k/W, in*(k+1)/W) of layer 0's gradient. */
     for (int k = 0; w->factors && k <= w->world; k++)
         w->gbounds[k] = (size_t)((long)w->m.sizes[0] * k / w->world) * (size_t)w->m.sizes[1];
+    w->noise_from = w->job.adaptive_batch ? noise_base(w) : w->m.n_params;
     KD_INFO("worker: world gen=%u rank=%d agents=%d batch=%d epoch=%u cursor=%llu step=%llu "
             "lr_scale=%g exchange=%s", w->gen, w->rank, w->world, w->job.batch_size, w->epoch,
             (unsigned long long)w->cursor, (unsigned long long)w->step, sto,
@@ -511,6 +524,15 @@ static int evaluate_shared(worker *w, int shared, double *acc, double *tloss)
     return KD_OK;
 }
 
+/* Starts the clock and the loss sums of epoch w->epoch at `now`. */
+static void epoch_clock_start(worker *w, double now)
+{
+    w->epoch_t0 = now;
+    w->epoch_t0_of = w->epoch;
+    w->epoch_loss = 0;
+    w->epoch_n = 0;
+}
+
 /* After each epoch the ranks evaluate together (shared = 1: every rank of the world calls
  * this at the same step) or rank 0 alone (shared = 0); rank 0 reports and decides the
  * finish vote. */
@@ -533,10 +555,7 @@ static void epoch_end(worker *w, uint32_t done_epoch, int shared)
         if (w->job.target_accuracy > 0 && acc >= w->job.target_accuracy)
             w->finish_vote = 1;
     }
-    w->epoch_loss = 0;
-    w->epoch_n = 0;
-    w->epoch_t0 = kd_now();
-    w->epoch_t0_of = w->epoch;
+    epoch_clock_start(w, kd_now());
 }
 
 /* Moves the position past a step of bk samples; returns 1 when an epoch ended. */
@@ -549,16 +568,6 @@ static int advance(worker *w, uint64_t bk)
     w->cursor = 0;
     w->epoch++;
     return 1;
-}
-
-/* Adaptive batch size measures the gradient noise on the layers above the first (with
- * the factors exchange no rank ever holds its own first-layer gradient); a one-layer
- * model measures its only layer, unless it exchanges factors: then nothing. */
-static size_t noise_base(const worker *w)
-{
-    if (w->m.n_layers >= 2)
-        return w->m.w_off[1];
-    return w->factors ? w->m.n_params : 0;
 }
 
 static double sumsq(const float *x, size_t n)
@@ -580,7 +589,7 @@ static void on_grad_ready(void *arg, int layer, size_t off, size_t len)
     char err[256];
     /* Adaptive batch size: the norm of our own gradient, read before the allreduce adds
      * the peers' into this range. */
-    size_t u0 = w->job.adaptive_batch ? noise_base(w) : SIZE_MAX;
+    size_t u0 = w->noise_from;
     if (off + len > u0) {
         size_t a = off > u0 ? off : u0;
         w->gsq_local += sumsq(w->m.grads + a, off + len - a);
@@ -782,7 +791,7 @@ static step_result train_step(worker *w)
     double t2 = kd_now();
     /* Adaptive batch size: with every rank at the full per-agent batch, the global and the
      * local gradient norms give the gradient noise (docs/runtime.md); rank 0 reports them. */
-    size_t u0 = w->job.adaptive_batch ? noise_base(w) : w->m.n_params;
+    size_t u0 = w->noise_from;
     if (overlap && w->rank == 0 && u0 < w->m.n_params &&
         bk == (uint64_t)w->world * (uint64_t)w->job.batch_size) {
         w->g_small += (double)tail[TAIL_GSQ] / (double)w->world;
@@ -937,12 +946,8 @@ static int worker_loop(worker *w)
                 w->m_t0 = kd_now();
                 /* A new world in the middle of an epoch continues it: its time (the
                  * rescale included) and loss count from the epoch's start. */
-                if ((int64_t)w->epoch != w->epoch_t0_of) {
-                    w->epoch_t0 = w->m_t0;
-                    w->epoch_t0_of = w->epoch;
-                    w->epoch_loss = 0;
-                    w->epoch_n = 0;
-                }
+                if ((int64_t)w->epoch != w->epoch_t0_of)
+                    epoch_clock_start(w, w->m_t0);
             }
             continue;
         }
