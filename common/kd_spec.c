@@ -282,6 +282,7 @@ static const char *const optimizer_names[] = {"sgd", "adam"};
 static const char *const schedule_names[] = {"constant", "cosine", "step"};
 static const char *const sync_names[] = {"allreduce", "local-sgd"};
 static const char *const exchange_names[] = {"auto", "gradients", "factors"};
+static const char *const compression_names[] = {"none", "bf16"};
 static const char *const policy_names[] = {"static", "fair", "greedy", "rl"};
 static const char *const clean_names[] = {"Running", "All", "None"};
 
@@ -533,7 +534,7 @@ static int decode_training(dec *d, const json_t *tr)
 
     TRY(get_object(d, tr, "sync", base, &o, path));
     if (o) {
-        static const char *const k[] = {"mode", "period", "exchange", NULL};
+        static const char *const k[] = {"mode", "period", "exchange", "compression", NULL};
         unknown_fields(d, o, path, k);
         int v = 0;
         TRY(get_enum_field(d, o, "mode", path, sync_names, 2, &v));
@@ -544,6 +545,14 @@ static int decode_training(dec *d, const json_t *tr)
         if (j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD && ex != KD_SPEC_EXCHANGE_AUTO) {
             char p[PATH_MAX_LEN];
             join(p, path, "exchange");
+            warn(d, p, "ignored with mode local-sgd (parameters are averaged)");
+        }
+        int cm = KD_SPEC_COMPRESSION_NONE;
+        TRY(get_enum_field(d, o, "compression", path, compression_names, 2, &cm));
+        j->sync_compression = (kd_spec_compression)cm;
+        if (j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD && cm != KD_SPEC_COMPRESSION_NONE) {
+            char p[PATH_MAX_LEN];
+            join(p, path, "compression");
             warn(d, p, "ignored with mode local-sgd (parameters are averaged)");
         }
         j->sync_period = j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD ? 8 : 1;
@@ -825,6 +834,11 @@ int kd_spec_batch_ceiling(const kd_agentjob *j, int batch)
 const char *kd_spec_exchange_name(kd_spec_exchange v)
 {
     return (unsigned)v < 3 ? exchange_names[v] : "unknown";
+}
+
+const char *kd_spec_compression_name(kd_spec_compression v)
+{
+    return (unsigned)v < 2 ? compression_names[v] : "unknown";
 }
 
 const char *kd_spec_policy_name(kd_spec_policy v)

@@ -39,6 +39,12 @@ typedef enum kd_spec_exchange {
     KD_SPEC_EXCHANGE_GRADIENTS = 1, /* the whole gradient through the ring allreduce */
     KD_SPEC_EXCHANGE_FACTORS = 2    /* layer 0's batch x width factors, all-gathered */
 } kd_spec_exchange;
+/* sync.compression: the number format of allreduce mode's gradient messages. */
+typedef enum kd_spec_compression {
+    KD_SPEC_COMPRESSION_NONE = 0, /* float32, as computed */
+    KD_SPEC_COMPRESSION_BF16 = 1  /* bfloat16 (round to nearest even), half the bytes; sums
+                                   * are accumulated in float32, control values stay float32 */
+} kd_spec_compression;
 typedef enum kd_spec_policy {
     KD_SPEC_POLICY_STATIC = 0,
     KD_SPEC_POLICY_FAIR = 1,
@@ -85,6 +91,8 @@ typedef struct kd_agentjob {
     kd_spec_sync sync_mode;      /* default allreduce */
     int sync_period;             /* local-sgd steps between averages, default 8 (1 for allreduce) */
     kd_spec_exchange sync_exchange; /* allreduce only, default auto */
+    kd_spec_compression sync_compression; /* allreduce only (local-sgd averages parameters,
+                                           * uncompressed), default none */
     int adaptive_lr;             /* adaptive.learningRate, default 1 */
     int adaptive_batch;          /* adaptive.batchSize, default 0 */
     int max_batch_size;          /* adaptive.maxBatchSize: per-agent ceiling of the adapted
@@ -136,6 +144,7 @@ const char *kd_spec_optimizer_name(kd_spec_optimizer v);
 const char *kd_spec_schedule_name(kd_spec_schedule v);
 const char *kd_spec_sync_name(kd_spec_sync v);
 const char *kd_spec_exchange_name(kd_spec_exchange v);
+const char *kd_spec_compression_name(kd_spec_compression v);
 const char *kd_spec_policy_name(kd_spec_policy v);
 const char *kd_spec_clean_pod_name(kd_spec_clean_pod v);
 

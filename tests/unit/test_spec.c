@@ -105,6 +105,7 @@ static void test_minimal_job_gets_defaults(void **state)
     assert_int_equal(j.sync_mode, KD_SPEC_SYNC_ALLREDUCE);
     assert_int_equal(j.sync_period, 1);
     assert_int_equal(j.sync_exchange, KD_SPEC_EXCHANGE_AUTO);
+    assert_int_equal(j.sync_compression, KD_SPEC_COMPRESSION_NONE);
     assert_int_equal(j.adaptive_lr, 1);
     assert_int_equal(j.adaptive_batch, 0);
     assert_int_equal(j.max_batch_size, 64); /* no adaptation: the batch is its own ceiling */
@@ -217,6 +218,8 @@ static void test_errors_name_the_path_and_value(void **state)
     expect_error(HEAD "spec: {training: {sync: {exchange: compressed}}}\n",
                  "spec.training.sync.exchange: expected one of auto, gradients, factors, got "
                  "\"compressed\"");
+    expect_error(HEAD "spec: {training: {sync: {compression: fp16}}}\n",
+                 "spec.training.sync.compression: expected one of none, bf16, got \"fp16\"");
     expect_error(HEAD "spec: {training: {adaptive: {batchSize: yes}}}\n",
                  "spec.training.adaptive.batchSize: expected true or false, got \"yes\"");
     expect_error(HEAD "spec: {training: {targetAccuracy: 1.5}}\n",
@@ -265,6 +268,33 @@ static void test_sync_exchange(void **state)
     decode_ok(HEAD "spec: {training: {sync: {exchange: factors}}}\n", &j);
     assert_int_equal(j.sync_exchange, KD_SPEC_EXCHANGE_FACTORS);
     assert_string_equal(kd_spec_exchange_name(j.sync_exchange), "factors");
+    kd_agentjob_free(&j);
+}
+
+/* sync.compression: none by default, bf16 decoded with its name; set with local-sgd it
+ * warns that it is ignored (parameters are averaged there, uncompressed). */
+static void test_sync_compression(void **state)
+{
+    (void)state;
+    kd_agentjob j;
+    decode_ok(HEAD "spec: {training: {sync: {mode: allreduce}}}\n", &j);
+    assert_int_equal(j.sync_compression, KD_SPEC_COMPRESSION_NONE);
+    assert_string_equal(kd_spec_compression_name(j.sync_compression), "none");
+    assert_int_equal(j.n_warnings, 0);
+    kd_agentjob_free(&j);
+    decode_ok(HEAD "spec: {training: {sync: {compression: bf16}}}\n", &j);
+    assert_int_equal(j.sync_compression, KD_SPEC_COMPRESSION_BF16);
+    assert_string_equal(kd_spec_compression_name(j.sync_compression), "bf16");
+    assert_int_equal(j.n_warnings, 0);
+    kd_agentjob_free(&j);
+    decode_ok(HEAD "spec: {training: {sync: {mode: local-sgd, compression: bf16}}}\n", &j);
+    assert_int_equal(j.n_warnings, 1);
+    assert_string_equal(j.warnings[0], "spec.training.sync.compression: ignored with mode "
+                                       "local-sgd (parameters are averaged)");
+    kd_agentjob_free(&j);
+    /* none is the default, so saying it with local-sgd is not worth a warning. */
+    decode_ok(HEAD "spec: {training: {sync: {mode: local-sgd, compression: none}}}\n", &j);
+    assert_int_equal(j.n_warnings, 0);
     kd_agentjob_free(&j);
 }
 
@@ -505,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_errors_name_the_path_and_value),
         cmocka_unit_test(test_unknown_fields_warn_with_path),
         cmocka_unit_test(test_sync_exchange),
+        cmocka_unit_test(test_sync_compression),
         cmocka_unit_test(test_adaptive_max_batch_size),
         cmocka_unit_test(test_batch_ceiling),
         cmocka_unit_test(test_quantities),
