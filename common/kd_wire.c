@@ -114,6 +114,10 @@ int kd_wire_decode(const void *const *frames, const size_t *lens, size_t nframes
             (d.payload_len == 0 || d.payload_len % 4 != 0 ||
              d.payload_len > KD_WIRE_MAX_FLOAT_BYTES))
             return reject(reason, KD_WIRE_DROP_LENGTH);
+        if (body == KD_WIRE_BODY_PACKED &&
+            (d.payload_len == 0 || d.payload_len % 2 != 0 ||
+             d.payload_len > KD_WIRE_MAX_FLOAT_BYTES))
+            return reject(reason, KD_WIRE_DROP_LENGTH);
     }
     *h = d;
     return KD_OK;

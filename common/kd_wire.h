@@ -5,8 +5,9 @@
  * A message is one header frame of exactly KD_WIRE_HDR_SIZE bytes, optionally followed by
  * one payload frame whose length the header announces. All header integers are
  * little-endian on the wire whatever the host order. Payloads are either raw
- * little-endian float32 arrays (gradients, parameters, optimizer state) or a small JSON
- * object (control messages such as join and world), as the type table says.
+ * little-endian float32 arrays (gradients, parameters, optimizer state), float32 and
+ * bfloat16 elements packed together (compressed gradient chunks) or a small JSON object
+ * (control messages such as join and world), as the type table says.
  *
  * Nothing received is trusted: kd_wire_decode checks the magic, the version, the type,
  * the reserved bytes, the frame count, the announced length against the real frame, the
@@ -49,19 +50,24 @@
     X(DATA, 11, KD_WIRE_BODY_FLOAT)    /* w->w: one ring allreduce chunk */          \
     X(FINISHED, 12, KD_WIRE_BODY_JSON) /* w->c: reached the last epoch or the target */ \
     X(WELCOME, 13, KD_WIRE_BODY_JSON)  /* c->w: the job to train, answer to JOIN */    \
-    X(READY, 14, KD_WIRE_BODY_JSON)    /* w->c: data loaded; {n_params, n_state, n_train} */
+    X(READY, 14, KD_WIRE_BODY_JSON)    /* w->c: data loaded; {n_params, n_state, n_train} */ \
+    X(DATA_BF16, 15, KD_WIRE_BODY_PACKED) /* w->w: a chunk, some elements as bfloat16 */
 
 typedef enum kd_wire_body {
     KD_WIRE_BODY_NONE = 0,  /* no payload frame allowed */
     KD_WIRE_BODY_JSON = 1,  /* one payload frame holding a JSON object */
     KD_WIRE_BODY_FLOAT = 2, /* one payload frame of little-endian float32 */
+    /* One payload frame of little-endian bfloat16 and float32 elements, in an order both
+     * ends know from the operation (sync.compression: bf16; runtime/comm.h): its length
+     * is only checked to be even and bounded here, and exactly by the receiver. */
+    KD_WIRE_BODY_PACKED = 3,
 } kd_wire_body;
 
 typedef enum kd_wire_type {
 #define KD_WIRE_TYPE_ENUM(name, num, body) KD_WIRE_##name = (num),
     KD_WIRE_TYPES(KD_WIRE_TYPE_ENUM)
 #undef KD_WIRE_TYPE_ENUM
-    KD_WIRE_TYPE_MAX = 14
+    KD_WIRE_TYPE_MAX = 15
 } kd_wire_type;
 
 /* Decoded header, in host order. */

@@ -1,7 +1,8 @@
 /* comm: ring allreduce over ZeroMQ PUSH/PULL (see comm.h for the algorithm and the
  * guarantees). The chunk plan for a vector shape is built once and reused; the steady
  * state allocates nothing: headers are 48-byte copies, payloads are zero-copy views of
- * the caller's buffer or forwarded receive buffers. */
+ * the caller's buffer or forwarded receive buffers, or, when some elements travel as
+ * bfloat16, of comm's own packing buffers (comm_pack.c). */
 #include "comm.h"
 
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_wire.h"
+#include "comm_pack.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "comm sends float buffers zero-copy and needs a little-endian host"
@@ -78,6 +80,10 @@ struct kd_comm {
     size_t rnext;            /* swap: next chunk to receive and add */
     float *sendbuf;          /* swap: copy of what we send (ZeroMQ sends it zero-copy) */
     size_t sendcap;          /* floats allocated in sendbuf */
+    comm_layout layout;      /* the spans with their offsets, for packing */
+    int packed;              /* some elements travel as bfloat16 (DATA_BF16 messages) */
+    unsigned char *packbuf;  /* ring and all-gather: packed payloads being sent */
+    size_t packcap;          /* bytes allocated in packbuf */
     uint64_t step;           /* step tag of the allreduce */
     int op_rc;               /* first error of the allreduce (sticky), KD_OK */
     double t0;               /* when it began */
@@ -227,6 +233,7 @@ void kd_comm_close(kd_comm **cp)
     free(c->ready);
     free(c->scratch);
     free(c->sendbuf);
+    free(c->packbuf);
     free(c);
     *cp = NULL;
 }
@@ -292,9 +299,11 @@ static int comm_plan(kd_comm *c, const kd_comm_span *spans, int nspans)
     uint64_t total = 0;
     for (int i = 0; i < nspans; i++)
         total += spans[i].n;
+    /* The swap's limit is in bytes on the wire: bfloat16 doubles it in elements. */
+    uint64_t wire = c->packed ? comm_pack_bytes(&c->layout, 0, (size_t)total)
+                              : total * sizeof(float);
     int swap = c->world == 2 && (c->algo == COMM_ALGO_SWAP ||
-                                 (c->algo == COMM_ALGO_AUTO &&
-                                  total * sizeof(float) <= COMM_SWAP_MAX));
+                                 (c->algo == COMM_ALGO_AUTO && wire <= COMM_SWAP_MAX));
     int same = c->plan_world == c->world && c->plan_chunk == c->chunk_elems &&
                c->plan_nspans == nspans && c->chunks != NULL && c->plan_swap == swap;
     for (int i = 0; same && i < nspans; i++)
@@ -373,11 +382,12 @@ static int comm_plan(kd_comm *c, const kd_comm_span *spans, int nspans)
     return KD_OK;
 }
 
-static int comm_send_hdr(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch)
+static int comm_send_hdr(kd_comm *c, uint16_t type, uint32_t aux, uint64_t step,
+                         uint64_t off, size_t bytes)
 {
-    kd_wire_hdr h = {.type = KD_WIRE_DATA, .generation = c->generation,
+    kd_wire_hdr h = {.type = type, .generation = c->generation,
                      .sender = (uint32_t)c->rank, .step = step, .epoch = 0, .aux = aux,
-                     .offset = ch->off, .payload_len = (uint32_t)(ch->len * sizeof(float))};
+                     .offset = off, .payload_len = (uint32_t)bytes};
     unsigned char buf[KD_WIRE_HDR_SIZE];
     kd_wire_encode(&h, buf);
     while (zmq_send(c->push, buf, sizeof buf, ZMQ_SNDMORE) < 0) {
@@ -398,22 +408,43 @@ static int comm_send_msg(kd_comm *c, zmq_msg_t *m)
     return KD_OK;
 }
 
-/* Sends a chunk of the caller's buffer without copying it. */
-static int comm_send_view(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
-                          const kd_comm_span *spans)
+/* Sends bytes as the payload of logical offset off without copying them: they must stay
+ * untouched until comm_wait_released. */
+static int comm_send_bytes(kd_comm *c, uint16_t type, uint32_t aux, uint64_t step,
+                           uint64_t off, const void *data, size_t bytes)
 {
-    int rc = comm_send_hdr(c, aux, step, ch);
+    int rc = comm_send_hdr(c, type, aux, step, off, bytes);
     if (rc != KD_OK)
         return rc;
     zmq_msg_t m;
     atomic_fetch_add(&c->inflight, 1);
-    if (zmq_msg_init_data(&m, spans[ch->span].data + ch->span_off, ch->len * sizeof(float),
-                          comm_release, &c->inflight) != 0) {
+    if (zmq_msg_init_data(&m, (void *)data, bytes, comm_release, &c->inflight) != 0) {
         atomic_fetch_sub(&c->inflight, 1);
         return KD_ENOMEM;
     }
-    c->stats.bytes_sent += ch->len * sizeof(float);
+    c->stats.bytes_sent += bytes;
     return comm_send_msg(c, &m);
+}
+
+/* Sends a chunk of the caller's buffer as float32, without copying it. */
+static int comm_send_view(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
+                          const kd_comm_span *spans)
+{
+    return comm_send_bytes(c, KD_WIRE_DATA, aux, step, ch->off,
+                           spans[ch->span].data + ch->span_off, ch->len * sizeof(float));
+}
+
+/* Packs a chunk of the operation (float32 and bfloat16 elements) into area, at the
+ * chunk's float offset (an area holds every chunk of one phase at its own place, so that
+ * nothing still being sent is overwritten), and sends it from there. keep: see
+ * comm_pack. */
+static int comm_send_packed(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
+                            unsigned char *area, int keep)
+{
+    unsigned char *out = area + ch->off * sizeof(float);
+    comm_pack(&c->layout, (size_t)ch->off, ch->len, out, keep);
+    return comm_send_bytes(c, KD_WIRE_DATA_BF16, aux, step, ch->off, out,
+                           comm_pack_bytes(&c->layout, (size_t)ch->off, ch->len));
 }
 
 /* Receives the next chunk from the previous rank and checks that it is exactly the one
@@ -422,6 +453,9 @@ static int comm_send_view(kd_comm *c, uint32_t aux, uint64_t step, const comm_ch
 static int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
                      zmq_msg_t *payload, int wait)
 {
+    uint16_t type = c->packed ? KD_WIRE_DATA_BF16 : KD_WIRE_DATA;
+    size_t bytes = c->packed ? comm_pack_bytes(&c->layout, (size_t)ch->off, ch->len)
+                             : ch->len * sizeof(float);
     double deadline = now_s() + c->timeout_ms / 1000.0;
     uint32_t prev = (uint32_t)((c->rank + c->world - 1) % c->world);
     for (;;) {
@@ -482,14 +516,14 @@ static int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *
         kd_wire_drop_reason why = KD_WIRE_DROP_UNEXPECTED;
         int ok = total == nframes &&
                  kd_wire_decode(data, lens, nframes, &h, &why) == KD_OK;
-        if (ok && h.type != KD_WIRE_DATA) {
+        if (ok && h.type != type) {
             ok = 0;
             why = KD_WIRE_DROP_UNEXPECTED;
         } else if (ok && (h.generation != c->generation || h.step != step)) {
             ok = 0;
             why = KD_WIRE_DROP_STALE;
         } else if (ok && (h.sender != prev || h.aux != aux || h.offset != ch->off ||
-                          h.payload_len != ch->len * sizeof(float))) {
+                          h.payload_len != bytes)) {
             ok = 0;
             why = KD_WIRE_DROP_UNEXPECTED;
         } else if (total != nframes) {
@@ -504,6 +538,17 @@ static int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *
         *payload = frames[1];
         return KD_OK;
     }
+}
+
+/* A received payload, 4-byte aligned: ZeroMQ packs small messages into shared buffers
+ * without alignment, and those are read through a copy (payloads fit in scratch). */
+static const unsigned char *comm_payload(kd_comm *c, zmq_msg_t *m)
+{
+    const unsigned char *p = zmq_msg_data(m);
+    if (((uintptr_t)p & (sizeof(float) - 1)) == 0)
+        return p;
+    memcpy(c->scratch, p, zmq_msg_size(m));
+    return (const unsigned char *)c->scratch;
 }
 
 static uint32_t comm_aux(uint32_t phase, int ring_step)
@@ -540,36 +585,33 @@ static void comm_enter(kd_comm *c, int stage, int k)
         c->next = c->seg_first[comm_seg(c, stage, k)];
 }
 
-/* The logical range [off, off+len) of the span vector: copied out of it (dst != NULL)
- * or src added into it element-wise. */
-static void comm_vec(const kd_comm *c, size_t off, size_t len, float *dst, const float *src)
+/* The packing area of the ring's reduce-scatter (0) or all-gather (1) phase: each phase
+ * sends every chunk at most once. */
+static unsigned char *comm_area(kd_comm *c, int ag)
 {
-    int i = 0;
-    while (c->span_start[i + 1] <= off)
-        i++;
-    while (len > 0) {
-        size_t in = off - c->span_start[i];
-        size_t n = c->spans[i].n - in < len ? c->spans[i].n - in : len;
-        float *p = c->spans[i].data + in;
-        if (dst != NULL) {
-            memcpy(dst, p, n * sizeof(float));
-            dst += n;
-        } else {
-            for (size_t j = 0; j < n; j++)
-                p[j] += src[j];
-            src += n;
-        }
-        off += n;
-        len -= n;
-        i++;
-    }
+    return c->packbuf + (ag ? c->layout.start[c->layout.nspans] * sizeof(float) : 0);
+}
+
+/* Grows packbuf to at least bytes; KD_ENOMEM leaves it as it was. */
+static int comm_reserve_pack(kd_comm *c, size_t bytes)
+{
+    if (c->packcap >= bytes)
+        return KD_OK;
+    unsigned char *p = realloc(c->packbuf, bytes);
+    if (p == NULL)
+        return KD_ENOMEM;
+    c->packbuf = p;
+    c->packcap = bytes;
+    return KD_OK;
 }
 
 /* Two ranks: each sends every chunk to the other as soon as it is final and adds the
  * peer's chunk into its own once that chunk is sent. One network hop instead of the
  * ring's two, the same bytes; a + b == b + a, so both ranks end with bit-identical sums.
  * What is sent is first copied to sendbuf (ZeroMQ then sends that zero-copy), so that
- * adding into our buffer cannot race with ZeroMQ still reading it; like the ring, the
+ * adding into our buffer cannot race with ZeroMQ still reading it; bfloat16 elements are
+ * rounded in our buffer as they are copied, so both ranks add the same two values. Like
+ * the ring, the
  * operation ends only once ZeroMQ has let go of every payload, so that a world change or
  * an exit right after it cannot drop our last chunk on its way to the peer. */
 static int comm_progress_swap(kd_comm *c, int wait)
@@ -579,10 +621,12 @@ static int comm_progress_swap(kd_comm *c, int wait)
     while (c->rnext < c->nchunks) {
         while (c->next < c->nchunks && c->ready[c->next] == c->chunks[c->next].len) {
             const comm_chunk *ch = &c->chunks[c->next];
-            comm_vec(c, (size_t)ch->off, ch->len, c->sendbuf + ch->off, NULL);
-            kd_comm_span copy = {c->sendbuf, c->sendcap};
-            comm_chunk view = {0, (size_t)ch->off, ch->len, ch->off};
-            if ((rc = comm_send_view(c, aux, c->step, &view, &copy)) != KD_OK)
+            unsigned char *out = (unsigned char *)(c->sendbuf + ch->off);
+            comm_pack(&c->layout, (size_t)ch->off, ch->len, out, 1);
+            rc = comm_send_bytes(c, c->packed ? KD_WIRE_DATA_BF16 : KD_WIRE_DATA, aux, c->step,
+                                 ch->off, out,
+                                 comm_pack_bytes(&c->layout, (size_t)ch->off, ch->len));
+            if (rc != KD_OK)
                 return rc;
             c->next++;
         }
@@ -595,12 +639,7 @@ static int comm_progress_swap(kd_comm *c, int wait)
             return KD_OK;
         if (rc != KD_OK)
             return rc;
-        const float *src = zmq_msg_data(&in);
-        if (((uintptr_t)src & (sizeof(float) - 1)) != 0) {
-            memcpy(c->scratch, src, ch->len * sizeof(float));
-            src = c->scratch;
-        }
-        comm_vec(c, (size_t)ch->off, ch->len, NULL, src);
+        comm_unpack(&c->layout, (size_t)ch->off, ch->len, comm_payload(c, &in), 1);
         zmq_msg_close(&in);
         c->rnext++;
     }
@@ -630,7 +669,10 @@ static int comm_progress(kd_comm *c, int wait)
         if (c->stage != COMM_ST_AG && c->ready[i] < ch->len)
             return wait ? KD_EINVAL : KD_OK;
         if (c->stage == COMM_ST_SEND) {
-            if ((rc = comm_send_view(c, comm_aux(COMM_PHASE_RS, 0), step, ch, spans)) != KD_OK)
+            uint32_t aux = comm_aux(COMM_PHASE_RS, 0);
+            rc = c->packed ? comm_send_packed(c, aux, step, ch, comm_area(c, 0), 0)
+                           : comm_send_view(c, aux, step, ch, spans);
+            if (rc != KD_OK)
                 return rc;
             c->next++;
             continue;
@@ -645,7 +687,9 @@ static int comm_progress(kd_comm *c, int wait)
             return rc;
         float *dst = spans[ch->span].data + ch->span_off;
         const float *src = zmq_msg_data(&in);
-        if (rs) {
+        if (c->packed) {
+            comm_unpack(&c->layout, (size_t)ch->off, ch->len, comm_payload(c, &in), rs);
+        } else if (rs) {
             /* ZeroMQ packs small messages into shared buffers without alignment; read
              * those through an aligned copy rather than as misaligned floats. */
             if (((uintptr_t)src & (sizeof(float) - 1)) != 0) {
@@ -668,7 +712,11 @@ static int comm_progress(kd_comm *c, int wait)
             aux = comm_aux(COMM_PHASE_AG, k + 1);
         else
             continue;
-        if ((rc = comm_send_view(c, aux, step, ch, spans)) != KD_OK)
+        /* A final value (all-gather phase) is rounded where it is kept, as it is sent. */
+        int ag = (aux >> 16) == COMM_PHASE_AG;
+        rc = c->packed ? comm_send_packed(c, aux, step, ch, comm_area(c, ag), ag)
+                       : comm_send_view(c, aux, step, ch, spans);
+        if (rc != KD_OK)
             return rc;
     }
     return wait ? comm_wait_released(c, c->timeout_ms) : KD_OK;
@@ -690,12 +738,16 @@ int kd_comm_begin(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t st
     c->span_start[0] = 0;
     for (int i = 0; i < nspans; i++)
         c->span_start[i + 1] = c->span_start[i] + spans[i].n;
+    c->layout = (comm_layout){c->spans, c->span_start, nspans};
+    c->packed = comm_pack_any(&c->layout);
     c->active = 1;
     if (c->world == 1) {
         c->stage = COMM_ST_DONE;
         return KD_OK;
     }
-    if (comm_plan(c, spans, nspans) != KD_OK) {
+    if (comm_plan(c, spans, nspans) != KD_OK ||
+        (c->packed && !c->plan_swap &&
+         comm_reserve_pack(c, 2 * c->span_start[nspans] * sizeof(float)) != KD_OK)) {
         c->active = 0;
         return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory for the chunk plan");
     }
@@ -780,14 +832,14 @@ int kd_comm_allreducev(kd_comm *c, const kd_comm_span *spans, int nspans, uint64
 int kd_comm_allreduce(kd_comm *c, float *buf, size_t n, uint64_t step, char *err,
                       size_t errlen)
 {
-    kd_comm_span s = {buf, n};
+    kd_comm_span s = {buf, n, 0};
     return kd_comm_allreducev(c, &s, 1, step, err, errlen);
 }
 
 /* Ring step k of the all-gather: send block (r-k) chunk by chunk (zero-copy; ZeroMQ's
  * I/O thread streams it while we receive), then receive block (r-k-1) into place. */
-int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, uint64_t step,
-                       char *err, size_t errlen)
+int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, int bf16,
+                       uint64_t step, char *err, size_t errlen)
 {
     if (c->world < 1)
         return kd_errf(err, errlen, KD_EINVAL, "comm: all-gather before a world was set");
@@ -800,7 +852,13 @@ int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, uint64_t st
     if (w == 1)
         return KD_OK;
     double t0 = now_s();
-    kd_comm_span whole = {buf, bounds[w]};
+    kd_comm_span whole = {buf, bounds[w], bf16 ? bounds[w] : 0};
+    size_t start[2] = {0, bounds[w]};
+    /* The packing layout outlives no call: no allreduce is in progress (checked above). */
+    c->layout = (comm_layout){&whole, start, 1};
+    c->packed = bf16 && bounds[w] > 0;
+    if (c->packed && comm_reserve_pack(c, bounds[w] * sizeof(float)) != KD_OK)
+        return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory for the all-gather");
     int rc = KD_OK;
     for (int k = 0; k < w - 1 && rc == KD_OK; k++) {
         uint32_t aux = comm_aux(COMM_PHASE_GATHER, k);
@@ -809,7 +867,10 @@ int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, uint64_t st
             size_t len = bounds[sb + 1] - off;
             len = len < c->chunk_elems ? len : c->chunk_elems;
             comm_chunk ch = {0, off, len, off};
-            rc = comm_send_view(c, aux, step, &ch, &whole);
+            /* Our own block is rounded where we keep it, as it is sent; a forwarded one
+             * already holds bfloat16 values. */
+            rc = c->packed ? comm_send_packed(c, aux, step, &ch, c->packbuf, 1)
+                           : comm_send_view(c, aux, step, &ch, &whole);
             off += len;
         }
         for (size_t off = bounds[rb]; off < bounds[rb + 1] && rc == KD_OK;) {
@@ -819,7 +880,7 @@ int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, uint64_t st
             zmq_msg_t in;
             rc = comm_recv(c, aux, step, &ch, &in, 1);
             if (rc == KD_OK) {
-                memcpy(buf + off, zmq_msg_data(&in), len * sizeof(float));
+                comm_unpack(&c->layout, off, len, comm_payload(c, &in), 0);
                 zmq_msg_close(&in);
             }
             off += len;
@@ -827,6 +888,7 @@ int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, uint64_t st
     }
     /* Our sends must be released before the caller reuses the buffer, even on error. */
     int rel = comm_wait_released(c, c->timeout_ms);
+    c->packed = 0;
     if (rc == KD_OK)
         rc = rel;
     if (rc != KD_OK) {

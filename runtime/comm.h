@@ -17,6 +17,14 @@
  * timeout makes the allreduce return KD_ETIMEOUT with the buffer in an unspecified
  * state: the caller must redo the step from its own saved inputs in a new generation.
  *
+ * Compression (sync.compression: bf16): a span may send its first floats as bfloat16,
+ * half the bytes. Sums are still taken in float32, of the rounded values: a sender rounds
+ * in place whatever it sends as a final value (its own vector in the two-rank swap, a
+ * finished segment in the all-gather phase), so every rank still ends with bit-identical
+ * results, each within bfloat16's rounding (2^-9 relative) per addend of the exact sum.
+ * Partial sums of the ring are rounded on every hop. Counts and votes belong in float32
+ * spans (or the float32 rest of one).
+ *
  * Lifecycle: kd_comm_open (binds), kd_comm_set_world per generation (connects to the
  * next rank), any number of kd_comm_allreduce, kd_comm_close. Not thread-safe: one
  * thread uses a comm. Requires a little-endian host (the float frames go out as is).
@@ -35,6 +43,7 @@ typedef struct kd_comm kd_comm;
 typedef struct kd_comm_span {
     float *data; /* caller's floats, reduced in place */
     size_t n;    /* number of floats */
+    size_t bf16; /* the first bf16 of them travel as bfloat16 (0: all as float32) */
 } kd_comm_span;
 
 typedef struct kd_comm_stats {
@@ -67,7 +76,8 @@ int kd_comm_set_world(kd_comm *c, uint32_t generation, int rank, int world,
                       const char *const *peers, char *err, size_t errlen);
 
 /* Sums the logical vector (the concatenation of spans[0..nspans-1]) element-wise over
- * all ranks of the current world, in place; every rank ends with bit-identical values.
+ * all ranks of the current world, in place; every rank ends with bit-identical values
+ * (exact float32 sums unless some of it travels as bfloat16: see above).
  * step tags the messages. KD_ETIMEOUT when a peer stays silent, KD_ENETWORK on a socket
  * error, KD_EINVAL when the world is not set; detail in err. No allocation once the
  * chunk plan for this shape has been built. */
@@ -101,10 +111,11 @@ int kd_comm_allreduce(kd_comm *c, float *buf, size_t n, uint64_t step, char *err
  * own first), receive the previous rank's: each rank sends and receives (W-1)/W of the
  * buffer when the blocks are equal; two ranks need one hop. Zero-copy sends, chunked at
  * the chunk size; generation, step and staleness rules as for the allreduce (its messages
- * carry their own phase tag). KD_ETIMEOUT / KD_ENETWORK / KD_EINVAL as
- * kd_comm_allreducev. Not between kd_comm_begin and kd_comm_finish. */
-int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, uint64_t step,
-                       char *err, size_t errlen);
+ * carry their own phase tag). With bf16 the blocks travel as bfloat16 and every rank,
+ * the owner included, ends with the rounded values. KD_ETIMEOUT / KD_ENETWORK /
+ * KD_EINVAL as kd_comm_allreducev. Not between kd_comm_begin and kd_comm_finish. */
+int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, int bf16,
+                       uint64_t step, char *err, size_t errlen);
 
 void kd_comm_get_stats(const kd_comm *c, kd_comm_stats *out);
 

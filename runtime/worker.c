@@ -425,9 +425,10 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
         w->gbounds[k] = (size_t)((long)w->m.sizes[0] * k / w->world) * (size_t)w->m.sizes[1];
     w->noise_from = w->job.adaptive_batch ? noise_base(w) : w->m.n_params;
     KD_INFO("worker: world gen=%u rank=%d agents=%d batch=%d epoch=%u cursor=%llu step=%llu "
-            "lr_scale=%g exchange=%s", w->gen, w->rank, w->world, w->job.batch_size, w->epoch,
-            (unsigned long long)w->cursor, (unsigned long long)w->step, sto,
-            w->factors ? "factors" : "gradients");
+            "lr_scale=%g exchange=%s compression=%s", w->gen, w->rank, w->world,
+            w->job.batch_size, w->epoch, (unsigned long long)w->cursor,
+            (unsigned long long)w->step, sto, w->factors ? "factors" : "gradients",
+            kd_spec_compression_name(w->job.sync_compression));
     return (int)state;
 }
 
@@ -661,9 +662,13 @@ static step_result train_step(worker *w)
     w->ready_base = factors ? w->m.b_off[0] + width : 0;
     size_t span_n = w->m.n_params - w->ready_base;
     float *tail = overlap ? w->m.grads + w->m.n_params : w->tail;
-    kd_comm_span spans[2] = {{local ? w->avg : w->m.grads, w->m.n_params}, {w->tail, TAIL_N}};
-    kd_comm_span ar[2] = {{w->m.grads + w->ready_base, span_n + TAIL_N},
-                          {w->dyall, (size_t)bk * width}};
+    kd_comm_span spans[2] = {{local ? w->avg : w->m.grads, w->m.n_params, 0},
+                             {w->tail, TAIL_N, 0}};
+    /* sync.compression: bf16 packs the gradients and factors, never the control floats
+     * (counts and votes). */
+    int bf16 = w->job.sync_compression == KD_SPEC_COMPRESSION_BF16;
+    kd_comm_span ar[2] = {{w->m.grads + w->ready_base, span_n + TAIL_N, bf16 ? span_n : 0},
+                          {w->dyall, (size_t)bk * width, bf16 ? (size_t)bk * width : 0}};
     w->trained = 1;
     w->gsq_local = 0;
     w->step_sends = 0;
@@ -783,8 +788,8 @@ static step_result train_step(worker *w)
         kd_model_first_layer_bias(&w->m, w->dyall, (int)bk);
         /* Then every rank gets every block of rows (the blocks are disjoint: no sum). */
         tprod = kd_now() - tf;
-        rc = kd_comm_allgatherv(w->comm, w->m.grads + w->m.w_off[0], w->gbounds, w->step, err,
-                                sizeof err);
+        rc = kd_comm_allgatherv(w->comm, w->m.grads + w->m.w_off[0], w->gbounds, bf16,
+                                w->step, err, sizeof err);
         if (rc != KD_OK)
             return exchange_failed(w, err, local, start, mine, bk);
     }

@@ -7,7 +7,8 @@
 #   and kadet run --agents 2 with sync.exchange gradients (the default auto exchanges the
 #   first layer's factors with 2 agents; docs/runtime.md), and with adaptive.batchSize
 #   true (the coordinator grows the per-agent batch from 64 for goodput; not the fixed
-#   batch-64 work of the other rows, so it is left out of the ratios)
+#   batch-64 work of the other rows, so it is left out of the ratios), and with
+#   sync.compression bf16 (gradient messages as bfloat16, half the bytes; its own ratio)
 # Reported, median over the repetitions (the trainers' runs are interleaved so that
 # background load hits all of them alike):
 #   samples/s  median of the per-epoch training throughput, epoch 1 excluded
@@ -48,29 +49,35 @@ case "$coretype" in
 esac
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-auto}" >&2
 manifest="$top/manifests/samples/fashion-mnist.yaml"
+# variant FILE SED SETTING: a copy of the sample edited by SED, checked to hold SETTING.
+variant() {
+    sed "$2" "$manifest" >"$1"
+    if ! grep -q "$3" "$1"; then
+        echo "train-dist.sh: could not set $3 in a copy of $manifest" >&2
+        exit 1
+    fi
+}
 grad_manifest="$out/fashion-mnist-gradients.yaml"
-sed 's/sync: {mode: allreduce}/sync: {mode: allreduce, exchange: gradients}/' "$manifest" \
-    >"$grad_manifest"
-if ! grep -q 'exchange: gradients' "$grad_manifest"; then
-    echo "train-dist.sh: could not set sync.exchange in a copy of $manifest" >&2
-    exit 1
-fi
+variant "$grad_manifest" 's/sync: {mode: allreduce}/sync: {mode: allreduce, exchange: gradients}/' \
+    'exchange: gradients'
+bf16_manifest="$out/fashion-mnist-bf16.yaml"
+variant "$bf16_manifest" 's/sync: {mode: allreduce}/sync: {mode: allreduce, compression: bf16}/' \
+    'compression: bf16'
 adapt_manifest="$out/fashion-mnist-adaptive.yaml"
-sed 's/adaptive: {learningRate: true, batchSize: false}/adaptive: {learningRate: true, batchSize: true}/' \
-    "$manifest" >"$adapt_manifest"
-if ! grep -q 'batchSize: true' "$adapt_manifest"; then
-    echo "train-dist.sh: could not set adaptive.batchSize in a copy of $manifest" >&2
-    exit 1
-fi
+variant "$adapt_manifest" \
+    's/adaptive: {learningRate: true, batchSize: false}/adaptive: {learningRate: true, batchSize: true}/' \
+    'batchSize: true'
 i=1
 while [ "$i" -le "$reps" ]; do
-    for t in kadet2 kadet1 ddp2 kadet2g kadet2a; do
+    for t in kadet2 kadet1 ddp2 kadet2g kadet2a kadet2c; do
         case "$t" in
             kadet2) "$kadet" run "$manifest" --agents 2 --epochs "$epochs" --quiet \
                         --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
             kadet2g) "$kadet" run "$grad_manifest" --agents 2 --epochs "$epochs" --quiet \
                         --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
             kadet2a) "$kadet" run "$adapt_manifest" --agents 2 --epochs "$epochs" --quiet \
+                        --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
+            kadet2c) "$kadet" run "$bf16_manifest" --agents 2 --epochs "$epochs" --quiet \
                         --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
             kadet1) "$kadet" run "$manifest" --agents 1 --epochs "$epochs" --quiet \
                         --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
@@ -95,12 +102,13 @@ def stats(t):
         t88.append(hit[0] if hit else float("inf"))
         acc.append(s["test_accuracy"])
     return statistics.median(sps), statistics.median(t88), statistics.median(acc)
-order = ("kadet2", "kadet2g", "kadet1", "ddp2", "kadet2a")
+order = ("kadet2", "kadet2g", "kadet1", "ddp2", "kadet2a", "kadet2c")
 r = {t: stats(t) for t in order}
 names = {"kadet2": "kadet, 2 agents (exchange auto: factors)",
          "kadet2g": "kadet, 2 agents (exchange gradients)", "kadet1": "kadet, 1 agent",
          "ddp2": "PyTorch DDP gloo, 2 processes",
-         "kadet2a": "kadet, 2 agents, adaptive batch size (batch 64 -> final %s)"}
+         "kadet2a": "kadet, 2 agents, adaptive batch size (batch 64 -> final %s)",
+         "kadet2c": "kadet, 2 agents, bf16 compression (exchange auto: factors)"}
 final_batch = [json.load(open(f"{out}/kadet2a.{i}.json")).get("batch", 0)
                for i in range(1, reps + 1)]
 names["kadet2a"] %= "/".join(str(b) for b in final_batch)
@@ -112,4 +120,7 @@ for t in order:
 k2, k1, d2 = r["kadet2"][0], r["kadet1"][0], r["ddp2"][0]
 print(f"\nkadet 2 agents / DDP 2 processes: {k2 / d2:.2f}x samples/s; "
       f"kadet 2 agents / kadet 1 agent: {k2 / k1:.2f}x samples/s")
+c2 = r["kadet2c"][0]
+print(f"with bf16 compression: kadet 2 agents / kadet 1 agent: {c2 / k1:.2f}x samples/s; "
+      f"/ DDP (float32): {c2 / d2:.2f}x")
 PY

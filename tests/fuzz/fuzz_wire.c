@@ -35,6 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (body == KD_WIRE_BODY_FLOAT && h.payload_len % 4 != 0)
         abort();
+    if (body == KD_WIRE_BODY_PACKED && (h.payload_len == 0 || h.payload_len % 2 != 0))
+        abort();
     if (body == KD_WIRE_BODY_JSON) {
         json_t *o = kd_wire_json(frames[1], lens[1], &why);
         if (o != NULL) {

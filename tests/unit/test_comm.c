@@ -17,6 +17,7 @@
 #include <zmq.h>
 
 #include "comm.h"
+#include "comm_pack.h"
 #include "kd_error.h"
 #include "kd_wire.h"
 
@@ -27,6 +28,7 @@ typedef struct shared {
     volatile int ready;                 /* ranks that published their endpoint */
     char endpoint[MAX_RANKS][EP_LEN];   /* each rank's data endpoint */
     uint32_t crc[MAX_RANKS][4];         /* per-rank digest of the reduced vector */
+    uint64_t bytes[MAX_RANKS];          /* payload bytes each rank sent */
 } shared;
 
 static shared *sh;
@@ -59,6 +61,8 @@ static void publish_and_wait(int rank, int world, const char *ep)
  * first, then finish), or overlapped with a block never marked (finish must refuse). */
 enum { MODE_ONE_CALL, MODE_OVERLAP, MODE_OVERLAP_INCOMPLETE };
 static int comm_mode = MODE_ONE_CALL;
+/* The vector (not the 3-float tail, which holds counts) travels as bfloat16. */
+static int use_bf16 = 0;
 
 static int overlapped(kd_comm *c, kd_comm_span *spans, int rank, size_t n, int round,
                       char *err, size_t errlen)
@@ -147,7 +151,7 @@ static int child(int rank, int world, size_t n, size_t chunk_bytes)
             v[i] = value_of(rank, i, round);
         for (int j = 0; j < 3; j++)
             tail[j] = (float)(rank + j);
-        kd_comm_span spans[2] = {{v, n}, {tail, 3}};
+        kd_comm_span spans[2] = {{v, n, use_bf16 ? n : 0}, {tail, 3, 0}};
         if (comm_mode != MODE_ONE_CALL) {
             int orc = overlapped(c, spans, rank, n, round, err, sizeof err);
             if (orc == 1) { /* refused as it should be: nothing more to check */
@@ -168,7 +172,9 @@ static int child(int rank, int world, size_t n, size_t chunk_bytes)
             double want = 0;
             for (int r = 0; r < world; r++)
                 want += value_of(r, i, round);
-            if (v[i] < want - 1e-3 * world || v[i] > want + 1e-3 * world) {
+            /* bfloat16: each addend and each partial sum within 2^-9 relative. */
+            double tol = use_bf16 ? want * world * 0.004 : 1e-3 * world;
+            if (v[i] < want - tol || v[i] > want + tol) {
                 fprintf(stderr, "rank %d elem %zu: %f want %f\n", rank, i, v[i], want);
                 bad = 13;
                 break;
@@ -179,6 +185,9 @@ static int child(int rank, int world, size_t n, size_t chunk_bytes)
                 bad = 14;
         sh->crc[rank][round] = digest(v, n) ^ digest(tail, 3);
     }
+    kd_comm_stats st;
+    kd_comm_get_stats(c, &st);
+    sh->bytes[rank] = st.bytes_sent;
     free(v);
     kd_comm_close(&c);
     zmq_ctx_term(ctx);
@@ -215,19 +224,24 @@ static int gather_child(int rank, int world, size_t unit, size_t chunk_bytes)
             v[i] = -1.0f; /* what the others' blocks hold before */
         for (size_t i = bounds[rank]; i < bounds[rank + 1]; i++)
             v[i] = value_of(rank, i, round);
-        if (kd_comm_allgatherv(c, v, bounds, (uint64_t)round, err, sizeof err) != KD_OK) {
+        if (kd_comm_allgatherv(c, v, bounds, use_bf16, (uint64_t)round, err, sizeof err) !=
+            KD_OK) {
             fprintf(stderr, "rank %d: %s\n", rank, err);
             bad = 12;
             break;
         }
+        /* bfloat16: every rank, the owner too, holds the rounded values. */
         for (int k = 0; k < world && !bad; k++)
-            for (size_t i = bounds[k]; i < bounds[k + 1]; i++)
-                if (v[i] != value_of(k, i, round)) {
-                    fprintf(stderr, "rank %d elem %zu: %f want %f\n", rank, i, v[i],
-                            value_of(k, i, round));
+            for (size_t i = bounds[k]; i < bounds[k + 1]; i++) {
+                float want = value_of(k, i, round);
+                if (use_bf16)
+                    want = comm_f32_of(comm_bf16_of(want));
+                if (v[i] != want) {
+                    fprintf(stderr, "rank %d elem %zu: %f want %f\n", rank, i, v[i], want);
                     bad = 13;
                     break;
                 }
+            }
     }
     free(v);
     kd_comm_close(&c);
@@ -286,6 +300,78 @@ static void test_two_rank_swap_sums_exactly(void **state)
     setenv("KADET_COMM_ALGO", "ring", 1);
     run_world(2, 60000, 16 * 1024); /* small, but the ring when asked */
     unsetenv("KADET_COMM_ALGO");
+}
+
+/* sync.compression: bf16. The vector travels as bfloat16, in half the bytes, and every
+ * rank still ends with bit-identical sums, each within bfloat16's rounding of the exact
+ * one; the tail's counts stay exact (child checks both). In the swap (one call and
+ * overlapped) and the ring, and in the all-gather, where the owner keeps the rounded
+ * values it sent. */
+static uint64_t sent_bytes(int world)
+{
+    uint64_t b = 0;
+    for (int r = 0; r < world; r++)
+        b += sh->bytes[r];
+    return b;
+}
+
+static void test_bf16_halves_the_bytes_and_keeps_ranks_identical(void **state)
+{
+    (void)state;
+    run_world(2, 60000, 512 * 1024); /* swap */
+    uint64_t f32 = sent_bytes(2);
+    use_bf16 = 1;
+    run_world(2, 60000, 512 * 1024);
+    uint64_t b16 = sent_bytes(2);
+    assert_true(b16 < f32 * 55 / 100 && b16 > f32 * 45 / 100);
+    comm_mode = MODE_OVERLAP;
+    run_world(2, 250000, 16 * 1024);
+    comm_mode = MODE_ONE_CALL;
+    run_world(3, 100003, 16 * 1024); /* ring, partial sums rounded on every hop */
+    comm_mode = MODE_OVERLAP;
+    run_world(4, 77777, 4096);
+    comm_mode = MODE_ONE_CALL;
+    run_children(2, gather_child, 100000, 64 * 1024);
+    run_children(3, gather_child, 30001, 16 * 1024);
+    use_bf16 = 0;
+}
+
+/* The packing of a range that crosses spans and bfloat16 boundaries, and the rounding:
+ * to nearest, ties to even, NaN kept. */
+static void test_pack_layout_and_rounding(void **state)
+{
+    (void)state;
+    assert_true(comm_f32_of(comm_bf16_of(1.0f)) == 1.0f);
+    /* 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to the even mantissa, 1. */
+    assert_true(comm_f32_of(comm_bf16_of(1.0f + 0x1p-8f)) == 1.0f);
+    assert_true(comm_f32_of(comm_bf16_of(1.0f + 0x1p-8f + 0x1p-12f)) == 1.0f + 0x1p-7f);
+    assert_true(comm_f32_of(comm_bf16_of(-3.0f)) == -3.0f);
+    float nan = __builtin_nanf("");
+    float back = comm_f32_of(comm_bf16_of(nan));
+    assert_true(back != back);
+    float a[5] = {1.5f, 2.0f + 0x1p-10f, 3.0f, 4.0f + 0x1p-10f, 5.0f};
+    float b[2] = {6.0f + 0x1p-10f, 7.0f};
+    kd_comm_span spans[2] = {{a, 5, 2}, {b, 2, 5}}; /* b: more bf16 than it holds */
+    size_t start[3] = {0, 5, 7};
+    comm_layout l = {spans, start, 2};
+    assert_true(comm_pack_any(&l));
+    assert_int_equal(comm_pack_bytes(&l, 0, 7), 2 * 2 + 3 * 4 + 2 * 2);
+    assert_int_equal(comm_pack_bytes(&l, 1, 5), 2 + 3 * 4 + 2);
+    unsigned char buf[64];
+    comm_pack(&l, 1, 5, buf, 1); /* a[1] (bf16), a[2..4] (f32), b[0] (bf16) */
+    assert_true(a[1] == 2.0f && b[0] == 6.0f && a[3] == 4.0f + 0x1p-10f);
+    float c[5] = {0}, d[2] = {0};
+    kd_comm_span out[2] = {{c, 5, 2}, {d, 2, 2}};
+    comm_layout lo = {out, start, 2};
+    comm_unpack(&lo, 1, 5, buf, 0);
+    assert_true(c[0] == 0.0f && c[1] == 2.0f && c[2] == 3.0f && c[3] == 4.0f + 0x1p-10f &&
+                c[4] == 5.0f && d[0] == 6.0f && d[1] == 0.0f);
+    comm_unpack(&lo, 1, 5, buf, 1);
+    assert_true(c[1] == 4.0f && c[3] == 8.0f + 0x1p-9f && d[0] == 12.0f);
+    kd_comm_span none[1] = {{a, 5, 0}};
+    comm_layout ln = {none, start, 1};
+    assert_false(comm_pack_any(&ln));
+    assert_int_equal(comm_pack_bytes(&ln, 0, 5), 20);
 }
 
 static void test_finish_refuses_unmarked_elements(void **state)
@@ -405,7 +491,7 @@ static void test_noise_on_data_port_is_dropped(void **state)
             v[i] = value_of(0, i, round);
         for (int j = 0; j < 3; j++)
             tail[j] = (float)j;
-        kd_comm_span spans[2] = {{v, 5000}, {tail, 3}};
+        kd_comm_span spans[2] = {{v, 5000, 0}, {tail, 3, 0}};
         assert_int_equal(kd_comm_allreducev(c, spans, 2, (uint64_t)round, err, sizeof err),
                          KD_OK);
         assert_true(v[10] == value_of(0, 10, round) + value_of(1, 10, round));
@@ -431,6 +517,8 @@ int main(void)
         cmocka_unit_test(test_overlapped_allreduce_equals_one_call),
         cmocka_unit_test(test_two_rank_swap_sums_exactly),
         cmocka_unit_test(test_allgather_gives_every_block),
+        cmocka_unit_test(test_bf16_halves_the_bytes_and_keeps_ranks_identical),
+        cmocka_unit_test(test_pack_layout_and_rounding),
         cmocka_unit_test(test_finish_refuses_unmarked_elements),
         cmocka_unit_test(test_vector_smaller_than_world),
         cmocka_unit_test(test_single_rank_is_identity),

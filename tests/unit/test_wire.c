@@ -117,6 +117,23 @@ static void test_payload_lengths_are_checked_per_type(void **state)
     h = sample_hdr(KD_WIRE_JOIN, KD_WIRE_MAX_JSON_BYTES + 1);
     kd_wire_encode(&h, buf);
     expect_drop(buf, sizeof buf, f, KD_WIRE_MAX_JSON_BYTES + 1, 2, KD_WIRE_DROP_LENGTH);
+    /* Packed chunks (bfloat16 and float32 elements): any even length, never empty or
+     * odd. */
+    h = sample_hdr(KD_WIRE_DATA_BF16, 6);
+    kd_wire_encode(&h, buf);
+    const void *frames[2] = {buf, f};
+    size_t lens[2] = {sizeof buf, 6};
+    kd_wire_hdr d;
+    kd_wire_drop_reason why;
+    assert_int_equal(kd_wire_decode(frames, lens, 2, &d, &why), KD_OK);
+    assert_int_equal(d.payload_len, 6);
+    assert_string_equal(kd_wire_type_name(KD_WIRE_DATA_BF16), "DATA_BF16");
+    h.payload_len = 5;
+    kd_wire_encode(&h, buf);
+    expect_drop(buf, sizeof buf, f, 5, 2, KD_WIRE_DROP_LENGTH);
+    h.payload_len = 0;
+    kd_wire_encode(&h, buf);
+    expect_drop(buf, sizeof buf, f, 0, 2, KD_WIRE_DROP_LENGTH);
 }
 
 static void test_json_bodies_must_be_objects_with_fields_in_range(void **state)
