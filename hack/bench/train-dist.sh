@@ -10,7 +10,9 @@
 #   batch-64 work of the other rows, so it is left out of the ratios), and with
 #   sync.compression bf16 (gradient messages as bfloat16, half the bytes; its own ratio)
 # Reported, median over the repetitions (the trainers' runs are interleaved so that
-# background load hits all of them alike):
+# background load hits all of them alike; repetition i trains with seed i, initialisation
+# and sample order, so that time to accuracy is the median of different training runs,
+# not of one run timed again):
 #   samples/s  median of the per-epoch training throughput, epoch 1 excluded
 #   t0.88      training time (from the first step, evaluation included, start-up and data
 #              loading excluded) to the first epoch with test accuracy >= 0.88
@@ -71,18 +73,18 @@ i=1
 while [ "$i" -le "$reps" ]; do
     for t in kadet2 kadet1 ddp2 kadet2g kadet2a kadet2c; do
         case "$t" in
-            kadet2) "$kadet" run "$manifest" --agents 2 --epochs "$epochs" --quiet \
+            kadet2) "$kadet" run "$manifest" --agents 2 --epochs "$epochs" --seed "$i" --quiet \
                         --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
-            kadet2g) "$kadet" run "$grad_manifest" --agents 2 --epochs "$epochs" --quiet \
+            kadet2g) "$kadet" run "$grad_manifest" --agents 2 --epochs "$epochs" --seed "$i" --quiet \
                         --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
-            kadet2a) "$kadet" run "$adapt_manifest" --agents 2 --epochs "$epochs" --quiet \
+            kadet2a) "$kadet" run "$adapt_manifest" --agents 2 --epochs "$epochs" --seed "$i" --quiet \
                         --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
-            kadet2c) "$kadet" run "$bf16_manifest" --agents 2 --epochs "$epochs" --quiet \
+            kadet2c) "$kadet" run "$bf16_manifest" --agents 2 --epochs "$epochs" --seed "$i" --quiet \
                         --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
-            kadet1) "$kadet" run "$manifest" --agents 1 --epochs "$epochs" --quiet \
+            kadet1) "$kadet" run "$manifest" --agents 1 --epochs "$epochs" --seed "$i" --quiet \
                         --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
             ddp2) /usr/bin/python3 "$top/hack/bench/train-dist-ddp.py" --procs 2 \
-                      --epochs "$epochs" --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
+                      --epochs "$epochs" --seed "$i" --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
         esac
         echo "rep $i $t done" >&2
     done
