@@ -857,8 +857,10 @@ int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, int bf16,
     /* The packing layout outlives no call: no allreduce is in progress (checked above). */
     c->layout = (comm_layout){&whole, start, 1};
     c->packed = bf16 && bounds[w] > 0;
-    if (c->packed && comm_reserve_pack(c, bounds[w] * sizeof(float)) != KD_OK)
+    if (c->packed && comm_reserve_pack(c, bounds[w] * sizeof(float)) != KD_OK) {
+        c->packed = 0;
         return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory for the all-gather");
+    }
     int rc = KD_OK;
     for (int k = 0; k < w - 1 && rc == KD_OK; k++) {
         uint32_t aux = comm_aux(COMM_PHASE_GATHER, k);
