@@ -1,109 +1,29 @@
 /* comm: ring allreduce over ZeroMQ PUSH/PULL (see comm.h for the algorithm and the
- * guarantees). The chunk plan for a vector shape is built once and reused; the steady
- * state allocates nothing: headers are 48-byte copies, payloads are zero-copy views of
- * the caller's buffer or forwarded receive buffers, or, when some elements travel as
+ * guarantees). This file: sockets and worlds, the chunk plan and the checked sends and
+ * receives of chunks; comm_ring.c runs the schedules (ring, two-rank swap, all-gather)
+ * on them. The chunk plan for a vector shape is built once and reused; the steady state
+ * allocates nothing: headers are 48-byte copies, payloads are zero-copy views of the
+ * caller's buffer or forwarded receive buffers, or, when some elements travel as
  * bfloat16, of comm's own packing buffers (comm_pack.c). */
-#include "comm.h"
+#include "comm_int.h"
 
 #include <errno.h>
 #include <malloc.h>
-#include <stdatomic.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
 #include <time.h>
-#include <zmq.h>
 
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_wire.h"
-#include "comm_pack.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "comm sends float buffers zero-copy and needs a little-endian host"
 #endif
 
-#define COMM_PHASE_RS 1u /* reduce-scatter */
-#define COMM_PHASE_AG 2u /* all-gather */
-#define COMM_PHASE_SWAP 3u /* two ranks: each sends its whole vector to the other */
-#define COMM_PHASE_GATHER 4u /* kd_comm_allgatherv */
-#define COMM_MAX_SPANS 8
-/* Kernel socket buffers for ipc:// data sockets. With the default (~208 KiB) a 512 KiB
- * chunk crosses a Unix socket in several rounds, each waking both I/O threads; a buffer
- * larger than a chunk lets it go in one (the kernel caps it at wmem/rmem_max). TCP keeps
- * the system default: an explicit size turns off its buffer autotuning, which measured
- * slower for 16 MiB allreduces. */
-#define COMM_SOCKBUF (4 * 1024 * 1024)
-
-typedef struct comm_chunk {
-    int span;        /* index of the span holding the chunk */
-    size_t span_off; /* first element inside that span */
-    size_t len;      /* elements */
-    uint64_t off;    /* first element in the logical vector (sent on the wire) */
-} comm_chunk;
-
-struct kd_comm {
-    void *zctx;              /* borrowed ZeroMQ context */
-    void *pull;              /* bound data socket, receives from the previous rank */
-    void *push;              /* connected to the next rank; NULL until a world is set */
-    int timeout_ms;          /* per-receive silence that counts as a dead peer */
-    size_t chunk_elems;      /* largest chunk in floats */
-    uint32_t generation;     /* current world's generation */
-    int rank;                /* this worker's rank in it */
-    int world;               /* number of ranks; 0 = no world yet */
-    atomic_int inflight;     /* zero-copy sends ZeroMQ still holds */
-    /* Chunk plan, rebuilt when the shape (span sizes, world, chunk size) changes. */
-    comm_chunk *chunks;      /* all chunks, segment by segment */
-    size_t nchunks;          /* entries used in chunks */
-    size_t cap;              /* entries allocated in chunks */
-    size_t *seg_first;       /* world+1 indices: segment s is chunks [first[s], first[s+1]) */
-    int plan_world;          /* world the plan was built for */
-    size_t plan_chunk;       /* chunk_elems the plan was built for */
-    int plan_nspans;         /* span count the plan was built for */
-    int plan_swap;           /* the plan is for the two-rank swap */
-    int algo;                /* COMM_ALGO_*: KADET_COMM_ALGO=auto|ring|swap */
-    size_t span_start[COMM_MAX_SPANS + 1]; /* logical offset of each span, and the total */
-    size_t plan_n[COMM_MAX_SPANS]; /* span sizes the plan was built for */
-    kd_comm_stats stats;     /* counters for kd_comm_get_stats */
-    float *scratch;          /* chunk_elems floats for misaligned receive buffers */
-    int spin;                /* non-blocking polls (with sched_yield) before sleeping */
-    /* The allreduce in progress (kd_comm_begin .. kd_comm_finish). */
-    size_t *ready;           /* per chunk: elements the caller has marked final */
-    kd_comm_span spans[COMM_MAX_SPANS]; /* the vector being reduced */
-    int nspans;              /* entries used in spans */
-    int active;              /* an allreduce is between begin and finish */
-    int stage;               /* COMM_ST_*: where the ring schedule stands */
-    int k;                   /* ring step inside the stage */
-    size_t next;             /* next chunk index inside the stage's segment */
-    size_t rnext;            /* swap: next chunk to receive and add */
-    float *sendbuf;          /* swap: copy of what we send (ZeroMQ sends it zero-copy) */
-    size_t sendcap;          /* floats allocated in sendbuf */
-    comm_layout layout;      /* the spans with their offsets, for packing */
-    int packed;              /* some elements travel as bfloat16 (DATA_BF16 messages) */
-    unsigned char *packbuf;  /* ring and all-gather: packed payloads being sent */
-    size_t packcap;          /* bytes allocated in packbuf */
-    uint64_t step;           /* step tag of the allreduce */
-    int op_rc;               /* first error of the allreduce (sticky), KD_OK */
-    double t0;               /* when it began */
-};
-
-#define COMM_ST_SEND 0 /* sending our own segment (reduce-scatter step 0) */
-#define COMM_ST_RS 1   /* receive, reduce, forward */
-#define COMM_ST_AG 2   /* receive the final sums, copy, forward */
-#define COMM_ST_DONE 3
-#define COMM_ST_SWAP 4 /* two ranks: send chunks as they become final, add the peer's */
-#define COMM_ALGO_AUTO 0 /* swap for two ranks and vectors up to COMM_SWAP_MAX bytes */
-#define COMM_ALGO_RING 1
-#define COMM_ALGO_SWAP 2 /* swap for two ranks whatever the size */
-/* Up to this size the swap's single hop wins (two processes on loopback: 256 KiB in
- * 0.25 ms against the ring's 0.35 ms); above it the ring's pipelined halves do (0.9 MiB:
- * 0.64 ms against 1.17 ms). hack/bench/allreduce_bench measures both. */
-#define COMM_SWAP_MAX (512u * 1024)
-#define COMM_PENDING 1 /* non-blocking progress: waiting for data or a message */
-
-static double now_s(void)
+double comm_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -191,15 +111,15 @@ static void comm_release(void *data, void *hint)
 }
 
 /* Waits until ZeroMQ has let go of every zero-copy payload, at most timeout_ms. */
-static int comm_wait_released(kd_comm *c, int timeout_ms)
+int comm_wait_released(kd_comm *c, int timeout_ms)
 {
-    double deadline = now_s() + timeout_ms / 1000.0;
+    double deadline = comm_now() + timeout_ms / 1000.0;
     /* The last sends are usually released within microseconds by the I/O thread:
      * yield to it first; a timed sleep costs a scheduler slice on a busy machine. */
     for (int spin = 0; spin < 1000 && atomic_load(&c->inflight) > 0; spin++)
         sched_yield();
     while (atomic_load(&c->inflight) > 0) {
-        if (now_s() > deadline)
+        if (comm_now() > deadline)
             return KD_ETIMEOUT;
         struct timespec ts = {0, 20000};
         nanosleep(&ts, NULL);
@@ -294,7 +214,7 @@ int kd_comm_set_world(kd_comm *c, uint32_t generation, int rank, int world,
 
 /* Builds the chunk plan for this shape: W segments of the logical vector of near-equal
  * size, each cut into chunks at chunk_elems and at span boundaries. */
-static int comm_plan(kd_comm *c, const kd_comm_span *spans, int nspans)
+int comm_plan(kd_comm *c, const kd_comm_span *spans, int nspans)
 {
     uint64_t total = 0;
     for (int i = 0; i < nspans; i++)
@@ -410,7 +330,7 @@ static int comm_send_msg(kd_comm *c, zmq_msg_t *m)
 
 /* Sends bytes as the payload of logical offset off without copying them: they must stay
  * untouched until comm_wait_released. */
-static int comm_send_bytes(kd_comm *c, uint16_t type, uint32_t aux, uint64_t step,
+int comm_send_bytes(kd_comm *c, uint16_t type, uint32_t aux, uint64_t step,
                            uint64_t off, const void *data, size_t bytes)
 {
     int rc = comm_send_hdr(c, type, aux, step, off, bytes);
@@ -427,7 +347,7 @@ static int comm_send_bytes(kd_comm *c, uint16_t type, uint32_t aux, uint64_t ste
 }
 
 /* Sends a chunk of the caller's buffer as float32, without copying it. */
-static int comm_send_view(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
+int comm_send_view(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
                           const kd_comm_span *spans)
 {
     return comm_send_bytes(c, KD_WIRE_DATA, aux, step, ch->off,
@@ -438,7 +358,7 @@ static int comm_send_view(kd_comm *c, uint32_t aux, uint64_t step, const comm_ch
  * chunk's float offset (an area holds every chunk of one phase at its own place, so that
  * nothing still being sent is overwritten), and sends it from there. keep: see
  * comm_pack. */
-static int comm_send_packed(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
+int comm_send_packed(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
                             unsigned char *area, int keep)
 {
     unsigned char *out = area + ch->off * sizeof(float);
@@ -450,16 +370,16 @@ static int comm_send_packed(kd_comm *c, uint32_t aux, uint64_t step, const comm_
 /* Receives the next chunk from the previous rank and checks that it is exactly the one
  * the ring order says comes next; on KD_OK *payload holds the float frame (the caller
  * closes it). Stale and unexpected messages are dropped and waited past. */
-static int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
+int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
                      zmq_msg_t *payload, int wait)
 {
     uint16_t type = c->packed ? KD_WIRE_DATA_BF16 : KD_WIRE_DATA;
     size_t bytes = c->packed ? comm_pack_bytes(&c->layout, (size_t)ch->off, ch->len)
                              : ch->len * sizeof(float);
-    double deadline = now_s() + c->timeout_ms / 1000.0;
+    double deadline = comm_now() + c->timeout_ms / 1000.0;
     uint32_t prev = (uint32_t)((c->rank + c->world - 1) % c->world);
     for (;;) {
-        int left = (int)((deadline - now_s()) * 1000.0);
+        int left = (int)((deadline - comm_now()) * 1000.0);
         if (left <= 0)
             return KD_ETIMEOUT;
         zmq_pollitem_t item = {c->pull, 0, ZMQ_POLLIN, 0};
@@ -542,7 +462,7 @@ static int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *
 
 /* A received payload, 4-byte aligned: ZeroMQ packs small messages into shared buffers
  * without alignment, and those are read through a copy (payloads fit in scratch). */
-static const unsigned char *comm_payload(kd_comm *c, zmq_msg_t *m)
+const unsigned char *comm_payload(kd_comm *c, zmq_msg_t *m)
 {
     const unsigned char *p = zmq_msg_data(m);
     if (((uintptr_t)p & (sizeof(float) - 1)) == 0)
@@ -551,49 +471,8 @@ static const unsigned char *comm_payload(kd_comm *c, zmq_msg_t *m)
     return (const unsigned char *)c->scratch;
 }
 
-static uint32_t comm_aux(uint32_t phase, int ring_step)
-{
-    return (phase << 16) | (uint32_t)ring_step;
-}
-
-/* The segment a stage's ring step k works on. Reduce-scatter: we send our segment r,
- * then W-1 times receive segment (r-k-1), add our values into it and forward the partial
- * sum; the last one received, segment r+1, is complete and starts the all-gather, in
- * which we W-1 times receive the final segment (r-k), copy it and forward it unless the
- * next rank already has it. */
-static size_t comm_seg(const kd_comm *c, int stage, int k)
-{
-    int w = c->world, r = c->rank;
-    if (stage == COMM_ST_SEND)
-        return (size_t)r;
-    if (stage == COMM_ST_RS)
-        return (size_t)((r - k - 1 + 2 * w) % w);
-    return (size_t)((r - k + 2 * w) % w);
-}
-
-/* Moves to ring step k of stage (or to the next stage when k is past the last). */
-static void comm_enter(kd_comm *c, int stage, int k)
-{
-    int steps = stage == COMM_ST_SEND ? 1 : c->world - 1;
-    if (stage != COMM_ST_DONE && k >= steps) {
-        comm_enter(c, stage + 1, 0);
-        return;
-    }
-    c->stage = stage;
-    c->k = k;
-    if (stage != COMM_ST_DONE)
-        c->next = c->seg_first[comm_seg(c, stage, k)];
-}
-
-/* The packing area of the ring's reduce-scatter (0) or all-gather (1) phase: each phase
- * sends every chunk at most once. */
-static unsigned char *comm_area(kd_comm *c, int ag)
-{
-    return c->packbuf + (ag ? c->layout.start[c->layout.nspans] * sizeof(float) : 0);
-}
-
 /* Grows packbuf to at least bytes; KD_ENOMEM leaves it as it was. */
-static int comm_reserve_pack(kd_comm *c, size_t bytes)
+int comm_reserve_pack(kd_comm *c, size_t bytes)
 {
     if (c->packcap >= bytes)
         return KD_OK;
@@ -605,301 +484,12 @@ static int comm_reserve_pack(kd_comm *c, size_t bytes)
     return KD_OK;
 }
 
-/* Two ranks: each sends every chunk to the other as soon as it is final and adds the
- * peer's chunk into its own once that chunk is sent. One network hop instead of the
- * ring's two, the same bytes; a + b == b + a, so both ranks end with bit-identical sums.
- * What is sent is first copied to sendbuf (ZeroMQ then sends that zero-copy), so that
- * adding into our buffer cannot race with ZeroMQ still reading it; bfloat16 elements are
- * rounded in our buffer as they are copied, so both ranks add the same two values. Like
- * the ring, the
- * operation ends only once ZeroMQ has let go of every payload, so that a world change or
- * an exit right after it cannot drop our last chunk on its way to the peer. */
-static int comm_progress_swap(kd_comm *c, int wait)
-{
-    uint32_t aux = comm_aux(COMM_PHASE_SWAP, 0);
-    int rc;
-    while (c->rnext < c->nchunks) {
-        while (c->next < c->nchunks && c->ready[c->next] == c->chunks[c->next].len) {
-            const comm_chunk *ch = &c->chunks[c->next];
-            unsigned char *out = (unsigned char *)(c->sendbuf + ch->off);
-            comm_pack(&c->layout, (size_t)ch->off, ch->len, out, 1);
-            rc = comm_send_bytes(c, c->packed ? KD_WIRE_DATA_BF16 : KD_WIRE_DATA, aux, c->step,
-                                 ch->off, out,
-                                 comm_pack_bytes(&c->layout, (size_t)ch->off, ch->len));
-            if (rc != KD_OK)
-                return rc;
-            c->next++;
-        }
-        if (c->rnext == c->next)
-            return wait ? KD_EINVAL : KD_OK; /* our own values are not final yet */
-        const comm_chunk *ch = &c->chunks[c->rnext];
-        zmq_msg_t in;
-        rc = comm_recv(c, aux, c->step, ch, &in, wait);
-        if (rc == COMM_PENDING)
-            return KD_OK;
-        if (rc != KD_OK)
-            return rc;
-        comm_unpack(&c->layout, (size_t)ch->off, ch->len, comm_payload(c, &in), 1);
-        zmq_msg_close(&in);
-        c->rnext++;
-    }
-    c->stage = COMM_ST_DONE;
-    return wait ? comm_wait_released(c, c->timeout_ms) : KD_OK;
-}
-
-/* Runs the ring schedule as far as it can. wait = 0: stops (KD_OK) at the first chunk
- * whose local data is not final yet or whose message has not arrived; wait = 1: blocks
- * on messages (all data must be final) and returns once ZeroMQ has released every
- * zero-copy payload. */
-static int comm_progress(kd_comm *c, int wait)
-{
-    int w = c->world, rc;
-    const kd_comm_span *spans = c->spans;
-    uint64_t step = c->step;
-    if (c->stage == COMM_ST_SWAP)
-        return comm_progress_swap(c, wait);
-    while (c->stage != COMM_ST_DONE) {
-        size_t s = comm_seg(c, c->stage, c->k);
-        if (c->next == c->seg_first[s + 1]) {
-            comm_enter(c, c->stage, c->k + 1);
-            continue;
-        }
-        size_t i = c->next;
-        const comm_chunk *ch = &c->chunks[i];
-        if (c->stage != COMM_ST_AG && c->ready[i] < ch->len)
-            return wait ? KD_EINVAL : KD_OK;
-        if (c->stage == COMM_ST_SEND) {
-            uint32_t aux = comm_aux(COMM_PHASE_RS, 0);
-            rc = c->packed ? comm_send_packed(c, aux, step, ch, comm_area(c, 0), 0)
-                           : comm_send_view(c, aux, step, ch, spans);
-            if (rc != KD_OK)
-                return rc;
-            c->next++;
-            continue;
-        }
-        int k = c->k;
-        int rs = c->stage == COMM_ST_RS;
-        zmq_msg_t in;
-        rc = comm_recv(c, comm_aux(rs ? COMM_PHASE_RS : COMM_PHASE_AG, k), step, ch, &in, wait);
-        if (rc == COMM_PENDING)
-            return KD_OK;
-        if (rc != KD_OK)
-            return rc;
-        float *dst = spans[ch->span].data + ch->span_off;
-        const float *src = zmq_msg_data(&in);
-        if (c->packed) {
-            comm_unpack(&c->layout, (size_t)ch->off, ch->len, comm_payload(c, &in), rs);
-        } else if (rs) {
-            /* ZeroMQ packs small messages into shared buffers without alignment; read
-             * those through an aligned copy rather than as misaligned floats. */
-            if (((uintptr_t)src & (sizeof(float) - 1)) != 0) {
-                memcpy(c->scratch, src, ch->len * sizeof(float));
-                src = c->scratch;
-            }
-            for (size_t j = 0; j < ch->len; j++)
-                dst[j] += src[j];
-        } else {
-            memcpy(dst, src, ch->len * sizeof(float));
-        }
-        zmq_msg_close(&in);
-        c->next++;
-        /* Forward from our own copy, zero-copy as well, so that every payload still
-         * queued is counted in inflight and waited for before returning. */
-        uint32_t aux;
-        if (rs)
-            aux = k < w - 2 ? comm_aux(COMM_PHASE_RS, k + 1) : comm_aux(COMM_PHASE_AG, 0);
-        else if (k < w - 2)
-            aux = comm_aux(COMM_PHASE_AG, k + 1);
-        else
-            continue;
-        /* A final value (all-gather phase) is rounded where it is kept, as it is sent. */
-        int ag = (aux >> 16) == COMM_PHASE_AG;
-        rc = c->packed ? comm_send_packed(c, aux, step, ch, comm_area(c, ag), ag)
-                       : comm_send_view(c, aux, step, ch, spans);
-        if (rc != KD_OK)
-            return rc;
-    }
-    return wait ? comm_wait_released(c, c->timeout_ms) : KD_OK;
-}
-
-int kd_comm_begin(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
-                  char *err, size_t errlen)
-{
-    c->active = 0;
-    if (c->world < 1)
-        return kd_errf(err, errlen, KD_EINVAL, "comm: allreduce before a world was set");
-    if (nspans < 1 || nspans > COMM_MAX_SPANS)
-        return kd_errf(err, errlen, KD_EINVAL, "comm: %d spans", nspans);
-    c->t0 = now_s();
-    c->step = step;
-    c->op_rc = KD_OK;
-    c->nspans = nspans;
-    memcpy(c->spans, spans, (size_t)nspans * sizeof *spans);
-    c->span_start[0] = 0;
-    for (int i = 0; i < nspans; i++)
-        c->span_start[i + 1] = c->span_start[i] + spans[i].n;
-    c->layout = (comm_layout){c->spans, c->span_start, nspans};
-    c->packed = comm_pack_any(&c->layout);
-    c->active = 1;
-    if (c->world == 1) {
-        c->stage = COMM_ST_DONE;
-        return KD_OK;
-    }
-    if (comm_plan(c, spans, nspans) != KD_OK ||
-        (c->packed && !c->plan_swap &&
-         comm_reserve_pack(c, 2 * c->span_start[nspans] * sizeof(float)) != KD_OK)) {
-        c->active = 0;
-        return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory for the chunk plan");
-    }
-    memset(c->ready, 0, c->nchunks * sizeof *c->ready);
-    if (c->plan_swap) {
-        c->stage = COMM_ST_SWAP;
-        c->next = c->rnext = 0;
-    } else {
-        comm_enter(c, COMM_ST_SEND, 0);
-    }
-    return KD_OK;
-}
-
-static int comm_fail_op(kd_comm *c, const char *op, uint64_t step, int rc, char *err,
+int comm_fail_op(kd_comm *c, const char *op, uint64_t step, int rc, char *err,
                         size_t errlen)
 {
     return kd_errf(err, errlen, rc, "comm: %s gen=%u step=%llu rank=%d world=%d: %s", op,
                    c->generation, (unsigned long long)step, c->rank, c->world,
                    rc == KD_ETIMEOUT ? "a peer stayed silent" : kd_strerror(rc));
-}
-
-/* The allreduce in progress failed with rc. */
-static int comm_fail(kd_comm *c, int rc, char *err, size_t errlen)
-{
-    return comm_fail_op(c, "allreduce", c->step, rc, err, errlen);
-}
-
-int kd_comm_ready(kd_comm *c, int span, size_t off, size_t n, char *err, size_t errlen)
-{
-    if (!c->active || span < 0 || span >= c->nspans || off > c->spans[span].n ||
-        n > c->spans[span].n - off)
-        return kd_errf(err, errlen, KD_EINVAL, "comm: ready range outside the allreduce");
-    if (c->world == 1 || c->op_rc != KD_OK)
-        return c->op_rc == KD_OK ? KD_OK : comm_fail(c, c->op_rc, err, errlen);
-    /* In logical offsets: a swap chunk may cover several spans. */
-    uint64_t a = c->span_start[span] + off, b = a + n;
-    for (size_t i = 0; i < c->nchunks; i++) {
-        const comm_chunk *ch = &c->chunks[i];
-        uint64_t lo = ch->off > a ? ch->off : a;
-        uint64_t hi = ch->off + ch->len < b ? ch->off + ch->len : b;
-        if (hi > lo)
-            c->ready[i] += (size_t)(hi - lo);
-    }
-    c->op_rc = comm_progress(c, 0);
-    return c->op_rc == KD_OK ? KD_OK : comm_fail(c, c->op_rc, err, errlen);
-}
-
-int kd_comm_finish(kd_comm *c, char *err, size_t errlen)
-{
-    if (!c->active)
-        return kd_errf(err, errlen, KD_EINVAL, "comm: finish without begin");
-    c->active = 0;
-    int rc = c->op_rc;
-    if (rc == KD_OK && c->world > 1)
-        rc = comm_progress(c, 1);
-    if (rc == KD_OK) {
-        c->stats.allreduces++;
-        if (c->world > 1)
-            c->stats.seconds += now_s() - c->t0;
-        return KD_OK;
-    }
-    if (rc == KD_ETIMEOUT)
-        c->stats.timeouts++;
-    if (rc == KD_EINVAL)
-        return kd_errf(err, errlen, rc, "comm: finish before every element was marked ready");
-    return comm_fail(c, rc, err, errlen);
-}
-
-int kd_comm_allreducev(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
-                       char *err, size_t errlen)
-{
-    int rc = kd_comm_begin(c, spans, nspans, step, err, errlen);
-    if (rc != KD_OK)
-        return rc;
-    /* An error here is sticky: finish reports it. */
-    for (int i = 0; i < nspans; i++)
-        if (kd_comm_ready(c, i, 0, spans[i].n, err, errlen) != KD_OK)
-            break;
-    return kd_comm_finish(c, err, errlen);
-}
-
-int kd_comm_allreduce(kd_comm *c, float *buf, size_t n, uint64_t step, char *err,
-                      size_t errlen)
-{
-    kd_comm_span s = {buf, n, 0};
-    return kd_comm_allreducev(c, &s, 1, step, err, errlen);
-}
-
-/* Ring step k of the all-gather: send block (r-k) chunk by chunk (zero-copy; ZeroMQ's
- * I/O thread streams it while we receive), then receive block (r-k-1) into place. */
-int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, int bf16,
-                       uint64_t step, char *err, size_t errlen)
-{
-    if (c->world < 1)
-        return kd_errf(err, errlen, KD_EINVAL, "comm: all-gather before a world was set");
-    if (c->active)
-        return kd_errf(err, errlen, KD_EINVAL, "comm: all-gather inside an allreduce");
-    int w = c->world, r = c->rank;
-    for (int i = 0; i < w; i++)
-        if (bounds[i] > bounds[i + 1])
-            return kd_errf(err, errlen, KD_EINVAL, "comm: all-gather bounds decrease at %d", i);
-    if (w == 1)
-        return KD_OK;
-    double t0 = now_s();
-    kd_comm_span whole = {buf, bounds[w], bf16 ? bounds[w] : 0};
-    size_t start[2] = {0, bounds[w]};
-    /* The packing layout outlives no call: no allreduce is in progress (checked above). */
-    c->layout = (comm_layout){&whole, start, 1};
-    c->packed = bf16 && bounds[w] > 0;
-    if (c->packed && comm_reserve_pack(c, bounds[w] * sizeof(float)) != KD_OK) {
-        c->packed = 0;
-        return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory for the all-gather");
-    }
-    int rc = KD_OK;
-    for (int k = 0; k < w - 1 && rc == KD_OK; k++) {
-        uint32_t aux = comm_aux(COMM_PHASE_GATHER, k);
-        int sb = (r - k + w) % w, rb = (r - k - 1 + w) % w;
-        for (size_t off = bounds[sb]; off < bounds[sb + 1] && rc == KD_OK;) {
-            size_t len = bounds[sb + 1] - off;
-            len = len < c->chunk_elems ? len : c->chunk_elems;
-            comm_chunk ch = {0, off, len, off};
-            /* Our own block is rounded where we keep it, as it is sent; a forwarded one
-             * already holds bfloat16 values. */
-            rc = c->packed ? comm_send_packed(c, aux, step, &ch, c->packbuf, 1)
-                           : comm_send_view(c, aux, step, &ch, &whole);
-            off += len;
-        }
-        for (size_t off = bounds[rb]; off < bounds[rb + 1] && rc == KD_OK;) {
-            size_t len = bounds[rb + 1] - off;
-            len = len < c->chunk_elems ? len : c->chunk_elems;
-            comm_chunk ch = {0, off, len, off};
-            zmq_msg_t in;
-            rc = comm_recv(c, aux, step, &ch, &in, 1);
-            if (rc == KD_OK) {
-                comm_unpack(&c->layout, off, len, comm_payload(c, &in), 0);
-                zmq_msg_close(&in);
-            }
-            off += len;
-        }
-    }
-    /* Our sends must be released before the caller reuses the buffer, even on error. */
-    int rel = comm_wait_released(c, c->timeout_ms);
-    c->packed = 0;
-    if (rc == KD_OK)
-        rc = rel;
-    if (rc != KD_OK) {
-        if (rc == KD_ETIMEOUT)
-            c->stats.timeouts++;
-        return comm_fail_op(c, "all-gather", step, rc, err, errlen);
-    }
-    c->stats.seconds += now_s() - t0;
-    return KD_OK;
 }
 
 void kd_comm_get_stats(const kd_comm *c, kd_comm_stats *out) { *out = c->stats; }
