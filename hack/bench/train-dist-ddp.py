@@ -7,6 +7,8 @@ batch 64, learning rate scaled linearly with the process count and decayed along
 same per-step cosine as kadet, the same per-epoch sample order (kadet's permutation,
 reimplemented in torch_train.py) split across ranks as kadet splits each global batch.
 One thread per process (torch.set_num_threads(1), OPENBLAS_NUM_THREADS=1).
+--compress fp16 registers DDP's fp16_compress_hook, the closest peer of kadet's
+sync.compression: bf16 on a CPU (its bf16_compress_hook requires CUDA and NCCL).
 
 Prints one line per epoch (rank 0) and writes a JSON summary in the layout of kadet's
 (--summary-json): samples_per_second, test_accuracy, epoch_log [{epoch, accuracy,
@@ -37,6 +39,9 @@ def worker(rank, a, port):
     n = xtr.shape[0]
     model = make_mlp()
     ddp = torch.nn.parallel.DistributedDataParallel(model)
+    if a.compress != "none":
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+        ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
     base_lr = a.lr * a.procs
     opt = torch.optim.SGD(ddp.parameters(), lr=base_lr, momentum=a.momentum)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -83,6 +88,7 @@ def worker(rank, a, port):
 def main():
     ap = training_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--compress", choices=("none", "fp16"), default="none")
     a = ap.parse_args()
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
