@@ -428,7 +428,9 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
             "lr_scale=%g exchange=%s compression=%s", w->gen, w->rank, w->world,
             w->job.batch_size, w->epoch, (unsigned long long)w->cursor,
             (unsigned long long)w->step, sto, w->factors ? "factors" : "gradients",
-            kd_spec_compression_name(w->job.sync_compression));
+            kd_spec_compression_name(w->job.sync_mode == KD_SPEC_SYNC_ALLREDUCE
+                                         ? w->job.sync_compression
+                                         : KD_SPEC_COMPRESSION_NONE));
     return (int)state;
 }
 
