@@ -63,8 +63,27 @@ static int failf(dec *d, const char *fmt, ...)
     return KD_EINVALID_OBJECT;
 }
 
-static void warn(dec *d, const char *path, const char *what)
+/* out = base + "." + key, truncated to PATH_MAX_LEN (paths are short in practice). */
+static void join(char *out, const char *base, const char *key)
 {
+    size_t bl = strlen(base), kl = strlen(key), n = 0;
+    if (bl > PATH_MAX_LEN - 2)
+        bl = PATH_MAX_LEN - 2;
+    memcpy(out, base, bl);
+    n = bl;
+    if (bl > 0)
+        out[n++] = '.';
+    if (kl > PATH_MAX_LEN - 1 - n)
+        kl = PATH_MAX_LEN - 1 - n;
+    memcpy(out + n, key, kl);
+    out[n + kl] = '\0';
+}
+
+/* Records the warning "base.key: what" on the job. */
+static void warn(dec *d, const char *base, const char *key, const char *what)
+{
+    char path[PATH_MAX_LEN];
+    join(path, base, key);
     kd_agentjob *j = d->job;
     char **w = realloc(j->warnings, (j->n_warnings + 1) * sizeof *w);
     if (!w) {
@@ -80,22 +99,6 @@ static void warn(dec *d, const char *path, const char *what)
     }
     snprintf(s, len, "%s: %s", path, what);
     j->warnings[j->n_warnings++] = s;
-}
-
-/* out = base + "." + key, truncated to PATH_MAX_LEN (paths are short in practice). */
-static void join(char *out, const char *base, const char *key)
-{
-    size_t bl = strlen(base), kl = strlen(key), n = 0;
-    if (bl > PATH_MAX_LEN - 2)
-        bl = PATH_MAX_LEN - 2;
-    memcpy(out, base, bl);
-    n = bl;
-    if (bl > 0)
-        out[n++] = '.';
-    if (kl > PATH_MAX_LEN - 1 - n)
-        kl = PATH_MAX_LEN - 1 - n;
-    memcpy(out + n, key, kl);
-    out[n + kl] = '\0';
 }
 
 /* ---- typed getters: each returns KD_OK leaving *out untouched when the field is absent */
@@ -118,9 +121,7 @@ static void unknown_fields(dec *d, const json_t *obj, const char *path,
             if (strcmp(*k, key) == 0)
                 found = 1;
         if (!found) {
-            char p[PATH_MAX_LEN];
-            join(p, path, key);
-            warn(d, p, "unknown field (ignored)");
+            warn(d, path, key, "unknown field (ignored)");
         }
     }
 }
@@ -454,9 +455,7 @@ static int decode_optimizer(dec *d, const json_t *opt, const char *path)
     TRY(get_num(d, opt, "beta2", path, 0, 0, 0.999999999, "a number in [0, 1)", &j->beta2));
     TRY(get_num(d, opt, "epsilon", path, 0, 1, 1, "a positive number", &j->epsilon));
     if (j->optimizer == KD_SPEC_OPT_ADAM && get(opt, "momentum")) {
-        char p[PATH_MAX_LEN];
-        join(p, path, "momentum");
-        warn(d, p, "ignored by the adam optimizer (use beta1)");
+        warn(d, path, "momentum", "ignored by the adam optimizer (use beta1)");
     }
     return decode_schedule(d, opt, path);
 }
@@ -542,26 +541,22 @@ static int decode_training(dec *d, const json_t *tr)
         int ex = KD_SPEC_EXCHANGE_AUTO;
         TRY(get_enum_field(d, o, "exchange", path, exchange_names, 3, &ex));
         j->sync_exchange = (kd_spec_exchange)ex;
-        if (j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD && ex != KD_SPEC_EXCHANGE_AUTO) {
-            char p[PATH_MAX_LEN];
-            join(p, path, "exchange");
-            warn(d, p, "ignored with mode local-sgd (parameters are averaged)");
-        }
         int cm = KD_SPEC_COMPRESSION_NONE;
         TRY(get_enum_field(d, o, "compression", path, compression_names, 2, &cm));
         j->sync_compression = (kd_spec_compression)cm;
-        if (j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD && cm != KD_SPEC_COMPRESSION_NONE) {
-            char p[PATH_MAX_LEN];
-            join(p, path, "compression");
-            warn(d, p, "ignored with mode local-sgd (parameters are averaged)");
+        /* What allreduce mode sends means nothing when parameters are averaged instead. */
+        if (j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD) {
+            static const char *const why = "ignored with mode local-sgd (parameters are averaged)";
+            if (ex != KD_SPEC_EXCHANGE_AUTO)
+                warn(d, path, "exchange", why);
+            if (cm != KD_SPEC_COMPRESSION_NONE)
+                warn(d, path, "compression", why);
         }
         j->sync_period = j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD ? 8 : 1;
         int period = j->sync_period;
         TRY(get_intv(d, o, "period", path, 1, 1000000, &period));
         if (j->sync_mode == KD_SPEC_SYNC_ALLREDUCE && period != 1) {
-            char p[PATH_MAX_LEN];
-            join(p, path, "period");
-            warn(d, p, "ignored with mode allreduce (every step is averaged)");
+            warn(d, path, "period", "ignored with mode allreduce (every step is averaged)");
         } else {
             j->sync_period = period;
         }
@@ -583,7 +578,7 @@ static int decode_training(dec *d, const json_t *tr)
             /* The batch never moves, so a ceiling means nothing; say so rather than
              * letting the user believe it applies. */
             if (max > 0)
-                warn(d, p, "ignored unless adaptive.batchSize is true");
+                warn(d, path, "maxBatchSize", "ignored unless adaptive.batchSize is true");
         } else if (max == 0) {
             /* Default: room to grow 4x, capped at the same bound as batchSize. */
             j->max_batch_size = j->batch_size > 65536 / 4 ? 65536 : 4 * j->batch_size;
@@ -595,9 +590,8 @@ static int decode_training(dec *d, const json_t *tr)
         }
         if (j->adaptive_batch && j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD) {
             /* The noise is measured on gradients every step exchanges. */
-            join(p, path, "batchSize");
-            warn(d, p, "needs sync.mode allreduce: with local-sgd every agent keeps "
-                       "training.batchSize");
+            warn(d, path, "batchSize", "needs sync.mode allreduce: with local-sgd every agent "
+                                       "keeps training.batchSize");
         }
     }
 

@@ -110,13 +110,10 @@ int kd_wire_decode(const void *const *frames, const size_t *lens, size_t nframes
         if (body == KD_WIRE_BODY_JSON &&
             (d.payload_len < 2 || d.payload_len > KD_WIRE_MAX_JSON_BYTES))
             return reject(reason, KD_WIRE_DROP_LENGTH);
-        if (body == KD_WIRE_BODY_FLOAT &&
-            (d.payload_len == 0 || d.payload_len % 4 != 0 ||
-             d.payload_len > KD_WIRE_MAX_FLOAT_BYTES))
-            return reject(reason, KD_WIRE_DROP_LENGTH);
-        if (body == KD_WIRE_BODY_PACKED &&
-            (d.payload_len == 0 || d.payload_len % 2 != 0 ||
-             d.payload_len > KD_WIRE_MAX_FLOAT_BYTES))
+        /* Number bodies: whole elements (float32, or at least bfloat16 when packed). */
+        unsigned unit = body == KD_WIRE_BODY_FLOAT ? 4 : body == KD_WIRE_BODY_PACKED ? 2 : 0;
+        if (unit != 0 && (d.payload_len == 0 || d.payload_len % unit != 0 ||
+                          d.payload_len > KD_WIRE_MAX_FLOAT_BYTES))
             return reject(reason, KD_WIRE_DROP_LENGTH);
     }
     *h = d;

@@ -362,9 +362,8 @@ int comm_send_packed(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *
                             unsigned char *area, int keep)
 {
     unsigned char *out = area + ch->off * sizeof(float);
-    comm_pack(&c->layout, (size_t)ch->off, ch->len, out, keep);
-    return comm_send_bytes(c, KD_WIRE_DATA_BF16, aux, step, ch->off, out,
-                           comm_pack_bytes(&c->layout, (size_t)ch->off, ch->len));
+    size_t bytes = comm_pack(&c->layout, (size_t)ch->off, ch->len, out, keep);
+    return comm_send_bytes(c, KD_WIRE_DATA_BF16, aux, step, ch->off, out, bytes);
 }
 
 /* Receives the next chunk from the previous rank and checks that it is exactly the one
@@ -460,12 +459,13 @@ int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
     }
 }
 
-/* A received payload, 4-byte aligned: ZeroMQ packs small messages into shared buffers
- * without alignment, and those are read through a copy (payloads fit in scratch). */
+/* A received payload, 2-byte aligned as comm_unpack needs (it reads float32 elements with
+ * memcpy): ZeroMQ packs small messages into shared buffers without alignment, and those
+ * are read through a copy (payloads fit in scratch). */
 const unsigned char *comm_payload(kd_comm *c, zmq_msg_t *m)
 {
     const unsigned char *p = zmq_msg_data(m);
-    if (((uintptr_t)p & (sizeof(float) - 1)) == 0)
+    if (((uintptr_t)p & 1) == 0)
         return p;
     memcpy(c->scratch, p, zmq_msg_size(m));
     return (const unsigned char *)c->scratch;

@@ -111,7 +111,7 @@ int comm_send_packed(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *
  * unexpected messages); wait = 0 returns COMM_PENDING instead of blocking. */
 int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
               zmq_msg_t *payload, int wait);
-/* A received payload, 4-byte aligned (copied to scratch when ZeroMQ's is not). */
+/* A received payload, 2-byte aligned (copied to scratch when ZeroMQ's is not). */
 const unsigned char *comm_payload(kd_comm *c, zmq_msg_t *m);
 /* Grows packbuf to at least bytes; KD_ENOMEM leaves it as it was. */
 int comm_reserve_pack(kd_comm *c, size_t bytes);

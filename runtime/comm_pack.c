@@ -111,8 +111,9 @@ COMM_CLONES static void f32_add(float *restrict p, const unsigned char *restrict
     }
 }
 
-void comm_pack(const comm_layout *l, size_t off, size_t len, unsigned char *out, int keep)
+size_t comm_pack(const comm_layout *l, size_t off, size_t len, unsigned char *out, int keep)
 {
+    unsigned char *start = out;
     pieces it = pieces_of(l, off, len);
     for (piece pc; next_piece(&it, &pc);) {
         if (pc.bf16) {
@@ -126,6 +127,7 @@ void comm_pack(const comm_layout *l, size_t off, size_t len, unsigned char *out,
             out += 4 * pc.n;
         }
     }
+    return (size_t)(out - start);
 }
 
 static void unpack_piece(const piece *pc, const unsigned char *in, int add)

@@ -49,10 +49,11 @@ typedef struct comm_layout {
 int comm_pack_any(const comm_layout *l);
 /* Payload bytes of the logical range [off, off + len). */
 size_t comm_pack_bytes(const comm_layout *l, size_t off, size_t len);
-/* Writes the range into out (2-byte aligned), comm_pack_bytes of it. With keep, every bfloat16 element is
- * also rounded in place in the spans, so that the sender holds exactly the value it sent:
- * that is what keeps the ranks' results bit-identical. */
-void comm_pack(const comm_layout *l, size_t off, size_t len, unsigned char *out, int keep);
+/* Writes the range into out (2-byte aligned) and returns the bytes written
+ * (comm_pack_bytes of the range). With keep, every bfloat16 element is also rounded in
+ * place in the spans, so that the sender holds exactly the value it sent: that is what
+ * keeps the ranks' results bit-identical. */
+size_t comm_pack(const comm_layout *l, size_t off, size_t len, unsigned char *out, int keep);
 /* Reads a payload of the range from in (2-byte aligned) and adds it into the spans (add)
  * or stores it. */
 void comm_unpack(const comm_layout *l, size_t off, size_t len, const unsigned char *in,

@@ -67,10 +67,9 @@ static int comm_progress_swap(kd_comm *c, int wait)
         while (c->next < c->nchunks && c->ready[c->next] == c->chunks[c->next].len) {
             const comm_chunk *ch = &c->chunks[c->next];
             unsigned char *out = (unsigned char *)(c->sendbuf + ch->off);
-            comm_pack(&c->layout, (size_t)ch->off, ch->len, out, 1);
+            size_t bytes = comm_pack(&c->layout, (size_t)ch->off, ch->len, out, 1);
             rc = comm_send_bytes(c, c->packed ? KD_WIRE_DATA_BF16 : KD_WIRE_DATA, aux, c->step,
-                                 ch->off, out,
-                                 comm_pack_bytes(&c->layout, (size_t)ch->off, ch->len));
+                                 ch->off, out, bytes);
             if (rc != KD_OK)
                 return rc;
             c->next++;
@@ -130,22 +129,8 @@ static int comm_progress(kd_comm *c, int wait)
             return KD_OK;
         if (rc != KD_OK)
             return rc;
-        float *dst = spans[ch->span].data + ch->span_off;
-        const float *src = zmq_msg_data(&in);
-        if (c->packed) {
-            comm_unpack(&c->layout, (size_t)ch->off, ch->len, comm_payload(c, &in), rs);
-        } else if (rs) {
-            /* ZeroMQ packs small messages into shared buffers without alignment; read
-             * those through an aligned copy rather than as misaligned floats. */
-            if (((uintptr_t)src & (sizeof(float) - 1)) != 0) {
-                memcpy(c->scratch, src, ch->len * sizeof(float));
-                src = c->scratch;
-            }
-            for (size_t j = 0; j < ch->len; j++)
-                dst[j] += src[j];
-        } else {
-            memcpy(dst, src, ch->len * sizeof(float));
-        }
+        /* Reduce-scatter adds the partial sum in, all-gather stores the final one. */
+        comm_unpack(&c->layout, (size_t)ch->off, ch->len, comm_payload(c, &in), rs);
         zmq_msg_close(&in);
         c->next++;
         /* Forward from our own copy, zero-copy as well, so that every payload still

@@ -70,6 +70,8 @@ typedef struct worker {
     /* The "factors" exchange (docs/runtime.md): layer 0's gradient is rebuilt from the
      * global batch's inputs and all-gathered output gradients. */
     int factors;                  /* this world exchanges factors */
+    int bf16;                     /* sync.compression bf16 in allreduce mode: gradients and
+                                   * factors travel as bfloat16 */
     size_t ready_base;            /* grads offset where the allreduced vector starts */
     float *xall;                  /* global batch features [world*batch x dim] */
     int32_t *yall;                /* global batch labels */
@@ -424,13 +426,15 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
     for (int k = 0; w->factors && k <= w->world; k++)
         w->gbounds[k] = (size_t)((long)w->m.sizes[0] * k / w->world) * (size_t)w->m.sizes[1];
     w->noise_from = w->job.adaptive_batch ? noise_base(w) : w->m.n_params;
+    /* local-sgd averages parameters, which sync.compression leaves alone (the spec warns). */
+    w->bf16 = w->job.sync_mode == KD_SPEC_SYNC_ALLREDUCE &&
+              w->job.sync_compression == KD_SPEC_COMPRESSION_BF16;
     KD_INFO("worker: world gen=%u rank=%d agents=%d batch=%d epoch=%u cursor=%llu step=%llu "
             "lr_scale=%g exchange=%s compression=%s", w->gen, w->rank, w->world,
             w->job.batch_size, w->epoch, (unsigned long long)w->cursor,
             (unsigned long long)w->step, sto, w->factors ? "factors" : "gradients",
-            kd_spec_compression_name(w->job.sync_mode == KD_SPEC_SYNC_ALLREDUCE
-                                         ? w->job.sync_compression
-                                         : KD_SPEC_COMPRESSION_NONE));
+            kd_spec_compression_name(w->bf16 ? KD_SPEC_COMPRESSION_BF16
+                                             : KD_SPEC_COMPRESSION_NONE));
     return (int)state;
 }
 
@@ -668,9 +672,8 @@ static step_result train_step(worker *w)
                              {w->tail, TAIL_N, 0}};
     /* sync.compression: bf16 packs the gradients and factors, never the control floats
      * (counts and votes). */
-    int bf16 = w->job.sync_compression == KD_SPEC_COMPRESSION_BF16;
-    kd_comm_span ar[2] = {{w->m.grads + w->ready_base, span_n + TAIL_N, bf16 ? span_n : 0},
-                          {w->dyall, (size_t)bk * width, bf16 ? (size_t)bk * width : 0}};
+    kd_comm_span ar[2] = {{w->m.grads + w->ready_base, span_n + TAIL_N, w->bf16 ? span_n : 0},
+                          {w->dyall, (size_t)bk * width, w->bf16 ? (size_t)bk * width : 0}};
     w->trained = 1;
     w->gsq_local = 0;
     w->step_sends = 0;
@@ -790,7 +793,7 @@ static step_result train_step(worker *w)
         kd_model_first_layer_bias(&w->m, w->dyall, (int)bk);
         /* Then every rank gets every block of rows (the blocks are disjoint: no sum). */
         tprod = kd_now() - tf;
-        rc = kd_comm_allgatherv(w->comm, w->m.grads + w->m.w_off[0], w->gbounds, bf16,
+        rc = kd_comm_allgatherv(w->comm, w->m.grads + w->m.w_off[0], w->gbounds, w->bf16,
                                 w->step, err, sizeof err);
         if (rc != KD_OK)
             return exchange_failed(w, err, local, start, mine, bk);

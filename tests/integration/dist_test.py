@@ -143,19 +143,18 @@ def scenario_equivalence():
     # agents the factors travel in the two-rank swap, with four in the ring.
     # Compressed (bf16): the two-rank swap with factors, the ring with gradients.
     jobs = {}
-    for ex in ("gradients", "factors", "gradients bf16", "factors bf16"):
-        kind = ex.split()[0]
-        comp = "bf16" if ex.endswith("bf16") else "none"
-        os.makedirs(os.path.join(d, ex.replace(" ", "_")))
-        jobs[ex] = write_job(os.path.join(d, ex.replace(" ", "_")), epochs=1, hidden="[32]",
+    for ex in ("gradients", "factors", "gradients-bf16", "factors-bf16"):
+        kind, _, comp = ex.partition("-")
+        os.makedirs(os.path.join(d, ex))
+        jobs[ex] = write_job(os.path.join(d, ex), epochs=1, hidden="[32]",
                              extra=f"    sync: {{mode: allreduce, exchange: {kind}, "
-                                   f"compression: {comp}}}\n")
+                                   f"compression: {comp or 'none'}}}\n")
     runs = ((1, 64, "gradients"), (2, 32, "gradients"), (2, 32, "factors"),
-            (4, 16, "gradients"), (4, 16, "factors"), (2, 32, "factors bf16"),
-            (4, 16, "gradients bf16"))
+            (4, 16, "gradients"), (4, 16, "factors"), (2, 32, "factors-bf16"),
+            (4, 16, "gradients-bf16"))
     for agents, batch, ex in runs:
-        ck = os.path.join(d, f"ck{agents}{ex.replace(' ', '_')}")
-        summary = os.path.join(d, f"summary{agents}{ex.replace(' ', '_')}.json")
+        ck = os.path.join(d, f"ck{agents}{ex}")
+        summary = os.path.join(d, f"summary{agents}{ex}.json")
         rc, out = run(["run", jobs[ex], "--agents", str(agents), "--batch-size", str(batch),
                        "--lr-scaling", "none", "--max-samples", "1280", "--checkpoint-dir",
                        ck, "--summary-json", summary, "--quiet", "--log-level", "warn"])

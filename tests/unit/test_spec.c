@@ -255,16 +255,28 @@ static void test_errors_name_the_path_and_value(void **state)
     expect_error("- 1\n", "document: expected an AgentJob object, got [1]");
 }
 
+/* sync.FIELD: VALUE with mode local-sgd decodes with exactly one warning: ignored. */
+static void expect_ignored_with_local_sgd(const char *field, const char *value)
+{
+    char doc[256], want[128];
+    snprintf(doc, sizeof doc, HEAD "spec: {training: {sync: {mode: local-sgd, %s: %s}}}\n",
+             field, value);
+    snprintf(want, sizeof want,
+             "spec.training.sync.%s: ignored with mode local-sgd (parameters are averaged)",
+             field);
+    kd_agentjob j;
+    decode_ok(doc, &j);
+    assert_int_equal(j.n_warnings, 1);
+    assert_string_equal(j.warnings[0], want);
+    kd_agentjob_free(&j);
+}
+
 /* sync.exchange: decoded with its name; set with local-sgd it warns that it is ignored. */
 static void test_sync_exchange(void **state)
 {
     (void)state;
     kd_agentjob j;
-    decode_ok(HEAD "spec: {training: {sync: {mode: local-sgd, exchange: factors}}}\n", &j);
-    assert_int_equal(j.n_warnings, 1);
-    assert_string_equal(j.warnings[0], "spec.training.sync.exchange: ignored with mode "
-                                       "local-sgd (parameters are averaged)");
-    kd_agentjob_free(&j);
+    expect_ignored_with_local_sgd("exchange", "factors");
     decode_ok(HEAD "spec: {training: {sync: {exchange: factors}}}\n", &j);
     assert_int_equal(j.sync_exchange, KD_SPEC_EXCHANGE_FACTORS);
     assert_string_equal(kd_spec_exchange_name(j.sync_exchange), "factors");
@@ -287,11 +299,7 @@ static void test_sync_compression(void **state)
     assert_string_equal(kd_spec_compression_name(j.sync_compression), "bf16");
     assert_int_equal(j.n_warnings, 0);
     kd_agentjob_free(&j);
-    decode_ok(HEAD "spec: {training: {sync: {mode: local-sgd, compression: bf16}}}\n", &j);
-    assert_int_equal(j.n_warnings, 1);
-    assert_string_equal(j.warnings[0], "spec.training.sync.compression: ignored with mode "
-                                       "local-sgd (parameters are averaged)");
-    kd_agentjob_free(&j);
+    expect_ignored_with_local_sgd("compression", "bf16");
     /* none is the default, so saying it with local-sgd is not worth a warning. */
     decode_ok(HEAD "spec: {training: {sync: {mode: local-sgd, compression: none}}}\n", &j);
     assert_int_equal(j.n_warnings, 0);
