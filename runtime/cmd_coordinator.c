@@ -40,7 +40,7 @@ int kd_cmd_coordinator(int argc, char **argv)
     const char *job = NULL, *scaling = NULL, *level = "info";
     long long epochs = 0, batch = 0, seed = 1, maxs = 0, initial = 1, maxa = 0,
               warm = cfg.warmup_steps, interval = 0, timeout = cfg.comm_timeout_ms;
-    double wait = cfg.initial_wait_s;
+    double wait = cfg.initial_wait_s, start_warm = cfg.start_warmup_epochs;
     const kd_opt opts[] = {
         {"job", "KADET_JOB", KD_OPT_STR, &job, 0, 0,
          "AgentJob manifest: a file, or the document itself (required)"},
@@ -69,6 +69,9 @@ int kd_cmd_coordinator(int argc, char **argv)
          "when spec adaptive.learningRate is false)"},
         {"warmup-steps", "KADET_WARMUP_STEPS", KD_OPT_INT, &warm, 0, 1e9,
          "steps to ramp the learning rate after a change (default 200)"},
+        {"start-warmup-epochs", "KADET_START_WARMUP_EPOCHS", KD_OPT_DBL, &start_warm, 0, 1e6,
+         "epochs over which the first world ramps up from one agent's learning rate, at "
+         "most a fifth of the job (default 2, 0 = none)"},
         {"checkpoint-dir", "KADET_CHECKPOINT_DIR", KD_OPT_STR, &cfg.checkpoint_dir, 0, 0,
          "override spec.checkpoint.path"},
         {"checkpoint-interval", "KADET_CHECKPOINT_INTERVAL", KD_OPT_INT, &interval, 1, 1e7,
@@ -117,6 +120,7 @@ int kd_cmd_coordinator(int argc, char **argv)
     cfg.initial_wait_s = wait;
     cfg.max_agents = (int)maxa;
     cfg.warmup_steps = (int)warm;
+    cfg.start_warmup_epochs = start_warm;
     cfg.checkpoint_interval = (int)interval;
     cfg.comm_timeout_ms = (int)timeout;
     st = kd_coord_run(&cfg);

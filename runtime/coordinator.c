@@ -44,6 +44,7 @@ void kd_coord_config_default(kd_coord_config *c)
     c->initial_wait_s = 10.0;
     c->lr_scaling = KD_LR_SCALE_LINEAR;
     c->warmup_steps = 200;
+    c->start_warmup_epochs = 2.0;
     c->comm_timeout_ms = 1500;
 }
 
@@ -81,10 +82,45 @@ static double scale_for(const coord *c, int agents)
 /* The lr scale in effect at step s of the current world's ramp. */
 static double scale_at(const coord *c, uint64_t s)
 {
-    int warm = c->scaling == KD_LR_SCALE_NONE ? 0 : c->cfg->warmup_steps;
-    if (warm == 0 || s >= c->scale_step + (uint64_t)warm)
+    if (c->scale_steps == 0 || s >= c->scale_step + c->scale_steps)
         return c->scale;
-    return c->scale_from + (c->scale - c->scale_from) * (double)(s - c->scale_step) / warm;
+    return c->scale_from +
+           (c->scale - c->scale_from) * (double)(s - c->scale_step) / (double)c->scale_steps;
+}
+
+/* The step at which the start warm-up of a world of `agents` ends: the first
+ * --start-warmup-epochs (at most a fifth of the job) at that world's global batch. */
+static uint64_t start_warmup_end(const coord *c, int agents)
+{
+    double epochs = fmin(c->cfg->start_warmup_epochs, c->epochs / 5.0);
+    double global = (double)agents * (double)c->batch;
+    if (epochs <= 0 || global <= 0)
+        return 0;
+    return (uint64_t)ceil(epochs * (double)c->n_train / global);
+}
+
+/* Sets the ramp of a new world of n agents starting at step `step` towards c->scale. The
+ * linear scaling rule comes with a gradual warm-up (Goyal et al., 2017): a large global
+ * batch starts training at the small batch's rate and reaches its own over the first
+ * epochs. So the first world ramps from one agent's scale, as if it had started at step 0
+ * (a coordinator restarted within that window continues the ramp); a later world ramps
+ * from the scale in effect over --warmup-steps, or until the start warm-up's end if that
+ * is later. `prev` is the scale in effect (only used when there was a world). */
+static void set_ramp(coord *c, int n, uint64_t step, int had_world, double prev)
+{
+    uint64_t end = c->scaling == KD_LR_SCALE_NONE ? 0 : start_warmup_end(c, n);
+    uint64_t warm = c->scaling == KD_LR_SCALE_NONE ? 0 : (uint64_t)c->cfg->warmup_steps;
+    if (!had_world) {
+        c->scale_from = step < end ? scale_for(c, 1) : c->scale;
+        c->scale_step = 0;
+        c->scale_steps = step < end ? end : 0;
+        return;
+    }
+    c->scale_from = prev;
+    c->scale_step = step;
+    c->scale_steps = warm;
+    if (end > step + warm)
+        c->scale_steps = end - step;
 }
 
 static int send_to(coord *c, member *mb, uint16_t type, uint32_t aux, const json_t *body)
@@ -231,16 +267,16 @@ static void form_world(coord *c)
                 (unsigned long long)best.step);
         return;
     }
-    double from = c->world > 0 ? scale_at(c, best.step) : scale_for(c, n);
+    int had_world = c->world > 0;
+    double prev = had_world ? scale_at(c, best.step) : 0.0;
     c->gen++;
     if (!c->formed)
         c->t_first_world = kd_now();
     c->formed = 1;
     c->world = n;
     c->start = best;
-    c->scale_from = from;
     c->scale = scale_for(c, n);
-    c->scale_step = best.step;
+    set_ramp(c, n, best.step, had_world, prev);
     coord_batch_new_world(c);
     json_t *peers = json_array();
     for (int k = 0; k < n; k++)
@@ -252,13 +288,12 @@ static void form_world(coord *c)
         mb->replied = 0;
         mb->finished = 0;
         json_t *b = json_pack(
-            "{s:i, s:i, s:i, s:O, s:I, s:I, s:I, s:f, s:f, s:I, s:i, s:i}", "rank", k,
+            "{s:i, s:i, s:i, s:O, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:i}", "rank", k,
             "world", n, "batch", c->batch,
             "peers", peers, "epoch", (json_int_t)best.epoch, "cursor", (json_int_t)best.cursor,
-            "step", (json_int_t)best.step, "scale_from", from, "scale_to", c->scale,
-            "scale_step", (json_int_t)best.step, "warmup_steps",
-            c->scaling == KD_LR_SCALE_NONE ? 0 : c->cfg->warmup_steps, "state",
-            give);
+            "step", (json_int_t)best.step, "scale_from", c->scale_from, "scale_to", c->scale,
+            "scale_step", (json_int_t)c->scale_step, "warmup_steps",
+            (json_int_t)c->scale_steps, "state", give);
         if (b != NULL)
             send_to(c, mb, KD_WIRE_WORLD, 0, b);
         json_decref(b);
@@ -274,8 +309,10 @@ static void form_world(coord *c)
         fflush(c->range_log);
     }
     KD_INFO("coordinator: world gen=%u agents=%d batch=%d epoch=%u cursor=%llu step=%llu "
-            "lr_scale=%g", c->gen, n, c->batch, best.epoch, (unsigned long long)best.cursor,
-            (unsigned long long)best.step, c->scale);
+            "lr_scale=%g ramp_from=%g ramp_steps=%llu..%llu", c->gen, n, c->batch, best.epoch,
+            (unsigned long long)best.cursor, (unsigned long long)best.step, c->scale,
+            c->scale_from, (unsigned long long)c->scale_step,
+            (unsigned long long)(c->scale_step + c->scale_steps));
 }
 
 static void finish(coord *c)

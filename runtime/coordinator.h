@@ -46,6 +46,8 @@ typedef struct kd_coord_config {
     kd_lr_scaling lr_scaling;   /* how the learning rate follows the agent count */
     int lr_scaling_set;         /* 0: from the spec (adaptive.learningRate false = none) */
     int warmup_steps;           /* steps of the ramp after a change, 0 = jump */
+    double start_warmup_epochs; /* ramp of the first world from one agent's rate, in
+                                 * epochs (at most a fifth of the job's), 0 = jump */
     const char *checkpoint_dir; /* override spec.checkpoint.path, or NULL */
     int checkpoint_interval;    /* seconds, override when > 0 */
     int comm_timeout_ms;        /* workers' peer timeout (bounds the pause deadline) */

@@ -47,6 +47,7 @@ typedef struct coord {
     double scale;            /* lr scale of the current world (target of its ramp) */
     double scale_from;       /* ramp start of the current world */
     uint64_t scale_step;     /* ramp start step */
+    uint64_t scale_steps;    /* ramp length in steps, 0 = none */
     int max_agents;
     kd_lr_scaling scaling;   /* in effect: the flag's, or from the spec */
     int epochs;

@@ -430,9 +430,10 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
     w->bf16 = w->job.sync_mode == KD_SPEC_SYNC_ALLREDUCE &&
               w->job.sync_compression == KD_SPEC_COMPRESSION_BF16;
     KD_INFO("worker: world gen=%u rank=%d agents=%d batch=%d epoch=%u cursor=%llu step=%llu "
-            "lr_scale=%g exchange=%s compression=%s", w->gen, w->rank, w->world,
-            w->job.batch_size, w->epoch, (unsigned long long)w->cursor,
-            (unsigned long long)w->step, sto, w->factors ? "factors" : "gradients",
+            "lr_scale=%g ramp_from=%g ramp_steps=%llu..%llu exchange=%s compression=%s", w->gen,
+            w->rank, w->world, w->job.batch_size, w->epoch, (unsigned long long)w->cursor,
+            (unsigned long long)w->step, sto, w->scale_from, (unsigned long long)w->scale_step,
+            (unsigned long long)(w->scale_step + w->warmup), w->factors ? "factors" : "gradients",
             kd_spec_compression_name(w->bf16 ? KD_SPEC_COMPRESSION_BF16
                                              : KD_SPEC_COMPRESSION_NONE));
     return (int)state;

@@ -32,7 +32,7 @@ kd_add_test(NAME test_batch SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_batch.c
             LIBS kd_dist LABELS unit TIMEOUT 30)
 
 # Coordinator + workers as real processes on loopback (tests/integration/dist_test.py).
-foreach(scenario equivalence join_leave schedule kill_worker kill_coordinator corrupt_checkpoint
+foreach(scenario equivalence lr_ramp join_leave schedule kill_worker kill_coordinator corrupt_checkpoint
         foreign_messages)
   kd_add_script_test(NAME dist_${scenario}
     COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_test.py ${scenario}

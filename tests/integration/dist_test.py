@@ -9,6 +9,8 @@ Scenarios:
                    batch B after 20 steps (float tolerance), the first layer exchanged
                    as its gradient and as its factors (sync.exchange); with
                    sync.compression bf16 within bfloat16's rounding
+  lr_ramp          the first world of 2 agents ramps from one agent's learning rate over
+                   the start warm-up; off with KADET_START_WARMUP_EPOCHS=0 or no scaling
   join_leave       agents 1 -> 3 -> 2 while training: every sample of every epoch is
                    trained exactly once (worker sample-id logs, coordinator ranges)
   schedule         kadet run --agents-schedule changes the count; progress shows it
@@ -190,6 +192,27 @@ def scenario_equivalence():
         check(abs(r["accuracy"] - base["accuracy"]) <= (2e-3 if bf16 else 2e-4),
               f"{agents} agents ({ex}) report the test accuracy of 1 agent: "
               f"{r['accuracy']:.4f} vs {base['accuracy']:.4f}")
+
+
+def scenario_lr_ramp():
+    """The first world of 2 agents ramps from one agent's learning rate (start warm-up)."""
+    d = tempfile.mkdtemp(prefix="kd_lr.")
+    # 1280 samples at 2 x 64 are 10 steps an epoch; of 5 epochs the start warm-up takes
+    # min(2, 5/5) = 1 epoch: steps 0..10.
+    job = write_job(d, epochs=5, hidden="[32]")
+    cases = (([], {}, "lr_scale=2 ramp_from=1 ramp_steps=0..10"),
+             ([], {"KADET_START_WARMUP_EPOCHS": "0"}, "lr_scale=2 ramp_from=2 ramp_steps=0..0"),
+             (["--lr-scaling", "none"], {}, "lr_scale=1 ramp_from=1 ramp_steps=0..0"))
+    for args, env, want in cases:
+        rc, out = run(["run", job, "--agents", "2", "--max-samples", "1280", "--checkpoint-dir",
+                       os.path.join(d, f"ck{len(args)}{len(env)}"), "--log-level", "info"]
+                      + args, env=dict(os.environ, **env))
+        check(rc == 0, f"trained with {args} {env} (rc {rc})\n{out[-2000:]}")
+        cw = re.findall(r"coordinator: world gen=1 .*", out)
+        check(len(cw) == 1 and want in cw[0], f"coordinator announced '{want}': {cw}")
+        ww = re.findall(r"worker: world gen=1 rank=\d .*", out)
+        check(len(ww) == 2 and all(want in w for w in ww),
+              f"both workers apply '{want}': {ww}")
 
 
 def scenario_join_leave():
