@@ -3,9 +3,11 @@
 hack/bench/train-dist.sh.
 
 Same MLP (784-256-128-10, same initialisation scheme), SGD momentum 0.9, per-process
-batch 64, learning rate scaled linearly with the process count and decayed along the
-same per-step cosine as kadet, the same per-epoch sample order (kadet's permutation,
-reimplemented in torch_train.py) split across ranks as kadet splits each global batch.
+batch 64, learning rate scaled linearly with the process count after the same start
+warm-up as kadet's coordinator (from one process's rate over the first 2 epochs, at most
+a fifth of the run) and decayed along the same per-step cosine, the same per-epoch sample
+order (kadet's permutation, reimplemented in torch_train.py) split across ranks as kadet
+splits each global batch.
 One thread per process (torch.set_num_threads(1), OPENBLAS_NUM_THREADS=1).
 --compress fp16 registers DDP's fp16_compress_hook, the closest peer of kadet's
 sync.compression: bf16 on a CPU (its bf16_compress_hook requires CUDA and NCCL).
@@ -16,6 +18,7 @@ train_seconds, epoch_seconds}], where train_seconds counts from the first step.
 """
 import argparse
 import json
+import math
 import os
 import socket
 import sys
@@ -42,11 +45,13 @@ def worker(rank, a, port):
     if a.compress != "none":
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
         ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
-    base_lr = a.lr * a.procs
-    opt = torch.optim.SGD(ddp.parameters(), lr=base_lr, momentum=a.momentum)
+    opt = torch.optim.SGD(ddp.parameters(), lr=a.lr, momentum=a.momentum)
     loss_fn = torch.nn.CrossEntropyLoss()
     perms = [torch.from_numpy(kadet_perm(a.seed, e, n)) for e in range(a.epochs)]
     gb = a.batch * a.procs
+    # kadet's start warm-up: the scale ramps from 1 at step 0 to procs at this step
+    ramp = math.ceil(min(2.0, a.epochs / 5.0) * n / gb)
+    step = 0
     log = []
     dist.barrier()
     start = time.perf_counter()
@@ -63,9 +68,11 @@ def worker(rank, a, port):
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(ddp(xtr.index_select(0, idx)), ytr.index_select(0, idx))
             loss.backward()
+            scale = a.procs if step >= ramp else 1 + (a.procs - 1) * step / ramp
             for g in opt.param_groups:
-                g["lr"] = cosine_lr(base_lr, e + cur / n, a.epochs)
+                g["lr"] = cosine_lr(a.lr, e + cur / n, a.epochs) * scale
             opt.step()
+            step += 1
         dt = time.perf_counter() - t0
         if rank == 0:
             model.eval()

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Distributed training throughput and time to accuracy on the sample job (Fashion-MNIST,
-# MLP 784-256-128-10, per-agent batch 64, SGD momentum 0.9, lr 0.05 x agents with a
-# cosine decay, one thread per process):
+# MLP 784-256-128-10, per-agent batch 64, SGD momentum 0.9, lr 0.05 x agents (ramped up
+# from 0.05 over the first 2 epochs) with a cosine decay, one thread per process):
 #   kadet run --agents 2   versus   PyTorch DistributedDataParallel (gloo), 2 processes
 #   kadet run --agents 2   versus   kadet run --agents 1
 #   and kadet run --agents 2 with sync.exchange gradients (the default auto exchanges the
