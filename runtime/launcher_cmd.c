@@ -102,7 +102,9 @@ int kd_launch_cmd_run(int argc, char **argv)
         {"summary-json", NULL, KD_OPT_STR, &summary_json, 0, 0,
          "write {test_accuracy, train_loss, epochs, agents, samples_per_second, "
          "wall_seconds, ...} here"},
-        {"quiet", NULL, KD_OPT_FLAG, &o.quiet, 0, 0, "print only agent-count changes"},
+        {"quiet", NULL, KD_OPT_FLAG, &o.quiet, 0, 0,
+         "progress lines only when the agent count or batch changes (the processes' logs "
+         "follow --log-level)"},
         {"sample-log-dir", NULL, KD_OPT_STR, &o.sample_log_dir, 0, 0,
          "debug: each worker logs the sample ids it trains into this directory"},
         {"range-log", NULL, KD_OPT_STR, &o.range_log, 0, 0,
