@@ -369,7 +369,7 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
         kd_wire_get_int(b, "epoch", 0, UINT32_MAX, &epoch) != 0 ||
         kd_wire_get_int(b, "cursor", 0, (long long)w->train.n - 1, &cursor) != 0 ||
         kd_wire_get_int(b, "step", 0, INT64_MAX, &step) != 0 ||
-        kd_wire_get_int(b, "scale_step", 0, INT64_MAX, &sstep) != 0 ||
+        kd_wire_get_int(b, "scale_step", 0, step, &sstep) != 0 || /* not after step */
         kd_wire_get_int(b, "warmup_steps", 0, INT64_MAX, &warm) != 0 ||
         kd_wire_get_int(b, "state", 0, 1, &state) != 0 ||
         kd_wire_get_num(b, "scale_from", 1e-6, 1e6, &sfrom) != 0 ||
