@@ -330,8 +330,8 @@ static int comm_send_msg(kd_comm *c, zmq_msg_t *m)
 
 /* Sends bytes as the payload of logical offset off without copying them: they must stay
  * untouched until comm_wait_released. */
-int comm_send_bytes(kd_comm *c, uint16_t type, uint32_t aux, uint64_t step,
-                           uint64_t off, const void *data, size_t bytes)
+int comm_send_bytes(kd_comm *c, uint16_t type, uint32_t aux, uint64_t step, uint64_t off,
+                    const void *data, size_t bytes)
 {
     int rc = comm_send_hdr(c, type, aux, step, off, bytes);
     if (rc != KD_OK)
@@ -348,7 +348,7 @@ int comm_send_bytes(kd_comm *c, uint16_t type, uint32_t aux, uint64_t step,
 
 /* Sends a chunk of the caller's buffer as float32, without copying it. */
 int comm_send_view(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
-                          const kd_comm_span *spans)
+                   const kd_comm_span *spans)
 {
     return comm_send_bytes(c, KD_WIRE_DATA, aux, step, ch->off,
                            spans[ch->span].data + ch->span_off, ch->len * sizeof(float));
@@ -359,7 +359,7 @@ int comm_send_view(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch
  * nothing still being sent is overwritten), and sends it from there. keep: see
  * comm_pack. */
 int comm_send_packed(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
-                            unsigned char *area, int keep)
+                     unsigned char *area, int keep)
 {
     unsigned char *out = area + ch->off * sizeof(float);
     size_t bytes = comm_pack(&c->layout, (size_t)ch->off, ch->len, out, keep);
@@ -370,7 +370,7 @@ int comm_send_packed(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *
  * the ring order says comes next; on KD_OK *payload holds the float frame (the caller
  * closes it). Stale and unexpected messages are dropped and waited past. */
 int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
-                     zmq_msg_t *payload, int wait)
+              zmq_msg_t *payload, int wait)
 {
     uint16_t type = c->packed ? KD_WIRE_DATA_BF16 : KD_WIRE_DATA;
     size_t bytes = c->packed ? comm_pack_bytes(&c->layout, (size_t)ch->off, ch->len)
@@ -485,7 +485,7 @@ int comm_reserve_pack(kd_comm *c, size_t bytes)
 }
 
 int comm_fail_op(kd_comm *c, const char *op, uint64_t step, int rc, char *err,
-                        size_t errlen)
+                 size_t errlen)
 {
     return kd_errf(err, errlen, rc, "comm: %s gen=%u step=%llu rank=%d world=%d: %s", op,
                    c->generation, (unsigned long long)step, c->rank, c->world,

@@ -74,13 +74,8 @@ size_t comm_pack_bytes(const comm_layout *l, size_t off, size_t len)
 
 COMM_CLONES static void bf16_pack(const float *restrict p, uint16_t *restrict out, size_t n)
 {
-    for (size_t j = 0; j < n; j++) {
-        uint32_t u;
-        memcpy(&u, &p[j], sizeof u);
-        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        uint32_t q = (u >> 16) | 0x40u;
-        out[j] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
-    }
+    for (size_t j = 0; j < n; j++)
+        out[j] = comm_bf16_of(p[j]);
 }
 
 /* p[j] = (add ? p[j] : 0) + the float of b[j]. */
@@ -88,17 +83,11 @@ COMM_CLONES static void bf16_unpack(float *restrict p, const uint16_t *restrict 
                                     int add)
 {
     if (add) {
-        for (size_t j = 0; j < n; j++) {
-            uint32_t u = (uint32_t)b[j] << 16;
-            float f;
-            memcpy(&f, &u, sizeof f);
-            p[j] += f;
-        }
+        for (size_t j = 0; j < n; j++)
+            p[j] += comm_f32_of(b[j]);
     } else {
-        for (size_t j = 0; j < n; j++) {
-            uint32_t u = (uint32_t)b[j] << 16;
-            memcpy(&p[j], &u, sizeof u);
-        }
+        for (size_t j = 0; j < n; j++)
+            p[j] = comm_f32_of(b[j]);
     }
 }
 

@@ -18,15 +18,15 @@
 
 #include "comm.h"
 
-/* The bfloat16 nearest to f (ties to even); NaN stays a (quiet) NaN, infinities stay. */
+/* The bfloat16 nearest to f (ties to even); NaN stays a (quiet) NaN, infinities stay.
+ * Written without a branch: comm_pack's loops call it and must stay vector code. */
 static inline uint16_t comm_bf16_of(float f)
 {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    uint32_t nearest = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t quiet_nan = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : nearest);
 }
 
 static inline float comm_f32_of(uint16_t b)

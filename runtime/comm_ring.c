@@ -56,9 +56,9 @@ static unsigned char *comm_area(kd_comm *c, int ag)
  * What is sent is first copied to sendbuf (ZeroMQ then sends that zero-copy), so that
  * adding into our buffer cannot race with ZeroMQ still reading it; bfloat16 elements are
  * rounded in our buffer as they are copied, so both ranks add the same two values. Like
- * the ring, the
- * operation ends only once ZeroMQ has let go of every payload, so that a world change or
- * an exit right after it cannot drop our last chunk on its way to the peer. */
+ * the ring, the operation ends only once ZeroMQ has let go of every payload, so that a
+ * world change or an exit right after it cannot drop our last chunk on its way to the
+ * peer. */
 static int comm_progress_swap(kd_comm *c, int wait)
 {
     uint32_t aux = comm_aux(COMM_PHASE_SWAP, 0);
@@ -258,6 +258,14 @@ int kd_comm_allreduce(kd_comm *c, float *buf, size_t n, uint64_t step, char *err
     return kd_comm_allreducev(c, &s, 1, step, err, errlen);
 }
 
+/* The all-gather's chunk of its single span starting at off, at most chunk_elems long and
+ * not past end (len 0 once off reaches end). */
+static comm_chunk gather_chunk(const kd_comm *c, size_t off, size_t end)
+{
+    size_t len = end - off < c->chunk_elems ? end - off : c->chunk_elems;
+    return (comm_chunk){0, off, len, off};
+}
+
 /* Ring step k of the all-gather: send block (r-k) chunk by chunk (zero-copy; ZeroMQ's
  * I/O thread streams it while we receive), then receive block (r-k-1) into place. */
 int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, int bf16,
@@ -287,27 +295,21 @@ int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, int bf16,
     for (int k = 0; k < w - 1 && rc == KD_OK; k++) {
         uint32_t aux = comm_aux(COMM_PHASE_GATHER, k);
         int sb = (r - k + w) % w, rb = (r - k - 1 + w) % w;
-        for (size_t off = bounds[sb]; off < bounds[sb + 1] && rc == KD_OK;) {
-            size_t len = bounds[sb + 1] - off;
-            len = len < c->chunk_elems ? len : c->chunk_elems;
-            comm_chunk ch = {0, off, len, off};
-            /* Our own block is rounded where we keep it, as it is sent; a forwarded one
-             * already holds bfloat16 values. */
-            rc = c->packed ? comm_send_packed(c, aux, step, &ch, c->packbuf, 1)
+        for (comm_chunk ch = gather_chunk(c, bounds[sb], bounds[sb + 1]);
+             ch.len > 0 && rc == KD_OK; ch = gather_chunk(c, ch.off + ch.len, bounds[sb + 1])) {
+            /* Our own block (k = 0) is rounded where we keep it, as it is sent; a
+             * forwarded one arrived as bfloat16 and holds its values already. */
+            rc = c->packed ? comm_send_packed(c, aux, step, &ch, c->packbuf, k == 0)
                            : comm_send_view(c, aux, step, &ch, &whole);
-            off += len;
         }
-        for (size_t off = bounds[rb]; off < bounds[rb + 1] && rc == KD_OK;) {
-            size_t len = bounds[rb + 1] - off;
-            len = len < c->chunk_elems ? len : c->chunk_elems;
-            comm_chunk ch = {0, off, len, off};
+        for (comm_chunk ch = gather_chunk(c, bounds[rb], bounds[rb + 1]);
+             ch.len > 0 && rc == KD_OK; ch = gather_chunk(c, ch.off + ch.len, bounds[rb + 1])) {
             zmq_msg_t in;
             rc = comm_recv(c, aux, step, &ch, &in, 1);
             if (rc == KD_OK) {
-                comm_unpack(&c->layout, off, len, comm_payload(c, &in), 0);
+                comm_unpack(&c->layout, (size_t)ch.off, ch.len, comm_payload(c, &in), 0);
                 zmq_msg_close(&in);
             }
-            off += len;
         }
     }
     /* Our sends must be released before the caller reuses the buffer, even on error. */

@@ -99,17 +99,23 @@ static uint64_t start_warmup_end(const coord *c, int agents)
     return (uint64_t)ceil(epochs * (double)c->n_train / global);
 }
 
-/* Sets the ramp of a new world of n agents starting at step `step` towards c->scale. The
- * linear scaling rule comes with a gradual warm-up (Goyal et al., 2017): a large global
- * batch starts training at the small batch's rate and reaches its own over the first
- * epochs. So the first world ramps from one agent's scale, as if it had started at step 0
- * (a coordinator restarted within that window continues the ramp); a later world ramps
- * from the scale in effect over --warmup-steps, or until the start warm-up's end if that
- * is later. `prev` is the scale in effect (only used when there was a world). */
-static void set_ramp(coord *c, int n, uint64_t step, int had_world, double prev)
+/* Moves the lr scale to a new world of n agents starting at `step` (c->world still the
+ * previous world's size, 0 if none), with the ramp that leads there. The linear scaling
+ * rule comes with a gradual warm-up (Goyal et al., 2017): a large global batch starts
+ * training at the small batch's rate and reaches its own over the first epochs. So the
+ * first world ramps from one agent's scale, as if it had started at step 0 (a coordinator
+ * restarted within that window continues the ramp); a later world ramps from the scale in
+ * effect over --warmup-steps, or until the start warm-up's end if that is later. */
+static void set_scale(coord *c, int n, uint64_t step)
 {
-    uint64_t end = c->scaling == KD_LR_SCALE_NONE ? 0 : start_warmup_end(c, n);
-    uint64_t warm = c->scaling == KD_LR_SCALE_NONE ? 0 : (uint64_t)c->cfg->warmup_steps;
+    int had_world = c->world > 0;
+    double prev = had_world ? scale_at(c, step) : 0.0;
+    c->scale = scale_for(c, n);
+    uint64_t end = 0, warm = 0;
+    if (c->scaling != KD_LR_SCALE_NONE) {
+        end = start_warmup_end(c, n);
+        warm = (uint64_t)c->cfg->warmup_steps;
+    }
     if (!had_world) {
         c->scale_from = step < end ? scale_for(c, 1) : c->scale;
         c->scale_step = 0;
@@ -118,9 +124,7 @@ static void set_ramp(coord *c, int n, uint64_t step, int had_world, double prev)
     }
     c->scale_from = prev;
     c->scale_step = step;
-    c->scale_steps = warm;
-    if (end > step + warm)
-        c->scale_steps = end - step;
+    c->scale_steps = end > step + warm ? end - step : warm;
 }
 
 static int send_to(coord *c, member *mb, uint16_t type, uint32_t aux, const json_t *body)
@@ -267,16 +271,13 @@ static void form_world(coord *c)
                 (unsigned long long)best.step);
         return;
     }
-    int had_world = c->world > 0;
-    double prev = had_world ? scale_at(c, best.step) : 0.0;
+    set_scale(c, n, best.step);
     c->gen++;
     if (!c->formed)
         c->t_first_world = kd_now();
     c->formed = 1;
     c->world = n;
     c->start = best;
-    c->scale = scale_for(c, n);
-    set_ramp(c, n, best.step, had_world, prev);
     coord_batch_new_world(c);
     json_t *peers = json_array();
     for (int k = 0; k < n; k++)

@@ -69,20 +69,20 @@ adapt_manifest="$out/fashion-mnist-adaptive.yaml"
 variant "$adapt_manifest" \
     's/adaptive: {learningRate: true, batchSize: false}/adaptive: {learningRate: true, batchSize: true}/' \
     'batchSize: true'
+# kadet_run MANIFEST AGENTS: trainer $t's repetition $i (seed $i).
+kadet_run() {
+    "$kadet" run "$1" --agents "$2" --epochs "$epochs" --seed "$i" --quiet --log-level warn \
+        --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1
+}
 i=1
 while [ "$i" -le "$reps" ]; do
     for t in kadet2 kadet1 ddp2 kadet2g kadet2a kadet2c; do
         case "$t" in
-            kadet2) "$kadet" run "$manifest" --agents 2 --epochs "$epochs" --seed "$i" --quiet \
-                        --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
-            kadet2g) "$kadet" run "$grad_manifest" --agents 2 --epochs "$epochs" --seed "$i" --quiet \
-                        --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
-            kadet2a) "$kadet" run "$adapt_manifest" --agents 2 --epochs "$epochs" --seed "$i" --quiet \
-                        --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
-            kadet2c) "$kadet" run "$bf16_manifest" --agents 2 --epochs "$epochs" --seed "$i" --quiet \
-                        --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
-            kadet1) "$kadet" run "$manifest" --agents 1 --epochs "$epochs" --seed "$i" --quiet \
-                        --log-level warn --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
+            kadet2) kadet_run "$manifest" 2 ;;
+            kadet2g) kadet_run "$grad_manifest" 2 ;;
+            kadet2a) kadet_run "$adapt_manifest" 2 ;;
+            kadet2c) kadet_run "$bf16_manifest" 2 ;;
+            kadet1) kadet_run "$manifest" 1 ;;
             ddp2) /usr/bin/python3 "$top/hack/bench/train-dist-ddp.py" --procs 2 \
                       --epochs "$epochs" --seed "$i" --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
         esac
