@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "kd_error.h"
@@ -30,13 +31,80 @@ double comm_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static void comm_set_sockbuf(void *sock, const char *endpoint, int option)
+/* libzmq applies ZMQ_SNDBUF to TCP sockets only: an ipc:// (Unix) socket keeps the
+ * system's default send buffer (~208 KiB), so a larger message crosses it in several
+ * writes, each a round of epoll wake-ups in both I/O threads. The size is set on the
+ * connected socket itself, whose descriptor the socket monitor's CONNECTED event
+ * carries; comm_tune_push reads that event before the world's sends. */
+static void comm_watch_push(kd_comm *c, const char *endpoint)
 {
+    static atomic_uint seq;
     if (strncmp(endpoint, "ipc://", 6) != 0)
         return;
     const char *v = getenv("KADET_COMM_SOCKBUF");
-    int bytes = v != NULL ? atoi(v) : COMM_SOCKBUF;
-    zmq_setsockopt(sock, option, &bytes, sizeof bytes);
+    c->sockbuf = v != NULL ? atoi(v) : COMM_SOCKBUF;
+    if (c->sockbuf <= 0)
+        return;
+    char addr[64];
+    snprintf(addr, sizeof addr, "inproc://kadet-comm-monitor-%u", atomic_fetch_add(&seq, 1));
+    if (zmq_socket_monitor(c->push, addr, ZMQ_EVENT_CONNECTED) != 0)
+        return;
+    c->mon = zmq_socket(c->zctx, ZMQ_PAIR);
+    if (c->mon != NULL && zmq_connect(c->mon, addr) != 0) {
+        zmq_close(c->mon);
+        c->mon = NULL;
+    }
+    if (c->mon == NULL)
+        zmq_socket_monitor(c->push, NULL, 0);
+}
+
+static void comm_unwatch_push(kd_comm *c)
+{
+    if (c->mon == NULL)
+        return;
+    zmq_socket_monitor(c->push, NULL, 0);
+    zmq_close(c->mon);
+    c->mon = NULL;
+}
+
+/* Sets the send buffer of the push socket's connection once it is up (see
+ * comm_watch_push); until then, and on any failure, the system default stays. */
+static void comm_tune_push(kd_comm *c)
+{
+    unsigned char ev[6];
+    int n = zmq_recv(c->mon, ev, sizeof ev, ZMQ_DONTWAIT);
+    if (n < 0)
+        return;
+    int more = 0;
+    size_t len = sizeof more;
+    char ep[8];
+    while (zmq_getsockopt(c->mon, ZMQ_RCVMORE, &more, &len) == 0 && more)
+        if (zmq_recv(c->mon, ep, sizeof ep, ZMQ_DONTWAIT) < 0)
+            break;
+    uint16_t event; /* the monitor's event frame is in host order */
+    uint32_t value;
+    memcpy(&event, ev, sizeof event);
+    memcpy(&value, ev + 2, sizeof value);
+    if (n != (int)sizeof ev || event != ZMQ_EVENT_CONNECTED)
+        return;
+    int fd = (int)value, domain = 0, type = 0;
+    socklen_t sl = sizeof domain;
+    /* The event was queued when the connection came up: make sure the descriptor is
+     * still that Unix stream socket before touching it. */
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &sl) != 0 || domain != AF_UNIX)
+        goto done;
+    sl = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) != 0 || type != SOCK_STREAM)
+        goto done;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &c->sockbuf, sizeof c->sockbuf) != 0) {
+        KD_DEBUG("comm: SO_SNDBUF %d: %s", c->sockbuf, strerror(errno));
+        goto done;
+    }
+    sl = sizeof c->stats.sndbuf;
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &c->stats.sndbuf, &sl) != 0)
+        c->stats.sndbuf = 0;
+done:
+    comm_unwatch_push(c);
 }
 
 int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *endpoint,
@@ -84,7 +152,6 @@ int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *end
      * larger than the largest chunk (kd_comm_set_chunk_bytes caps it at 16 MiB). */
     int64_t max_frame = 16 * 1024 * 1024;
     zmq_setsockopt(c->pull, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
-    comm_set_sockbuf(c->pull, bind_endpoint, ZMQ_RCVBUF);
     if (zmq_bind(c->pull, bind_endpoint) != 0) {
         kd_errf(err, errlen, KD_ENETWORK, "comm: bind %s: %s", bind_endpoint,
                 zmq_strerror(zmq_errno()));
@@ -131,6 +198,7 @@ static void comm_drop_push(kd_comm *c)
 {
     if (c->push == NULL)
         return;
+    comm_unwatch_push(c);
     zmq_close(c->push);
     c->push = NULL;
     /* With linger 0 the close discards queued messages and releases their payloads
@@ -184,6 +252,7 @@ int kd_comm_set_world(kd_comm *c, uint32_t generation, int rank, int world,
         return kd_errf(err, errlen, KD_EINVAL, "comm: rank %d of world %d", rank, world);
     comm_drop_push(c);
     c->world = 0;
+    c->stats.sndbuf = 0;
     if (world > 1) {
         const char *next = peers[(rank + 1) % world];
         if (next == NULL || next[0] == '\0')
@@ -196,10 +265,11 @@ int kd_comm_set_world(kd_comm *c, uint32_t generation, int rank, int world,
         int linger = 0, hwm = 0;
         zmq_setsockopt(c->push, ZMQ_LINGER, &linger, sizeof linger);
         zmq_setsockopt(c->push, ZMQ_SNDHWM, &hwm, sizeof hwm);
-        comm_set_sockbuf(c->push, next, ZMQ_SNDBUF);
         zmq_setsockopt(c->push, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+        comm_watch_push(c, next); /* before connecting: the event would be lost */
         if (zmq_connect(c->push, next) != 0) {
             int e = zmq_errno();
+            comm_unwatch_push(c);
             zmq_close(c->push);
             c->push = NULL;
             return kd_errf(err, errlen, KD_EINVAL, "comm: connect %s: %s", next,
@@ -310,6 +380,8 @@ static int comm_send_hdr(kd_comm *c, uint16_t type, uint32_t aux, uint64_t step,
                      .offset = off, .payload_len = (uint32_t)bytes};
     unsigned char buf[KD_WIRE_HDR_SIZE];
     kd_wire_encode(&h, buf);
+    if (c->mon != NULL)
+        comm_tune_push(c);
     while (zmq_send(c->push, buf, sizeof buf, ZMQ_SNDMORE) < 0) {
         if (zmq_errno() != EINTR)
             return zmq_errno() == EAGAIN ? KD_ETIMEOUT : KD_ENETWORK;

@@ -51,6 +51,8 @@ typedef struct kd_comm_stats {
     uint64_t bytes_sent;   /* payload bytes handed to ZeroMQ */
     uint64_t timeouts;     /* allreduce calls that gave up on a silent peer */
     double seconds;        /* wall time inside completed allreduce calls */
+    int sndbuf;            /* send buffer the kernel granted the ipc:// data connection
+                            * (bytes, as SO_SNDBUF reports it); 0 = system default */
 } kd_comm_stats;
 
 /* Creates a comm on the ZeroMQ context zctx (borrowed, must outlive the comm; glibc's

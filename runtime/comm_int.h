@@ -18,11 +18,11 @@
 #define COMM_PHASE_SWAP 3u /* two ranks: each sends its whole vector to the other */
 #define COMM_PHASE_GATHER 4u /* kd_comm_allgatherv */
 #define COMM_MAX_SPANS 8
-/* Kernel socket buffers for ipc:// data sockets. With the default (~208 KiB) a 512 KiB
- * chunk crosses a Unix socket in several rounds, each waking both I/O threads; a buffer
- * larger than a chunk lets it go in one (the kernel caps it at wmem/rmem_max). TCP keeps
- * the system default: an explicit size turns off its buffer autotuning, which measured
- * slower for 16 MiB allreduces. */
+/* Send buffer of ipc:// data connections (KADET_COMM_SOCKBUF). With the default (~208
+ * KiB) a 512 KiB chunk crosses a Unix socket in several writes, each waking both I/O
+ * threads; a buffer larger than a chunk lets it go in one (the kernel caps it at
+ * net.core.wmem_max). TCP keeps the system default: an explicit size turns off its
+ * buffer autotuning, which measured slower for 16 MiB allreduces. */
 #define COMM_SOCKBUF (4 * 1024 * 1024)
 
 typedef struct comm_chunk {
@@ -36,6 +36,8 @@ struct kd_comm {
     void *zctx;              /* borrowed ZeroMQ context */
     void *pull;              /* bound data socket, receives from the previous rank */
     void *push;              /* connected to the next rank; NULL until a world is set */
+    void *mon;               /* monitor of push until its connection's buffer is set */
+    int sockbuf;             /* send buffer for push's ipc:// connection, bytes */
     int timeout_ms;          /* per-receive silence that counts as a dead peer */
     size_t chunk_elems;      /* largest chunk in floats */
     uint32_t generation;     /* current world's generation */

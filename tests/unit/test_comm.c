@@ -29,6 +29,7 @@ typedef struct shared {
     char endpoint[MAX_RANKS][EP_LEN];   /* each rank's data endpoint */
     uint32_t crc[MAX_RANKS][4];         /* per-rank digest of the reduced vector */
     uint64_t bytes[MAX_RANKS];          /* payload bytes each rank sent */
+    int sndbuf[MAX_RANKS];              /* each rank's data connection send buffer */
 } shared;
 
 static shared *sh;
@@ -96,11 +97,16 @@ static int overlapped(kd_comm *c, kd_comm_span *spans, int rank, size_t n, int r
 /* Child body: allreduce rounds of a two-span vector (n + 3 floats) and check sums. */
 /* A child's comm: bound, endpoint published, every rank's published, world set. NULL (and
  * a message) on failure. */
+/* Ranks bind TCP on loopback, or Unix sockets (ipc://, as kadet run's local workers). */
+static int use_ipc = 0;
+
 static kd_comm *join_world(void *ctx, int rank, int world, size_t chunk_bytes)
 {
     kd_comm *c = NULL;
-    char ep[EP_LEN], err[256];
-    if (kd_comm_open(&c, ctx, "tcp://127.0.0.1:*", ep, sizeof ep, err, sizeof err) != KD_OK) {
+    char ep[EP_LEN], err[256], bind[EP_LEN] = "tcp://127.0.0.1:*";
+    if (use_ipc)
+        snprintf(bind, sizeof bind, "ipc:///tmp/kadet-test-comm-%d-%d", (int)getpid(), rank);
+    if (kd_comm_open(&c, ctx, bind, ep, sizeof ep, err, sizeof err) != KD_OK) {
         fprintf(stderr, "rank %d: %s\n", rank, err);
         return NULL;
     }
@@ -188,8 +194,14 @@ static int child(int rank, int world, size_t n, size_t chunk_bytes)
     kd_comm_stats st;
     kd_comm_get_stats(c, &st);
     sh->bytes[rank] = st.bytes_sent;
+    sh->sndbuf[rank] = st.sndbuf;
     free(v);
     kd_comm_close(&c);
+    if (use_ipc) {
+        char path[EP_LEN];
+        snprintf(path, sizeof path, "/tmp/kadet-test-comm-%d-%d", (int)getpid(), rank);
+        unlink(path);
+    }
     zmq_ctx_term(ctx);
     return bad;
 }
@@ -263,6 +275,32 @@ static void test_two_ranks_sum_exactly(void **state)
 {
     (void)state;
     run_world(2, 250000, 256 * 1024);
+}
+
+/* Over ipc:// the data connection gets the send buffer asked for (libzmq sets ZMQ_SNDBUF
+ * on TCP sockets only): Linux grants twice the request, capped at net.core.wmem_max, so
+ * that a 512 KiB chunk leaves in one write. KADET_COMM_SOCKBUF=-1 keeps the default. */
+static void test_ipc_connection_gets_its_send_buffer(void **state)
+{
+    (void)state;
+    long cap = 0;
+    FILE *f = fopen("/proc/sys/net/core/wmem_max", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%ld", &cap) != 1)
+            cap = 0;
+        fclose(f);
+    }
+    long want = 2 * (cap > 0 && cap < 4L * 1024 * 1024 ? cap : 4L * 1024 * 1024);
+    use_ipc = 1;
+    run_world(2, 250000, 512 * 1024);
+    for (int r = 0; r < 2; r++)
+        assert_int_equal(sh->sndbuf[r], want);
+    setenv("KADET_COMM_SOCKBUF", "-1", 1);
+    run_world(2, 250000, 512 * 1024);
+    unsetenv("KADET_COMM_SOCKBUF");
+    for (int r = 0; r < 2; r++)
+        assert_int_equal(sh->sndbuf[r], 0);
+    use_ipc = 0;
 }
 
 static void test_three_and_four_ranks_with_uneven_segments(void **state)
@@ -514,6 +552,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_sum_exactly),
         cmocka_unit_test(test_three_and_four_ranks_with_uneven_segments),
+        cmocka_unit_test(test_ipc_connection_gets_its_send_buffer),
         cmocka_unit_test(test_overlapped_allreduce_equals_one_call),
         cmocka_unit_test(test_two_rank_swap_sums_exactly),
         cmocka_unit_test(test_allgather_gives_every_block),
