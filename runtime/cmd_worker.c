@@ -27,7 +27,7 @@ int kd_cmd_worker(int argc, char **argv)
         {"comm-timeout-ms", "KADET_COMM_TIMEOUT_MS", KD_OPT_INT, &timeout, 50, 600000,
          "silence after which a peer counts as dead (default 1500)"},
         {"chunk-kib", "KADET_CHUNK_KIB", KD_OPT_INT, &chunk, 4, 16384,
-         "allreduce chunk size in KiB (default 512)"},
+         "allreduce chunk size in KiB (default 1024)"},
         {"coordinator-timeout-ms", "KADET_COORDINATOR_TIMEOUT_MS", KD_OPT_INT, &ctimeout, 100,
          600000, "silence after which the coordinator counts as lost (default 4000)"},
         {"sample-log", "KADET_SAMPLE_LOG", KD_OPT_STR, &cfg.sample_log, 0, 0,

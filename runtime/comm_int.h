@@ -87,10 +87,14 @@ struct kd_comm {
 #define COMM_ALGO_AUTO 0 /* swap for two ranks and vectors up to COMM_SWAP_MAX bytes */
 #define COMM_ALGO_RING 1
 #define COMM_ALGO_SWAP 2 /* swap for two ranks whatever the size */
-/* Up to this size the swap's single hop wins (two processes on loopback: 256 KiB in
- * 0.25 ms against the ring's 0.35 ms); above it the ring's pipelined halves do (0.9 MiB:
- * 0.64 ms against 1.17 ms). hack/bench/allreduce_bench measures both. */
-#define COMM_SWAP_MAX (512u * 1024)
+/* Up to this size two ranks swap (two processes on loopback over ipc://: 256 KiB in
+ * 0.17-0.27 ms against the ring's 0.29-0.30 ms; 1 MiB and 2 MiB level, 0.39-0.60 and
+ * 0.87-0.92 ms against 0.48-0.51 and 0.89-1.04): the same bytes as the ring in half the
+ * dependent hops and, with chunks as large as the vector, one message each way, which
+ * is what a training step on busy cores pays for. Above it the ring's pipelined halves
+ * win a little (16 MiB: 4.7-5.4 ms on the ring, 5.3-6.5 swapped). allreduce_bench
+ * measures both (KADET_COMM_ALGO). */
+#define COMM_SWAP_MAX (2u * 1024 * 1024)
 #define COMM_PENDING 1 /* non-blocking progress: waiting for data or a message */
 
 /* Monotonic seconds. */

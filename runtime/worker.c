@@ -128,7 +128,7 @@ void kd_worker_config_default(kd_worker_config *c)
     c->bind = "tcp://127.0.0.1:*";
     c->threads = 1;
     c->comm_timeout_ms = 1500;
-    c->chunk_bytes = 512 * 1024;
+    c->chunk_bytes = 1024 * 1024;
     c->coord_timeout_ms = 4000;
 }
 
@@ -294,9 +294,12 @@ static void log_samples(worker *w, uint32_t epoch, uint64_t start, uint64_t n)
     fflush(w->sample_log);
 }
 
-/* One more dependent network hop costs about as much as sending this many more floats
- * (two processes on loopback: a hop ~0.13 ms, moving data ~0.5 us per KiB). */
-#define HOP_FLOATS 65536.0
+/* One more dependent network hop costs about as much as sending this many more floats.
+ * Two processes on loopback that compute on the same cores as their ZeroMQ I/O threads:
+ * the sample's two-agent step with the gradient in one 940 KB message each way ran 6%
+ * faster than with the factors' 265 KB + 400 KB in two (docs/runtime.md), so a message
+ * costs more than 67k floats; a hop alone is ~0.13 ms, moving data ~0.5 us per KiB. */
+#define HOP_FLOATS 131072.0
 
 /* Whether this world sends layer 0's factors rather than its gradient. Per rank, the
  * allreduce sends 2(W-1)/W * in*out floats of that gradient. With factors it sends

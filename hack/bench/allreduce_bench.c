@@ -109,7 +109,7 @@ static double memcpy_gbs(size_t bytes)
 int main(int argc, char **argv)
 {
     int procs = 2, iters = 20, nsizes = 0;
-    size_t chunk = 512 * 1024;
+    size_t chunk = 1024 * 1024; /* the worker's default */
     double mib[8];
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--procs") == 0 && i + 1 < argc)

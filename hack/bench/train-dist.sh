@@ -4,10 +4,11 @@
 # from 0.05 over the first 2 epochs) with a cosine decay, one thread per process):
 #   kadet run --agents 2   versus   PyTorch DistributedDataParallel (gloo), 2 processes
 #   kadet run --agents 2   versus   kadet run --agents 1
-#   and kadet run --agents 2 with sync.exchange gradients (the default auto exchanges the
-#   first layer's factors with 2 agents; docs/runtime.md), and with adaptive.batchSize
-#   true (the coordinator grows the per-agent batch from 64 for goodput; not the fixed
-#   batch-64 work of the other rows, so it is left out of the ratios), and with
+#   and kadet run --agents 2 with sync.exchange factors (the default auto sends the first
+#   layer's gradient with 2 agents, one message each way; docs/runtime.md), and with
+#   adaptive.batchSize true (the coordinator grows the per-agent batch from 64 for
+#   goodput; not the fixed batch-64 work of the other rows, so it is left out of the
+#   ratios), and with
 #   sync.compression bf16 (gradient messages as bfloat16, half the bytes; its own ratio)
 # Reported, median over the repetitions (the trainers' runs are interleaved so that
 # background load hits all of them alike; repetition i trains with seed i, initialisation
@@ -59,9 +60,9 @@ variant() {
         exit 1
     fi
 }
-grad_manifest="$out/fashion-mnist-gradients.yaml"
-variant "$grad_manifest" 's/sync: {mode: allreduce}/sync: {mode: allreduce, exchange: gradients}/' \
-    'exchange: gradients'
+fact_manifest="$out/fashion-mnist-factors.yaml"
+variant "$fact_manifest" 's/sync: {mode: allreduce}/sync: {mode: allreduce, exchange: factors}/' \
+    'exchange: factors'
 bf16_manifest="$out/fashion-mnist-bf16.yaml"
 variant "$bf16_manifest" 's/sync: {mode: allreduce}/sync: {mode: allreduce, compression: bf16}/' \
     'compression: bf16'
@@ -76,10 +77,10 @@ kadet_run() {
 }
 i=1
 while [ "$i" -le "$reps" ]; do
-    for t in kadet2 kadet1 ddp2 kadet2g kadet2a kadet2c; do
+    for t in kadet2 kadet1 ddp2 kadet2f kadet2a kadet2c; do
         case "$t" in
             kadet2) kadet_run "$manifest" 2 ;;
-            kadet2g) kadet_run "$grad_manifest" 2 ;;
+            kadet2f) kadet_run "$fact_manifest" 2 ;;
             kadet2a) kadet_run "$adapt_manifest" 2 ;;
             kadet2c) kadet_run "$bf16_manifest" 2 ;;
             kadet1) kadet_run "$manifest" 1 ;;
@@ -104,13 +105,13 @@ def stats(t):
         t88.append(hit[0] if hit else float("inf"))
         acc.append(s["test_accuracy"])
     return statistics.median(sps), statistics.median(t88), statistics.median(acc)
-order = ("kadet2", "kadet2g", "kadet1", "ddp2", "kadet2a", "kadet2c")
+order = ("kadet2", "kadet2f", "kadet1", "ddp2", "kadet2a", "kadet2c")
 r = {t: stats(t) for t in order}
-names = {"kadet2": "kadet, 2 agents (exchange auto: factors)",
-         "kadet2g": "kadet, 2 agents (exchange gradients)", "kadet1": "kadet, 1 agent",
+names = {"kadet2": "kadet, 2 agents (exchange auto: gradients)",
+         "kadet2f": "kadet, 2 agents (exchange factors)", "kadet1": "kadet, 1 agent",
          "ddp2": "PyTorch DDP gloo, 2 processes",
          "kadet2a": "kadet, 2 agents, adaptive batch size (batch 64 -> final %s)",
-         "kadet2c": "kadet, 2 agents, bf16 compression (exchange auto: factors)"}
+         "kadet2c": "kadet, 2 agents, bf16 compression (exchange auto: gradients)"}
 final_batch = [json.load(open(f"{out}/kadet2a.{i}.json")).get("batch", 0)
                for i in range(1, reps + 1)]
 names["kadet2a"] %= "/".join(str(b) for b in final_batch)
