@@ -50,6 +50,7 @@ typedef struct kd_launch_opts {
     const char *sample_log_dir; /* debug: per-worker sample-id logs here, or NULL */
     const char *range_log;      /* debug: coordinator's cursor range log, or NULL */
     const char *log_level;      /* passed to the processes, or NULL */
+    int cpu_bind;               /* bind workers to CPUs of their own while they fit */
 } kd_launch_opts;
 
 /* Runs the job with a coordinator and workers as processes; on success (0) *summary is

@@ -81,7 +81,7 @@ int kd_launch_cmd_run(int argc, char **argv)
     kd_launch_opts o;
     memset(&o, 0, sizeof o);
     long long agents = 0, epochs = 0, seed = 1, threads = 1, maxs = 0, batch = 0;
-    const char *summary_json = NULL;
+    const char *summary_json = NULL, *cpu_bind = "auto";
     const kd_opt opts[] = {
         {"agents", NULL, KD_OPT_INT, &agents, 1, 64,
          "pin the agent count, within spec.agents.min..max (default: the job's "
@@ -111,6 +111,9 @@ int kd_launch_cmd_run(int argc, char **argv)
          "debug: the coordinator logs the cursor ranges trained"},
         {"log-level", NULL, KD_OPT_STR, &o.log_level, 0, 0,
          "log level of the coordinator and workers (default info)"},
+        {"cpu-bind", "KADET_RUN_CPU_BIND", KD_OPT_STR, &cpu_bind, 0, 0,
+         "auto (default): while the workers' --threads fit this machine's CPUs, bind "
+         "each to CPUs of its own; none: leave placement to the kernel"},
     };
     const char *file = NULL;
     int st = kd_opts_parse("run", "FILE", "Trains the AgentJob manifest FILE locally: one `kadet "
@@ -124,6 +127,12 @@ int kd_launch_cmd_run(int argc, char **argv)
         fprintf(stderr, "kadet run: missing manifest FILE\n");
         return 2;
     }
+    if (strcmp(cpu_bind, "auto") != 0 && strcmp(cpu_bind, "none") != 0) {
+        fprintf(stderr, "kadet run: --cpu-bind: expected auto or none, got \"%s\"\n",
+                cpu_bind);
+        return 2;
+    }
+    o.cpu_bind = strcmp(cpu_bind, "auto") == 0;
     kd_log_set_component("run");
     kd_agentjob job;
     if ((st = kd_launch_load_job(file, &job)) != 0)

@@ -33,7 +33,7 @@ kd_add_test(NAME test_batch SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_batch.c
 
 # Coordinator + workers as real processes on loopback (tests/integration/dist_test.py).
 foreach(scenario equivalence lr_ramp join_leave schedule kill_worker kill_coordinator corrupt_checkpoint
-        foreign_messages)
+        foreign_messages placement)
   kd_add_script_test(NAME dist_${scenario}
     COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_test.py ${scenario}
     LABELS integration TIMEOUT 240)

@@ -22,6 +22,9 @@ Scenarios:
   foreign_messages garbage and forged kd_wire messages on the control and data ports, and
                    a ZMTP/1.0 frame announcing 2^50 bytes on the coordinator's ports,
                    are dropped and counted; training completes
+  placement        kadet run binds each worker (all its threads) to a CPU of its own while
+                   they fit, releases them when more join, binds none with --cpu-bind
+                   none; kill -9 of kadet run stops every process it started
 """
 import collections
 import glob
@@ -538,6 +541,102 @@ def scenario_foreign_messages():
           "coordinator named the reasons (bad magic, bad JSON)")
     check(ctext.count("reason=\"bad magic") == 1, "each reason logged once")
     check("dropped message" in wtext and "stale" in wtext, "workers dropped forged data")
+
+
+def children(pid):
+    """pid -> command line of the live processes whose parent is pid."""
+    out = {}
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{p}/stat").read()
+            cmd = open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out[int(p)] = cmd
+    return out
+
+
+def alive(pid):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+
+
+def thread_masks(pid):
+    """The CPU sets of every thread of pid (empty when it is gone)."""
+    masks = []
+    for t in glob.glob(f"/proc/{pid}/task/*"):
+        try:
+            masks.append(frozenset(os.sched_getaffinity(int(os.path.basename(t)))))
+        except OSError:
+            pass
+    return masks
+
+
+def wait_workers(run_pid, n, timeout):
+    """The worker pids of kadet run run_pid once n of them run with their ZeroMQ threads
+    started (3 threads or more each), or fail."""
+    until = time.time() + timeout
+    while time.time() < until:
+        ws = [p for p, c in children(run_pid).items() if " worker " in c]
+        if len(ws) == n and all(len(thread_masks(w)) >= 3 for w in ws):
+            return ws
+        time.sleep(0.1)
+    fail(f"{n} workers of kadet run did not start within {timeout} s")
+
+
+def kill_run(p):
+    """kill -9 of kadet run: every process it started must stop on its own."""
+    started = list(children(p.pid))
+    p.kill()
+    p.wait()
+    until = time.time() + 20
+    while time.time() < until and any(alive(c) for c in started):
+        time.sleep(0.2)
+    left = [c for c in started if alive(c)]
+    for c in left:
+        os.kill(c, signal.SIGKILL)
+    check(not left, f"kill -9 of kadet run stopped the {len(started)} processes it started")
+
+
+def scenario_placement():
+    """CPU binding of kadet run's workers, and no orphans when kadet run dies."""
+    cpus = frozenset(os.sched_getaffinity(0))
+    d = tempfile.mkdtemp(prefix="kd_pl.")
+    job = write_job(d, epochs=100000, hidden="[64]")
+    later = 8 if not ASAN else 20
+    with open(os.path.join(d, "run.log"), "w") as log:
+        p = start(["run", job, "--agents-schedule", f"0:2,{later}:3", "--max-samples", "6000",
+                   "--log-level", "warn"], log)
+        for n in (2, 3):
+            ws = wait_workers(p.pid, n, 60 if not ASAN else 120)
+            if n > len(cpus):
+                # Released within the launcher's next round (every 0.1 s).
+                until = time.time() + 5
+                while time.time() < until and any(m != cpus for w in ws
+                                                  for m in thread_masks(w)):
+                    time.sleep(0.1)
+                check(all(m == cpus for w in ws for m in thread_masks(w)),
+                      f"{n} workers on {len(cpus)} CPUs: every thread may use every CPU")
+            else:
+                sets = [set(thread_masks(w)) for w in ws]
+                check(all(len(s) == 1 and len(next(iter(s))) == 1 for s in sets),
+                      f"{n} workers on {len(cpus)} CPUs: each bound, all its threads, to one")
+                check(len({next(iter(s)) for s in sets}) == n, "to a CPU of its own")
+        kill_run(p)
+    with open(os.path.join(d, "none.log"), "w") as log:
+        p = start(["run", job, "--agents", "2", "--cpu-bind", "none", "--max-samples", "6000",
+                   "--log-level", "warn"], log)
+        ws = wait_workers(p.pid, 2, 60 if not ASAN else 120)
+        check(all(m == cpus for w in ws for m in thread_masks(w)),
+              "--cpu-bind none: the workers' threads may use every CPU")
+        kill_run(p)
 
 
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
