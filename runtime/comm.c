@@ -213,6 +213,7 @@ void kd_comm_close(kd_comm **cp)
     if (cp == NULL || *cp == NULL)
         return;
     kd_comm *c = *cp;
+    comm_release_peer(c);
     comm_drop_push(c);
     if (c->pull != NULL)
         zmq_close(c->pull);
@@ -222,6 +223,8 @@ void kd_comm_close(kd_comm **cp)
     free(c->scratch);
     free(c->sendbuf);
     free(c->packbuf);
+    free(c->held);
+    free(c->peer);
     free(c);
     *cp = NULL;
 }
@@ -250,6 +253,7 @@ int kd_comm_set_world(kd_comm *c, uint32_t generation, int rank, int world,
 {
     if (world < 1 || (unsigned)world > KD_WIRE_MAX_WORLD || rank < 0 || rank >= world)
         return kd_errf(err, errlen, KD_EINVAL, "comm: rank %d of world %d", rank, world);
+    comm_release_peer(c);
     comm_drop_push(c);
     c->world = 0;
     c->stats.sndbuf = 0;
@@ -541,6 +545,20 @@ const unsigned char *comm_payload(kd_comm *c, zmq_msg_t *m)
         return p;
     memcpy(c->scratch, p, zmq_msg_size(m));
     return (const unsigned char *)c->scratch;
+}
+
+void comm_release_peer(kd_comm *c)
+{
+    for (size_t i = 0; i < c->nheld; i++)
+        zmq_msg_close(&c->held[i]);
+    c->nheld = 0;
+    c->peer_ok = 0;
+}
+
+size_t kd_comm_peer(const kd_comm *c, const kd_comm_piece **pieces)
+{
+    *pieces = c->peer_ok ? c->peer : NULL;
+    return c->peer_ok ? c->nheld : 0;
 }
 
 /* Grows packbuf to at least bytes; KD_ENOMEM leaves it as it was. */

@@ -99,6 +99,27 @@ int kd_comm_begin(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t st
                   char *err, size_t errlen);
 int kd_comm_ready(kd_comm *c, int span, size_t off, size_t n, char *err, size_t errlen);
 int kd_comm_finish(kd_comm *c, char *err, size_t errlen);
+/* A range of the peer's values that a deferred swap kept (kd_comm_begin_deferred). */
+typedef struct kd_comm_piece {
+    size_t off;                /* first element in the logical vector */
+    size_t n;                  /* elements */
+    const unsigned char *data; /* n little-endian float32 values, at any alignment */
+} kd_comm_piece;
+
+/* kd_comm_begin for a caller that takes the sum itself, inside the pass that consumes it
+ * (the optimizer step: kd_optim_step_range_sum), so that it is never written back. When
+ * the operation is the two-rank swap in float32, our values are sent straight from the
+ * spans (no copy) and the peer's are not added into them: after a successful finish
+ * kd_comm_peer returns them, as pieces covering the whole logical vector in order, and
+ * the spans still hold our own values; own + peer is bit for bit what the peer computes
+ * as peer + own. Any other operation (a ring, bfloat16, one rank) reduces in place as
+ * kd_comm_begin does, and kd_comm_peer returns 0. */
+int kd_comm_begin_deferred(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
+                           char *err, size_t errlen);
+/* The pieces a deferred swap kept (*pieces valid until the next begin, world change or
+ * close), or 0 when the sum is in the spans. */
+size_t kd_comm_peer(const kd_comm *c, const kd_comm_piece **pieces);
+
 /* The element offset of the logical vector where this rank's own reduce-scatter segment
  * starts (the part it sends first); 0 without a world of more than one rank. */
 size_t kd_comm_first_offset(const kd_comm *c, size_t total);

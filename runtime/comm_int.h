@@ -74,6 +74,12 @@ struct kd_comm {
     int packed;              /* some elements travel as bfloat16 (DATA_BF16 messages) */
     unsigned char *packbuf;  /* ring and all-gather: packed payloads being sent */
     size_t packcap;          /* bytes allocated in packbuf */
+    int defer;               /* a float32 swap that leaves the sum to the caller */
+    int peer_ok;             /* the deferred swap finished: held[] is the peer's vector */
+    zmq_msg_t *held;         /* deferred swap: the peer's payloads, one per chunk */
+    kd_comm_piece *peer;     /* their ranges */
+    size_t nheld;            /* entries of held in use */
+    size_t heldcap;          /* entries allocated in held and peer */
     uint64_t step;           /* step tag of the allreduce */
     int op_rc;               /* first error of the allreduce (sticky), KD_OK */
     double t0;               /* when it began */
@@ -119,6 +125,8 @@ int comm_recv(kd_comm *c, uint32_t aux, uint64_t step, const comm_chunk *ch,
               zmq_msg_t *payload, int wait);
 /* A received payload, 2-byte aligned (copied to scratch when ZeroMQ's is not). */
 const unsigned char *comm_payload(kd_comm *c, zmq_msg_t *m);
+/* Closes the payloads a deferred swap kept. */
+void comm_release_peer(kd_comm *c);
 /* Grows packbuf to at least bytes; KD_ENOMEM leaves it as it was. */
 int comm_reserve_pack(kd_comm *c, size_t bytes);
 /* Formats a failed operation's error into err and returns rc. */

@@ -50,15 +50,28 @@ static unsigned char *comm_area(kd_comm *c, int ag)
     return c->packbuf + (ag ? c->layout.start[c->layout.nspans] * sizeof(float) : 0);
 }
 
+/* The caller's floats of a swap chunk when they lie in one span, else NULL. */
+static const float *comm_span_view(const kd_comm *c, const comm_chunk *ch)
+{
+    for (int i = 0; i < c->nspans; i++)
+        if (ch->off >= c->span_start[i] && ch->off < c->span_start[i + 1])
+            return ch->off + ch->len <= c->span_start[i + 1]
+                       ? c->spans[i].data + (ch->off - c->span_start[i])
+                       : NULL;
+    return NULL;
+}
+
 /* Two ranks: each sends every chunk to the other as soon as it is final and adds the
  * peer's chunk into its own once that chunk is sent. One network hop instead of the
  * ring's two, the same bytes; a + b == b + a, so both ranks end with bit-identical sums.
  * What is sent is first copied to sendbuf (ZeroMQ then sends that zero-copy), so that
  * adding into our buffer cannot race with ZeroMQ still reading it; bfloat16 elements are
- * rounded in our buffer as they are copied, so both ranks add the same two values. Like
+ * rounded in our buffer as they are copied, so both ranks add the same two values.
+ * Deferred (kd_comm_begin_deferred), nothing is added into our buffer: a chunk inside one
+ * span goes out straight from it and the peer's payloads are kept for the caller. Like
  * the ring, the operation ends only once ZeroMQ has let go of every payload, so that a
  * world change or an exit right after it cannot drop our last chunk on its way to the
- * peer. */
+ * peer (and, deferred, before the caller writes into what we sent). */
 static int comm_progress_swap(kd_comm *c, int wait)
 {
     uint32_t aux = comm_aux(COMM_PHASE_SWAP, 0);
@@ -66,10 +79,16 @@ static int comm_progress_swap(kd_comm *c, int wait)
     while (c->rnext < c->nchunks) {
         while (c->next < c->nchunks && c->ready[c->next] == c->chunks[c->next].len) {
             const comm_chunk *ch = &c->chunks[c->next];
-            unsigned char *out = (unsigned char *)(c->sendbuf + ch->off);
-            size_t bytes = comm_pack(&c->layout, (size_t)ch->off, ch->len, out, 1);
-            rc = comm_send_bytes(c, c->packed ? KD_WIRE_DATA_BF16 : KD_WIRE_DATA, aux, c->step,
-                                 ch->off, out, bytes);
+            const float *view = c->defer ? comm_span_view(c, ch) : NULL;
+            if (view != NULL) {
+                rc = comm_send_bytes(c, KD_WIRE_DATA, aux, c->step, ch->off, view,
+                                     ch->len * sizeof(float));
+            } else {
+                unsigned char *out = (unsigned char *)(c->sendbuf + ch->off);
+                size_t bytes = comm_pack(&c->layout, (size_t)ch->off, ch->len, out, 1);
+                rc = comm_send_bytes(c, c->packed ? KD_WIRE_DATA_BF16 : KD_WIRE_DATA, aux,
+                                     c->step, ch->off, out, bytes);
+            }
             if (rc != KD_OK)
                 return rc;
             c->next++;
@@ -83,7 +102,14 @@ static int comm_progress_swap(kd_comm *c, int wait)
             return KD_OK;
         if (rc != KD_OK)
             return rc;
-        comm_unpack(&c->layout, (size_t)ch->off, ch->len, comm_payload(c, &in), 1);
+        if (c->defer) {
+            zmq_msg_t *keep = &c->held[c->nheld];
+            zmq_msg_init(keep);
+            zmq_msg_move(keep, &in);
+            c->peer[c->nheld++] = (kd_comm_piece){(size_t)ch->off, ch->len, zmq_msg_data(keep)};
+        } else {
+            comm_unpack(&c->layout, (size_t)ch->off, ch->len, comm_payload(c, &in), 1);
+        }
         zmq_msg_close(&in);
         c->rnext++;
     }
@@ -152,10 +178,29 @@ static int comm_progress(kd_comm *c, int wait)
     return wait ? comm_wait_released(c, c->timeout_ms) : KD_OK;
 }
 
-int kd_comm_begin(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
-                  char *err, size_t errlen)
+/* Room to keep one payload per chunk of a deferred swap; KD_ENOMEM. */
+static int comm_reserve_held(kd_comm *c, size_t n)
+{
+    if (c->heldcap >= n)
+        return KD_OK;
+    zmq_msg_t *h = realloc(c->held, n * sizeof *h);
+    if (h == NULL)
+        return KD_ENOMEM;
+    c->held = h;
+    kd_comm_piece *p = realloc(c->peer, n * sizeof *p);
+    if (p == NULL)
+        return KD_ENOMEM;
+    c->peer = p;
+    c->heldcap = n;
+    return KD_OK;
+}
+
+static int comm_begin(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
+                      int defer, char *err, size_t errlen)
 {
     c->active = 0;
+    c->defer = 0;
+    comm_release_peer(c);
     if (c->world < 1)
         return kd_errf(err, errlen, KD_EINVAL, "comm: allreduce before a world was set");
     if (nspans < 1 || nspans > COMM_MAX_SPANS)
@@ -182,6 +227,8 @@ int kd_comm_begin(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t st
         return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory for the chunk plan");
     }
     memset(c->ready, 0, c->nchunks * sizeof *c->ready);
+    /* Without room to keep the payloads the swap adds them in, as undeferred. */
+    c->defer = defer && c->plan_swap && !c->packed && comm_reserve_held(c, c->nchunks) == KD_OK;
     if (c->plan_swap) {
         c->stage = COMM_ST_SWAP;
         c->next = c->rnext = 0;
@@ -189,6 +236,18 @@ int kd_comm_begin(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t st
         comm_enter(c, COMM_ST_SEND, 0);
     }
     return KD_OK;
+}
+
+int kd_comm_begin(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
+                  char *err, size_t errlen)
+{
+    return comm_begin(c, spans, nspans, step, 0, err, errlen);
+}
+
+int kd_comm_begin_deferred(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
+                           char *err, size_t errlen)
+{
+    return comm_begin(c, spans, nspans, step, 1, err, errlen);
 }
 
 /* The allreduce in progress failed with rc. */
@@ -226,6 +285,7 @@ int kd_comm_finish(kd_comm *c, char *err, size_t errlen)
     if (rc == KD_OK && c->world > 1)
         rc = comm_progress(c, 1);
     if (rc == KD_OK) {
+        c->peer_ok = c->defer;
         c->stats.allreduces++;
         if (c->world > 1)
             c->stats.seconds += comm_now() - c->t0;

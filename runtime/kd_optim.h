@@ -61,6 +61,12 @@ void kd_optim_step(kd_optim *o, float *params, const float *grads, float lr);
  * kd_optim_advance once every range of the step is done. */
 void kd_optim_step_range(kd_optim *o, float *params, const float *grads, float lr,
                          size_t off, size_t len);
+/* kd_optim_step_range with the gradient grads + peer, the sum of two ranks' gradients
+ * taken inside the update and never stored (peer: len little-endian float32 values at
+ * any alignment, peer[0] the value of element off; kd_comm_begin_deferred). Bit for bit
+ * the update from grads[i] + peer[i]. */
+void kd_optim_step_range_sum(kd_optim *o, float *params, const float *grads,
+                             const unsigned char *peer, float lr, size_t off, size_t len);
 void kd_optim_advance(kd_optim *o);
 
 typedef enum kd_lr_schedule_type {

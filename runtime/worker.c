@@ -610,6 +610,21 @@ static void on_grad_ready(void *arg, int layer, size_t off, size_t len)
     w->step_sends += kd_now() - t;
 }
 
+/* Adds the values of a deferred swap's pieces for logical elements [lo, lo + n) into dst
+ * (dst[0] is element lo). */
+static void peer_add(const kd_comm_piece *pc, size_t npc, size_t lo, size_t n, float *dst)
+{
+    for (size_t i = 0; i < npc; i++) {
+        size_t a = pc[i].off > lo ? pc[i].off : lo;
+        size_t b = pc[i].off + pc[i].n < lo + n ? pc[i].off + pc[i].n : lo + n;
+        for (size_t j = a; j < b; j++) {
+            float v;
+            memcpy(&v, pc[i].data + 4 * (j - pc[i].off), sizeof v);
+            dst[j - lo] += v;
+        }
+    }
+}
+
 /* A failed exchange: in allreduce mode nothing was applied and the step is redone (its
  * samples are logged once the next world shows whether a peer applied it); with
  * local-sgd the local step stands and only the averaging is lost. */
@@ -686,8 +701,14 @@ static step_result train_step(worker *w)
         memset(w->dyall + (row + mine) * width, 0, (size_t)(bk - row - mine) * width *
                                                        sizeof(float));
     }
+    /* The gradient noise of the adaptive batch size reads the summed gradient; otherwise
+     * the sum is taken in the optimizer step (kd_comm_begin_deferred). */
+    size_t u0 = w->noise_from;
+    int noise = overlap && w->rank == 0 && u0 < w->m.n_params &&
+                bk == (uint64_t)w->world * (uint64_t)w->job.batch_size;
     if (overlap) {
-        rc = kd_comm_begin(w->comm, ar, factors ? 2 : 1, w->step, err, sizeof err);
+        rc = factors || noise ? kd_comm_begin(w->comm, ar, factors ? 2 : 1, w->step, err, sizeof err)
+                              : kd_comm_begin_deferred(w->comm, ar, 1, w->step, err, sizeof err);
         kd_model_set_grad_blocks(&w->m, factors ? 1 : w->grad_blocks,
                                  kd_comm_first_offset(w->comm, ar[0].n));
     }
@@ -763,6 +784,8 @@ static step_result train_step(worker *w)
                           w->xall + (row + mine) * dim, w->yall + row + mine);
     }
     double t1 = kd_now(), tprod = 0;
+    const kd_comm_piece *peer = NULL;
+    size_t npeer = 0;
     if (sync && w->world > 1) {
         if (rc == KD_OK) {
             if (overlap) {
@@ -774,6 +797,8 @@ static step_result train_step(worker *w)
         }
         if (rc != KD_OK)
             return exchange_failed(w, err, local, start, mine, bk);
+        npeer = overlap ? kd_comm_peer(w->comm, &peer) : 0;
+        peer_add(peer, npeer, span_n, TAIL_N, tail);
         if (local) {
             float inv = 1.0f / (float)w->world;
             for (size_t i = 0; i < w->m.n_params; i++)
@@ -805,15 +830,25 @@ static step_result train_step(worker *w)
     double t2 = kd_now();
     /* Adaptive batch size: with every rank at the full per-agent batch, the global and the
      * local gradient norms give the gradient noise (docs/runtime.md); rank 0 reports them. */
-    size_t u0 = w->noise_from;
-    if (overlap && w->rank == 0 && u0 < w->m.n_params &&
-        bk == (uint64_t)w->world * (uint64_t)w->job.batch_size) {
+    if (noise) {
         w->g_small += (double)tail[TAIL_GSQ] / (double)w->world;
         w->g_big += sumsq(w->m.grads + u0, w->m.n_params - u0);
         w->g_n++;
     }
-    if (!local)
+    if (npeer > 0) {
+        /* The peer's gradient is added as the update reads it (logical offset = parameter
+         * index: without factors the vector starts at the first parameter). */
+        for (size_t i = 0; i < npeer; i++) {
+            size_t n = peer[i].off >= span_n ? 0
+                       : peer[i].off + peer[i].n <= span_n ? peer[i].n : span_n - peer[i].off;
+            if (n > 0)
+                kd_optim_step_range_sum(&w->o, w->m.params, w->m.grads, peer[i].data, (float)lr,
+                                        peer[i].off, n);
+        }
+        kd_optim_advance(&w->o);
+    } else if (!local) {
         kd_optim_step(&w->o, w->m.params, w->m.grads, (float)lr);
+    }
     log_samples(w, w->epoch, start, mine);
     double t3 = kd_now();
     w->m_compute += (t1 - t0) + tprod + (t3 - t2) - w->step_sends;

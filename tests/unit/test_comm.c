@@ -60,15 +60,60 @@ static void publish_and_wait(int rank, int world, const char *ep)
 /* How the children run each allreduce: in one call, or overlapped with a simulated
  * backward pass (begin, then values written and marked ready block by block, last block
  * first, then finish), or overlapped with a block never marked (finish must refuse). */
-enum { MODE_ONE_CALL, MODE_OVERLAP, MODE_OVERLAP_INCOMPLETE };
+enum { MODE_ONE_CALL, MODE_OVERLAP, MODE_OVERLAP_INCOMPLETE, MODE_DEFERRED };
 static int comm_mode = MODE_ONE_CALL;
+/* MODE_DEFERRED: whether the operation must keep the peer's values for the caller (a
+ * float32 swap) rather than sum in place. */
+static int expect_peer = 0;
+
+/* A deferred allreduce finished: our own values must be untouched and, when the peer's
+ * were kept, their pieces must cover the vector in order; the child then adds them in
+ * itself (as the worker's optimizer step does) so that the usual checks apply. */
+static int take_peer(kd_comm *c, kd_comm_span *spans, int rank, size_t n, int round)
+{
+    const kd_comm_piece *pc;
+    size_t np = kd_comm_peer(c, &pc);
+    if ((np > 0) != expect_peer) {
+        fprintf(stderr, "rank %d: %zu peer pieces, expected %s\n", rank, np,
+                expect_peer ? "some" : "none");
+        return -1;
+    }
+    if (np == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (spans[0].data[i] != value_of(rank, i, round)) {
+            fprintf(stderr, "rank %d: own value %zu changed by a deferred swap\n", rank, i);
+            return -1;
+        }
+    size_t next = 0;
+    for (size_t k = 0; k < np; k++) {
+        if (pc[k].off != next || pc[k].n == 0)
+            return -1;
+        for (size_t j = 0; j < pc[k].n; j++) {
+            size_t e = pc[k].off + j;
+            float v;
+            memcpy(&v, pc[k].data + 4 * j, sizeof v);
+            if (e < n)
+                spans[0].data[e] += v;
+            else if (e - n < spans[1].n)
+                spans[1].data[e - n] += v;
+            else
+                return -1;
+        }
+        next += pc[k].n;
+    }
+    return next == n + spans[1].n ? 0 : -1;
+}
 /* The vector (not the 3-float tail, which holds counts) travels as bfloat16. */
 static int use_bf16 = 0;
 
 static int overlapped(kd_comm *c, kd_comm_span *spans, int rank, size_t n, int round,
                       char *err, size_t errlen)
 {
-    if (kd_comm_begin(c, spans, 2, (uint64_t)round, err, errlen) != KD_OK)
+    int rc = comm_mode == MODE_DEFERRED
+                 ? kd_comm_begin_deferred(c, spans, 2, (uint64_t)round, err, errlen)
+                 : kd_comm_begin(c, spans, 2, (uint64_t)round, err, errlen);
+    if (rc != KD_OK)
         return -1;
     /* The tail first, then the vector in 7 uneven blocks from the end, each written just
      * before it is marked, as backward produces the last layer's gradient first. */
@@ -88,10 +133,12 @@ static int overlapped(kd_comm *c, kd_comm_span *spans, int rank, size_t n, int r
             return -1;
         end = start;
     }
-    int rc = kd_comm_finish(c, err, errlen);
+    rc = kd_comm_finish(c, err, errlen);
     if (skipped)
         return rc == KD_EINVAL ? 1 : -1;
-    return rc == KD_OK ? 0 : -1;
+    if (rc != KD_OK)
+        return -1;
+    return comm_mode == MODE_DEFERRED ? take_peer(c, spans, rank, n, round) : 0;
 }
 
 /* Child body: allreduce rounds of a two-span vector (n + 3 floats) and check sums. */
@@ -340,6 +387,26 @@ static void test_two_rank_swap_sums_exactly(void **state)
     unsetenv("KADET_COMM_ALGO");
 }
 
+/* kd_comm_begin_deferred: a float32 swap sends straight from our buffer, leaves it alone
+ * and hands the peer's values over in order (the child adds them and the usual checks of
+ * exact, bit-identical sums follow), in one chunk, in chunks that cut across the span
+ * boundary, and in the smallest vector; a ring, or bfloat16, sums in place instead. */
+static void test_deferred_swap_leaves_the_sum_to_the_caller(void **state)
+{
+    (void)state;
+    comm_mode = MODE_DEFERRED;
+    expect_peer = 1;
+    run_world(2, 235146, 1024 * 1024); /* the sample's gradient: one message each way */
+    run_world(2, 250000, 16 * 1024);
+    run_world(2, 5, 4096);
+    expect_peer = 0;
+    run_world(3, 100003, 16 * 1024);
+    use_bf16 = 1;
+    run_world(2, 60000, 512 * 1024);
+    use_bf16 = 0;
+    comm_mode = MODE_ONE_CALL;
+}
+
 /* sync.compression: bf16. The vector travels as bfloat16, in half the bytes, and every
  * rank still ends with bit-identical sums, each within bfloat16's rounding of the exact
  * one; the tail's counts stay exact (child checks both). In the swap (one call and
@@ -555,6 +622,7 @@ int main(void)
         cmocka_unit_test(test_ipc_connection_gets_its_send_buffer),
         cmocka_unit_test(test_overlapped_allreduce_equals_one_call),
         cmocka_unit_test(test_two_rank_swap_sums_exactly),
+        cmocka_unit_test(test_deferred_swap_leaves_the_sum_to_the_caller),
         cmocka_unit_test(test_allgather_gives_every_block),
         cmocka_unit_test(test_bf16_halves_the_bytes_and_keeps_ranks_identical),
         cmocka_unit_test(test_pack_layout_and_rounding),

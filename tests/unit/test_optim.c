@@ -87,6 +87,50 @@ static void test_adam_two_steps_by_hand(void **state)
     kd_optim_free(&o);
 }
 
+/* kd_optim_step_range_sum (the deferred two-rank swap): the update from grads + peer, the
+ * peer's values read at an odd address, is bit for bit the update from the sum stored
+ * first, for every optimizer and both momentum steps, across ranges of 1024-element
+ * blocks and an uneven tail. */
+static void test_step_with_the_peer_sum_equals_step_on_the_sum(void **state)
+{
+    (void)state;
+    enum { N = 2500 };
+    static float pa[N], pb[N], g[N], h[N], sum[N];
+    static unsigned char raw[4 * N + 1];
+    kd_optim_config cfgs[4];
+    kd_optim_config_default(&cfgs[0], KD_OPTIM_SGD);
+    kd_optim_config_default(&cfgs[1], KD_OPTIM_SGD);
+    cfgs[1].momentum = 0.9f;
+    cfgs[1].weight_decay = 1e-4f;
+    kd_optim_config_default(&cfgs[2], KD_OPTIM_ADAM);
+    cfgs[3] = cfgs[1];
+    cfgs[3].weight_decay = 0.0f;
+    for (int k = 0; k < 4; k++) {
+        kd_optim a, b;
+        char err[128];
+        assert_int_equal(kd_optim_init(&a, &cfgs[k], N, err, sizeof err), KD_OK);
+        assert_int_equal(kd_optim_init(&b, &cfgs[k], N, err, sizeof err), KD_OK);
+        for (size_t i = 0; i < N; i++)
+            pa[i] = pb[i] = (float)sin((double)i) * 0.3f;
+        for (int step = 0; step < 3; step++) {
+            for (size_t i = 0; i < N; i++) {
+                g[i] = (float)cos((double)(i * 7 + (size_t)step)) * 0.01f;
+                h[i] = (float)sin((double)(i * 3 + (size_t)step)) * 0.013f;
+                sum[i] = g[i] + h[i];
+            }
+            memcpy(raw + 1, h, sizeof h);
+            kd_optim_step(&a, pa, sum, 0.05f);
+            kd_optim_step_range_sum(&b, pb, g, raw + 1, 0.05f, 0, 1500);
+            kd_optim_step_range_sum(&b, pb, g, raw + 1 + 4 * 1500, 0.05f, 1500, N - 1500);
+            kd_optim_advance(&b);
+            assert_memory_equal(pa, pb, sizeof pa);
+            assert_memory_equal(a.state, b.state, a.state_len * sizeof(float));
+        }
+        kd_optim_free(&a);
+        kd_optim_free(&b);
+    }
+}
+
 static void test_invalid_configs_are_refused(void **state)
 {
     (void)state;
@@ -145,6 +189,7 @@ int main(void)
         cmocka_unit_test(test_plain_sgd_keeps_no_state),
         cmocka_unit_test(test_sgd_momentum_and_weight_decay_by_hand),
         cmocka_unit_test(test_adam_two_steps_by_hand),
+        cmocka_unit_test(test_step_with_the_peer_sum_equals_step_on_the_sum),
         cmocka_unit_test(test_invalid_configs_are_refused),
         cmocka_unit_test(test_cosine_schedule_with_and_without_warmup),
         cmocka_unit_test(test_step_and_constant_schedules),
