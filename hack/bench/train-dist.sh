@@ -39,6 +39,9 @@ if [ ! -x "$kadet" ]; then
     echo "train-dist.sh: $kadet not found (hack/build.sh release)" >&2
     exit 1
 fi
+if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    "$top/hack/deps.sh" --bench # the DDP peer needs Debian's python3-torch
+fi
 if [ -z "$out" ]; then
     out=$(mktemp -d)
     trap 'rm -rf "$out"' EXIT
@@ -86,7 +89,11 @@ while [ "$i" -le "$reps" ]; do
             kadet1) kadet_run "$manifest" 1 ;;
             ddp2) /usr/bin/python3 "$top/hack/bench/train-dist-ddp.py" --procs 2 \
                       --epochs "$epochs" --seed "$i" --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
-        esac
+        esac || {
+            echo "train-dist.sh: trainer $t (repetition $i) failed; its log:" >&2
+            tail -20 "$out/$t.$i.log" >&2
+            exit 1
+        }
         echo "rep $i $t done" >&2
     done
     i=$((i + 1))
