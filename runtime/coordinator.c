@@ -82,10 +82,7 @@ static double scale_for(const coord *c, int agents)
 /* The lr scale in effect at step s of the current world's ramp. */
 static double scale_at(const coord *c, uint64_t s)
 {
-    if (c->scale_steps == 0 || s >= c->scale_step + c->scale_steps)
-        return c->scale;
-    return c->scale_from +
-           (c->scale - c->scale_from) * (double)(s - c->scale_step) / (double)c->scale_steps;
+    return kd_lr_ramp(c->scale_from, c->scale, c->scale_step, c->scale_steps, s);
 }
 
 /* The step at which the start warm-up of a world of `agents` ends: the first

@@ -197,6 +197,15 @@ void kd_optim_step(kd_optim *o, float *params, const float *grads, float lr)
     kd_optim_advance(o);
 }
 
+double kd_lr_ramp(double from, double to, uint64_t start, uint64_t len, uint64_t step)
+{
+    if (len == 0 || step >= start + len)
+        return to;
+    if (step <= start)
+        return from;
+    return from + (to - from) * ((double)(step - start) / (double)len);
+}
+
 float kd_lr_at(const kd_lr_schedule *s, double epoch_pos, double total_epochs)
 {
     double base = s->base_lr;

@@ -89,6 +89,13 @@ typedef struct kd_lr_schedule {
  * not steps, so that the schedule does not depend on the batch size or agent count. */
 float kd_lr_at(const kd_lr_schedule *s, double epoch_pos, double total_epochs);
 
+/* The elastic learning-rate scale at `step` of a linear ramp from `from` at step `start`
+ * to `to` over `len` steps (`to` from start + len on, and at once when len is 0). The
+ * coordinator announces a world's ramp and its workers follow it: both evaluate it here,
+ * so that the scale the coordinator continues from at the next change is the one the
+ * workers trained with. */
+double kd_lr_ramp(double from, double to, uint64_t start, uint64_t len, uint64_t step);
+
 /* "constant", "cosine", "step" or NULL for an unknown type. */
 const char *kd_lr_schedule_name(kd_lr_schedule_type type);
 

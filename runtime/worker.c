@@ -62,6 +62,10 @@ typedef struct worker {
     int64_t perm_epoch;           /* epoch perm belongs to, -1 = none */
     float *xb;                    /* batch features */
     int32_t *yb;                  /* batch labels */
+    float *xn;                    /* the next step's batch, gathered while the exchange */
+    int32_t *yn;                  /* of this one is on the wire (prefetch_next) */
+    int64_t pre_epoch;            /* what xn/yn hold: perm[pre_start, +pre_n) of pre_epoch */
+    uint64_t pre_start, pre_n;    /* (pre_n = 0: nothing) */
     float *avg;                   /* local-sgd: parameters being averaged */
     float tail[TAIL_N];           /* control floats of the current step */
     int grad_blocks;              /* row blocks of the first layer's gradient */
@@ -253,8 +257,12 @@ static int load_job(worker *w, const json_t *body)
     w->perm = malloc(w->train.n * sizeof *w->perm);
     w->xb = malloc((size_t)b * w->train.dim * sizeof(float));
     w->yb = malloc((size_t)b * sizeof *w->yb);
+    w->xn = malloc((size_t)b * w->train.dim * sizeof(float));
+    w->yn = malloc((size_t)b * sizeof *w->yn);
+    w->pre_n = 0;
     w->avg = malloc(w->m.n_params * sizeof(float));
-    if (w->perm == NULL || w->xb == NULL || w->yb == NULL || w->avg == NULL) {
+    if (w->perm == NULL || w->xb == NULL || w->yb == NULL || w->xn == NULL || w->yn == NULL ||
+        w->avg == NULL) {
         KD_ERROR("worker: out of memory for the batch buffers");
         return KD_ENOMEM;
     }
@@ -460,10 +468,7 @@ static int apply_state(worker *w, const kd_ctl_msg *msg)
 
 static double lr_scale(const worker *w)
 {
-    if (w->warmup == 0 || w->step >= w->scale_step + w->warmup)
-        return w->scale_to;
-    double f = (double)(w->step - w->scale_step) / (double)w->warmup;
-    return w->scale_from + (w->scale_to - w->scale_from) * f;
+    return kd_lr_ramp(w->scale_from, w->scale_to, w->scale_step, w->warmup, w->step);
 }
 
 static void report_metrics(worker *w, int force)
@@ -644,6 +649,41 @@ static step_result exchange_failed(worker *w, const char *err, int local, uint64
     return STEP_FAILED;
 }
 
+/* Our share of the global batch that starts at cursor in the current world: bk samples
+ * in all (the global batch, or what is left of the epoch), ours perm[*start, +*mine), *row
+ * the first of them within the global batch. Ranks split it as evenly as possible, in
+ * rank order; the first bk % W get one more. */
+static void batch_rows(const worker *w, uint64_t cursor, uint64_t *bk, uint64_t *mine,
+                       uint64_t *row, uint64_t *start)
+{
+    uint64_t gb = (uint64_t)w->world * (uint64_t)w->job.batch_size;
+    uint64_t rest = w->train.n - cursor;
+    *bk = gb < rest ? gb : rest;
+    uint64_t base = *bk / (uint64_t)w->world, extra = *bk % (uint64_t)w->world;
+    uint64_t r = (uint64_t)w->rank;
+    *mine = base + (r < extra ? 1 : 0);
+    *row = r * base + (r < extra ? r : extra);
+    *start = cursor + *row;
+}
+
+/* Gathers the next step's batch (the same world, the same epoch) into xn/yn while this
+ * step's exchange is on the wire: the cores are waiting for the peer's bytes then, and
+ * the gather (64 scattered rows) is most of a step's non-GEMM work. */
+static void prefetch_next(worker *w, uint64_t bk)
+{
+    w->pre_n = 0;
+    uint64_t next = w->cursor + bk, nbk, mine, row, start;
+    if (next >= w->train.n)
+        return;
+    batch_rows(w, next, &nbk, &mine, &row, &start);
+    if (mine == 0)
+        return;
+    kd_dataset_gather(&w->train, w->perm + start, (size_t)mine, w->xn, w->yn);
+    w->pre_epoch = (int64_t)w->epoch;
+    w->pre_start = start;
+    w->pre_n = mine;
+}
+
 static step_result train_step(worker *w)
 {
     size_t n_total = w->train.n;
@@ -661,16 +701,8 @@ static step_result train_step(worker *w)
         w->perm_epoch = w->epoch;
         kd_shuffle_perm(w->seed, w->epoch, w->perm, n_total);
     }
-    uint64_t gb = (uint64_t)w->world * (uint64_t)w->job.batch_size;
-    uint64_t rest = n_total - w->cursor;
-    uint64_t bk = gb < rest ? gb : rest;
-    /* Ranks split the global batch as evenly as possible, in rank order; the first
-     * bk % W get one more. */
-    uint64_t base = bk / (uint64_t)w->world, extra = bk % (uint64_t)w->world;
-    uint64_t r = (uint64_t)w->rank;
-    uint64_t mine = base + (r < extra ? 1 : 0);
-    uint64_t row = r * base + (r < extra ? r : extra); /* our first row in the global batch */
-    uint64_t start = w->cursor + row;
+    uint64_t bk, mine, row, start;
+    batch_rows(w, w->cursor, &bk, &mine, &row, &start);
     int local = w->job.sync_mode == KD_SPEC_SYNC_LOCAL_SGD && w->world > 1;
     /* allreduce mode: the ring runs during backward (kd_comm_begin .. finish). */
     int overlap = !local && w->world > 1;
@@ -726,9 +758,20 @@ static step_result train_step(worker *w)
         x = w->xall + row * w->train.dim;
         y = w->yall + row;
         kd_model_set_first_dy(&w->m, w->dyall + row * width);
+    } else if (mine > 0 && w->pre_n == mine && w->pre_start == start &&
+               w->pre_epoch == (int64_t)w->epoch) {
+        float *xt = w->xb;
+        int32_t *yt = w->yb;
+        w->xb = w->xn;
+        w->yb = w->yn;
+        w->xn = xt;
+        w->yn = yt;
+        x = w->xb;
+        y = w->yb;
     } else if (mine > 0) {
         kd_dataset_gather(&w->train, w->perm + start, (size_t)mine, w->xb, w->yb);
     }
+    w->pre_n = 0;
     if (mine > 0) {
         if (overlap && rc == KD_OK)
             kd_model_set_grad_ready(&w->m, on_grad_ready, w);
@@ -783,6 +826,8 @@ static step_result train_step(worker *w)
         kd_dataset_gather(&w->train, w->perm + start + mine, (size_t)(bk - row - mine),
                           w->xall + (row + mine) * dim, w->yall + row + mine);
     }
+    if (overlap && !factors && rc == KD_OK)
+        prefetch_next(w, bk);
     double t1 = kd_now(), tprod = 0;
     const kd_comm_piece *peer = NULL;
     size_t npeer = 0;
@@ -1108,6 +1153,8 @@ out:
     json_decref(w->last_eval);
     free(w->xb);
     free(w->yb);
+    free(w->xn);
+    free(w->yn);
     free(w->avg);
     free(w->xall);
     free(w->yall);

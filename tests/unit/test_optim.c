@@ -131,6 +131,18 @@ static void test_step_with_the_peer_sum_equals_step_on_the_sum(void **state)
     }
 }
 
+/* The elastic scale's ramp, as coordinator and workers evaluate it. */
+static void test_lr_ramp_endpoints_and_midpoint(void **state)
+{
+    (void)state;
+    assert_true(kd_lr_ramp(1.0, 3.0, 100, 50, 0) == 1.0);    /* before the ramp */
+    assert_true(kd_lr_ramp(1.0, 3.0, 100, 50, 100) == 1.0);  /* its first step */
+    assert_close(kd_lr_ramp(1.0, 3.0, 100, 50, 125), 2.0, 1e-12);
+    assert_true(kd_lr_ramp(1.0, 3.0, 100, 50, 150) == 3.0);  /* done */
+    assert_true(kd_lr_ramp(4.0, 2.0, 10, 0, 10) == 2.0);     /* no ramp: at once */
+    assert_close(kd_lr_ramp(4.0, 2.0, 10, 4, 11), 3.5, 1e-12); /* down as well */
+}
+
 static void test_invalid_configs_are_refused(void **state)
 {
     (void)state;
@@ -190,6 +202,7 @@ int main(void)
         cmocka_unit_test(test_sgd_momentum_and_weight_decay_by_hand),
         cmocka_unit_test(test_adam_two_steps_by_hand),
         cmocka_unit_test(test_step_with_the_peer_sum_equals_step_on_the_sum),
+        cmocka_unit_test(test_lr_ramp_endpoints_and_midpoint),
         cmocka_unit_test(test_invalid_configs_are_refused),
         cmocka_unit_test(test_cosine_schedule_with_and_without_warmup),
         cmocka_unit_test(test_step_and_constant_schedules),
