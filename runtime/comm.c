@@ -332,11 +332,26 @@ int comm_plan(kd_comm *c, const kd_comm_span *spans, int nspans)
     size_t span_off = 0;
     uint64_t pos = 0;
     /* The swap cuts the logical vector at the chunk size only: one message may carry
-     * pieces of several spans (it is copied anyway), so small spans cost no message. */
+     * pieces of several spans (it is then copied), so small spans cost no message. A
+     * chunk records the span it starts in, so that one inside a single span can be sent
+     * as a view of it. */
     for (; swap && pos < total; n++) {
         size_t len = total - pos < c->chunk_elems ? (size_t)(total - pos) : c->chunk_elems;
-        chunks[n] = (comm_chunk){0, 0, len, pos};
+        while (span_off == spans[span].n) {
+            span++;
+            span_off = 0;
+        }
+        chunks[n] = (comm_chunk){span, span_off, len, pos};
         pos += len;
+        for (size_t left = len; left > 0;) {
+            while (span_off == spans[span].n) {
+                span++;
+                span_off = 0;
+            }
+            size_t k = spans[span].n - span_off < left ? spans[span].n - span_off : left;
+            span_off += k;
+            left -= k;
+        }
     }
     for (int s = 0; s < w && !swap; s++) {
         first[s] = n;
@@ -559,6 +574,19 @@ size_t kd_comm_peer(const kd_comm *c, const kd_comm_piece **pieces)
 {
     *pieces = c->peer_ok ? c->peer : NULL;
     return c->peer_ok ? c->nheld : 0;
+}
+
+void kd_comm_peer_add(kd_comm *c, size_t off, size_t n)
+{
+    const kd_comm_piece *pc;
+    size_t np = kd_comm_peer(c, &pc);
+    for (size_t i = 0; i < np; i++) {
+        size_t a = pc[i].off > off ? pc[i].off : off;
+        size_t b = pc[i].off + pc[i].n < off + n ? pc[i].off + pc[i].n : off + n;
+        /* float32 only (a deferred swap never packs): read at any alignment. */
+        if (b > a)
+            comm_unpack(&c->layout, a, b - a, pc[i].data + 4 * (a - pc[i].off), 1);
+    }
 }
 
 /* Grows packbuf to at least bytes; KD_ENOMEM leaves it as it was. */

@@ -116,9 +116,13 @@ typedef struct kd_comm_piece {
  * kd_comm_begin does, and kd_comm_peer returns 0. */
 int kd_comm_begin_deferred(kd_comm *c, const kd_comm_span *spans, int nspans, uint64_t step,
                            char *err, size_t errlen);
-/* The pieces a deferred swap kept (*pieces valid until the next begin, world change or
- * close), or 0 when the sum is in the spans. */
+/* The pieces a deferred swap kept (*pieces valid until the next begin, all-gather, world
+ * change or close), or 0 when the sum is in the spans. */
 size_t kd_comm_peer(const kd_comm *c, const kd_comm_piece **pieces);
+/* Adds the kept peer values of logical elements [off, off + n) into the spans, as an
+ * undeferred swap would have (for the parts the caller wants summed in place: counts,
+ * votes); nothing when kd_comm_peer returns 0. */
+void kd_comm_peer_add(kd_comm *c, size_t off, size_t n);
 
 /* The element offset of the logical vector where this rank's own reduce-scatter segment
  * starts (the part it sends first); 0 without a world of more than one rank. */

@@ -50,17 +50,6 @@ static unsigned char *comm_area(kd_comm *c, int ag)
     return c->packbuf + (ag ? c->layout.start[c->layout.nspans] * sizeof(float) : 0);
 }
 
-/* The caller's floats of a swap chunk when they lie in one span, else NULL. */
-static const float *comm_span_view(const kd_comm *c, const comm_chunk *ch)
-{
-    for (int i = 0; i < c->nspans; i++)
-        if (ch->off >= c->span_start[i] && ch->off < c->span_start[i + 1])
-            return ch->off + ch->len <= c->span_start[i + 1]
-                       ? c->spans[i].data + (ch->off - c->span_start[i])
-                       : NULL;
-    return NULL;
-}
-
 /* Two ranks: each sends every chunk to the other as soon as it is final and adds the
  * peer's chunk into its own once that chunk is sent. One network hop instead of the
  * ring's two, the same bytes; a + b == b + a, so both ranks end with bit-identical sums.
@@ -79,10 +68,8 @@ static int comm_progress_swap(kd_comm *c, int wait)
     while (c->rnext < c->nchunks) {
         while (c->next < c->nchunks && c->ready[c->next] == c->chunks[c->next].len) {
             const comm_chunk *ch = &c->chunks[c->next];
-            const float *view = c->defer ? comm_span_view(c, ch) : NULL;
-            if (view != NULL) {
-                rc = comm_send_bytes(c, KD_WIRE_DATA, aux, c->step, ch->off, view,
-                                     ch->len * sizeof(float));
+            if (c->defer && ch->span_off + ch->len <= c->spans[ch->span].n) {
+                rc = comm_send_view(c, aux, c->step, ch, c->spans);
             } else {
                 unsigned char *out = (unsigned char *)(c->sendbuf + ch->off);
                 size_t bytes = comm_pack(&c->layout, (size_t)ch->off, ch->len, out, 1);
@@ -335,6 +322,7 @@ int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, int bf16,
         return kd_errf(err, errlen, KD_EINVAL, "comm: all-gather before a world was set");
     if (c->active)
         return kd_errf(err, errlen, KD_EINVAL, "comm: all-gather inside an allreduce");
+    comm_release_peer(c); /* the layout the pieces refer to is about to change */
     int w = c->world, r = c->rank;
     for (int i = 0; i < w; i++)
         if (bounds[i] > bounds[i + 1])

@@ -615,21 +615,6 @@ static void on_grad_ready(void *arg, int layer, size_t off, size_t len)
     w->step_sends += kd_now() - t;
 }
 
-/* Adds the values of a deferred swap's pieces for logical elements [lo, lo + n) into dst
- * (dst[0] is element lo). */
-static void peer_add(const kd_comm_piece *pc, size_t npc, size_t lo, size_t n, float *dst)
-{
-    for (size_t i = 0; i < npc; i++) {
-        size_t a = pc[i].off > lo ? pc[i].off : lo;
-        size_t b = pc[i].off + pc[i].n < lo + n ? pc[i].off + pc[i].n : lo + n;
-        for (size_t j = a; j < b; j++) {
-            float v;
-            memcpy(&v, pc[i].data + 4 * (j - pc[i].off), sizeof v);
-            dst[j - lo] += v;
-        }
-    }
-}
-
 /* A failed exchange: in allreduce mode nothing was applied and the step is redone (its
  * samples are logged once the next world shows whether a peer applied it); with
  * local-sgd the local step stands and only the averaging is lost. */
@@ -842,8 +827,9 @@ static step_result train_step(worker *w)
         }
         if (rc != KD_OK)
             return exchange_failed(w, err, local, start, mine, bk);
+        /* The control floats summed now; the gradient in the update (below). */
         npeer = overlap ? kd_comm_peer(w->comm, &peer) : 0;
-        peer_add(peer, npeer, span_n, TAIL_N, tail);
+        kd_comm_peer_add(w->comm, span_n, TAIL_N);
         if (local) {
             float inv = 1.0f / (float)w->world;
             for (size_t i = 0; i < w->m.n_params; i++)

@@ -67,8 +67,9 @@ static int comm_mode = MODE_ONE_CALL;
 static int expect_peer = 0;
 
 /* A deferred allreduce finished: our own values must be untouched and, when the peer's
- * were kept, their pieces must cover the vector in order; the child then adds them in
- * itself (as the worker's optimizer step does) so that the usual checks apply. */
+ * were kept, their pieces must cover the vector in order; the child then adds them into
+ * the vector itself (as the worker's optimizer step does) and has comm add them into the
+ * tail (kd_comm_peer_add), so that the usual checks apply. */
 static int take_peer(kd_comm *c, kd_comm_span *spans, int rank, size_t n, int round)
 {
     const kd_comm_piece *pc;
@@ -95,13 +96,13 @@ static int take_peer(kd_comm *c, kd_comm_span *spans, int rank, size_t n, int ro
             memcpy(&v, pc[k].data + 4 * j, sizeof v);
             if (e < n)
                 spans[0].data[e] += v;
-            else if (e - n < spans[1].n)
-                spans[1].data[e - n] += v;
-            else
+            else if (e - n >= spans[1].n)
                 return -1;
         }
         next += pc[k].n;
     }
+    /* The tail (counts) summed in place by comm, as the worker has its votes summed. */
+    kd_comm_peer_add(c, n, spans[1].n);
     return next == n + spans[1].n ? 0 : -1;
 }
 /* The vector (not the 3-float tail, which holds counts) travels as bfloat16. */
