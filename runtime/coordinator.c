@@ -258,8 +258,11 @@ static void form_world(coord *c)
             forget(c, &c->m[i], "left");
         }
     for (int i = 0; i < MAX_MEMBERS; i++)
-        if (c->m[i].used)
+        if (c->m[i].used) {
+            if (c->m[i].rank >= 0)
+                c->m[i].world_end = best.step;
             c->m[i].rank = -1;
+        }
     if (n == 0) {
         c->st = C_WAITING;
         c->world = 0;
@@ -285,13 +288,16 @@ static void form_world(coord *c)
         mb->rank = k;
         mb->replied = 0;
         mb->finished = 0;
+        /* A worker that missed worlds learns where its own last one ended: whether a
+         * step that failed for it there was applied (its samples trained) or redone. */
+        uint64_t prev_end = mb->world_end < best.step ? mb->world_end : best.step;
         json_t *b = json_pack(
-            "{s:i, s:i, s:i, s:O, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:i}", "rank", k,
+            "{s:i, s:i, s:i, s:O, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:i, s:I}", "rank", k,
             "world", n, "batch", c->batch,
             "peers", peers, "epoch", (json_int_t)best.epoch, "cursor", (json_int_t)best.cursor,
             "step", (json_int_t)best.step, "scale_from", c->scale_from, "scale_to", c->scale,
             "scale_step", (json_int_t)c->scale_step, "warmup_steps",
-            (json_int_t)c->scale_steps, "state", give);
+            (json_int_t)c->scale_steps, "state", give, "prev_end", (json_int_t)prev_end);
         if (b != NULL)
             send_to(c, mb, KD_WIRE_WORLD, 0, b);
         json_decref(b);
@@ -454,6 +460,7 @@ static void on_message(coord *c, kd_ctl_msg *msg)
             memset(mb, 0, sizeof *mb);
             mb->used = 1;
             mb->rank = -1;
+            mb->world_end = UINT64_MAX;
             memcpy(mb->ident, msg->ident, msg->ident_len);
             mb->ident_len = msg->ident_len;
         }

@@ -31,6 +31,8 @@ typedef struct member {
     int replied;         /* answered the current pause (PAUSED/FINISHED) */
     int finished;        /* answered with FINISHED */
     pos p;               /* its last reported position */
+    uint64_t world_end;  /* where the last world it trained in ended (the next world's
+                          * start step), UINT64_MAX = not known here */
     double last_seen;    /* when it was last heard */
 } member;
 

@@ -405,14 +405,25 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
         kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
         return -1;
     }
+    /* Where the world we last trained in ended (the coordinator's word; absent = this
+     * world's start, which is that end unless we missed worlds in between). */
+    long long prev_end = step;
+    if (json_object_get(b, "prev_end") != NULL &&
+        kd_wire_get_int(b, "prev_end", 0, step, &prev_end) != 0) {
+        kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+        return -1;
+    }
     char err[256];
     if (kd_comm_set_world(w->comm, msg->h.generation, (int)rank, (int)world, eps, err,
                           sizeof err) != KD_OK) {
         KD_ERROR("worker: %s", err);
         return -1;
     }
-    /* The failed step counted if the new world starts after it. */
-    if (w->pend_step != UINT64_MAX && (uint64_t)step > w->pend_step)
+    /* The failed step counted if the world it failed in ended after it (a peer applied
+     * it). Not if that world went on without us and redid it (a world of the others
+     * formed while we still waited for a dead peer): its start is what counts, not this
+     * later world's. */
+    if (w->pend_step != UINT64_MAX && (uint64_t)prev_end > w->pend_step)
         log_samples(w, w->pend_epoch, w->pend_start, w->pend_n);
     w->pend_step = UINT64_MAX;
     w->gen = msg->h.generation;

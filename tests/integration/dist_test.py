@@ -308,7 +308,10 @@ def free_port():
 def scenario_kill_worker():
     d = tempfile.mkdtemp(prefix="kd_kw.")
     n = 12000
-    job = write_job(d, epochs=6 if not ASAN else 3, hidden="[64]")
+    # Long enough that the kill lands mid-training: with 12000 samples an epoch of 3
+    # agents takes ~0.05 s in the release build (~0.25 s under ASan), and 6 (3 under
+    # ASan) epochs were over, or nearly, before the kill.
+    job = write_job(d, epochs=40 if not ASAN else 10, hidden="[64]")
     port = free_port()
     clog = os.path.join(d, "coordinator.log")
     ranges = os.path.join(d, "ranges.log")
