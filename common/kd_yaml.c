@@ -2,6 +2,13 @@
  * kd_yaml: libyaml event stream -> jansson tree. A small explicit stack of open
  * containers replaces recursion so that deeply nested hostile input cannot exhaust the
  * C stack; nesting deeper than KD_YAML_MAX_DEPTH is an error.
+ *
+ * Hostile input is bounded before it costs memory: every anchor remembers how many
+ * nodes and how many levels its value holds, so an alias that would push the document
+ * past KD_YAML_MAX_NODES nodes (counting every expansion), past KD_YAML_MAX_DEPTH levels,
+ * or a document using more than KD_YAML_MAX_ALIASES aliases is refused before it is
+ * copied ("billion laughs" stops after a few kilobytes). A mapping key given twice is an
+ * error naming the key, not a silent last-one-wins.
  */
 #include "kd_yaml.h"
 
@@ -17,16 +24,24 @@
 
 #define KD_YAML_MAX_DEPTH 128
 #define KD_YAML_MAX_ANCHORS 1024
+/* Far above any manifest or kubeconfig (the CRD is a few thousand nodes), far below what
+ * hurts: 200,000 jansson nodes are about 20 MB. */
+#define KD_YAML_MAX_NODES 200000
+#define KD_YAML_MAX_ALIASES 10000
 
 struct frame {
     json_t *container; /* object or array being filled (borrowed from its parent) */
     char *key;         /* pending mapping key, or NULL when a key is expected next */
     char *anchor;      /* anchor of this container, registered when it closes */
+    long first_node;   /* parser.nodes when it opened: its size is the difference */
+    int height;        /* greatest height of its values so far (a scalar's is 0) */
 };
 
 struct anchor {
     char *name;
     json_t *value; /* one reference held */
+    long nodes;    /* nodes in value (1 for a scalar) */
+    int height;    /* container levels in value, itself included (0 for a scalar) */
 };
 
 struct parser {
@@ -36,6 +51,8 @@ struct parser {
     int n_anchors;
     json_t *docs;
     json_t *doc;
+    long nodes;   /* nodes of the current document, every alias expansion included */
+    long aliases; /* aliases used in the current document */
 };
 
 static int is_plain_null(const char *s)
@@ -76,24 +93,48 @@ static json_t *plain_scalar(const char *s)
     return json_string(s);
 }
 
-static int add_anchor(struct parser *p, const char *name, json_t *value)
+static int add_anchor(struct parser *p, const char *name, json_t *value, long nodes,
+                      int height)
 {
     if (p->n_anchors == KD_YAML_MAX_ANCHORS)
         return KD_ETOOBIG;
-    p->anchors[p->n_anchors].name = strdup(name);
-    if (p->anchors[p->n_anchors].name == NULL)
+    struct anchor *a = &p->anchors[p->n_anchors];
+    a->name = strdup(name);
+    if (a->name == NULL)
         return KD_ENOMEM;
-    p->anchors[p->n_anchors].value = json_incref(value);
+    a->value = json_incref(value);
+    a->nodes = nodes;
+    a->height = height;
     p->n_anchors++;
     return KD_OK;
 }
 
-static json_t *find_anchor(struct parser *p, const char *name)
+static const struct anchor *find_anchor(struct parser *p, const char *name)
 {
     for (int i = p->n_anchors - 1; i >= 0; i--)
         if (strcmp(p->anchors[i].name, name) == 0)
-            return p->anchors[i].value;
+            return &p->anchors[i];
     return NULL;
+}
+
+/* Counts n more nodes of the document; KD_ETOOBIG past KD_YAML_MAX_NODES. */
+static int count_nodes(struct parser *p, long n, char *err, size_t errlen,
+                       const yaml_mark_t *mark)
+{
+    if (n > KD_YAML_MAX_NODES - p->nodes)
+        return kd_errf(err, errlen, KD_ETOOBIG,
+                       "line %zu column %zu: the document would hold more than %d nodes "
+                       "(aliases included)",
+                       mark->line + 1, mark->column + 1, KD_YAML_MAX_NODES);
+    p->nodes += n;
+    return KD_OK;
+}
+
+/* A value of `height` container levels was placed in the innermost open container. */
+static void note_height(struct parser *p, int height)
+{
+    if (p->depth > 0 && p->stack[p->depth - 1].height < height)
+        p->stack[p->depth - 1].height = height;
 }
 
 /* Places value (reference stolen) into the innermost open container, or makes it the
@@ -118,8 +159,12 @@ static int place(struct parser *p, json_t *value, const char *scalar_text, char 
                            "line %zu column %zu: mapping keys must be scalars",
                            mark->line + 1, mark->column + 1);
         }
-        f->key = strdup(scalar_text);
         json_decref(value);
+        if (json_object_get(f->container, scalar_text) != NULL)
+            return kd_errf(err, errlen, KD_EPARSE,
+                           "line %zu column %zu: duplicate mapping key \"%.100s\"",
+                           mark->line + 1, mark->column + 1, scalar_text);
+        f->key = strdup(scalar_text);
         return f->key != NULL ? KD_OK : KD_ENOMEM;
     }
     int rc = json_object_set_new(f->container, f->key, value) == 0 ? KD_OK : KD_ENOMEM;
@@ -133,6 +178,11 @@ static int open_container(struct parser *p, json_t *c, const yaml_char_t *anchor
 {
     if (c == NULL)
         return KD_ENOMEM;
+    int crc = count_nodes(p, 1, err, errlen, mark);
+    if (crc != KD_OK) {
+        json_decref(c);
+        return crc;
+    }
     if (p->depth == KD_YAML_MAX_DEPTH) {
         json_decref(c);
         return kd_errf(err, errlen, KD_ETOOBIG, "line %zu: nesting deeper than %d levels",
@@ -155,6 +205,8 @@ static int open_container(struct parser *p, json_t *c, const yaml_char_t *anchor
     json_decref(c); /* the parent (or p->doc) holds it now */
     f->key = NULL;
     f->anchor = anchor != NULL ? strdup((const char *)anchor) : NULL;
+    f->first_node = p->nodes - 1;
+    f->height = 0;
     return KD_OK;
 }
 
@@ -162,8 +214,9 @@ static int close_container(struct parser *p)
 {
     struct frame *f = &p->stack[--p->depth];
     int rc = KD_OK;
+    note_height(p, f->height + 1);
     if (f->anchor != NULL)
-        rc = add_anchor(p, f->anchor, f->container);
+        rc = add_anchor(p, f->anchor, f->container, p->nodes - f->first_node, f->height + 1);
     free(f->anchor);
     free(f->key);
     f->anchor = f->key = NULL;
@@ -222,6 +275,8 @@ int kd_yaml_parse(const char *text, size_t len, json_t **docs, char *err, size_t
                 json_decref(p->anchors[i].value);
             }
             p->n_anchors = 0;
+            p->nodes = 0;
+            p->aliases = 0;
             break;
         case YAML_MAPPING_START_EVENT:
             rc = open_container(p, json_object(), ev.data.mapping_start.anchor, err, errlen,
@@ -241,8 +296,9 @@ int kd_yaml_parse(const char *text, size_t len, json_t **docs, char *err, size_t
             json_t *v = quoted ? json_string(s) : plain_scalar(s);
             if (v == NULL) /* not valid UTF-8 */
                 v = json_string_nocheck(s);
-            if (ev.data.scalar.anchor != NULL && v != NULL)
-                rc = add_anchor(p, (const char *)ev.data.scalar.anchor, v);
+            rc = count_nodes(p, 1, err, errlen, &ev.start_mark);
+            if (rc == KD_OK && ev.data.scalar.anchor != NULL && v != NULL)
+                rc = add_anchor(p, (const char *)ev.data.scalar.anchor, v, 1, 0);
             if (rc == KD_OK)
                 rc = place(p, v, s, err, errlen, &ev.start_mark);
             else
@@ -250,14 +306,31 @@ int kd_yaml_parse(const char *text, size_t len, json_t **docs, char *err, size_t
             break;
         }
         case YAML_ALIAS_EVENT: {
-            json_t *v = find_anchor(p, (const char *)ev.data.alias.anchor);
-            if (v == NULL)
-                rc = kd_errf(err, errlen, KD_EPARSE, "line %zu: unknown alias *%s",
+            const struct anchor *a = find_anchor(p, (const char *)ev.data.alias.anchor);
+            if (a == NULL) {
+                rc = kd_errf(err, errlen, KD_EPARSE, "line %zu: unknown alias *%.100s",
                              ev.start_mark.line + 1, ev.data.alias.anchor);
-            else
-                rc = place(p, json_deep_copy(v),
-                           json_is_string(v) ? json_string_value(v) : NULL, err, errlen,
-                           &ev.start_mark);
+                break;
+            }
+            if (++p->aliases > KD_YAML_MAX_ALIASES) {
+                rc = kd_errf(err, errlen, KD_ETOOBIG,
+                             "line %zu: more than %d aliases in one document",
+                             ev.start_mark.line + 1, KD_YAML_MAX_ALIASES);
+                break;
+            }
+            if (a->height > 0 && p->depth + a->height > KD_YAML_MAX_DEPTH) {
+                rc = kd_errf(err, errlen, KD_ETOOBIG,
+                             "line %zu: alias *%.100s nests deeper than %d levels",
+                             ev.start_mark.line + 1, ev.data.alias.anchor, KD_YAML_MAX_DEPTH);
+                break;
+            }
+            rc = count_nodes(p, a->nodes, err, errlen, &ev.start_mark);
+            if (rc != KD_OK)
+                break;
+            json_t *v = a->value;
+            note_height(p, a->height);
+            rc = place(p, json_deep_copy(v), json_is_string(v) ? json_string_value(v) : NULL,
+                       err, errlen, &ev.start_mark);
             break;
         }
         default:

@@ -18,6 +18,28 @@ if(KADET_FUZZ)
   target_link_options(fuzz_wire PRIVATE -fsanitize=fuzzer)
   target_link_libraries(fuzz_wire PRIVATE kd_common)
 endif()
+# The manifest decoder (YAML + AgentJob) and the kubeconfig loader: the same scheme.
+add_executable(fuzz_manifest_replay ${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz_manifest.c
+               ${CMAKE_CURRENT_LIST_DIR}/fuzz/replay_main.c)
+target_link_libraries(fuzz_manifest_replay PRIVATE kd_common)
+kd_add_script_test(NAME fuzz_manifest_corpus_replays_cleanly
+  COMMAND $<TARGET_FILE:fuzz_manifest_replay> ${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus/manifest
+  LABELS unit TIMEOUT 30)
+add_executable(fuzz_kubeconfig_replay ${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz_kubeconfig.c
+               ${CMAKE_CURRENT_LIST_DIR}/fuzz/replay_main.c)
+target_link_libraries(fuzz_kubeconfig_replay PRIVATE kd_kube)
+kd_add_script_test(NAME fuzz_kubeconfig_corpus_replays_cleanly
+  COMMAND $<TARGET_FILE:fuzz_kubeconfig_replay> ${CMAKE_CURRENT_LIST_DIR}/fuzz/corpus/kubeconfig
+  LABELS unit TIMEOUT 30)
+if(KADET_FUZZ)
+  foreach(target manifest kubeconfig)
+    add_executable(fuzz_${target} ${CMAKE_CURRENT_LIST_DIR}/fuzz/fuzz_${target}.c)
+    target_compile_options(fuzz_${target} PRIVATE -fsanitize=fuzzer)
+    target_link_options(fuzz_${target} PRIVATE -fsanitize=fuzzer)
+  endforeach()
+  target_link_libraries(fuzz_manifest PRIVATE kd_common)
+  target_link_libraries(fuzz_kubeconfig PRIVATE kd_kube)
+endif()
 kd_add_script_test(NAME fuzz_wire_libfuzzer_20s
   COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/fuzz/run_fuzz.sh ${PROJECT_SOURCE_DIR}
           ${CMAKE_CURRENT_BINARY_DIR}/fuzz_wire_work
