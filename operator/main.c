@@ -23,6 +23,7 @@
 
 #include "httpd.h"
 #include "informer.h"
+#include "jobkeys.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kube_client.h"
@@ -303,6 +304,10 @@ int main(int argc, char **argv)
     rc_caches caches;
     memset(&caches, 0, sizeof caches);
     op_controllers oc = {.metrics = &metrics};
+    /* The operator's CURVE keypair (Secret kadet-operator-curve), loaded on first use: its
+     * public key goes into every job's key Secret, its secret key subscribes to metrics. */
+    jobkeys_cache opkeys;
+    jobkeys_cache_init(&opkeys, cfg.operator_namespace, JOBKEYS_OPERATOR_SECRET);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     rc = connect_cluster(&cfg, &client, err, sizeof err);
     if (rc != KD_OK) {
@@ -325,7 +330,14 @@ int main(int argc, char **argv)
         rc_options ro = {
             .client = client,
             .metrics = &metrics,
-            .podspec = {.image = cfg.runtime_image, .pull_policy = cfg.runtime_pull_policy},
+            .podspec = {.image = cfg.runtime_image,
+                        .pull_policy = cfg.runtime_pull_policy,
+                        .allow_privileged = cfg.allow_privileged_pods,
+                        .keys = 1,
+                        .network_policy = cfg.network_policy,
+                        .operator_namespace = cfg.operator_namespace,
+                        .operator_labels = cfg.operator_pod_labels},
+            .operator_keys = &opkeys,
             .workers = cfg.workers,
             .progress_interval_s = 3.0,
             .sched_lookup = sched_lookup_cb,
@@ -445,6 +457,7 @@ out:
     schedhost_free(&oc.sh);
     rc_controller_free(&oc.rc);
     progress_free(&oc.pg);
+    jobkeys_cache_destroy(&opkeys);
     kube_client_free(&informer_client);
     kube_client_free(&client);
     curl_global_cleanup();

@@ -227,6 +227,49 @@ static int set_leader_elect(opc_config *c, const char *v, char *err, size_t n)
     return KD_OK;
 }
 
+static int set_allow_privileged(opc_config *c, const char *v, char *err, size_t n)
+{
+    if (parse_bool(v, &c->allow_privileged_pods) != KD_OK)
+        return kd_errf(err, n, KD_EINVAL,
+                       "allow-privileged-pods: '%s' is not a boolean (true/false)", v);
+    return KD_OK;
+}
+
+static int set_network_policy(opc_config *c, const char *v, char *err, size_t n)
+{
+    if (parse_bool(v, &c->network_policy) != KD_OK)
+        return kd_errf(err, n, KD_EINVAL, "network-policy: '%s' is not a boolean (true/false)",
+                       v);
+    return KD_OK;
+}
+
+/* "k=v,k=v" with label-like keys and values, at least one pair. */
+static int set_operator_pod_labels(opc_config *c, const char *v, char *err, size_t n)
+{
+    size_t len = strlen(v);
+    int ok = len > 0 && len < sizeof c->operator_pod_labels;
+    const char *p = v;
+    while (ok && *p != '\0') {
+        size_t k = strcspn(p, "=,");
+        ok = k > 0 && p[k] == '=';
+        if (!ok)
+            break;
+        p += k + 1;
+        size_t val = strcspn(p, ",=");
+        ok = val <= 63 && p[val] != '=';
+        for (size_t i = 0; ok && i < val; i++)
+            ok = isalnum((unsigned char)p[i]) || p[i] == '-' || p[i] == '_' || p[i] == '.';
+        p += val;
+        if (*p == ',')
+            ok = *++p != '\0';
+    }
+    if (!ok)
+        return kd_errf(err, n, KD_EINVAL,
+                       "operator-pod-labels: '%s' is not a list of key=value pairs", v);
+    memcpy(c->operator_pod_labels, v, len + 1);
+    return KD_OK;
+}
+
 static int set_object_name(char *dst, size_t size, const char *v, const char *what, char *err,
                            size_t n)
 {
@@ -431,6 +474,17 @@ static const opc_option opc_options[] = {
      "pull policy of the default agent image", set_pull_policy},
     {"log-level", "KADET_LOG_LEVEL", "info", "LEVEL", "debug, info, warn or error", set_log_level},
     {"workers", "KADET_WORKERS", "2", "N", "concurrent AgentJob reconciles, 1..64", set_workers},
+    {"allow-privileged-pods", "KADET_ALLOW_PRIVILEGED_PODS", "false", NULL,
+     "accept AgentJob pod templates beyond the restricted Pod Security Standard "
+     "(privileged, host namespaces, hostPath, added capabilities, other service accounts)",
+     set_allow_privileged},
+    {"network-policy", "KADET_NETWORK_POLICY", "true", "BOOL",
+     "create a NetworkPolicy per AgentJob admitting only its pods and the operator",
+     set_network_policy},
+    {"operator-pod-labels", "KADET_OPERATOR_POD_LABELS",
+     "app.kubernetes.io/name=kadet,app.kubernetes.io/component=operator", "K=V,...",
+     "labels of the operator's pods (the NetworkPolicy admits them to the metrics port)",
+     set_operator_pod_labels},
     {"help", NULL, NULL, NULL, "print this help and exit", NULL},
     {"version", NULL, NULL, NULL, "print the version and exit", NULL},
 };
@@ -584,13 +638,14 @@ void opc_log(const opc_config *c)
     KD_INFO("config namespaces=%s operator_namespace=%s leader_elect=%d lease=%s/%s "
             "lease_duration_ms=%ld identity=%s metrics_addr=%s:%d policy=%s interval_ms=%ld "
             "weights=time:%g,cost:%g state_configmap=%s default_qtable=%s runtime_image=%s "
-            "workers=%d "
+            "workers=%d allow_privileged_pods=%d network_policy=%d operator_pod_labels=%s "
             "kubeconfig=%s context=%s",
             c->n_namespaces ? ns : "*", c->operator_namespace, c->leader_elect,
             c->lease_namespace, c->lease_name, c->lease_duration_ms, c->identity,
             c->metrics_host, c->metrics_port, c->scheduler_policy, c->scheduler_interval_ms,
             c->weight_time, c->weight_cost, c->state_configmap,
             c->default_qtable[0] ? c->default_qtable : "(none)", c->runtime_image, c->workers,
+            c->allow_privileged_pods, c->network_policy, c->operator_pod_labels,
             c->kubeconfig[0] ? c->kubeconfig : "(in-cluster or ~/.kube/config)",
             c->context[0] ? c->context : "(current)");
 }

@@ -47,6 +47,10 @@ typedef struct opc_config {
     char runtime_pull_policy[16]; /* Always | IfNotPresent | Never */
     int log_level;               /* a kd_log_level */
     int workers;                 /* concurrent reconciles, 1..64 */
+    int allow_privileged_pods;   /* accept pod templates beyond the restricted profile */
+    int network_policy;          /* create a NetworkPolicy per AgentJob */
+    char operator_pod_labels[512]; /* the operator pods' labels, "k=v,k=v" (the
+                                      NetworkPolicy admits them to the metrics port) */
 } opc_config;
 
 /* Fills cfg from the defaults, then the environment (getenv), then argv (argv[0] is the

@@ -6,7 +6,8 @@
  * kept; the operator sets what the runtime's contract needs (command, the KADET_*
  * environment, ports, restartPolicy Never so that every exit is seen and counted by the
  * reconciler, labels and the owner reference) and overrides the template where they
- * clash.
+ * clash. Every pod gets the restricted security profile where the template is silent and
+ * the job's key Secret (podspec_policy.c).
  */
 #include "podspec.h"
 
@@ -158,6 +159,34 @@ static int mounts_path(const json_t *container, const char *path)
     return 0;
 }
 
+/* The job's key Secret as a read-only volume of the pod, mounted in container c, and
+ * KADET_KEYS_DIR naming it (docs/security-pods.md). */
+static int mount_keys(const kd_agentjob *spec, json_t *pspec, json_t *c)
+{
+    char secret[PODSPEC_NAME_MAX];
+    if (podspec_keys_secret_name(spec->name, secret, sizeof secret) != KD_OK)
+        return KD_ETOOBIG;
+    json_t *vols = json_object_get(pspec, "volumes");
+    if (!json_is_array(vols)) {
+        vols = json_array();
+        json_object_set_new(pspec, "volumes", vols);
+    }
+    json_t *vm = json_object_get(c, "volumeMounts");
+    if (!json_is_array(vm)) {
+        vm = json_array();
+        json_object_set_new(c, "volumeMounts", vm);
+    }
+    if (vols == NULL || vm == NULL)
+        return KD_ENOMEM;
+    if (json_array_append_new(vols, json_pack("{s:s, s:{s:s, s:i}}", "name", PODSPEC_KEYS_VOLUME,
+                                              "secret", "secretName", secret, "defaultMode",
+                                              PODSPEC_KEYS_MODE)) != 0 ||
+        json_array_append_new(vm, json_pack("{s:s, s:s, s:b}", "name", PODSPEC_KEYS_VOLUME,
+                                            "mountPath", PODSPEC_KEYS_DIR, "readOnly", 1)) != 0)
+        return KD_ENOMEM;
+    return KD_OK;
+}
+
 /* The pod from the template with our metadata, container and env. */
 static int make_pod(const json_t *job, const kd_agentjob *spec, const podspec_options *o,
                     const char *name, const char *role, long index, json_t *ours_env,
@@ -193,6 +222,8 @@ static int make_pod(const json_t *job, const kd_agentjob *spec, const podspec_op
         json_object_set_new(c, "imagePullPolicy", json_string(o->pull_policy));
     json_object_set_new(c, "command", json_pack("[s, s]", "kadet", role));
     json_object_del(c, "args");
+    if (o->keys) /* ours, so that a template's KADET_KEYS_DIR cannot point elsewhere */
+        json_array_append_new(ours_env, env_value("KADET_KEYS_DIR", PODSPEC_KEYS_DIR));
     json_object_set_new(c, "env", merge_env(json_object_get(c, "env"), ours_env));
     int coord = strcmp(role, PODSPEC_ROLE_COORDINATOR) == 0;
     if (coord) {
@@ -223,6 +254,15 @@ static int make_pod(const json_t *job, const kd_agentjob *spec, const podspec_op
                                                 "mountPath", spec->checkpoint_path));
         }
     }
+    if (o->keys) {
+        int krc = mount_keys(spec, pspec, c);
+        if (krc != KD_OK) {
+            json_decref(md);
+            json_decref(pspec);
+            return kd_errf(err, errlen, krc, "cannot add the job's keys to the pod");
+        }
+    }
+    podspec_restrict(pspec);
     /* Never: every exit reaches the reconciler, which counts it against backoffLimit and
      * replaces the pod itself (a kubelet restart loop would hide failures). */
     json_object_set_new(pspec, "restartPolicy", json_string("Never"));

@@ -21,6 +21,7 @@
 #include <stddef.h>
 
 #include "informer.h"
+#include "jobkeys.h"
 #include "kube_client.h"
 #include "metrics.h"
 #include "podspec.h"
@@ -80,6 +81,8 @@ typedef struct rc_options {
     rc_progress_watch_fn progress_watch;
     void (*progress_forget)(void *ud, const char *key); /* the job is gone */
     void *progress_ud;
+    jobkeys_cache *operator_keys; /* its public key goes into every job's key Secret;
+                                     NULL = none (the Secret has no operator.pub) */
 } rc_options;
 
 typedef struct rc_controller rc_controller;

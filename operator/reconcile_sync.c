@@ -13,6 +13,7 @@
 
 #include "kd_error.h"
 #include "kd_log.h"
+#include "jobkeys.h"
 #include "kd_spec.h"
 #include "podspec.h"
 #include "reconcile_int.h"
@@ -158,6 +159,51 @@ static int create_obj(sync_ctx *x, const kube_resource *r, json_t *obj, const ch
     return KD_OK;
 }
 
+/* The job's key Secret and NetworkPolicy, before any of its pods is created (a pod whose
+ * Secret is missing would wait for it). Creating what exists is a no-op (409), so this
+ * runs whenever pods are created and also restores a deleted Secret or policy (with a
+ * new key: the job's running pods keep the files they mounted). */
+static int ensure_security_objects(sync_ctx *x)
+{
+    const podspec_options *o = &x->c->opt.podspec;
+    char err[512] = "";
+    json_t *obj = NULL;
+    int rc = KD_OK;
+    if (o->keys) {
+        jobkeys_pair kp, op;
+        memset(&kp, 0, sizeof kp);
+        memset(&op, 0, sizeof op);
+        rc = x->c->opt.operator_keys != NULL
+                 ? jobkeys_cache_get(x->c->opt.operator_keys, x->c->opt.client, &op, err,
+                                     sizeof err)
+                 : KD_OK;
+        if (rc == KD_OK)
+            rc = jobkeys_generate(&kp, err, sizeof err);
+        if (rc == KD_OK)
+            rc = podspec_keys_secret(x->job, x->spec, kp.pub, kp.sec, op.pub, &obj, err,
+                                     sizeof err);
+        memset(&kp, 0, sizeof kp);
+        memset(&op, 0, sizeof op);
+        if (rc == KD_OK)
+            rc = create_obj(x, &KUBE_SECRETS, obj, "Secret");
+        else
+            KD_WARN("no key Secret job=%s err=\"%s\"", x->key, err);
+        json_decref(obj);
+        obj = NULL;
+        if (rc != KD_OK)
+            return rc;
+    }
+    if (o->network_policy) {
+        rc = podspec_network_policy(x->job, x->spec, o, &obj, err, sizeof err);
+        if (rc == KD_OK)
+            rc = create_obj(x, &KUBE_NETWORKPOLICIES, obj, "NetworkPolicy");
+        else
+            KD_WARN("no NetworkPolicy job=%s err=\"%s\"", x->key, err);
+        json_decref(obj);
+    }
+    return rc;
+}
+
 static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
 {
     rc_controller *c = x->c;
@@ -212,6 +258,11 @@ static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
         obj = NULL;
         if (rc != KD_OK && first_err == KD_OK)
             first_err = rc;
+    }
+    if (p->create_coordinator || p->n_create > 0) {
+        int rc = ensure_security_objects(x);
+        if (rc != KD_OK)
+            return first_err != KD_OK ? first_err : rc; /* no pod without its keys */
     }
     if (p->create_coordinator) {
         int rc = podspec_coordinator_pod(x->job, x->spec, &c->opt.podspec, &obj, err, sizeof err);
@@ -449,6 +500,8 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
         json_decref(job);
         return drc;
     }
+    if (drc == KD_OK) /* a template beyond the pod policy is an invalid spec too */
+        drc = podspec_check_template(&spec, &c->opt.podspec, derr, sizeof derr);
     const json_t *st = json_object_get(job, "status");
     rc_input in;
     memset(&in, 0, sizeof in);

@@ -49,6 +49,8 @@ extern const kube_resource KUBE_EVENTS;
 extern const kube_resource KUBE_NODES;
 extern const kube_resource KUBE_NAMESPACES;
 extern const kube_resource KUBE_LEASES;
+extern const kube_resource KUBE_SECRETS;
+extern const kube_resource KUBE_NETWORKPOLICIES;
 
 /* What went wrong with a request, beyond the kd_err code. */
 typedef struct kube_error {

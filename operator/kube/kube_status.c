@@ -18,6 +18,8 @@ const kube_resource KUBE_EVENTS = {"", "v1", "events", 1};
 const kube_resource KUBE_NODES = {"", "v1", "nodes", 0};
 const kube_resource KUBE_NAMESPACES = {"", "v1", "namespaces", 0};
 const kube_resource KUBE_LEASES = {"coordination.k8s.io", "v1", "leases", 1};
+const kube_resource KUBE_SECRETS = {"", "v1", "secrets", 1};
+const kube_resource KUBE_NETWORKPOLICIES = {"networking.k8s.io", "v1", "networkpolicies", 1};
 
 static int code_for(long http, const char *reason)
 {

@@ -65,6 +65,9 @@ def builtin_types():
                             categories=["all"]))
     out.append(ResourceType("policy", ["v1"], "poddisruptionbudgets", "PodDisruptionBudget",
                             True, ["pdb"], ["status"]))
+    # Stored only (no enforcement): the operator creates one per AgentJob.
+    out.append(ResourceType("networking.k8s.io", ["v1"], "networkpolicies", "NetworkPolicy",
+                            True, ["netpol"]))
     for plural, kind, namespaced in (("roles", "Role", True), ("rolebindings", "RoleBinding", True),
                                      ("clusterroles", "ClusterRole", False),
                                      ("clusterrolebindings", "ClusterRoleBinding", False)):

@@ -1,7 +1,8 @@
 """Pod processes of the fake kubelet: resource quantities, the container environment a
 real kubelet would build (env, envFrom, fieldRef, resourceFieldRef, configMapKeyRef,
-secretKeyRef, $(VAR) expansion), and PodRun, which starts the first container's
-command as a local process group, reports its state through the pod status subresource,
+secretKeyRef, $(VAR) expansion), Secret volumes (written as files, paths in the
+environment remapped), and PodRun, which starts the first container's command as a
+local process group, reports its state through the pod status subresource,
 applies the restart policy, and stops it with SIGTERM then SIGKILL on deletion.
 """
 
@@ -206,6 +207,56 @@ def build_env(kubelet, pod, container, ip, hosts_file):
     return base
 
 
+def mount_secret_volumes(kubelet, pod, container, pod_dir):
+    """The Secret volumes the container mounts, written as files under pod_dir (the fake
+    node has no mount namespaces). Returns {mountPath: local directory}; the caller
+    rewrites environment values under a mountPath to the local directory. A real kubelet
+    writes root-owned files with the volume's defaultMode; here the files belong to the
+    pod's process, so only the owner bits of the mode are kept (a key file readable by its
+    own user's group would rightly be refused by the runtime). EnvError when a Secret or
+    key is missing (a real kubelet keeps the pod in ContainerCreating)."""
+    ns = pod["metadata"]["namespace"]
+    volumes = {v.get("name"): v for v in pod["spec"].get("volumes") or []}
+    out, cache = {}, {}
+    for m in container.get("volumeMounts") or []:
+        vol = volumes.get(m.get("name")) or {}
+        src = vol.get("secret")
+        if src is None or not m.get("mountPath"):
+            continue
+        data = _data_of(_lookup(kubelet, "secrets", ns, src.get("secretName", ""), cache),
+                        "secrets")
+        if data is None:
+            if src.get("optional"):
+                continue
+            raise EnvError('secret "%s" not found' % src.get("secretName"))
+        items = src.get("items") or [{"key": k, "path": k} for k in sorted(data)]
+        local = os.path.join(pod_dir, "volumes", m["name"])
+        os.makedirs(local, mode=0o700, exist_ok=True)
+        mode = int(src.get("defaultMode", 0o644)) & 0o700 or 0o400
+        for it in items:
+            if it.get("key") not in data:
+                raise EnvError("couldn't find key %s in secret %s/%s"
+                               % (it.get("key"), ns, src.get("secretName")))
+            path = os.path.join(local, os.path.basename(it.get("path") or it["key"]))
+            if os.path.exists(path):
+                os.chmod(path, 0o600)
+            with open(path, "w") as f:
+                f.write(data[it["key"]])
+            os.chmod(path, int(it.get("mode", mode)) & 0o700 or 0o400)
+        out[m["mountPath"].rstrip("/") or "/"] = local
+    return out
+
+
+def remap_paths(env, mounts):
+    """Environment values naming a path under a mounted volume point to its local copy."""
+    for k, v in env.items():
+        for mp, local in mounts.items():
+            if v == mp or v.startswith(mp + "/"):
+                env[k] = local + v[len(mp):]
+                break
+    return env
+
+
 class PodRun:
     """One pod on the fake node: its process (or simulated run) and reported status."""
 
@@ -283,6 +334,8 @@ class PodRun:
         if self.kubelet.args.run_pods and cmd:
             try:
                 env = build_env(self.kubelet, self.pod, c, self.ip, hosts)
+                env = remap_paths(env, mount_secret_volumes(self.kubelet, self.pod, c,
+                                                            self.dir))
             except EnvError as e:
                 self.config_error_at = time.time()
                 self._push("Pending", {"waiting": {"reason": "CreateContainerConfigError",
