@@ -32,6 +32,10 @@ kd_add_script_test(NAME reconcile_lifecycle
   COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/reconcile_lifecycle.py
   LABELS integration TIMEOUT 150)
 set_tests_properties(reconcile_lifecycle PROPERTIES SKIP_RETURN_CODE 77)
+kd_add_script_test(NAME reconcile_security
+  COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/reconcile_security.py
+  LABELS integration TIMEOUT 150)
+set_tests_properties(reconcile_security PROPERTIES SKIP_RETURN_CODE 77)
 # End to end with real kadet coordinator/worker processes run by the fake kubelet: about
 # 35 s in release; under ASan the training takes 160 s, so it is also labelled slow (the
 # ASan pass of hack/test.sh skips it; the release pass runs it).

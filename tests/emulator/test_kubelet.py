@@ -2,6 +2,7 @@
 phases with exit codes, processes with the pod's env on their own loopback address,
 restart policy, service-name files, and SIGTERM/SIGKILL on deletion."""
 
+import base64
 import json
 import os
 import signal
@@ -212,6 +213,25 @@ class KubeletTest(unittest.TestCase):
         self.req("POST", NS + "/configmaps", {"metadata": {"name": "later"}, "data": {"x": "42"}})
         self.wait_pod("needscm", self.phase("Succeeded"))
         self.assertIn("X=42", self.req("GET", NS + "/pods/needscm/log")[1])
+
+    def test_secret_volume_is_written_and_env_paths_follow_it(self):
+        p = pod("keyed", ["sh", "-c", "cat $KEYS/agent.pub; echo; stat -c %a $KEYS/agent.key"],
+                env=[{"name": "KEYS", "value": "/var/run/kadet/keys"}])
+        p["spec"]["volumes"] = [{"name": "kadet-keys", "secret": {
+            "secretName": "job-keys", "defaultMode": 0o440}}]
+        p["spec"]["containers"][0]["volumeMounts"] = [{
+            "name": "kadet-keys", "mountPath": "/var/run/kadet/keys", "readOnly": True}]
+        self.req("POST", NS + "/pods", p)
+        p = self.wait_pod("keyed", lambda p: p.get("status", {}).get("containerStatuses"))
+        self.assertEqual(p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+                         "CreateContainerConfigError")   # the Secret does not exist yet
+        self.req("POST", NS + "/secrets", {"metadata": {"name": "job-keys"}, "data": {
+            "agent.pub": base64.b64encode(b"PUBLIC").decode(),
+            "agent.key": base64.b64encode(b"SECRET").decode()}})
+        self.wait_pod("keyed", self.phase("Succeeded"))
+        text = self.req("GET", NS + "/pods/keyed/log")[1]
+        self.assertIn("PUBLIC", text)
+        self.assertIn("400", text)   # 0440 keeps its owner bits: the files are ours here
 
 
 if __name__ == "__main__":
