@@ -11,7 +11,7 @@ set(KD_CHART_CHECKS ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/charts/chart_checks.
 
 foreach(check helm_lint template_objects values_schema_rejects_typos rbac_least_privilege
         crd_structure crd_matches_decoder
-        deployment_hardened manifests_up_to_date crd_accepts_samples crd_rejects_bad_specs
+        deployment_hardened pod_security manifests_up_to_date crd_accepts_samples crd_rejects_bad_specs
         shellcheck_scripts)
   kd_add_script_test(NAME charts_${check} COMMAND ${KD_CHART_CHECKS} ${check}
                      LABELS unit charts TIMEOUT 60)

@@ -197,14 +197,18 @@ def check_rbac_least_privilege():
            ("kadet.io", ["agentjobs/status", "agentjobs/scale"], ["get", "update", "patch"]),
            ("", ["pods"], ["get", "list", "watch", "create", "delete"]),
            ("", ["services"], ["get", "list", "watch", "create", "delete"]),
-           ("", ["events"], ["create", "patch"])]
+           ("", ["events"], ["create", "patch"]),
+           ("", ["secrets"], ["create"]),
+           ("networking.k8s.io", ["networkpolicies"], ["create"])]
     want |= expand("ClusterRole", "", "", ["nodes"], ["get", "list", "watch"])
     for g, res, verbs in job:
         want |= expand("ClusterRole", "", g, res, verbs)
     state = [("coordination.k8s.io", ["leases"], ["create"], ()),
              ("coordination.k8s.io", ["leases"], ["get", "update"], ("kadet-operator",)),
              ("", ["configmaps"], ["create"], ()),
-             ("", ["configmaps"], ["get", "update"], ("kadet-scheduler-state",))]
+             ("", ["configmaps"], ["get", "update"], ("kadet-scheduler-state",)),
+             ("", ["secrets"], ["create"], ()),
+             ("", ["secrets"], ["get"], ("kadet-operator-curve",))]
     for g, res, verbs, names in state:
         want |= expand("Role", "kadet-system", g, res, verbs, names)
     check(got == want, "RBAC differs from the operator's needs:\n extra: %s\n missing: %s"
@@ -219,6 +223,10 @@ def check_rbac_least_privilege():
     team = {r[2:] for r in rules_of(objs, {"Role"}) if r[1] == "team-a"}
     check(("", "pods", "create", ()) in team and ("kadet.io", "agentjobs", "watch", ()) in team,
           "namespaced install: team-a Role lacks job rules")
+    # No read access to Secrets beyond the operator's own key Secret, anywhere.
+    for kind, ns, group, res, verb, names in got:
+        check(res != "secrets" or verb == "create" or names == ("kadet-operator-curve",),
+              "%s in %s grants %s on secrets %s" % (kind, ns or "the cluster", verb, names))
     for o in objs:
         if o["kind"] in ("ClusterRoleBinding", "RoleBinding"):
             subj = o["subjects"]
@@ -265,6 +273,58 @@ def check_deployment_hardened():
     check(dep["spec"]["strategy"]["type"] == "Recreate", "no Recreate without election")
     check("--leader-elect" not in dep["spec"]["template"]["spec"]["containers"][0].get(
         "args", []), "--leader-elect passed although disabled")
+
+
+def deployment_env(objs):
+    dep = [o for o in objs if o["kind"] == "Deployment"][0]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    return dep, {e["name"]: e.get("value") for e in c["env"]}
+
+
+def check_pod_security():
+    """The agent pods' security settings reach the operator: privileged templates refused
+    and one NetworkPolicy per job by default, the NetworkPolicy admitting exactly the
+    operator's pods (its labels are the Deployment's), and the chart switches."""
+    objs = rendered_objects()
+    dep, env = deployment_env(objs)
+    check(env.get("KADET_ALLOW_PRIVILEGED_PODS") == "false",
+          "privileged templates allowed by default: %r" % env.get("KADET_ALLOW_PRIVILEGED_PODS"))
+    check(env.get("KADET_NETWORK_POLICY") == "true",
+          "no NetworkPolicy by default: %r" % env.get("KADET_NETWORK_POLICY"))
+    labels = dict(kv.split("=", 1) for kv in env.get("KADET_OPERATOR_POD_LABELS", "").split(","))
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    check(labels and all(pod_labels.get(k) == v for k, v in labels.items()),
+          "KADET_OPERATOR_POD_LABELS %r does not select the operator's pods %r"
+          % (labels, pod_labels))
+    check(labels == dep["spec"]["selector"]["matchLabels"],
+          "operator labels %r differ from the Deployment's selector" % labels)
+    rules = rules_of(objs, {"ClusterRole"})
+    check(("ClusterRole", "", "networking.k8s.io", "networkpolicies", "create", ()) in rules,
+          "no permission to create NetworkPolicies")
+    # Switched off: no variable set to true, no permission left.
+    objs = rendered_objects("--set", "security.networkPolicy.enabled=false",
+                            "--set", "security.allowPrivilegedPods=true")
+    _, env = deployment_env(objs)
+    check(env.get("KADET_NETWORK_POLICY") == "false" and
+          env.get("KADET_ALLOW_PRIVILEGED_PODS") == "true", "switches not passed: %r" % env)
+    check(not any(r[3] == "networkpolicies" for r in rules_of(objs, {"ClusterRole", "Role"})),
+          "NetworkPolicy permission kept with networkPolicy.enabled=false")
+    # The operator's own pod meets the restricted profile it imposes on agents.
+    pod = deployment_env(rendered_objects())[0]["spec"]["template"]["spec"]
+    check(pod["securityContext"].get("runAsNonRoot") is True and
+          pod["securityContext"].get("seccompProfile") == {"type": "RuntimeDefault"},
+          "operator pod securityContext %r" % pod["securityContext"])
+    sc = pod["containers"][0]["securityContext"]
+    check(sc.get("allowPrivilegeEscalation") is False and sc["capabilities"]["drop"] == ["ALL"],
+          "operator container securityContext %r" % sc)
+    # The sample manifest's template passes the operator's policy as written.
+    for path in glob.glob(os.path.join(TOP, "manifests", "samples", "*.yaml")):
+        for doc in yaml_docs(path):
+            pspec = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+            for field in ("hostNetwork", "hostPID", "hostIPC", "serviceAccountName"):
+                check(field not in pspec, "%s: template sets %s" % (path, field))
+            for v in pspec.get("volumes") or []:
+                check("hostPath" not in v, "%s: hostPath volume %r" % (path, v))
 
 
 def check_manifests_up_to_date():

@@ -33,7 +33,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.runtime.image.repository (default .Chart.AppVersion .Values.runtime.image.tag) -}}
 {{- end -}}
 
-{{/* The namespaced rules the operator needs wherever it manages AgentJobs. */}}
+{{/* The namespaced rules the operator needs wherever it manages AgentJobs (why each one:
+docs/security-pods.md). Secrets and NetworkPolicies: create only, for each job's key Secret
+and policy; the garbage collector deletes them with the job, and the operator never reads
+a job's Secret back. */}}
 {{- define "kadet.jobRules" -}}
 - apiGroups: [kadet.io]
   resources: [agentjobs]
@@ -50,4 +53,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create]
+{{- if .Values.security.networkPolicy.enabled }}
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create]
+{{- end }}
 {{- end -}}
