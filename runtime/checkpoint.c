@@ -86,6 +86,28 @@ static int path_join(char *out, size_t len, const char *dir, const char *name)
     return w > 0 && (size_t)w < len ? 0 : -1;
 }
 
+int kd_ckpt_probe(const char *dir, char *err, size_t errlen)
+{
+    char probe[4096];
+    if (path_join(probe, sizeof probe, dir, "checkpoint.probe") != 0)
+        return kd_errf(err, errlen, KD_EINVAL, "checkpoint: directory name too long");
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return kd_errf(err, errlen, KD_EIO, "checkpoint: mkdir %s: %s", dir, strerror(errno));
+    int fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return kd_errf(err, errlen, KD_EIO, "checkpoint: open %s: %s", probe, strerror(errno));
+    int bad = write_all(fd, "k", 1) != 0 || fsync(fd) != 0;
+    int e = errno;
+    if (close(fd) != 0 && !bad) {
+        bad = 1;
+        e = errno;
+    }
+    unlink(probe);
+    if (bad)
+        return kd_errf(err, errlen, KD_EIO, "checkpoint: write %s: %s", probe, strerror(e));
+    return KD_OK;
+}
+
 int kd_ckpt_save(const char *dir, const kd_ckpt *c, char *err, size_t errlen)
 {
     char tmp[4096], cur[4096], prev[4096];

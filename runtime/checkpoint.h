@@ -55,6 +55,12 @@ typedef struct kd_ckpt {
  * failing path and errno text in err. */
 int kd_ckpt_save(const char *dir, const kd_ckpt *c, char *err, size_t errlen);
 
+/* Whether DIR can take a checkpoint: creates DIR if missing (as kd_ckpt_save does), then
+ * writes, fsyncs and removes a one-byte probe file. KD_EIO with the path and errno text
+ * in err. The coordinator calls it at start so that an unwritable directory is reported
+ * at once rather than at the first checkpoint. */
+int kd_ckpt_probe(const char *dir, char *err, size_t errlen);
+
 /* Reads one checkpoint file into *out (allocating params and state). KD_ENOTFOUND when
  * the file does not exist, KD_ETRUNCATED, KD_EFORMAT or KD_ECHECKSUM when it is damaged,
  * KD_ECONFLICT when fingerprint is not 0 and differs from the file's; detail in err. */

@@ -747,6 +747,7 @@ int kd_coord_run(const kd_coord_config *cfg)
     }
     if (coord_load_checkpoint(c) != KD_OK || open_sockets(c) != KD_OK)
         goto out;
+    coord_probe_checkpoint(c);
     if (restored_complete(c)) {
         finish(c);
         linger_done(c, DONE_LINGER_S);

@@ -82,6 +82,9 @@ typedef struct coord {
     int saved;               /* the checkpoint on disk was written or loaded by us */
     uint64_t saved_step;     /* ... and holds this step */
     int saved_eval;          /* ... and the evaluation of this epoch (epochs_done) */
+    int ckpt_written;        /* a checkpoint was written by this coordinator */
+    int ckpt_failing;        /* the last write (or the start probe) failed */
+    char ckpt_error[256];    /* ... with this error (metrics, summary, one log line) */
     /* Metrics. */
     json_t *last_metrics;    /* rank 0's last step metrics (owned) */
     double accuracy, test_loss, train_loss; /* last epoch's evaluation */
@@ -116,6 +119,12 @@ void coord_log_ranges(coord *c, pos from, pos to);
 void coord_publish(coord *c, const char *state_name);
 void coord_write_summary(coord *c);
 void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg);
+/* The checkpoint directory in effect (--checkpoint-dir, else spec.checkpoint.path), or
+ * NULL when the job keeps no checkpoints. */
+const char *coord_checkpoint_dir(const coord *c);
+/* Writes and removes a probe file in the checkpoint directory at start, so that an
+ * unwritable directory is reported at once (ckpt_failing) instead of at the first save. */
+void coord_probe_checkpoint(coord *c);
 /* Loads the latest valid checkpoint, if any, as the coordinator's state. */
 int coord_load_checkpoint(coord *c);
 /* The fingerprint of this job with a model of np parameters and ns optimizer floats. */

@@ -13,9 +13,42 @@
 #include "kd_train.h"
 #include "kd_wire.h"
 
+const char *coord_checkpoint_dir(const coord *c)
+{
+    return c->cfg->checkpoint_dir ? c->cfg->checkpoint_dir : c->job.checkpoint_path;
+}
+
+/* Records the outcome of a checkpoint write: the first failure (or a new error) is logged
+ * as an error, repeats are not; the failure is published in the metrics (the operator's
+ * CheckpointFailing condition, `kadet run`'s warning) and kept for the summary. */
+static void ckpt_outcome(coord *c, int rc, const char *err)
+{
+    if (rc != KD_OK) {
+        if (!c->ckpt_failing || strcmp(c->ckpt_error, err) != 0)
+            KD_ERROR("coordinator: checkpoint failing err=\"%s\" (training goes on; a restart "
+                     "would begin from %s)",
+                     err, c->ckpt_written ? "the last checkpoint written" : "epoch 0");
+        c->ckpt_failing = 1;
+        snprintf(c->ckpt_error, sizeof c->ckpt_error, "%s", err);
+        return;
+    }
+    if (c->ckpt_failing)
+        KD_INFO("coordinator: checkpoints are written again dir=%s", coord_checkpoint_dir(c));
+    c->ckpt_failing = 0;
+    c->ckpt_error[0] = '\0';
+}
+
+void coord_probe_checkpoint(coord *c)
+{
+    const char *dir = coord_checkpoint_dir(c);
+    char err[512];
+    if (dir != NULL)
+        ckpt_outcome(c, kd_ckpt_probe(dir, err, sizeof err), err);
+}
+
 void coord_save_checkpoint(coord *c)
 {
-    const char *dir = c->cfg->checkpoint_dir ? c->cfg->checkpoint_dir : c->job.checkpoint_path;
+    const char *dir = coord_checkpoint_dir(c);
     if (dir == NULL || !c->have_state)
         return;
     float *p = malloc((c->n_params + c->n_state) * sizeof(float));
@@ -30,9 +63,10 @@ void coord_save_checkpoint(coord *c)
                   .train_loss = c->train_loss, .batch = (uint32_t)c->batch,
                   .noise_g2 = c->gns_g2, .noise_s = c->gns_s};
     char err[512];
-    if (kd_ckpt_save(dir, &ck, err, sizeof err) != KD_OK) {
-        KD_ERROR("coordinator: %s", err);
-    } else {
+    int rc = kd_ckpt_save(dir, &ck, err, sizeof err);
+    ckpt_outcome(c, rc, err);
+    if (rc == KD_OK) {
+        c->ckpt_written = 1;
         c->saved = 1;
         c->saved_step = c->sp.step;
         c->saved_eval = c->epochs_done;
@@ -74,6 +108,14 @@ void coord_publish(coord *c, const char *state_name)
         return;
     json_object_set_new(o, "epochs", json_integer(c->epochs));
     json_object_set_new(o, "batch", json_integer(c->batch));
+    /* "none": the job keeps no checkpoints; "failing": the last write failed (error in
+     * checkpoint_error); "ok": writable (written, or the start probe passed). */
+    json_object_set_new(o, "checkpoint",
+                        json_string(coord_checkpoint_dir(c) == NULL ? "none"
+                                    : c->ckpt_failing               ? "failing"
+                                                                    : "ok"));
+    if (c->ckpt_failing)
+        json_object_set_new(o, "checkpoint_error", json_string(c->ckpt_error));
     const json_t *mt = c->last_metrics;
     if (mt != NULL && c->st == C_RUNNING) {
         long long steps = 0;
@@ -118,6 +160,15 @@ void coord_write_summary(coord *c)
     json_object_set_new(o, "batch", json_integer(c->batch));
     if (c->adaptive_batch)
         json_object_set_new(o, "noise_scale", json_real(coord_batch_noise(c)));
+    /* Whether the job has a checkpoint to resume from: written by this coordinator or
+     * loaded at its start (c->saved), and whether the last write failed. */
+    const char *dir = coord_checkpoint_dir(c);
+    json_t *ck = json_pack("{s:s?, s:b, s:I, s:b}", "dir", dir, "saved", dir != NULL && c->saved,
+                           "step", (json_int_t)(c->saved ? c->saved_step : 0), "failing",
+                           c->ckpt_failing);
+    if (ck != NULL && c->ckpt_failing)
+        json_object_set_new(ck, "error", json_string(c->ckpt_error));
+    json_object_set_new(o, "checkpoint", ck);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", c->cfg->summary_json);
     if (json_dump_file(o, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) != 0 ||

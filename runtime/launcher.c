@@ -63,6 +63,7 @@ typedef struct launch {
     long long last_step;     /* highest step the metrics have shown */
     int finished;            /* the job is over (DONE seen): replace no worker */
     int end_printed;         /* the final state line was printed */
+    int ckpt_warned;         /* the "checkpoints cannot be written" warning is shown */
     cpu_set_t avail;         /* CPUs this process may use */
     int cpus[CPU_SETSIZE];   /* their numbers, in order */
     int blocks;              /* CPU blocks of --threads CPUs each; 0 = no binding */
@@ -383,6 +384,19 @@ static void on_metrics(launch *l, const char *text, size_t len)
     double sps = json_number_value(json_object_get(o, "samples_per_s"));
     const char *state = json_string_value(json_object_get(o, "state"));
     long long step = (long long)json_integer_value(json_object_get(o, "step"));
+    const char *ckpt = json_string_value(json_object_get(o, "checkpoint"));
+    if (ckpt != NULL && strcmp(ckpt, "failing") == 0 && !l->ckpt_warned) {
+        const char *why = json_string_value(json_object_get(o, "checkpoint_error"));
+        fprintf(stderr,
+                "kadet run: warning: checkpoints cannot be written (%s); training goes on, "
+                "but a restarted coordinator would resume from an older checkpoint or from "
+                "epoch 0\n",
+                why != NULL ? why : "no detail");
+        l->ckpt_warned = 1;
+    } else if (ckpt != NULL && strcmp(ckpt, "ok") == 0 && l->ckpt_warned) {
+        fprintf(stderr, "kadet run: checkpoints are written again\n");
+        l->ckpt_warned = 0;
+    }
     if (step > l->last_step) {
         l->last_step = step;
         l->worker_failures = 0;

@@ -61,6 +61,25 @@ int kd_launch_check_data(const kd_agentjob *job, const char *data)
     return 2;
 }
 
+/* The summary's checkpoint record: a job that keeps checkpoints but has none (or whose
+ * last write failed) says so, since a later resume would start over. */
+static void warn_checkpoint(const json_t *ck)
+{
+    if (!json_is_object(ck) || !json_is_string(json_object_get(ck, "dir")))
+        return;
+    const char *why = json_string_value(json_object_get(ck, "error"));
+    if (!json_is_true(json_object_get(ck, "saved")))
+        fprintf(stderr, "kadet run: warning: the job has no checkpoint in %s (%s)\n",
+                json_string_value(json_object_get(ck, "dir")),
+                why != NULL ? why : "none was written");
+    else if (json_is_true(json_object_get(ck, "failing")))
+        fprintf(stderr,
+                "kadet run: warning: the last checkpoint write failed (%s); the checkpoint "
+                "in %s is from step %lld\n",
+                why != NULL ? why : "no detail", json_string_value(json_object_get(ck, "dir")),
+                (long long)json_integer_value(json_object_get(ck, "step")));
+}
+
 static int write_summary(const char *path, json_t *s)
 {
     /* Same keys as the single-agent summary, plus the distributed extras. */
@@ -212,6 +231,7 @@ int kd_launch_cmd_run(int argc, char **argv)
             printf("      final batch %lld per agent, gradient noise scale %.0f\n",
                    (long long)json_integer_value(json_object_get(summary, "batch")),
                    json_number_value(json_object_get(summary, "noise_scale")));
+        warn_checkpoint(json_object_get(summary, "checkpoint"));
         if (summary_json != NULL && write_summary(summary_json, summary) != 0) {
             fprintf(stderr, "kadet run: cannot write %s: %s\n", summary_json, strerror(errno));
             st = 1;

@@ -108,6 +108,27 @@ if [ "${run[*]}" = "run --in-process" ]; then
     { echo "FAIL launcher gave no reason"; fails=$((fails + 1)); }
   [ $(($(date +%s) - started)) -lt 30 ] ||
     { echo "FAIL launcher took too long to give up"; fails=$((fails + 1)); }
+  # A checkpoint directory that cannot be created (its parent is a file): the job still
+  # trains and succeeds, kadet run warns, and the summary records that there is none.
+  touch "$tmp/afile"
+  check launcher-checkpoint-unwritable 0 "warning: the job has no checkpoint in $tmp/afile/ckpt" \
+    timeout 120 "$kadet" run --agents 2 --epochs 2 --max-samples 6000 \
+    --checkpoint-dir "$tmp/afile/ckpt" --summary-json "$tmp/ck.json" "$sample"
+  grep -qF "Not a directory" "$tmp/out" ||
+    { echo "FAIL checkpoint warning without the reason"; fails=$((fails + 1)); }
+  python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))["checkpoint"]
+assert c["saved"] is False and c["failing"] is True and "mkdir" in c["error"], c' \
+    "$tmp/ck.json" || { echo "FAIL summary checkpoint record"; fails=$((fails + 1)); }
+  # A writable one: saved, nothing to warn about.
+  check launcher-checkpoint-written 0 "done: job default/fashion-mnist" \
+    timeout 120 "$kadet" run --agents 2 --epochs 1 --max-samples 6000 \
+    --checkpoint-dir "$tmp/ckpt" --summary-json "$tmp/ck.json" "$sample"
+  if grep -i "warning" "$tmp/out" | grep -qi "checkpoint"; then
+    echo "FAIL checkpoint warning on a writable directory"; fails=$((fails + 1))
+  fi
+  python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))["checkpoint"]
+assert c["saved"] is True and c["failing"] is False and c["step"] > 0, c' \
+    "$tmp/ck.json" || { echo "FAIL summary checkpoint record (written)"; fails=$((fails + 1)); }
 fi
 
 [ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }

@@ -270,10 +270,40 @@ static void test_newer_or_nonsense_header_is_refused(void **state)
     assert_int_equal(kd_ckpt_load_file(p, 42, &c, err, sizeof err), KD_ETRUNCATED);
 }
 
+static void test_probe_reports_an_unwritable_directory(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    /* Writable (the directory is created): no file is left behind. */
+    char sub[320];
+    snprintf(sub, sizeof sub, "%s/new", dir);
+    assert_int_equal(kd_ckpt_probe(sub, err, sizeof err), KD_OK);
+    char probe[400];
+    snprintf(probe, sizeof probe, "%s/checkpoint.probe", sub);
+    assert_int_not_equal(access(probe, F_OK), 0);
+    /* Its parent is a file: an I/O error naming the path and the reason, as a save gets. */
+    char file[320], bad[400];
+    snprintf(file, sizeof file, "%s/afile", dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(bad, sizeof bad, "%s/ckpt", file);
+    assert_int_equal(kd_ckpt_probe(bad, err, sizeof err), KD_EIO);
+    assert_non_null(strstr(err, bad));
+    assert_non_null(strstr(err, "Not a directory"));
+    float p[1] = {1.0f};
+    kd_ckpt c = {.n_params = 1, .params = p};
+    char err2[512] = "";
+    assert_int_equal(kd_ckpt_save(bad, &c, err2, sizeof err2), KD_EIO);
+    assert_string_equal(err, err2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_saved_state_loads_back_exactly, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_probe_reports_an_unwritable_directory, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_damaged_latest_falls_back_to_previous, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_garbage_file_is_rejected_not_trusted, setup,
