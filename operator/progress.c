@@ -19,6 +19,7 @@
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kube_map.h"
+#include "reconcile_plan.h"
 
 #define PROGRESS_MAX_SUBS 4096
 #define PROGRESS_MSG_MAX 65536
@@ -110,6 +111,10 @@ int progress_decode(const char *text, size_t len, rc_progress_info *out)
               get_num(o, "loss", &out->loss) | get_num(o, "accuracy", &out->accuracy) |
               get_num(o, "samples_per_s", &out->samples_per_s) |
               get_num(o, "agents", &agents) | get_num(o, "samples", &samples);
+    out->checkpoint = (int)rc_ckpt_parse(json_string_value(json_object_get(o, "checkpoint")));
+    const char *ce = json_string_value(json_object_get(o, "checkpoint_error"));
+    if (ce != NULL)
+        snprintf(out->checkpoint_error, sizeof out->checkpoint_error, "%s", ce);
     json_decref(o);
     if (bad || epoch < 0 || epoch > 1e9 || step < 0 || step > 9e15 || agents < 0 ||
         agents > 1e6 || out->accuracy < 0 || out->accuracy > 1 || out->samples_per_s < 0 ||

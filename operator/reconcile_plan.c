@@ -397,3 +397,43 @@ void rc_plan_free(rc_plan *p)
     p->why = NULL;
     p->n_delete = 0;
 }
+
+rc_ckpt_state rc_ckpt_parse(const char *text)
+{
+    if (text == NULL)
+        return RC_CKPT_UNKNOWN;
+    if (strcmp(text, "none") == 0)
+        return RC_CKPT_NONE;
+    if (strcmp(text, "ok") == 0)
+        return RC_CKPT_OK;
+    if (strcmp(text, "failing") == 0)
+        return RC_CKPT_FAILING;
+    return RC_CKPT_UNKNOWN;
+}
+
+int rc_plan_checkpoint(rc_ckpt_state st, const char *error, int was_failing, rc_condition *out,
+                       int *warn)
+{
+    *warn = 0;
+    memset(out, 0, sizeof *out);
+    out->type = "CheckpointFailing";
+    if (st == RC_CKPT_FAILING) {
+        out->status = 1;
+        out->reason = "CheckpointWriteFailed";
+        snprintf(out->message, sizeof out->message,
+                 "checkpoints cannot be written: %s; training goes on, but a restarted or "
+                 "resumed job starts from an older checkpoint or from epoch 0 (mount a volume "
+                 "at spec.checkpoint.path)",
+                 error != NULL && error[0] != '\0' ? error : "no detail");
+        *warn = !was_failing;
+        return 1;
+    }
+    if (st == RC_CKPT_OK) {
+        out->status = 0;
+        out->reason = "CheckpointsWritten";
+        snprintf(out->message, sizeof out->message, "%s",
+                 was_failing ? "checkpoints are written again" : "checkpoints are written");
+        return 1;
+    }
+    return 0;
+}

@@ -136,4 +136,22 @@ void rc_plan_free(rc_plan *plan);
 
 const char *rc_delete_why_name(rc_delete_why w);
 
+/* What the coordinator's metrics say of its checkpoints. */
+typedef enum rc_ckpt_state {
+    RC_CKPT_UNKNOWN = 0, /* no metrics, or a coordinator too old to say */
+    RC_CKPT_NONE = 1,    /* the job keeps no checkpoints */
+    RC_CKPT_OK = 2,      /* writable: written, or the start probe passed */
+    RC_CKPT_FAILING = 3  /* the last write failed */
+} rc_ckpt_state;
+/* "ok" -> RC_CKPT_OK ...; RC_CKPT_UNKNOWN for NULL or anything else. */
+rc_ckpt_state rc_ckpt_parse(const char *text);
+
+/* The CheckpointFailing condition for a job whose coordinator reports `st` (error: its
+ * text when failing), given whether the condition is True now. Returns 1 and fills *out
+ * when the condition is to be written (failing: True; writable: False), 0 when the
+ * metrics say nothing about checkpoints. *warn is set when it turns True: the caller
+ * records a Warning Event once. Pure. */
+int rc_plan_checkpoint(rc_ckpt_state st, const char *error, int was_failing, rc_condition *out,
+                       int *warn);
+
 #endif

@@ -139,6 +139,7 @@ typedef struct sync_ctx {
     int failures_counted;   /* failed pods actually deleted by this sync */
     char scaled_msg[640];   /* the Scaled event, sent once the status recording it is
                                written (a conflict retries the sync: no duplicate) */
+    char ckpt_msg[RC_MSG_MAX]; /* the CheckpointFailing Warning event, likewise */
 } sync_ctx;
 
 static int create_obj(sync_ctx *x, const kube_resource *r, json_t *obj, const char *what)
@@ -349,6 +350,42 @@ static json_t *progress_json(const rc_progress_info *pi)
     return o;
 }
 
+/* CheckpointFailing from the coordinator's metrics (docs/security-pods.md): True with the
+ * coordinator's error while its writes fail, False once they succeed; the Warning event
+ * is sent when it turns True. Unchanged when the metrics say nothing. */
+static void checkpoint_condition(sync_ctx *x, json_t *st, long gen, const char *now)
+{
+    rc_controller *c = x->c;
+    rc_progress_info pi;
+    if (c->opt.progress_lookup == NULL || !c->opt.progress_lookup(c->opt.progress_ud, x->key, &pi))
+        return;
+    int was = 0;
+    size_t i;
+    json_t *cond;
+    json_array_foreach(json_object_get(st, "conditions"), i, cond)
+    {
+        const char *t = json_string_value(json_object_get(cond, "type"));
+        const char *v = json_string_value(json_object_get(cond, "status"));
+        if (t != NULL && v != NULL && strcmp(t, "CheckpointFailing") == 0 &&
+            strcmp(v, "True") == 0)
+            was = 1;
+    }
+    rc_plan one;
+    memset(&one, 0, sizeof one);
+    int warn = 0;
+    if (!rc_plan_checkpoint((rc_ckpt_state)pi.checkpoint, pi.checkpoint_error, was, &one.cond[0],
+                            &warn))
+        return;
+    one.n_cond = 1;
+    json_t *merged = merge_conditions(json_object_get(st, "conditions"), &one, gen, now);
+    if (merged != NULL)
+        json_object_set_new(st, "conditions", merged);
+    if (warn) {
+        snprintf(x->ckpt_msg, sizeof x->ckpt_msg, "%s", one.cond[0].message);
+        KD_WARN("checkpoint failing job=%s err=\"%s\"", x->key, pi.checkpoint_error);
+    }
+}
+
 static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, double *requeue_s)
 {
     rc_controller *c = x->c;
@@ -375,6 +412,7 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
         json_object_set_new(st, "completionTime", json_string(now));
     json_object_set_new(st, "conditions", merge_conditions(json_object_get(old, "conditions"),
                                                            p, gen, now));
+    checkpoint_condition(x, st, gen, now);
 
     /* The scaling record, and its Event, when the desired count changes. */
     int from = in->status_desired > 0 ? in->status_desired : 0;
@@ -554,7 +592,7 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     else
         memset(&plan, 0, sizeof plan);
     if (rc == KD_OK) {
-        sync_ctx x = {c, key, ns, name, job, &spec, 0, ""};
+        sync_ctx x = {c, key, ns, name, job, &spec, 0, "", ""};
         int send_invalid = 0;
         long gen = (long)json_integer_value(json_object_get(md, "generation"));
         pthread_mutex_lock(&c->mu);
@@ -569,6 +607,8 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
          * sync sees no transition, and a conflict (retried) sends nothing twice. */
         if (rc == KD_OK && x.scaled_msg[0] != '\0')
             record_event(c, job, 0, "Scaled", x.scaled_msg);
+        if (rc == KD_OK && x.ckpt_msg[0] != '\0')
+            record_event(c, job, 1, "CheckpointFailing", x.ckpt_msg);
         if (rc == KD_OK && plan.event_reason[0] != '\0' &&
             (strcmp(plan.event_reason, "InvalidSpec") != 0 || send_invalid)) {
             if (strcmp(plan.event_reason, "InvalidSpec") == 0) {

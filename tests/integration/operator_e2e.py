@@ -7,7 +7,9 @@ Steps (the same as hack/e2e-kind.sh): kubectl apply a short copy of the sample (
 sample's model and optimizer, fewer epochs, checkpoints in a temp dir); the job reaches
 Running; the scheduler scales it up while the fake nodes have room (a Scaled event);
 a second job arrives and the first is scaled down to make room (a Scaled event "to a
-smaller count"); both reach Succeeded with test accuracy >= 0.85 in status.progress;
+smaller count"); both reach Succeeded with test accuracy >= 0.85 in status.progress, the
+second with a checkpoint directory that cannot be created (CheckpointFailing True and one
+Warning event; the first's condition is False);
 kubectl delete; every pod and Service is collected."""
 
 import json
@@ -71,8 +73,13 @@ def main():
         downs = sum(1 for f, t in scaled(c, "fm-a") if t < f)
         # fm-b asks for another policy than the cluster's: it is scheduled by greedy like
         # every job, and its Valid condition says so.
-        c.kubectl("apply", "-f", "-", stdin=json.dumps(job_from_sample("fm-b", c, (2, 4),
-                                                                        EPOCHS, "rl")))
+        # fm-b's checkpoint directory cannot be created (its parent is a file): it trains
+        # and succeeds, with CheckpointFailing True and one Warning event.
+        blocker = os.path.join(c.dir, "not-a-directory")
+        open(blocker, "w").close()
+        fm_b = job_from_sample("fm-b", c, (2, 4), EPOCHS, "rl")
+        fm_b["spec"]["checkpoint"]["path"] = os.path.join(blocker, "ckpt-fm-b")
+        c.kubectl("apply", "-f", "-", stdin=json.dumps(fm_b))
         wait_for(lambda: sum(1 for f, t in scaled(c, "fm-a") if t < f) > downs
                  or status(c, "fm-a").get("phase") == "Succeeded", 40,
                  "fm-a scaled down for fm-b")
@@ -99,6 +106,17 @@ def main():
                   "%s status.progress.batchSize %r is the sample's per-agent batch"
                   % (name, st["progress"].get("batchSize")))
             check(st.get("completionTime"), name + " completionTime")
+            ck = [x for x in st.get("conditions", []) if x["type"] == "CheckpointFailing"]
+            check(ck and ck[0]["status"] == ("True" if name == "fm-b" else "False"),
+                  "%s CheckpointFailing condition %r" % (name, ck))
+            warned = [e for e in c.events(name) if e["reason"] == "CheckpointFailing"]
+            if name == "fm-b":
+                check(ck[0]["reason"] == "CheckpointWriteFailed" and
+                      "Not a directory" in ck[0]["message"], "fm-b condition %r" % ck[0])
+                check(len(warned) == 1 and warned[0]["type"] == "Warning",
+                      "fm-b CheckpointFailing events %r" % warned)
+            else:
+                check(not warned, "%s: CheckpointFailing event %r" % (name, warned))
             check(any(e["reason"] == "Succeeded" for e in c.events(name)),
                   name + " Succeeded event")
         c.kubectl("delete", "aj", "fm-a", "fm-b", "--wait=false")

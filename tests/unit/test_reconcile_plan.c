@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "kd_error.h"
+#include "kd_spec.h"
+#include "podspec.h"
 #include "reconcile_plan.h"
 
 #define NOW 1000000.0
@@ -486,6 +488,81 @@ static void test_pod_decoding(void **state)
     assert_string_equal(rc_phase_name(RC_FAILED), "Failed");
 }
 
+/* A pod template beyond the restricted profile: the policy's refusal is the spec's
+ * invalidity, so the plan reports Valid=False naming the field and creates nothing; an
+ * administrator's --allow-privileged-pods makes the same job start. */
+static void test_pod_template_policy_makes_the_spec_invalid(void **state)
+{
+    (void)state;
+    json_error_t je;
+    json_t *job = json_loads(
+        "{\"apiVersion\": \"kadet.io/v1alpha1\", \"kind\": \"AgentJob\","
+        " \"metadata\": {\"name\": \"p\", \"namespace\": \"ns\", \"uid\": \"u\"},"
+        " \"spec\": {\"agents\": {\"min\": 1, \"max\": 2},"
+        "  \"template\": {\"spec\": {\"hostNetwork\": true, \"containers\": [{\"name\": \"a\"}]}},"
+        "  \"training\": {\"epochs\": 1}}}",
+        0, &je);
+    assert_non_null(job);
+    kd_agentjob spec;
+    char err[512] = "";
+    assert_int_equal(kd_agentjob_decode(job, &spec, err, sizeof err), KD_OK);
+    for (int admin = 0; admin < 2; admin++) {
+        podspec_options o = {.image = "x", .allow_privileged = admin};
+        rc_input in = base();
+        in.valid = podspec_check_template(&spec, &o, err, sizeof err) == KD_OK;
+        in.invalid_msg = err;
+        rc_plan p;
+        assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+        if (!admin) {
+            assert_false(p.act);
+            assert_int_equal(cond(&p, "Valid")->status, 0);
+            assert_non_null(strstr(cond(&p, "Valid")->message, "spec.template.spec.hostNetwork"));
+            assert_string_equal(p.event_reason, "InvalidSpec");
+            assert_false(p.create_coordinator);
+            assert_false(p.create_service);
+            assert_int_equal(p.n_create, 0);
+        } else {
+            assert_int_equal(cond(&p, "Valid")->status, 1);
+            assert_true(p.create_coordinator);
+        }
+        rc_plan_free(&p);
+    }
+    kd_agentjob_free(&spec);
+    json_decref(job);
+}
+
+static void test_checkpoint_failing_condition(void **state)
+{
+    (void)state;
+    rc_condition c;
+    int warn = 1;
+    /* Metrics that say nothing (no checkpoints, or an older coordinator): no condition. */
+    assert_int_equal(rc_plan_checkpoint(RC_CKPT_UNKNOWN, NULL, 0, &c, &warn), 0);
+    assert_false(warn);
+    assert_int_equal(rc_plan_checkpoint(RC_CKPT_NONE, NULL, 1, &c, &warn), 0);
+    /* Failing: True with the coordinator's error, one Warning on the transition only. */
+    const char *e = "checkpoint: mkdir /checkpoints/fm: No such file or directory";
+    assert_int_equal(rc_plan_checkpoint(RC_CKPT_FAILING, e, 0, &c, &warn), 1);
+    assert_string_equal(c.type, "CheckpointFailing");
+    assert_int_equal(c.status, 1);
+    assert_string_equal(c.reason, "CheckpointWriteFailed");
+    assert_non_null(strstr(c.message, e));
+    assert_non_null(strstr(c.message, "epoch 0"));
+    assert_true(warn);
+    assert_int_equal(rc_plan_checkpoint(RC_CKPT_FAILING, e, 1, &c, &warn), 1);
+    assert_false(warn);
+    /* Written again: False. */
+    assert_int_equal(rc_plan_checkpoint(RC_CKPT_OK, NULL, 1, &c, &warn), 1);
+    assert_int_equal(c.status, 0);
+    assert_string_equal(c.message, "checkpoints are written again");
+    assert_false(warn);
+    assert_int_equal(rc_ckpt_parse("failing"), RC_CKPT_FAILING);
+    assert_int_equal(rc_ckpt_parse("ok"), RC_CKPT_OK);
+    assert_int_equal(rc_ckpt_parse("none"), RC_CKPT_NONE);
+    assert_int_equal(rc_ckpt_parse("FAILING"), RC_CKPT_UNKNOWN);
+    assert_int_equal(rc_ckpt_parse(NULL), RC_CKPT_UNKNOWN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -503,6 +580,8 @@ int main(void)
         cmocka_unit_test(test_invalid_spec_reports_without_acting),
         cmocka_unit_test(test_suspend_deletes_workers_then_coordinator_and_resume_restarts),
         cmocka_unit_test(test_pod_decoding),
+        cmocka_unit_test(test_pod_template_policy_makes_the_spec_invalid),
+        cmocka_unit_test(test_checkpoint_failing_condition),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

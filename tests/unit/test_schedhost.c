@@ -15,6 +15,7 @@
 
 #include "kd_error.h"
 #include "progress.h"
+#include "reconcile_plan.h"
 #include "schedhost.h"
 
 static json_t *load(const char *text)
@@ -111,6 +112,12 @@ static void test_progress_decoder(void **state)
     const char *with_batch = "{\"agents\": 2, \"batch\": 112, \"step\": 9}";
     assert_int_equal(progress_decode(with_batch, strlen(with_batch), &pi), 0);
     assert_int_equal(pi.batch, 112);
+    assert_int_equal(pi.checkpoint, RC_CKPT_UNKNOWN);
+    const char *failing = "{\"step\": 9, \"checkpoint\": \"failing\","
+                          " \"checkpoint_error\": \"checkpoint: open /c/x: No space left\"}";
+    assert_int_equal(progress_decode(failing, strlen(failing), &pi), 0);
+    assert_int_equal(pi.checkpoint, RC_CKPT_FAILING);
+    assert_string_equal(pi.checkpoint_error, "checkpoint: open /c/x: No space left");
     const char *bad[] = {"", "[]", "{", "not json", "{\"epoch\": \"2\"}",
                          "{\"accuracy\": 1.5}", "{\"samples_per_s\": -1}", "{\"step\": -3}",
                          "{\"loss\": true}", "{\"agents\": 1e9}", "{\"batch\": -1}",
