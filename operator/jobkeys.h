@@ -26,6 +26,16 @@ typedef struct jobkeys_pair {
 /* A new keypair. KD_EUNSUPPORTED when libzmq was built without CURVE. */
 int jobkeys_generate(jobkeys_pair *out, char *err, size_t errlen);
 
+/* The keypair of the job with metadata.uid `uid`, derived from the operator's secret key:
+ * the secret key is BLAKE2b-256 keyed by the operator's secret key over a fixed label and
+ * the uid, the public key its Curve25519 public key. The operator can thus give the job's
+ * public key to its metrics subscription at any time without reading the job's Secret
+ * (it has no permission to), a Secret deleted by mistake is made again with the same key,
+ * and another job (another uid, even of the same name) never shares it. KD_EINVAL for a
+ * malformed operator key or an empty uid. */
+int jobkeys_derive(const jobkeys_pair *op, const char *uid, jobkeys_pair *out, char *err,
+                   size_t errlen);
+
 /* Standard base64 of the text in (a Secret's data value) into out; output that would not
  * fit outlen is cut at a 4-character group. Cannot fail. */
 void jobkeys_base64(const char *in, char *out, size_t outlen);

@@ -83,8 +83,12 @@ typedef struct rc_options {
     rc_progress_watch_fn progress_watch;
     void (*progress_forget)(void *ud, const char *key); /* the job is gone */
     void *progress_ud;
-    jobkeys_cache *operator_keys; /* its public key goes into every job's key Secret;
-                                     NULL = none (the Secret has no operator.pub) */
+    jobkeys_cache *operator_keys; /* its public key goes into every job's key Secret and
+                                     job keys are derived from it; NULL = none (random job
+                                     keys, no operator.pub) */
+    /* The job's public key for the metrics subscription (progress_set_job_key), given
+     * while its coordinator runs; NULL = not needed. Uses progress_ud. */
+    void (*progress_job_key)(void *ud, const char *key, const char *job_public);
 } rc_options;
 
 typedef struct rc_controller rc_controller;

@@ -162,8 +162,9 @@ static int create_obj(sync_ctx *x, const kube_resource *r, json_t *obj, const ch
 
 /* The job's key Secret and NetworkPolicy, before any of its pods is created (a pod whose
  * Secret is missing would wait for it). Creating what exists is a no-op (409), so this
- * runs whenever pods are created and also restores a deleted Secret or policy (with a
- * new key: the job's running pods keep the files they mounted). */
+ * runs whenever pods are created and also restores a deleted Secret or policy; the key is
+ * derived from the operator's key and the job's uid (jobkeys_derive), so a restored
+ * Secret holds the same key as the running pods. */
 static int ensure_security_objects(sync_ctx *x)
 {
     const podspec_options *o = &x->c->opt.podspec;
@@ -178,7 +179,11 @@ static int ensure_security_objects(sync_ctx *x)
                  ? jobkeys_cache_get(x->c->opt.operator_keys, x->c->opt.client, &op, err,
                                      sizeof err)
                  : KD_OK;
-        if (rc == KD_OK)
+        if (rc == KD_OK && x->c->opt.operator_keys != NULL)
+            rc = jobkeys_derive(&op, json_string_value(json_object_get(
+                                         json_object_get(x->job, "metadata"), "uid")),
+                                &kp, err, sizeof err);
+        else if (rc == KD_OK)
             rc = jobkeys_generate(&kp, err, sizeof err);
         if (rc == KD_OK)
             rc = podspec_keys_secret(x->job, x->spec, kp.pub, kp.sec, op.pub, &obj, err,
@@ -495,6 +500,24 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
     return rc;
 }
 
+/* Gives the progress subscription the job's public key (derived, see jobkeys_derive):
+ * its CURVE client must know the coordinator's server key. Skipped while the operator's
+ * key is not loaded (the next sync tries again). */
+static void tell_job_key(rc_controller *c, const json_t *job, const char *key)
+{
+    if (c->opt.progress_job_key == NULL || c->opt.operator_keys == NULL ||
+        !c->opt.podspec.keys)
+        return;
+    jobkeys_pair op, kp;
+    char err[256];
+    const char *uid = json_string_value(json_object_get(json_object_get(job, "metadata"), "uid"));
+    if (jobkeys_cache_get(c->opt.operator_keys, c->opt.client, &op, err, sizeof err) == KD_OK &&
+        jobkeys_derive(&op, uid, &kp, err, sizeof err) == KD_OK)
+        c->opt.progress_job_key(c->opt.progress_ud, key, kp.pub);
+    memset(&op, 0, sizeof op);
+    memset(&kp, 0, sizeof kp);
+}
+
 /* --- one sync ------------------------------------------------------------------------- */
 
 static void forget_job(rc_controller *c, const char *key)
@@ -627,6 +650,8 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
             if (pods[k].coordinator && !pods[k].deleting && pods[k].state == RC_POD_RUNNING &&
                 pods[k].ip[0] != '\0')
                 coord = &pods[k];
+        if (coord != NULL)
+            tell_job_key(c, job, key);
         if (c->opt.progress_watch != NULL) {
             char ep[128];
             snprintf(ep, sizeof ep, "tcp://%s:%d", coord != NULL ? coord->ip : "",

@@ -26,6 +26,8 @@ kd_add_test(NAME test_hosts SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_hosts.c
             LIBS kd_common LABELS unit TIMEOUT 30)
 kd_add_test(NAME test_podspec SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_podspec.c
             LIBS kd_reconcile LABELS unit TIMEOUT 30)
+kd_add_test(NAME test_jobkeys SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_jobkeys.c
+            LIBS kd_reconcile LABELS unit TIMEOUT 30)
 kd_add_test(NAME test_reconcile_plan SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_reconcile_plan.c
             LIBS kd_reconcile LABELS unit TIMEOUT 30)
 kd_add_script_test(NAME reconcile_lifecycle

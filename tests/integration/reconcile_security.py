@@ -4,8 +4,8 @@ a pod template asking for a privileged container, a host namespace, a hostPath v
 added capabilities or another service account makes Valid=False naming the field and no
 pod is created; fixing it starts the job. Every agent pod carries the restricted profile
 and the job's key Secret; the Secret (agent.pub, agent.key, operator.pub) and the job's
-NetworkPolicy are owned by the AgentJob and collected with it; the operator's own key
-Secret is made once. An operator started with --allow-privileged-pods and
+NetworkPolicy are owned by the AgentJob and collected with it; a deleted key Secret comes
+back with the same key; the operator's own key Secret is made once. An operator started with --allow-privileged-pods and
 --network-policy=false runs the privileged template and creates no NetworkPolicy."""
 
 import base64
@@ -68,7 +68,7 @@ def test_refusals(c):
 
 
 def test_profile_keys_and_policy(c):
-    c.apply(h.sample_job("sec", agents=(1, 2), replicas=2))
+    c.apply(h.sample_job("sec", agents=(1, 3), replicas=2))
     wait_for(lambda: len(c.live_pods("sec", "worker")) == 2, 15, "sec workers")
     job = c.job("sec")
     for p in c.live_pods("sec"):
@@ -104,6 +104,12 @@ def test_profile_keys_and_policy(c):
     check(ports == [7070, 7071, 7072], "job ports %r" % ports)
     check([p["port"] for p in np["spec"]["ingress"][1]["ports"]] == [7071],
           "operator port %r" % np["spec"]["ingress"][1])
+    # A Secret deleted by mistake comes back with the next pods, with the same key (it is
+    # derived from the operator's key and the job's uid): the running pods keep working.
+    c.kubectl("delete", "secret", "sec-keys")
+    c.kubectl("scale", "aj", "sec", "--replicas=3")
+    again = wait_for(lambda: c.get_json("secret", "sec-keys"), 15, "sec-keys restored")
+    check(again["data"] == sec["data"], "restored Secret holds another key")
     # A second job gets its own keys.
     c.apply(h.sample_job("sec2", agents=(1, 1)))
     sec2 = wait_for(lambda: c.get_json("secret", "sec2-keys"), 15, "sec2 key Secret")
