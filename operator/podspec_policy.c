@@ -136,8 +136,6 @@ int podspec_check_template(const kd_agentjob *spec, const podspec_options *o, ch
             snprintf(p, sizeof p, TPL ".%s", host_ns[k]);
             return refuse(err, errlen, p, "a host namespace");
         }
-    if (json_is_true(json_object_get(pspec, "hostUsers")))
-        return refuse(err, errlen, TPL ".hostUsers", "the host user namespace");
     static const char *const sa_fields[] = {"serviceAccountName", "serviceAccount"};
     for (size_t k = 0; k < 2; k++) {
         const char *sa = json_string_value(json_object_get(pspec, sa_fields[k]));

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jobkeys.h"
 #include "kd_error.h"
 #include "kd_log.h"
-#include "jobkeys.h"
 #include "kd_spec.h"
 #include "podspec.h"
 #include "reconcile_int.h"
