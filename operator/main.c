@@ -273,6 +273,11 @@ int main(int argc, char **argv)
 
     KD_INFO("starting version=%s", KADET_VERSION);
     opc_log(&cfg);
+    if (!cfg.default_qtable_given && cfg.default_qtable[0] == '\0' &&
+        strcmp(cfg.scheduler_policy, "rl") == 0)
+        KD_WARN("no shipped rl table found looked_in=<prefix>/%s,%s: rl starts from an empty "
+                "table and decides as greedy until it has learned (set --default-qtable)",
+                OPC_QTABLE_REL, OPC_QTABLE_SYSTEM);
 
     op_metrics metrics;
     rc = op_metrics_init(&metrics, err, sizeof err);

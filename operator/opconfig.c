@@ -348,7 +348,36 @@ static int set_weights(opc_config *c, const char *v, char *err, size_t n)
 
 static int set_default_qtable(opc_config *c, const char *v, char *err, size_t n)
 {
+    c->default_qtable_given = 1;
     return set_str(c->default_qtable, sizeof c->default_qtable, v, "default-qtable", err, n);
+}
+
+int opc_find_qtable(const char *exe, const char *system_path, char *out, size_t n)
+{
+    if (out == NULL || n == 0)
+        return KD_EINVAL;
+    out[0] = '\0';
+    /* <prefix>/bin/kadet-operator -> <prefix>/share/kadet: an install, and the build tree,
+     * where CMake copies the table to build/share/kadet beside build/bin. */
+    if (exe != NULL && exe[0] == '/') {
+        size_t dir = (size_t)(strrchr(exe, '/') - exe); /* end of <prefix>/bin */
+        size_t plen = dir;
+        while (plen > 0 && exe[plen - 1] != '/')
+            plen--;
+        if (dir > 0 && plen > 0) {
+            plen--; /* <prefix> without its trailing slash; "" for /bin */
+            int w = snprintf(out, n, "%.*s/" OPC_QTABLE_REL, (int)plen, exe);
+            if (w > 0 && (size_t)w < n && access(out, R_OK) == 0)
+                return KD_OK;
+        }
+    }
+    if (system_path != NULL && system_path[0] != '\0' && access(system_path, R_OK) == 0) {
+        int w = snprintf(out, n, "%s", system_path);
+        if (w > 0 && (size_t)w < n)
+            return KD_OK;
+    }
+    out[0] = '\0';
+    return KD_ENOTFOUND;
 }
 
 static int set_runtime_image(opc_config *c, const char *v, char *err, size_t n)
@@ -422,8 +451,10 @@ static const opc_option opc_options[] = {
      set_weights},
     {"state-configmap", "KADET_STATE_CONFIGMAP", "kadet-scheduler-state", "NAME",
      "ConfigMap holding the learned scheduler state", set_state_configmap},
-    {"default-qtable", "KADET_DEFAULT_QTABLE", "/usr/share/kadet/qtable-default.json", "PATH",
-     "rl table to start from when the state ConfigMap holds none (empty: an empty table)",
+    {"default-qtable", "KADET_DEFAULT_QTABLE", NULL, "PATH",
+     "rl table to start from when the state ConfigMap holds none; default: the shipped "
+     "table, <prefix>/" OPC_QTABLE_REL " beside the binary's bin/ (an install or the build "
+     "tree), else " OPC_QTABLE_SYSTEM " (empty: an empty table)",
      set_default_qtable},
     {"runtime-image", "KADET_RUNTIME_IMAGE", "ghcr.io/kadet/kadet:" KADET_VERSION, "IMAGE",
      "agent image when a job's pod template names none", set_runtime_image},
@@ -537,6 +568,14 @@ int opc_parse_env(opc_config *cfg, int argc, char *const argv[],
 
     if (cfg->lease_namespace[0] == '\0')
         memcpy(cfg->lease_namespace, cfg->operator_namespace, sizeof cfg->lease_namespace);
+    if (!cfg->default_qtable_given) {
+        char exe[4096];
+        ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        exe[len > 0 ? len : 0] = '\0';
+        /* Not found is not an error: rl then starts from an empty table, and main() says
+         * so with the places it looked in. */
+        opc_find_qtable(exe, OPC_QTABLE_SYSTEM, cfg->default_qtable, sizeof cfg->default_qtable);
+    }
     return KD_OK;
 }
 
