@@ -43,7 +43,19 @@ void kd_log(kd_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (m < 0)
+        m = 0;
+    /* Messages that start with their component ("worker: started ...") would name it
+     * twice on the line: the prefix is dropped. */
+    size_t cl = strlen(log_component);
+    if ((size_t)m > cl + 2 && strncmp(line + n, log_component, cl) == 0 &&
+        line[n + (int)cl] == ':' && line[n + (int)cl + 1] == ' ') {
+        size_t body = (size_t)m < sizeof line - (size_t)n - 1 ? (size_t)m
+                                                              : sizeof line - (size_t)n - 2;
+        memmove(line + n, line + n + cl + 2, body - cl - 2 + 1);
+        m = (int)(body - cl - 2);
+    }
+    size_t len = (size_t)n + (size_t)m;
     if (len > sizeof line - 2)
         len = sizeof line - 2;
     line[len++] = '\n';

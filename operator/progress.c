@@ -104,12 +104,13 @@ int progress_decode(const char *text, size_t len, rc_progress_info *out)
     }
     memset(out, 0, sizeof *out);
     out->samples = -1;
-    double epoch = 0, step = 0, agents = 0, samples = -1, batch = 0;
+    double epoch = 0, step = 0, agents = 0, samples = -1, batch = 0, evaluated = -1;
     int bad = get_num(o, "epoch", &epoch) | get_num(o, "step", &step) |
               get_num(o, "batch", &batch) |
               get_num(o, "loss", &out->loss) | get_num(o, "accuracy", &out->accuracy) |
               get_num(o, "samples_per_s", &out->samples_per_s) |
-              get_num(o, "agents", &agents) | get_num(o, "samples", &samples);
+              get_num(o, "agents", &agents) | get_num(o, "samples", &samples) |
+              get_num(o, "epochs_done", &evaluated);
     json_decref(o);
     if (bad || epoch < 0 || epoch > 1e9 || step < 0 || step > 9e15 || agents < 0 ||
         agents > 1e6 || out->accuracy < 0 || out->accuracy > 1 || out->samples_per_s < 0 ||
@@ -121,6 +122,8 @@ int progress_decode(const char *text, size_t len, rc_progress_info *out)
     out->step = (long)step;
     out->agents = (int)agents;
     out->samples = samples >= 0 ? (long)samples : -1;
+    /* A coordinator without epochs_done: its accuracy is 0 until the first evaluation. */
+    out->evaluated = evaluated >= 0 ? evaluated > 0 : out->accuracy > 0;
     return 0;
 }
 

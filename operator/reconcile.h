@@ -61,6 +61,7 @@ typedef struct rc_progress_info {
     double loss, accuracy, samples_per_s;
     int agents;
     int batch; /* per-agent batch of the running world (adaptive batch size); 0: unknown */
+    int evaluated; /* 1 once an epoch was evaluated; before, accuracy means nothing */
 } rc_progress_info;
 typedef int (*rc_progress_lookup_fn)(void *ud, const char *key, rc_progress_info *out);
 /* Tells the progress module where a job's coordinator publishes (NULL: stop). */

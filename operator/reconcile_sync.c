@@ -286,11 +286,18 @@ static json_t *merge_conditions(const json_t *old, const rc_plan *p, long gen, c
     return out;
 }
 
+/* Before the first evaluation there is no accuracy: the number is left out and the text
+ * the printer column shows (testAccuracy) is "-". */
 static json_t *progress_json(const rc_progress_info *pi)
 {
-    json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:f}", "epoch", (json_int_t)pi->epoch, "step",
-                          (json_int_t)pi->step, "loss", pi->loss, "accuracy", pi->accuracy,
-                          "samplesPerSecond", pi->samples_per_s);
+    char shown[16] = "-";
+    if (pi->evaluated)
+        snprintf(shown, sizeof shown, "%.4f", pi->accuracy);
+    json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:s}", "epoch", (json_int_t)pi->epoch, "step",
+                          (json_int_t)pi->step, "loss", pi->loss, "samplesPerSecond",
+                          pi->samples_per_s, "testAccuracy", shown);
+    if (o != NULL && pi->evaluated)
+        json_object_set_new(o, "accuracy", json_real(pi->accuracy));
     if (o != NULL && pi->samples >= 0)
         json_object_set_new(o, "samples", json_integer(pi->samples));
     if (o != NULL && pi->batch > 0)
@@ -337,8 +344,13 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
             snprintf(policy, sizeof policy, "pinned");
             snprintf(reason, sizeof reason, "spec.replicas is %d", in->pin);
         } else if (have) {
+            /* Some policies name themselves in their reason ("rl: ..."): say it once. */
+            size_t pl = strlen(si.policy);
+            const char *r = si.reason;
+            if (pl > 0 && strncmp(r, si.policy, pl) == 0 && strncmp(r + pl, ": ", 2) == 0)
+                r += pl + 2;
             snprintf(policy, sizeof policy, "%s", si.policy);
-            snprintf(reason, sizeof reason, "%s", si.reason);
+            snprintf(reason, sizeof reason, "%s", r);
         } else if (in->status_desired < 0) {
             snprintf(policy, sizeof policy, "initial");
             snprintf(reason, sizeof reason, "no scheduling decision yet: agents.min");
@@ -351,7 +363,8 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
                                       "to", p->desired, "policy", policy, "reason", reason));
         char *msg = x->scaled_msg;
         size_t msgsz = sizeof x->scaled_msg;
-        if (have && in->pin <= 0)
+        /* A prediction only when the policy made one (the model had a measured speed). */
+        if (have && in->pin <= 0 && si.pred_speed > 0)
             snprintf(msg, msgsz,
                      "scaled from %d to %d agents (policy %s: %s; predicted %.1f samples/s, "
                      "cost %.0f agent-s, reward %.3f)",

@@ -22,6 +22,7 @@
 #include "kd_spec.h"
 #include "kd_train.h"
 #include "launcher.h"
+#include "run_output.h"
 
 typedef struct run_args {
     const char *file;         /* manifest */
@@ -159,14 +160,14 @@ static int parse_args(int argc, char **argv, run_args *a)
     return 0;
 }
 
+/* The same line as the distributed launcher's (run_output.h); arg is the batch. */
 static void print_epoch(void *arg, const kd_epoch_report *r)
 {
-    (void)arg;
-    printf("epoch %2d/%d  lr %.5f  train_loss %.4f  test_acc %.4f  samples/s %.0f  agents %d"
-           "  time %.2fs\n",
-           r->epoch, r->epochs, (double)r->lr, r->train_loss, r->test_accuracy,
-           r->samples_per_second, r->agents, r->wall_seconds);
-    fflush(stdout);
+    kd_run_line line = {.t = r->wall_seconds, .epoch = r->epoch, .epochs = r->epochs,
+                        .agents = r->agents, .batch = *(const int *)arg, .lr = r->lr,
+                        .loss = r->train_loss, .evaluated = 1, .test_acc = r->test_accuracy,
+                        .samples_per_s = r->samples_per_second};
+    kd_run_line_print(stdout, &line);
 }
 
 /* Written to a temporary file then renamed, so readers never see half a summary. */
@@ -241,6 +242,7 @@ int kd_cmd_run(int argc, char **argv)
         .threads = threads,
         .max_train_samples = (size_t)a.max_samples,
         .on_epoch = a.quiet ? NULL : print_epoch,
+        .on_epoch_arg = &job.batch_size,
     };
     kd_train_result res;
     char err[512];

@@ -44,18 +44,22 @@ typedef struct kd_launch_opts {
     const char *data;           /* dataset directory override, or NULL */
     int threads;                /* math threads per agent */
     long max_samples;           /* first N training samples only, 0 = all */
-    int quiet;                  /* print only agent-count changes */
+    int quiet;                  /* no progress lines: agent-count changes and the summary */
     const char *lr_scaling;     /* linear|sqrt|none, or NULL = coordinator default */
     const char *checkpoint_dir; /* override spec.checkpoint.path, or NULL */
     const char *sample_log_dir; /* debug: per-worker sample-id logs here, or NULL */
     const char *range_log;      /* debug: coordinator's cursor range log, or NULL */
     const char *log_level;      /* passed to the processes, or NULL */
     int cpu_bind;               /* bind workers to CPUs of their own while they fit */
+    int log_fd;                 /* the processes' stdout and stderr, -1 = this terminal */
+    const char *log_path;       /* its path (shown when the run fails), or NULL */
 } kd_launch_opts;
 
 /* Runs the job with a coordinator and workers as processes; on success (0) *summary is
  * the coordinator's summary (new reference: test_accuracy, train_loss, epochs, agents,
- * samples_per_second, wall_seconds, epoch_log). 1 when training failed. */
+ * samples_per_second, wall_seconds, epoch_log). 1 when training failed (the log file's
+ * warnings and errors are then copied to stderr), 128 + the signal when interrupted
+ * (130 for SIGINT, 143 for SIGTERM). */
 int kd_launch_run(const kd_launch_opts *o, json_t **summary);
 /* 0 when "sec:count,..." is well formed with non-decreasing times and counts in
  * [lo, hi]. */

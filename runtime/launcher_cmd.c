@@ -13,6 +13,7 @@
 #include "kd_train.h"
 #include "kd_yaml.h"
 #include "launcher.h"
+#include "run_output.h"
 
 int kd_launch_in_process(int *argc, char **argv)
 {
@@ -103,14 +104,14 @@ int kd_launch_cmd_run(int argc, char **argv)
          "write {test_accuracy, train_loss, epochs, agents, samples_per_second, "
          "wall_seconds, ...} here"},
         {"quiet", NULL, KD_OPT_FLAG, &o.quiet, 0, 0,
-         "progress lines only when the agent count or batch changes (the processes' logs "
-         "follow --log-level)"},
+         "no per-epoch lines: agent-count changes and the summary only"},
         {"sample-log-dir", NULL, KD_OPT_STR, &o.sample_log_dir, 0, 0,
          "debug: each worker logs the sample ids it trains into this directory"},
         {"range-log", NULL, KD_OPT_STR, &o.range_log, 0, 0,
          "debug: the coordinator logs the cursor ranges trained"},
         {"log-level", NULL, KD_OPT_STR, &o.log_level, 0, 0,
-         "log level of the coordinator and workers (default info)"},
+         "show the coordinator's and workers' logs here at this level (debug, info, warn, "
+         "error); default: they go to a file at info, named in the first line"},
         {"cpu-bind", "KADET_RUN_CPU_BIND", KD_OPT_STR, &cpu_bind, 0, 0,
          "auto (default): while the workers' --threads fit this machine's CPUs, bind "
          "each to CPUs of its own; none: leave placement to the kernel"},
@@ -133,6 +134,11 @@ int kd_launch_cmd_run(int argc, char **argv)
         return 2;
     }
     o.cpu_bind = strcmp(cpu_bind, "auto") == 0;
+    if (o.log_level != NULL && kd_log_parse_level(o.log_level) < 0) {
+        fprintf(stderr, "kadet run: --log-level: expected debug, info, warn or error, got "
+                        "\"%s\"\n", o.log_level);
+        return 2;
+    }
     kd_log_set_component("run");
     kd_agentjob job;
     if ((st = kd_launch_load_job(file, &job)) != 0)
@@ -180,6 +186,27 @@ int kd_launch_cmd_run(int argc, char **argv)
     o.seed = (unsigned long long)seed;
     o.threads = (int)threads;
     o.max_samples = (long)maxs;
+    o.log_fd = -1;
+    char log_path[256];
+    if (o.log_level == NULL) {
+        o.log_fd = kd_run_log_open(job.name, log_path, sizeof log_path);
+        if (o.log_fd < 0) {
+            fprintf(stderr, "kadet run: cannot create a log file in /tmp: %s\n",
+                    strerror(errno));
+            kd_agentjob_free(&job);
+            return 1;
+        }
+        o.log_path = log_path;
+        printf("kadet run: logs of the coordinator and workers in %s (--log-level info shows "
+               "them here)\n", log_path);
+        /* This process's own log lines (a worker that died) go there too. */
+        int fd = dup(o.log_fd);
+        FILE *f = fd >= 0 ? fdopen(fd, "a") : NULL;
+        if (f != NULL)
+            kd_log_set_stream(f);
+        else if (fd >= 0)
+            close(fd);
+    }
     printf("job %s/%s: %s %s, mlp", job.namespace_, job.name, job.dataset_format,
            o.data ? o.data : job.dataset_path);
     for (int i = 0; i < job.n_hidden; i++)
@@ -219,5 +246,7 @@ int kd_launch_cmd_run(int argc, char **argv)
     }
     json_decref(summary);
     kd_agentjob_free(&job);
+    if (o.log_fd >= 0)
+        close(o.log_fd);
     return st;
 }

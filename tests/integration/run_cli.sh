@@ -52,14 +52,15 @@ check bad-yaml 2 "broken.yaml" "$kadet" "${run[@]}" "$tmp/broken.yaml"
 check missing-file 2 "nope.yaml" "$kadet" "${run[@]}" "$tmp/nope.yaml"
 check missing-data 2 "dataset /nonexistent/data: no train split" "$kadet" "${run[@]}" \
   --data /nonexistent/data "$sample"
-if grep -q "^epoch" "$tmp/out"; then echo "FAIL missing-data trained"; fails=$((fails + 1)); fi
+if grep -q "\] epoch" "$tmp/out"; then echo "FAIL missing-data trained"; fails=$((fails + 1)); fi
 
 check short-run 0 "done: job default/fashion-mnist" "$kadet" "${run[@]}" --epochs 1 \
   --max-samples 4000 --summary-json "$tmp/sum.json" "$tmp/warn.yaml"
 if ! grep -qF "warning:" "$tmp/out" || ! grep -qF "spec.agentz: unknown field" "$tmp/out"; then
   echo "FAIL no unknown-field warning"; fails=$((fails + 1))
 fi
-grep -q "^epoch  1/1 " "$tmp/out" || { echo "FAIL no epoch line"; fails=$((fails + 1)); }
+grep -qE "^\[ *[0-9.]+s\] epoch  1/1  agents 1  batch 64  lr [0-9.]+  loss [0-9.]+  test_acc 0\.[0-9]{4}  samples/s [0-9]+$" "$tmp/out" ||
+  { echo "FAIL no epoch line"; fails=$((fails + 1)); }
 for key in test_accuracy train_loss epochs agents samples_per_second wall_seconds; do
   grep -q "\"$key\"" "$tmp/sum.json" || { echo "FAIL summary lacks $key"; fails=$((fails + 1)); }
 done
@@ -77,7 +78,7 @@ if [ "${run[*]}" = "run --in-process" ]; then
     local name=$1 text=$2
     shift 2
     check "$name" 2 "$text" "$kadet" run "$@"
-    if grep -q "coordinator pid" "$tmp/out"; then
+    if grep -q "starting .* agent" "$tmp/out"; then
       echo "FAIL $name started processes"; fails=$((fails + 1))
     fi
   }
@@ -108,6 +109,39 @@ if [ "${run[*]}" = "run --in-process" ]; then
     { echo "FAIL launcher gave no reason"; fails=$((fails + 1)); }
   [ $(($(date +%s) - started)) -lt 30 ] ||
     { echo "FAIL launcher took too long to give up"; fails=$((fails + 1)); }
+  # By default the terminal shows progress and the summary; the processes' logs go to
+  # the file named in the first line (and their errors above were copied from it).
+  check launcher-quiet 0 "done: job default/fashion-mnist" \
+    "$kadet" run --agents 2 --epochs 2 --max-samples 3000 "$sample"
+  log=$(sed -n '1s/^kadet run: logs of the coordinator and workers in \([^ ]*\) .*/\1/p' \
+    "$tmp/out")
+  { [ -n "$log" ] && grep -q "info  worker started" "$log"; } ||
+    { echo "FAIL first line names no log file with the workers' logs"; fails=$((fails + 1)); }
+  [ -n "$log" ] && rm -f "$log"
+  ! grep -qE " (info |warn ) (coordinator|worker) " "$tmp/out" ||
+    { echo "FAIL component logs on the terminal"; fails=$((fails + 1)); }
+  [ "$(grep -cE "^\[ *[0-9.]+s\] epoch  [12]/2  agents 2  batch 64  lr " "$tmp/out")" = 2 ] ||
+    { echo "FAIL not one line per epoch"; sed 's/^/  | /' "$tmp/out"; fails=$((fails + 1)); }
+  tail -n 1 "$tmp/out" | grep -q "^done: " ||
+    { echo "FAIL the summary is not the last line"; fails=$((fails + 1)); }
+  check launcher-log-level 0 "info  worker started" \
+    "$kadet" run --agents 1 --epochs 1 --max-samples 2000 --log-level info "$sample"
+  ! grep -q "logs of the coordinator and workers in" "$tmp/out" ||
+    { echo "FAIL --log-level info still names a log file"; fails=$((fails + 1)); }
+  # Ctrl-C: the processes stop and the status is 130, as a shell reports SIGINT.
+  "$kadet" run --agents 1 --epochs 50 "$sample" >"$tmp/int.out" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 300); do
+    grep -q "starting 1 agent" "$tmp/int.out" && break
+    sleep 0.1
+  done
+  sleep 1
+  kill -INT "$pid"
+  got=0
+  wait "$pid" || got=$?
+  [ "$got" = 130 ] || { echo "FAIL Ctrl-C exit status $got (want 130)"; fails=$((fails + 1)); }
+  rm -f "$(sed -n '1s/^kadet run: logs of the coordinator and workers in \([^ ]*\) .*/\1/p' \
+    "$tmp/int.out")"
 fi
 
 [ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }
