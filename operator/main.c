@@ -251,7 +251,7 @@ int main(int argc, char **argv)
     char err[512] = "";
     int rc = opc_parse(&cfg, argc, argv, &action, err, sizeof err);
     if (rc != KD_OK) {
-        fprintf(stderr, "kadet-operator: %s\n", err);
+        fprintf(stderr, "kadet-operator: %s (see kadet-operator --help)\n", err);
         return 2;
     }
     if (action == OPC_HELP) {
@@ -437,7 +437,9 @@ int main(int argc, char **argv)
         goto out;
     }
     KD_INFO("shutting down signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    status = 0;
+    /* SIGTERM is how Kubernetes stops a pod: a clean stop. Ctrl-C reports itself as the
+     * shells do. */
+    status = sig == SIGINT ? 130 : 0;
 out:
     op_httpd_set_shutting_down(httpd);
     /* The scheduler host saves its table while this replica still leads; then the

@@ -62,7 +62,8 @@ typedef struct opc_config {
 int opc_parse(opc_config *cfg, int argc, char *const argv[], opc_action *action, char *err,
               size_t errlen);
 
-/* Same, with the environment looked up through getenv_fn (tests pass a fake) and the
+/* Same, with the environment looked up through getenv_fn (argv may be permuted, as
+ * getopt_long does: positional arguments after the flags) (tests pass a fake) and the
  * service-account namespace file at ns_file (NULL = the in-cluster path). */
 int opc_parse_env(opc_config *cfg, int argc, char *const argv[],
                   const char *(*getenv_fn)(const char *name), const char *ns_file,

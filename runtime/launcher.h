@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 
+#include "kd_cli.h"
 #include "kd_spec.h"
 
 int kd_cmd_coordinator(int argc, char **argv);
@@ -67,6 +68,9 @@ int kd_launch_schedule_valid(const char *sched, int lo, int hi);
 
 typedef enum kd_opt_type { KD_OPT_STR, KD_OPT_INT, KD_OPT_DBL, KD_OPT_FLAG } kd_opt_type;
 
+/* One option of a subcommand; kd_opts_parse hands the table to the common command-line
+ * layer (common/kd_cli.h), which names the value in --help after the option (a table in
+ * launcher_opts.c: --data DIR, --threads N; else by type). */
 typedef struct kd_opt {
     const char *name;  /* long option without dashes */
     const char *env;   /* environment variable, or NULL */
@@ -76,10 +80,10 @@ typedef struct kd_opt {
     const char *help;  /* one line */
 } kd_opt;
 
-/* Applies the environment, then argv (argv[0] is the subcommand); returns 0 on success,
- * 1 after printing help (--help), 2 on a usage error (message printed). Positional
- * arguments are refused unless pos_out is not NULL (it receives the only one). args
- * names them in the synopsis ("FILE", "" for none). */
+/* Applies the environment, then argv (argv[0] is the subcommand) with kd_cli; returns 0
+ * on success, 1 after printing help (--help) or the version (--version), 2 on a usage
+ * error (message printed). Positional arguments are refused unless pos_out is not NULL
+ * (it receives the only one). args names them in the synopsis ("FILE", "" for none). */
 int kd_opts_parse(const char *cmd, const char *args, const char *summary, const kd_opt *opts,
                   int n, int argc, char **argv, const char **pos_out);
 void kd_opts_usage(FILE *out, const char *cmd, const char *args, const char *summary,

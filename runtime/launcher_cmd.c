@@ -216,10 +216,11 @@ int kd_launch_cmd_run(int argc, char **argv)
     printf(", batch %d per agent", per_agent);
     if (ceiling > per_agent)
         printf(" (adaptive up to %d)", ceiling);
-    printf(", %s lr %g, %d epochs, agents %d..%d%s, sync %s, seed %llu, OpenBLAS %s "
+    int n_epochs = o.epochs ? o.epochs : job.epochs;
+    printf(", %s lr %g, %d epoch%s, agents %d..%d%s, sync %s, seed %llu, OpenBLAS %s "
            "kernels\n",
            kd_spec_optimizer_name(job.optimizer),
-           job.learning_rate, o.epochs ? o.epochs : job.epochs, job.agents_min,
+           job.learning_rate, n_epochs, n_epochs == 1 ? "" : "s", job.agents_min,
            job.agents_max, o.agents ? " (pinned)" : "", kd_spec_sync_name(job.sync_mode),
            o.seed, kd_blas_kernels());
     fflush(stdout);

@@ -42,7 +42,7 @@ check version 0 "kadet 0." "$kadet" version
 check unknown-command 2 "unknown command" "$kadet" frobnicate
 check no-file 2 "missing manifest FILE" "$kadet" "${run[@]}"
 check bad-option 2 "unknown option" "$kadet" "${run[@]}" --bogus "$sample"
-check bad-epochs 2 "--epochs: invalid value \"zero\"" "$kadet" "${run[@]}" --epochs zero "$sample"
+check bad-epochs 2 "--epochs: expected an integer in 1..100000, got \"zero\"" "$kadet" "${run[@]}" --epochs zero "$sample"
 if [ "${run[*]}" = "run --in-process" ]; then
   check agents 2 "the in-process trainer runs only 1 agent" "$kadet" "${run[@]}" --agents 2 "$sample"
 fi
