@@ -136,6 +136,7 @@ typedef struct sync_ctx {
     const json_t *job;
     const kd_agentjob *spec;
     int failures_counted;   /* failed pods actually deleted by this sync */
+    const rc_pod *last_failed; /* the last of them (with a message, if one has it) */
     char scaled_msg[640];   /* the Scaled event, sent once the status recording it is
                                written (a conflict retries the sync: no duplicate) */
 } sync_ctx;
@@ -179,12 +180,15 @@ static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
             continue;
         }
         rc_mark_deleted(c, x->key, pod->uid, in->now);
-        char msg[512];
+        char msg[1024];
         if (p->why[i] == RC_DEL_FAILED) {
             x->failures_counted++;
+            if (x->last_failed == NULL || pod->message[0] != '\0')
+                x->last_failed = pod;
             snprintf(msg, sizeof msg,
-                     "%s pod %s failed (exit code %d); failures %d, backoffLimit %d",
+                     "%s pod %s failed (exit code %d%s%s); failures %d, backoffLimit %d",
                      pod->coordinator ? "coordinator" : "agent", pod->name, pod->exit_code,
+                     pod->message[0] ? ": " : "", pod->message,
                      in->failures + x->failures_counted, in->backoff_limit);
             KD_WARN("pod failed job=%s pod=%s exit=%d", x->key, pod->name, pod->exit_code);
             record_event(c, x->job, 1, "Failed", msg);
@@ -321,6 +325,17 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
         json_object_set_new(st, "agents", json_pack("{s:i, s:i}", "desired", p->desired,
                                                     "ready", p->ready));
         json_object_set_new(st, "failures", json_integer(in->failures + x->failures_counted));
+    }
+    /* When and why the last pod failed: the backoff counts from it, and the Failed
+     * condition quotes it once the pod is gone. */
+    if (x->last_failed != NULL) {
+        const rc_pod *f = x->last_failed;
+        json_t *lf = json_pack("{s:s, s:s, s:i}", "time", now, "pod", f->name, "exitCode",
+                               f->exit_code);
+        if (lf != NULL && f->message[0] != '\0')
+            json_object_set_new(lf, "message", json_string(f->message));
+        if (lf != NULL)
+            json_object_set_new(st, "lastFailure", lf);
     }
     if (podspec_worker_selector(x->name, sel, sizeof sel) == KD_OK)
         json_object_set_new(st, "selector", json_string(sel));
@@ -490,6 +505,9 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
             in.failed_invalid = 1;
     }
     in.failures = int_or(json_object_get(st, "failures"), 0);
+    const json_t *lf = json_object_get(st, "lastFailure");
+    in.last_failure_time = rc_parse_time(json_string_value(json_object_get(lf, "time")));
+    in.last_failure = json_string_value(json_object_get(lf, "message"));
     in.start_time = rc_parse_time(json_string_value(json_object_get(st, "startTime")));
     in.completion_time = rc_parse_time(json_string_value(json_object_get(st, "completionTime")));
     in.status_desired = int_or(json_object_get(json_object_get(st, "agents"), "desired"), -1);
@@ -514,7 +532,7 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     else
         memset(&plan, 0, sizeof plan);
     if (rc == KD_OK) {
-        sync_ctx x = {c, key, ns, name, job, &spec, 0, ""};
+        sync_ctx x = {c, key, ns, name, job, &spec, 0, NULL, ""};
         int send_invalid = 0;
         long gen = (long)json_integer_value(json_object_get(md, "generation"));
         pthread_mutex_lock(&c->mu);
