@@ -328,6 +328,15 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
     }
     /* When and why the last pod failed: the backoff counts from it, and the Failed
      * condition quotes it once the pod is gone. */
+    if (x->failures_counted > 0) {
+        pthread_mutex_lock(&c->mu);
+        rc_jobstate *s = kube_map_get(c->jobs, x->key);
+        if (s != NULL) {
+            s->failures = in->failures + x->failures_counted;
+            s->last_failure_at = in->now;
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
     if (x->last_failed != NULL) {
         const rc_pod *f = x->last_failed;
         json_t *lf = json_pack("{s:s, s:s, s:i}", "time", now, "pod", f->name, "exitCode",
@@ -508,6 +517,14 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     const json_t *lf = json_object_get(st, "lastFailure");
     in.last_failure_time = rc_parse_time(json_string_value(json_object_get(lf, "time")));
     in.last_failure = json_string_value(json_object_get(lf, "message"));
+    /* A sync from a cache that has not seen our last status write yet must not replace
+     * a failed pod before its backoff is over: what we counted ourselves wins. */
+    pthread_mutex_lock(&c->mu);
+    if (s->failures > in.failures)
+        in.failures = s->failures;
+    if (s->last_failure_at > in.last_failure_time)
+        in.last_failure_time = s->last_failure_at;
+    pthread_mutex_unlock(&c->mu);
     in.start_time = rc_parse_time(json_string_value(json_object_get(st, "startTime")));
     in.completion_time = rc_parse_time(json_string_value(json_object_get(st, "completionTime")));
     in.status_desired = int_or(json_object_get(json_object_get(st, "agents"), "desired"), -1);
