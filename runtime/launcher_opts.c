@@ -19,6 +19,8 @@ static const char *footer(const char *cmd)
                "                          (default 4 MiB; -1: the system's)\n"
                "  KADET_COMM_ALGO         auto (default), ring, or swap for two ranks\n"
                "  KADET_HOSTS             hosts-format file consulted before DNS\n"
+               "  KADET_TERMINATION_LOG   where a fatal error is written (default\n"
+               "                          /dev/termination-log in a pod)\n"
                "  OPENBLAS_CORETYPE       OpenBLAS kernels (e.g. Haswell); default: detected\n";
     if (strcmp(cmd, "run") == 0)
         return "other environment variables:\n"
@@ -30,7 +32,11 @@ static const char *footer(const char *cmd)
                "exit status: 0 trained, 1 failed while training, 2 bad option, manifest or\n"
                "dataset directory, 130 interrupted (Ctrl-C)\n";
     if (strcmp(cmd, "coordinator") == 0)
-        return "exit status: 0 training finished, 1 failed or terminated early, 2 bad usage\n";
+        return "other environment variables:\n"
+               "  KADET_TERMINATION_LOG   where a fatal error is written (default\n"
+               "                          /dev/termination-log in a pod)\n"
+               "\n"
+               "exit status: 0 training finished, 1 failed or terminated early, 2 bad usage\n";
     return NULL;
 }
 
