@@ -310,14 +310,19 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
     }
     /* A job's own policy is what `kadet run` uses; on a cluster one policy arbitrates
      * the shared capacity. Say so where the user looks, rather than ignore it silently. */
+    /* Unknown fields (where the schema keeps them) are ignored, but named: a misspelt
+     * field would otherwise silently leave its default. */
+    char unknown[300] = "";
+    if (in->unknown_fields != NULL && in->unknown_fields[0] != '\0')
+        snprintf(unknown, sizeof unknown, "; unknown fields ignored: %s", in->unknown_fields);
     if (in->spec_policy != NULL && in->sched_policy != NULL &&
         strcmp(in->spec_policy, in->sched_policy) != 0)
         add_cond(p, "Valid", 1, "SpecValid",
                  "the spec is valid; the cluster's scheduling policy %s decides for every job "
-                 "(spec.scheduling.policy %s is used by kadet run)", in->sched_policy,
-                 in->spec_policy);
+                 "(spec.scheduling.policy %s is used by kadet run)%s", in->sched_policy,
+                 in->spec_policy, unknown);
     else
-        add_cond(p, "Valid", 1, "SpecValid", "the spec is valid");
+        add_cond(p, "Valid", 1, "SpecValid", "the spec is valid%s", unknown);
     if (in->has_phase && in->phase == RC_FAILED && in->failed_invalid)
         add_cond(p, "Failed", 0, "SpecValid", "the spec was corrected");
 

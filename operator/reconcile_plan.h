@@ -71,6 +71,7 @@ typedef struct rc_input {
     /* spec */
     int valid;                 /* 1 when kd_agentjob_decode accepted the spec */
     const char *invalid_msg;   /* the decoder's message when !valid */
+    const char *unknown_fields; /* "spec.x (did you mean \"y\"?), ..." or NULL */
     int min, max;              /* spec.agents */
     int pin;                   /* spec.replicas, -1 = none */
     int backoff_limit;

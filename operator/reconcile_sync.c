@@ -491,6 +491,18 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     memset(&in, 0, sizeof in);
     in.valid = drc == KD_OK;
     in.invalid_msg = derr;
+    char unknown[256] = "";
+    for (size_t k = 0; in.valid && k < spec.n_warnings; k++) {
+        const char *w = spec.warnings[k];
+        const char *tail = strstr(w, ": unknown field (ignored");
+        if (tail == NULL || strncmp(w, "spec", 4) != 0)
+            continue;
+        const char *hint = strstr(tail, "; did you mean ");
+        size_t used = strlen(unknown);
+        snprintf(unknown + used, sizeof unknown - used, "%s%.*s%s%s", used ? ", " : "",
+                 (int)(tail - w), w, hint != NULL ? " (" : "", hint != NULL ? hint + 2 : "");
+    }
+    in.unknown_fields = unknown;
     in.min = in.valid ? spec.agents_min : 1;
     in.max = in.valid ? spec.agents_max : 1;
     in.pin = in.valid ? spec.replicas : -1;

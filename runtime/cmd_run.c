@@ -34,6 +34,7 @@ typedef struct run_args {
     int threads;              /* --threads, 0 = from the manifest's cpu request */
     long max_samples;         /* --max-samples, 0 = all */
     int quiet;                /* --quiet: no per-epoch lines */
+    int allow_unknown;        /* --allow-unknown-fields */
 } run_args;
 
 /* Options of `kadet run --in-process` through the common command-line layer (kd_cli.h);
@@ -63,6 +64,8 @@ static int parse_args(int argc, char **argv, run_args *a)
                  "wall_seconds} here"},
         {.name = "quiet", .type = KD_CLI_FLAG, .target = &a->quiet,
          .help = "no per-epoch lines, only the summary"},
+        {.name = "allow-unknown-fields", .type = KD_CLI_FLAG, .target = &a->allow_unknown,
+         .help = "train a manifest with unknown fields under spec (default: refused)"},
     };
     kd_cli cli = {
         .prog = "kadet run --in-process",
@@ -151,7 +154,7 @@ int kd_cmd_run(int argc, char **argv)
         return st == 1 ? 0 : st;
     kd_log_set_component("run");
     kd_agentjob job;
-    st = kd_launch_load_job(a.file, &job);
+    st = kd_launch_load_job(a.file, a.allow_unknown, &job);
     if (st != 0)
         return st;
     if ((st = kd_launch_check_data(&job, a.data)) != 0) {

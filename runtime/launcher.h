@@ -28,8 +28,9 @@ int kd_launch_cmd_run(int argc, char **argv);
 /* 1 (and removes the flag from argv) when argv asks for --in-process. */
 int kd_launch_in_process(int *argc, char **argv);
 /* The one AgentJob of the manifest FILE, decoded into *job, its warnings printed; prints
- * the problem ("kadet run: ...") and returns 2 otherwise. */
-int kd_launch_load_job(const char *file, kd_agentjob *job);
+ * the problem ("kadet run: ...") and returns 2 otherwise. Unknown fields under spec are
+ * such a problem (kubectl's strict decoding), unless allow_unknown: then warnings. */
+int kd_launch_load_job(const char *file, int allow_unknown, kd_agentjob *job);
 /* Whether the job's dataset directory (data, when given, overrides the spec's) holds both
  * splits' files; prints the problem and returns 2 otherwise. */
 int kd_launch_check_data(const kd_agentjob *job, const char *data);

@@ -26,7 +26,7 @@ int kd_launch_in_process(int *argc, char **argv)
     return 0;
 }
 
-int kd_launch_load_job(const char *file, kd_agentjob *job)
+int kd_launch_load_job(const char *file, int allow_unknown, kd_agentjob *job)
 {
     char err[512];
     json_t *docs = NULL;
@@ -44,6 +44,24 @@ int kd_launch_load_job(const char *file, kd_agentjob *job)
     json_decref(docs);
     if (rc != KD_OK) {
         fprintf(stderr, "kadet run: %s: %s\n", file, err);
+        return 2;
+    }
+    if (job->n_unknown_spec > 0 && !allow_unknown) {
+        /* A misspelt field would otherwise train the defaults and exit 0. */
+        for (size_t i = 0; i < job->n_warnings; i++) {
+            const char *w = job->warnings[i];
+            if (strncmp(w, "spec", 4) != 0 || strstr(w, ": unknown field (ignored") == NULL)
+                continue;
+            const char *tail = strstr(w, ": unknown field (ignored");
+            const char *hint = strstr(tail, "; did you mean ");
+            fprintf(stderr, "kadet run: %s: %.*s: unknown field%s%s\n", file,
+                    (int)(tail - w), w, hint != NULL ? " (" : "", hint != NULL ? hint + 2 : "");
+        }
+        fprintf(stderr, "kadet run: %s: %zu unknown field%s under spec; fix %s, or "
+                        "--allow-unknown-fields to train without %s\n", file,
+                job->n_unknown_spec, job->n_unknown_spec == 1 ? "" : "s",
+                job->n_unknown_spec == 1 ? "it" : "them", job->n_unknown_spec == 1 ? "it" : "them");
+        kd_agentjob_free(job);
         return 2;
     }
     for (size_t i = 0; i < job->n_warnings; i++)
@@ -83,6 +101,7 @@ int kd_launch_cmd_run(int argc, char **argv)
     memset(&o, 0, sizeof o);
     long long agents = 0, epochs = 0, seed = 1, threads = 1, maxs = 0, batch = 0;
     const char *summary_json = NULL, *cpu_bind = "auto";
+    int allow_unknown = 0;
     const kd_opt opts[] = {
         {"agents", NULL, KD_OPT_INT, &agents, 1, 64,
          "pin the agent count, within spec.agents.min..max (default: the job's "
@@ -112,6 +131,8 @@ int kd_launch_cmd_run(int argc, char **argv)
         {"log-level", NULL, KD_OPT_STR, &o.log_level, 0, 0,
          "show the coordinator's and workers' logs here at this level (debug, info, warn, "
          "error); default: they go to a file at info, named in the first line"},
+        {"allow-unknown-fields", NULL, KD_OPT_FLAG, &allow_unknown, 0, 0,
+         "train a manifest with unknown fields under spec (warnings; default: refused)"},
         {"cpu-bind", "KADET_RUN_CPU_BIND", KD_OPT_STR, &cpu_bind, 0, 0,
          "auto (default): while the workers' --threads fit this machine's CPUs, bind "
          "each to CPUs of its own; none: leave placement to the kernel"},
@@ -141,7 +162,7 @@ int kd_launch_cmd_run(int argc, char **argv)
     }
     kd_log_set_component("run");
     kd_agentjob job;
-    if ((st = kd_launch_load_job(file, &job)) != 0)
+    if ((st = kd_launch_load_job(file, allow_unknown, &job)) != 0)
         return st;
     if (o.schedule != NULL && kd_launch_schedule_valid(o.schedule, 1, 64) != 0) {
         fprintf(stderr, "kadet run: --agents-schedule: expected \"sec:count,...\" with "

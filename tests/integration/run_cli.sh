@@ -54,8 +54,15 @@ check missing-data 2 "dataset /nonexistent/data: no train split" "$kadet" "${run
   --data /nonexistent/data "$sample"
 if grep -q "\] epoch" "$tmp/out"; then echo "FAIL missing-data trained"; fails=$((fails + 1)); fi
 
+# A misspelt field under spec is refused, with the nearest name (kubectl's strict
+# decoding); --allow-unknown-fields trains anyway, with the warning.
+sed 's/^  training:/  trainig:/' "$sample" >"$tmp/typo.yaml"
+check typo 2 'spec.trainig: unknown field (did you mean "training"?)' \
+  "$kadet" "${run[@]}" "$tmp/typo.yaml"
+grep -qF -- "--allow-unknown-fields" "$tmp/out" ||
+  { echo "FAIL typo: no hint at --allow-unknown-fields"; fails=$((fails + 1)); }
 check short-run 0 "done: job default/fashion-mnist" "$kadet" "${run[@]}" --epochs 1 \
-  --max-samples 4000 --summary-json "$tmp/sum.json" "$tmp/warn.yaml"
+  --max-samples 4000 --summary-json "$tmp/sum.json" --allow-unknown-fields "$tmp/warn.yaml"
 if ! grep -qF "warning:" "$tmp/out" || ! grep -qF "spec.agentz: unknown field" "$tmp/out"; then
   echo "FAIL no unknown-field warning"; fails=$((fails + 1))
 fi
@@ -91,6 +98,7 @@ if [ "${run[*]}" = "run --in-process" ]; then
   refused schedule-below-range "every count must be inside the job's agent range 2..3" \
     --agents-schedule "0:2,5:1" "$tmp/range.yaml"
   refused agents-and-schedule "give one of them" --agents 2 --agents-schedule "0:1,5:2" "$sample"
+  refused launcher-typo 'spec.trainig: unknown field (did you mean "training"?)' "$tmp/typo.yaml"
   # A dataset directory without the files is refused up front, naming what is missing.
   refused launcher-missing-data \
     "dataset /nonexistent/data: no train split (looked for /nonexistent/data/train-images-idx3-ubyte.gz) (from --data)" \

@@ -291,6 +291,21 @@ static void test_failed_condition_quotes_the_last_failure(void **state)
     rc_plan_free(&p);
 }
 
+static void test_valid_condition_names_unknown_fields(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.unknown_fields = "spec.template.spec.containers[0].resouces (did you mean \"resources\"?)";
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    const rc_condition *v = cond(&p, "Valid");
+    assert_int_equal(v->status, 1);
+    assert_string_equal(v->message, "the spec is valid; unknown fields ignored: "
+                                    "spec.template.spec.containers[0].resouces (did you mean "
+                                    "\"resources\"?)");
+    rc_plan_free(&p);
+}
+
 static void test_termination_message_keeps_its_last_line(void **state)
 {
     (void)state;
@@ -610,6 +625,7 @@ int main(void)
         cmocka_unit_test(test_backoff_doubles_and_is_capped),
         cmocka_unit_test(test_failed_condition_quotes_the_last_failure),
         cmocka_unit_test(test_termination_message_keeps_its_last_line),
+        cmocka_unit_test(test_valid_condition_names_unknown_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
