@@ -154,10 +154,15 @@ def test_endpoints_and_shutdown():
         for line in body.splitlines():
             if line.startswith("# TYPE "):
                 families.add(line.split()[2])
+                if line.split()[3] == "histogram":  # its samples carry suffixes
+                    families.update(line.split()[2] + s for s in ("_bucket", "_sum", "_count"))
             elif not line.startswith("# HELP "):
                 check(SAMPLE.match(line), "not a Prometheus sample line: %r" % line)
                 name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
                 check(name in families, "sample %r before its # TYPE" % line)
+        check("# TYPE kadet_reconcile_duration_seconds histogram" in body and
+              'kadet_reconcile_duration_seconds_bucket{le="+Inf"} ' in body,
+              "the reconcile histogram is served")
         for fam in ("kadet_reconciles_total", "kadet_errors_total", "kadet_workqueue_depth",
                     "kadet_watch_restarts_total", "kadet_scheduling_decisions_total",
                     "kadet_scheduling_reward_sum", "kadet_jobs", "kadet_leader",
