@@ -100,7 +100,7 @@ int kd_launch_cmd_run(int argc, char **argv)
     kd_launch_opts o;
     memset(&o, 0, sizeof o);
     long long agents = 0, epochs = 0, seed = 1, threads = 1, maxs = 0, batch = 0;
-    const char *summary_json = NULL, *cpu_bind = "auto";
+    const char *summary_json = NULL, *cpu_bind = "auto", *plot = NULL;
     int allow_unknown = 0;
     const kd_opt opts[] = {
         {"agents", NULL, KD_OPT_INT, &agents, 1, 64,
@@ -131,6 +131,9 @@ int kd_launch_cmd_run(int argc, char **argv)
         {"log-level", NULL, KD_OPT_STR, &o.log_level, 0, 0,
          "show the coordinator's and workers' logs here at this level (debug, info, warn, "
          "error); default: they go to a file at info, named in the first line"},
+        {"plot", NULL, KD_OPT_STR, &plot, 0, 0,
+         "draw loss, test accuracy and samples/s against time, agent changes marked, "
+         "into FILE (.png or .svg; needs gnuplot)"},
         {"allow-unknown-fields", NULL, KD_OPT_FLAG, &allow_unknown, 0, 0,
          "train a manifest with unknown fields under spec (warnings; default: refused)"},
         {"cpu-bind", "KADET_RUN_CPU_BIND", KD_OPT_STR, &cpu_bind, 0, 0,
@@ -155,6 +158,11 @@ int kd_launch_cmd_run(int argc, char **argv)
         return 2;
     }
     o.cpu_bind = strcmp(cpu_bind, "auto") == 0;
+    char perr[256];
+    if (plot != NULL && kd_run_plot_check(plot, perr, sizeof perr) != KD_OK) {
+        fprintf(stderr, "kadet run: %s\n", perr);
+        return 2;
+    }
     if (o.log_level != NULL && kd_log_parse_level(o.log_level) < 0) {
         fprintf(stderr, "kadet run: --log-level: expected debug, info, warn or error, got "
                         "\"%s\"\n", o.log_level);
@@ -261,6 +269,17 @@ int kd_launch_cmd_run(int argc, char **argv)
             printf("      final batch %lld per agent, gradient noise scale %.0f\n",
                    (long long)json_integer_value(json_object_get(summary, "batch")),
                    json_number_value(json_object_get(summary, "noise_scale")));
+        if (plot != NULL) {
+            char title[300];
+            snprintf(title, sizeof title, "%s/%s", job.namespace_, job.name);
+            if (kd_run_plot(plot, title, json_object_get(summary, "epoch_log"), perr,
+                            sizeof perr) != KD_OK) {
+                fprintf(stderr, "kadet run: %s\n", perr);
+                st = 1;
+            } else {
+                printf("plot: %s\n", plot);
+            }
+        }
         if (summary_json != NULL && write_summary(summary_json, summary) != 0) {
             fprintf(stderr, "kadet run: cannot write %s: %s\n", summary_json, strerror(errno));
             st = 1;

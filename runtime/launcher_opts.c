@@ -52,7 +52,7 @@ static const char *metavar(const char *name)
         {"summary-json", "FILE"}, {"range-log", "FILE"}, {"sample-log", "FILE"},
         {"sample-log-dir", "DIR"}, {"log-level", "LEVEL"}, {"coordinator", "ENDPOINT"},
         {"advertise", "HOST"}, {"name", "NAME"}, {"chunk-kib", "KIB"}, {"seed", "SEED"},
-        {"agents-schedule", "SEC:N,..."}, {"cpu-bind", "auto|none"},
+        {"agents-schedule", "SEC:N,..."}, {"cpu-bind", "auto|none"}, {"plot", "FILE"},
         {"max-samples", "N"}, {"batch-size", "N"}, {"epochs", "N"}, {"threads", "N"},
         {"agents", "N"}, {"initial-agents", "N"}, {"max-agents", "N"},
     };

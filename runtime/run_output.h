@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 typedef struct kd_run_line {
     double t;             /* seconds since the run started */
     int epoch, epochs;    /* the epoch just evaluated (or in progress), of how many */
@@ -39,5 +41,15 @@ int kd_run_log_open(const char *name, char *path, size_t n);
 /* Copies the warning and error lines of the log file at path (at most max, the last
  * ones) to out, indented; returns how many. 0 when the file holds none or is gone. */
 int kd_run_log_show_errors(const char *path, FILE *out, int max);
+
+/* Whether --plot FILE can be drawn: FILE ends in .png or .svg and gnuplot is on PATH
+ * (hack/deps.sh --plot installs it). KD_OK, else a kd_err with the reason in err. */
+int kd_run_plot_check(const char *path, char *err, size_t errlen);
+
+/* Draws train loss, test accuracy and samples/s against time (three panels) from the
+ * summary's epoch_log (borrowed), with a dashed line and the new count where the agent
+ * count changed, into path (PNG or SVG by extension) with gnuplot. */
+int kd_run_plot(const char *path, const char *title, const json_t *epoch_log, char *err,
+                size_t errlen);
 
 #endif

@@ -386,7 +386,7 @@ def scenario_corrupt_checkpoint():
     job = write_job(d, epochs=1, hidden="[32]")
     ck = os.path.join(d, "ck")
     common = ["run", job, "--agents", "1", "--max-samples", "3200", "--checkpoint-dir", ck,
-              "--quiet"]
+              "--quiet", "--log-level", "info"]
     rc, out = run(common + ["--epochs", "1"])
     check(rc == 0, "first run (1 epoch) wrote a checkpoint")
     first = read_ckpt(os.path.join(ck, "checkpoint.kdc"))

@@ -136,6 +136,20 @@ if [ "${run[*]}" = "run --in-process" ]; then
     "$kadet" run --agents 1 --epochs 1 --max-samples 2000 --log-level info "$sample"
   ! grep -q "logs of the coordinator and workers in" "$tmp/out" ||
     { echo "FAIL --log-level info still names a log file"; fails=$((fails + 1)); }
+  # --plot: a PNG and an SVG of the run, where gnuplot is installed; a file type it
+  # cannot draw is refused before training.
+  check plot-type 2 "--plot $tmp/p.pdf: the file must end in .png or .svg" \
+    "$kadet" run --plot "$tmp/p.pdf" "$sample"
+  if command -v gnuplot >/dev/null 2>&1; then
+    check plot-png 0 "plot: $tmp/p.png" "$kadet" run --agents-schedule "0:1,1:2" --epochs 3 \
+      --max-samples 3000 --plot "$tmp/p.png" "$sample"
+    [ "$(head -c 4 "$tmp/p.png" | od -An -tx1 | tr -d ' \n')" = 89504e47 ] ||
+      { echo "FAIL plot-png: not a PNG"; fails=$((fails + 1)); }
+    check plot-svg 0 "plot: $tmp/p.svg" "$kadet" run --agents 1 --epochs 2 \
+      --max-samples 2000 --plot "$tmp/p.svg" "$sample"
+    grep -q "<svg" "$tmp/p.svg" && grep -q "test accuracy" "$tmp/p.svg" ||
+      { echo "FAIL plot-svg: no SVG with the accuracy panel"; fails=$((fails + 1)); }
+  fi
   # Ctrl-C: the processes stop and the status is 130, as a shell reports SIGINT.
   "$kadet" run --agents 1 --epochs 50 "$sample" >"$tmp/int.out" 2>&1 &
   pid=$!
