@@ -47,8 +47,9 @@ int kd_run_log_show_errors(const char *path, FILE *out, int max);
 int kd_run_plot_check(const char *path, char *err, size_t errlen);
 
 /* Draws train loss, test accuracy and samples/s against time (three panels) from the
- * summary's epoch_log (borrowed), with a dashed line and the new count where the agent
- * count changed, into path (PNG or SVG by extension) with gnuplot. */
+ * summary's epoch_log (borrowed), the agent count as a step line beside the samples/s and
+ * a dashed line in every panel where it changed, into path (PNG or SVG by extension)
+ * with gnuplot. */
 int kd_run_plot(const char *path, const char *title, const json_t *epoch_log, char *err,
                 size_t errlen);
 

@@ -94,12 +94,12 @@ int kd_run_plot(const char *path, const char *title, const json_t *epoch_log, ch
     /* time loss accuracy samples/s agents, one line per evaluated epoch. */
     size_t i;
     json_t *e;
-    long prev_agents = -1;
+    long prev_agents = -1, max_agents = 1;
     fprintf(g, "set terminal %s\nset output ", term);
     quoted(g, path);
     fprintf(g, "\nset multiplot layout 3,1 title ");
     quoted(g, title != NULL ? title : "kadet run");
-    fprintf(g, "\nset grid\nset key off\nset xlabel 'seconds'\n");
+    fprintf(g, "\nset grid\nset key off\nset xlabel 'seconds'\nset xrange [0:*]\n");
     json_array_foreach(epoch_log, i, e)
     {
         double t = json_number_value(json_object_get(e, "wall_seconds"));
@@ -108,14 +108,14 @@ int kd_run_plot(const char *path, const char *title, const json_t *epoch_log, ch
                 json_number_value(json_object_get(e, "train_loss")),
                 json_number_value(json_object_get(e, "accuracy")),
                 json_number_value(json_object_get(e, "samples_per_s")), agents);
-        /* The agent count changed during this epoch: a line with the new count. */
-        if (agents != prev_agents) {
+        /* The agent count changed during this epoch: a dashed line in every panel (the
+         * count itself is the step line of the last panel). */
+        if (prev_agents >= 0 && agents != prev_agents)
             fprintf(g, "set arrow from %.3f, graph 0 to %.3f, graph 1 nohead dt 2 lc rgb "
                        "'gray50'\n", t, t);
-            fprintf(g, "set label '%ld agent%s' at %.3f, graph 0.92 offset 0.3,0 tc rgb "
-                       "'gray30'\n", agents, agents == 1 ? "" : "s", t);
-        }
         prev_agents = agents;
+        if (agents > max_agents)
+            max_agents = agents;
     }
     fprintf(g, "set ylabel 'train loss'\nplot ");
     quoted(g, data);
@@ -123,9 +123,12 @@ int kd_run_plot(const char *path, const char *title, const json_t *epoch_log, ch
                "set ylabel 'test accuracy'\nplot ");
     quoted(g, data);
     fprintf(g, " using 1:3 with linespoints pt 7 ps 0.6 lc rgb '#2ca02c'\n"
-               "set ylabel 'samples/s'\nplot ");
+               "set ylabel 'samples/s'\nset y2label 'agents'\nset y2tics 1\n"
+               "set y2range [0:%ld]\nset key top left\nplot ", max_agents + 1);
     quoted(g, data);
-    fprintf(g, " using 1:4 with linespoints pt 7 ps 0.6 lc rgb '#d62728'\n"
+    fprintf(g, " using 1:4 with linespoints pt 7 ps 0.6 lc rgb '#d62728' title 'samples/s', ");
+    quoted(g, data);
+    fprintf(g, " using 1:5 axes x1y2 with steps lw 2 lc rgb 'gray40' title 'agents'\n"
                "unset multiplot\n");
     int bad = fclose(d) != 0;
     d = NULL;
