@@ -2,7 +2,7 @@
  * reconcile: the AgentJob controller's queue, workers and sync (see reconcile.h).
  *
  * A sync gathers rc_input from the caches, computes the plan (reconcile_plan.c),
- * executes it and writes the status (reconcile_status.c). Creations use deterministic
+ * executes it and writes the status (reconcile_sync.c). Creations use deterministic
  * names (<job>-coordinator, <job>-worker-<n>), so a sync that runs on a stale cache (or a
  * restarted operator) gets AlreadyExists instead of creating a duplicate. Deletions carry
  * a uid precondition, and the uids deleted recently are remembered per job so that a
