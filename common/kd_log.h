@@ -30,6 +30,17 @@ void kd_log_set_stream(FILE *stream);
 
 void kd_log(kd_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The message of the last error-level entry (without time, level and component), or ""
+ * when none was logged: what a process that fails reports as its reason. Copied into
+ * buf (size n); can't fail. */
+void kd_log_last_error(char *buf, size_t n);
+
+/* Writes the last error (or msg, when not NULL) as the container's termination message:
+ * to $KADET_TERMINATION_LOG, else /dev/termination-log when it exists (Kubernetes mounts
+ * the pod's terminationMessagePath there), at most 4096 bytes as the kubelet keeps.
+ * Nothing to write, or nowhere to write it, is not an error: returns 0 when written. */
+int kd_log_write_termination(const char *msg);
+
 #define KD_DEBUG(...) kd_log(KD_LOG_DEBUG, __VA_ARGS__)
 #define KD_INFO(...) kd_log(KD_LOG_INFO, __VA_ARGS__)
 #define KD_WARN(...) kd_log(KD_LOG_WARN, __VA_ARGS__)

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kd_cli.h"
 #include "kd_error.h"
 
 #define PATH_MAX_LEN 160
@@ -121,7 +122,20 @@ static void unknown_fields(dec *d, const json_t *obj, const char *path,
             if (strcmp(*k, key) == 0)
                 found = 1;
         if (!found) {
-            warn(d, path, key, "unknown field (ignored)");
+            /* The nearest known name, for a misspelling ("trainig" -> "training"). */
+            size_t n = 0;
+            while (known[n] != NULL)
+                n++;
+            const char *near = kd_cli_nearest(key, (const char *const *)known, n);
+            char what[160];
+            if (near != NULL)
+                snprintf(what, sizeof what, "unknown field (ignored; did you mean \"%s\"?)",
+                         near);
+            else
+                snprintf(what, sizeof what, "unknown field (ignored)");
+            warn(d, path, key, what);
+            if (strcmp(path, "spec") == 0 || strncmp(path, "spec.", 5) == 0)
+                d->job->n_unknown_spec++;
         }
     }
 }

@@ -116,6 +116,8 @@ typedef struct kd_agentjob {
 
     char **warnings;             /* n_warnings messages "path: unknown field" (owned) */
     size_t n_warnings;
+    size_t n_unknown_spec;       /* of them, unknown fields under spec (kadet run refuses
+                                    those unless --allow-unknown-fields) */
 } kd_agentjob;
 
 /* Decodes a whole AgentJob document (apiVersion, kind, metadata, spec; status ignored).

@@ -204,9 +204,37 @@ static int informers_synced(void *arg, char *detail, size_t len)
     return 1;
 }
 
-/* Once a second: watch restarts and AgentJobs by phase into the metrics. */
+/* The jobs whose per-job series exist, as "ns\x1fname" (housekeeping's thread only). */
+static char **job_series;
+static size_t n_job_series;
+
+/* Per-job gauges of the jobs now listed; series of jobs no longer listed are removed.
+ * keys is the new set (owned, stolen). */
+static void job_series_update(op_metrics *m, char **keys, size_t n)
+{
+    for (size_t i = 0; i < n_job_series; i++) {
+        int still = 0;
+        for (size_t k = 0; k < n && !still; k++)
+            still = strcmp(job_series[i], keys[k]) == 0;
+        if (!still) {
+            char *sep = strchr(job_series[i], '\x1f');
+            if (sep != NULL) {
+                *sep = '\0';
+                op_metrics_remove_job(m, job_series[i], sep + 1);
+            }
+        }
+        free(job_series[i]);
+    }
+    free(job_series);
+    job_series = keys;
+    n_job_series = n;
+}
+
+/* Once a second: watch restarts, AgentJobs by phase, per-job gauges into the metrics. */
 static void housekeeping(op_informers *set, op_metrics *m)
 {
+    char **keys = NULL;
+    size_t n_keys = 0;
     static const char *const phases[] = {"Pending", "Running", "Succeeded", "Failed",
                                          "Suspended"};
     double count[5] = {0, 0, 0, 0, 0};
@@ -235,12 +263,35 @@ static void housekeeping(op_informers *set, op_metrics *m)
                 if (strcmp(phase, phases[k]) == 0)
                     p = k;
             count[p] += 1;
+            const json_t *md = json_object_get(job, "metadata");
+            const char *ns = json_string_value(json_object_get(md, "namespace"));
+            const char *name = json_string_value(json_object_get(md, "name"));
+            if (ns == NULL || name == NULL)
+                continue;
+            op_metrics_set_job(m, ns, name, json_object_get(job, "status"));
+            size_t len = strlen(ns) + strlen(name) + 2;
+            char *key = malloc(len);
+            char **grown = key != NULL ? realloc(keys, (n_keys + 1) * sizeof *keys) : NULL;
+            if (grown == NULL) {
+                free(key);
+                continue;
+            }
+            snprintf(key, len, "%s\x1f%s", ns, name);
+            keys = grown;
+            keys[n_keys++] = key;
         }
         json_decref(jobs);
     }
     for (size_t k = 0; have_jobs && k < 5; k++) {
         const char *v[] = {phases[k]};
         opm_set(m->jobs, v, count[k]);
+    }
+    if (have_jobs)
+        job_series_update(m, keys, n_keys);
+    else {
+        for (size_t i = 0; i < n_keys; i++)
+            free(keys[i]);
+        free(keys);
     }
 }
 
@@ -252,7 +303,7 @@ int main(int argc, char **argv)
     char err[512] = "";
     int rc = opc_parse(&cfg, argc, argv, &action, err, sizeof err);
     if (rc != KD_OK) {
-        fprintf(stderr, "kadet-operator: %s\n", err);
+        fprintf(stderr, "kadet-operator: %s (see kadet-operator --help)\n", err);
         return 2;
     }
     if (action == OPC_HELP) {
@@ -274,6 +325,11 @@ int main(int argc, char **argv)
 
     KD_INFO("starting version=%s", KADET_VERSION);
     opc_log(&cfg);
+    if (!cfg.default_qtable_given && cfg.default_qtable[0] == '\0' &&
+        strcmp(cfg.scheduler_policy, "rl") == 0)
+        KD_WARN("no shipped rl table found looked_in=<prefix>/%s,%s: rl starts from an empty "
+                "table and decides as greedy until it has learned (set --default-qtable)",
+                OPC_QTABLE_REL, OPC_QTABLE_SYSTEM);
 
     op_metrics metrics;
     rc = op_metrics_init(&metrics, err, sizeof err);
@@ -444,7 +500,9 @@ int main(int argc, char **argv)
         goto out;
     }
     KD_INFO("shutting down signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    status = 0;
+    /* SIGTERM is how Kubernetes stops a pod: a clean stop. Ctrl-C reports itself as the
+     * shells do. */
+    status = sig == SIGINT ? 130 : 0;
 out:
     op_httpd_set_shutting_down(httpd);
     /* The scheduler host saves its table while this replica still leads; then the

@@ -16,11 +16,15 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "kd_error.h"
 
 typedef struct opm_series {
     char **values; /* label values, one per label name (owned) */
-    double value;  /* current value */
+    double value;  /* current value; a histogram's count */
+    double *counts; /* histogram: observations per bucket, nbounds + 1 (owned), else NULL */
+    double sum;     /* histogram: sum of the observations */
 } opm_series;
 
 struct opm_family {
@@ -31,6 +35,8 @@ struct opm_family {
     size_t nlabels;                     /* number of label names */
     char *labels[OPM_MAX_LABELS];       /* label names (owned) */
     opm_series *series;                 /* sorted by label values */
+    double bounds[OPM_MAX_BUCKETS];     /* histogram: bucket upper bounds, ascending */
+    size_t nbounds;                     /* histogram: number of bounds */
     size_t nseries, capseries;          /* used and allocated entries of series */
     struct opm_family *next;            /* registration order */
 };
@@ -61,6 +67,7 @@ static void series_clear(opm_series *s, size_t nlabels)
     for (size_t i = 0; i < nlabels; i++)
         free(s->values[i]);
     free(s->values);
+    free(s->counts);
 }
 
 static void family_free(opm_family *f)
@@ -104,11 +111,13 @@ static int valid_name(const char *s, int allow_colon)
     return 1;
 }
 
-int opm_family_add(opm_registry *reg, opm_type type, const char *name, const char *help,
-                   size_t nlabels, const char *const *label_names, opm_family **out,
-                   char *err, size_t errlen)
+static int series_at(opm_family *f, const char *const *values, opm_series **out);
+
+static int family_add(opm_registry *reg, opm_type type, const char *name, const char *help,
+                      size_t nlabels, const char *const *label_names, const double *bounds,
+                      size_t nbounds, opm_family **out, char *err, size_t errlen)
 {
-    if (reg == NULL || out == NULL || (type != OPM_COUNTER && type != OPM_GAUGE))
+    if (reg == NULL || out == NULL)
         return kd_errf(err, errlen, KD_EINVAL, "metrics: bad arguments");
     if (!valid_name(name, 1))
         return kd_errf(err, errlen, KD_EINVAL, "metrics: bad metric name '%s'",
@@ -135,6 +144,9 @@ int opm_family_add(opm_registry *reg, opm_type type, const char *name, const cha
     f->reg = reg;
     f->type = type;
     f->nlabels = nlabels;
+    for (size_t i = 0; i < nbounds; i++)
+        f->bounds[i] = bounds[i];
+    f->nbounds = nbounds;
     f->name = strdup(name);
     f->help = strdup(help);
     int ok = f->name != NULL && f->help != NULL;
@@ -162,9 +174,39 @@ int opm_family_add(opm_registry *reg, opm_type type, const char *name, const cha
     reg->tail = f;
     pthread_mutex_unlock(&reg->lock);
     *out = f;
-    if (nlabels == 0) /* a family without labels is always exposed, starting at 0 */
-        return opm_add(f, NULL, 0.0);
+    if (nlabels == 0) { /* a family without labels is always exposed, starting at 0 */
+        opm_series *s;
+        pthread_mutex_lock(&reg->lock);
+        int rc = series_at(f, NULL, &s);
+        pthread_mutex_unlock(&reg->lock);
+        return rc;
+    }
     return KD_OK;
+}
+
+int opm_family_add(opm_registry *reg, opm_type type, const char *name, const char *help,
+                   size_t nlabels, const char *const *label_names, opm_family **out,
+                   char *err, size_t errlen)
+{
+    if (type != OPM_COUNTER && type != OPM_GAUGE)
+        return kd_errf(err, errlen, KD_EINVAL, "metrics: bad arguments");
+    return family_add(reg, type, name, help, nlabels, label_names, NULL, 0, out, err, errlen);
+}
+
+int opm_histogram_add(opm_registry *reg, const char *name, const char *help, size_t nlabels,
+                      const char *const *label_names, const double *bounds, size_t nbounds,
+                      opm_family **out, char *err, size_t errlen)
+{
+    if (bounds == NULL || nbounds == 0 || nbounds > OPM_MAX_BUCKETS)
+        return kd_errf(err, errlen, KD_EINVAL, "metrics: %s: 1 to %d bucket bounds",
+                       name != NULL ? name : "(null)", OPM_MAX_BUCKETS);
+    for (size_t i = 0; i < nbounds; i++)
+        if (!isfinite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1])))
+            return kd_errf(err, errlen, KD_EINVAL,
+                           "metrics: %s: bucket bounds must be finite and ascending",
+                           name != NULL ? name : "(null)");
+    return family_add(reg, OPM_HISTOGRAM, name, help, nlabels, label_names, bounds, nbounds,
+                      out, err, errlen);
 }
 
 static int compare_values(const opm_family *f, char *const *a, const char *const *b)
@@ -229,7 +271,12 @@ static int series_at(opm_family *f, const char *const *values, opm_series **out)
         f->series = grown;
         f->capseries = cap;
     }
-    opm_series s = {NULL, 0.0};
+    opm_series s = {NULL, 0.0, NULL, 0.0};
+    if (f->type == OPM_HISTOGRAM) {
+        s.counts = calloc(f->nbounds + 1, sizeof *s.counts);
+        if (s.counts == NULL)
+            return KD_ENOMEM;
+    }
     if (f->nlabels > 0) {
         s.values = calloc(f->nlabels, sizeof *s.values);
         if (s.values == NULL)
@@ -256,7 +303,7 @@ static int update(opm_family *f, const char *const *values, double v, int is_set
     int rc = check_values(f, values);
     if (rc != KD_OK)
         return rc;
-    if (is_set && f->type != OPM_GAUGE)
+    if ((is_set && f->type != OPM_GAUGE) || f->type == OPM_HISTOGRAM)
         return KD_EINVAL;
     if (!is_set && f->type == OPM_COUNTER && !(v >= 0.0))
         return KD_EINVAL;
@@ -268,6 +315,28 @@ static int update(opm_family *f, const char *const *values, double v, int is_set
             s->value = v;
         else
             s->value += v;
+    }
+    pthread_mutex_unlock(&f->reg->lock);
+    return rc;
+}
+
+int opm_observe(opm_family *f, const char *const *values, double v)
+{
+    if (f == NULL || f->type != OPM_HISTOGRAM || isnan(v))
+        return KD_EINVAL;
+    int rc = check_values(f, values);
+    if (rc != KD_OK)
+        return rc;
+    pthread_mutex_lock(&f->reg->lock);
+    opm_series *s = NULL;
+    rc = series_at(f, values, &s);
+    if (rc == KD_OK) {
+        size_t b = 0;
+        while (b < f->nbounds && v > f->bounds[b])
+            b++;
+        s->counts[b] += 1;
+        s->sum += v;
+        s->value += 1;
     }
     pthread_mutex_unlock(&f->reg->lock);
     return rc;
@@ -384,6 +453,54 @@ static void buf_number(opm_buf *b, double v)
     buf_str(b, num);
 }
 
+/* The labels of a series, with an extra le="bound" when le is not NULL. */
+static void buf_labels(opm_buf *b, const opm_family *f, const opm_series *s, const char *le)
+{
+    size_t n = 0;
+    for (size_t l = 0; l < f->nlabels; l++, n++) {
+        buf_str(b, n == 0 ? "{" : ",");
+        buf_str(b, f->labels[l]);
+        buf_str(b, "=\"");
+        buf_escaped(b, s->values[l], 1);
+        buf_str(b, "\"");
+    }
+    if (le != NULL) {
+        buf_str(b, n == 0 ? "{le=\"" : ",le=\"");
+        buf_str(b, le);
+        buf_str(b, "\"");
+        n++;
+    }
+    buf_str(b, n > 0 ? "} " : " ");
+}
+
+static void render_histogram(opm_buf *b, const opm_family *f, const opm_series *s)
+{
+    double cum = 0;
+    for (size_t k = 0; k <= f->nbounds; k++) {
+        char le[64];
+        if (k < f->nbounds)
+            snprintf(le, sizeof le, "%g", f->bounds[k]);
+        else
+            snprintf(le, sizeof le, "+Inf");
+        cum += s->counts[k];
+        buf_str(b, f->name);
+        buf_str(b, "_bucket");
+        buf_labels(b, f, s, le);
+        buf_number(b, cum);
+        buf_str(b, "\n");
+    }
+    buf_str(b, f->name);
+    buf_str(b, "_sum");
+    buf_labels(b, f, s, NULL);
+    buf_number(b, s->sum);
+    buf_str(b, "\n");
+    buf_str(b, f->name);
+    buf_str(b, "_count");
+    buf_labels(b, f, s, NULL);
+    buf_number(b, s->value);
+    buf_str(b, "\n");
+}
+
 int opm_render(opm_registry *reg, char **text, size_t *len)
 {
     if (reg == NULL || text == NULL || len == NULL)
@@ -400,9 +517,14 @@ int opm_render(opm_registry *reg, char **text, size_t *len)
         buf_escaped(&b, f->help, 0);
         buf_str(&b, "\n# TYPE ");
         buf_str(&b, f->name);
-        buf_str(&b, f->type == OPM_COUNTER ? " counter\n" : " gauge\n");
+        buf_str(&b, f->type == OPM_COUNTER ? " counter\n"
+                    : f->type == OPM_GAUGE ? " gauge\n" : " histogram\n");
         for (size_t i = 0; i < f->nseries; i++) {
             const opm_series *s = &f->series[i];
+            if (f->type == OPM_HISTOGRAM) {
+                render_histogram(&b, f, s);
+                continue;
+            }
             buf_str(&b, f->name);
             for (size_t l = 0; l < f->nlabels; l++) {
                 buf_str(&b, l == 0 ? "{" : ",");
@@ -445,6 +567,8 @@ int op_metrics_init(op_metrics *m, char *err, size_t errlen)
     static const char *const l_job[] = {"namespace", "job"};
     static const char *const l_phase[] = {"phase"};
     static const char *const l_version[] = {"version"};
+    static const char *const l_reason[] = {"policy", "reason"};
+    static const char *const l_jobname[] = {"namespace", "name"};
     const struct {
         opm_family **slot;
         opm_type type;
@@ -473,6 +597,24 @@ int op_metrics_init(op_metrics *m, char *err, size_t errlen)
          l_version},
         {&m->start_time, OPM_GAUGE, "process_start_time_seconds",
          "Start time of the process since the Unix epoch, in seconds.", 0, NULL},
+        {&m->sched_reasons, OPM_COUNTER, "kadet_scheduling_decisions_by_reason_total",
+         "Scheduling decisions by policy and reason (the reason's kind, without numbers).", 2,
+         l_reason},
+        {&m->job_agents, OPM_GAUGE, "kadet_job_agents", "Ready agents of each AgentJob.", 2,
+         l_jobname},
+        {&m->job_desired, OPM_GAUGE, "kadet_job_desired_agents",
+         "Agents the scheduler wants for each AgentJob.", 2, l_jobname},
+        {&m->job_batch, OPM_GAUGE, "kadet_job_batch_size",
+         "Per-agent batch of each AgentJob's running world.", 2, l_jobname},
+        {&m->job_speed, OPM_GAUGE, "kadet_job_samples_per_second",
+         "Training throughput of each AgentJob.", 2, l_jobname},
+        {&m->job_loss, OPM_GAUGE, "kadet_job_loss", "Training loss of each AgentJob.", 2,
+         l_jobname},
+        {&m->job_accuracy, OPM_GAUGE, "kadet_job_accuracy",
+         "Test accuracy of each AgentJob's last evaluated epoch (absent before the first).", 2,
+         l_jobname},
+        {&m->job_epoch, OPM_GAUGE, "kadet_job_epoch", "Current epoch of each AgentJob.", 2,
+         l_jobname},
     };
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
         rc = opm_family_add(m->reg, defs[i].type, defs[i].name, defs[i].help, defs[i].nlabels,
@@ -481,6 +623,18 @@ int op_metrics_init(op_metrics *m, char *err, size_t errlen)
             op_metrics_free(m);
             return rc;
         }
+    }
+    /* Reconciles take milliseconds (API round trips); seconds mean a slow API server. */
+    static const double reconcile_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                              0.25, 0.5, 1, 2.5, 5, 10};
+    rc = opm_histogram_add(m->reg, "kadet_reconcile_duration_seconds",
+                           "Time of one AgentJob reconcile (sync), in seconds.", 0, NULL,
+                           reconcile_bounds,
+                           sizeof reconcile_bounds / sizeof reconcile_bounds[0],
+                           &m->reconcile_seconds, err, errlen);
+    if (rc != KD_OK) {
+        op_metrics_free(m);
+        return rc;
     }
     for (size_t i = 0; i < sizeof op_phases / sizeof op_phases[0] && rc == KD_OK; i++) {
         const char *v[] = {op_phases[i]};
@@ -508,4 +662,40 @@ void op_metrics_free(op_metrics *m)
         return;
     opm_registry_free(&m->reg);
     memset(m, 0, sizeof *m);
+}
+
+/* One gauge from a number in the status, or no series when it is absent. */
+static void job_gauge(opm_family *f, const char *const *v, const json_t *x)
+{
+    if (json_is_number(x))
+        opm_set(f, v, json_number_value(x));
+    else
+        opm_remove(f, v);
+}
+
+void op_metrics_set_job(op_metrics *m, const char *ns, const char *name, const json_t *status)
+{
+    if (m == NULL || m->reg == NULL || ns == NULL || name == NULL)
+        return;
+    const char *v[] = {ns, name};
+    const json_t *agents = json_object_get(status, "agents");
+    const json_t *pr = json_object_get(status, "progress");
+    job_gauge(m->job_agents, v, json_object_get(agents, "ready"));
+    job_gauge(m->job_desired, v, json_object_get(agents, "desired"));
+    job_gauge(m->job_batch, v, json_object_get(pr, "batchSize"));
+    job_gauge(m->job_speed, v, json_object_get(pr, "samplesPerSecond"));
+    job_gauge(m->job_loss, v, json_object_get(pr, "loss"));
+    job_gauge(m->job_accuracy, v, json_object_get(pr, "accuracy"));
+    job_gauge(m->job_epoch, v, json_object_get(pr, "epoch"));
+}
+
+void op_metrics_remove_job(op_metrics *m, const char *ns, const char *name)
+{
+    if (m == NULL || m->reg == NULL || ns == NULL || name == NULL)
+        return;
+    const char *v[] = {ns, name};
+    opm_family *fams[] = {m->job_agents, m->job_desired, m->job_batch, m->job_speed,
+                          m->job_loss, m->job_accuracy, m->job_epoch};
+    for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++)
+        opm_remove(fams[i], v);
 }

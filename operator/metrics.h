@@ -23,7 +23,8 @@
 #define OPM_MAX_SERIES 10000
 #define OPM_MAX_VALUE_LEN 1024 /* bytes of one label value */
 
-typedef enum opm_type { OPM_COUNTER = 0, OPM_GAUGE = 1 } opm_type;
+typedef enum opm_type { OPM_COUNTER = 0, OPM_GAUGE = 1, OPM_HISTOGRAM = 2 } opm_type;
+#define OPM_MAX_BUCKETS 16
 
 typedef struct opm_registry opm_registry;
 typedef struct opm_family opm_family;
@@ -40,6 +41,16 @@ void opm_registry_free(opm_registry **reg);
 int opm_family_add(opm_registry *reg, opm_type type, const char *name, const char *help,
                    size_t nlabels, const char *const *label_names, opm_family **out,
                    char *err, size_t errlen);
+
+/* Registers a histogram family (opm_family_add's rules) with upper bounds bounds[0] <
+ * ... < bounds[nbounds-1] (finite, at most OPM_MAX_BUCKETS; +Inf is implied). Its series
+ * are rendered as name_bucket{...,le="b"} (cumulative), name_sum and name_count. */
+int opm_histogram_add(opm_registry *reg, const char *name, const char *help, size_t nlabels,
+                      const char *const *label_names, const double *bounds, size_t nbounds,
+                      opm_family **out, char *err, size_t errlen);
+/* Records one observation v in a histogram's series (KD_EINVAL on other families or NaN).
+ * opm_get on a histogram series reads its count. */
+int opm_observe(opm_family *fam, const char *const *values, double v);
 
 /* Adds delta to the series with these label values (one per label name, in order; NULL
  * when the family has none), creating it at 0 first. Counters refuse negative or NaN
@@ -70,11 +81,28 @@ typedef struct op_metrics {
     opm_family *leader;           /* kadet_leader */
     opm_family *build_info;       /* kadet_build_info{version} */
     opm_family *start_time;       /* process_start_time_seconds */
+    opm_family *reconcile_seconds; /* kadet_reconcile_duration_seconds (histogram) */
+    opm_family *sched_reasons;    /* kadet_scheduling_decisions_by_reason_total{policy,reason} */
+    /* Per job, labels namespace and name (series removed with the job): */
+    opm_family *job_agents;       /* kadet_job_agents (ready) */
+    opm_family *job_desired;      /* kadet_job_desired_agents */
+    opm_family *job_batch;        /* kadet_job_batch_size (per agent) */
+    opm_family *job_speed;        /* kadet_job_samples_per_second */
+    opm_family *job_loss;         /* kadet_job_loss */
+    opm_family *job_accuracy;     /* kadet_job_accuracy (only once evaluated) */
+    opm_family *job_epoch;        /* kadet_job_epoch */
 } op_metrics;
 
 /* Creates the registry and the families in *m (every phase of kadet_jobs at 0,
  * build_info at 1, start time set). Free with op_metrics_free (accepts a zeroed struct). */
 int op_metrics_init(op_metrics *m, char *err, size_t errlen);
+/* Sets the per-job gauges of ns/name from the AgentJob's status (borrowed JSON; absent
+ * fields leave their series out: no accuracy before the first evaluation). */
+struct json_t;
+void op_metrics_set_job(op_metrics *m, const char *ns, const char *name,
+                        const struct json_t *status);
+/* Removes every per-job series of ns/name (the job is gone). */
+void op_metrics_remove_job(op_metrics *m, const char *ns, const char *name);
 void op_metrics_free(op_metrics *m);
 
 #endif

@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "kd_cli.h"
 #include "kd_error.h"
 #include "kd_log.h"
 
@@ -391,7 +392,36 @@ static int set_weights(opc_config *c, const char *v, char *err, size_t n)
 
 static int set_default_qtable(opc_config *c, const char *v, char *err, size_t n)
 {
+    c->default_qtable_given = 1;
     return set_str(c->default_qtable, sizeof c->default_qtable, v, "default-qtable", err, n);
+}
+
+int opc_find_qtable(const char *exe, const char *system_path, char *out, size_t n)
+{
+    if (out == NULL || n == 0)
+        return KD_EINVAL;
+    out[0] = '\0';
+    /* <prefix>/bin/kadet-operator -> <prefix>/share/kadet: an install, and the build tree,
+     * where CMake copies the table to build/share/kadet beside build/bin. */
+    if (exe != NULL && exe[0] == '/') {
+        size_t dir = (size_t)(strrchr(exe, '/') - exe); /* end of <prefix>/bin */
+        size_t plen = dir;
+        while (plen > 0 && exe[plen - 1] != '/')
+            plen--;
+        if (dir > 0 && plen > 0) {
+            plen--; /* <prefix> without its trailing slash; "" for /bin */
+            int w = snprintf(out, n, "%.*s/" OPC_QTABLE_REL, (int)plen, exe);
+            if (w > 0 && (size_t)w < n && access(out, R_OK) == 0)
+                return KD_OK;
+        }
+    }
+    if (system_path != NULL && system_path[0] != '\0' && access(system_path, R_OK) == 0) {
+        int w = snprintf(out, n, "%s", system_path);
+        if (w > 0 && (size_t)w < n)
+            return KD_OK;
+    }
+    out[0] = '\0';
+    return KD_ENOTFOUND;
 }
 
 static int set_runtime_image(opc_config *c, const char *v, char *err, size_t n)
@@ -465,8 +495,10 @@ static const opc_option opc_options[] = {
      set_weights},
     {"state-configmap", "KADET_STATE_CONFIGMAP", "kadet-scheduler-state", "NAME",
      "ConfigMap holding the learned scheduler state", set_state_configmap},
-    {"default-qtable", "KADET_DEFAULT_QTABLE", "/usr/share/kadet/qtable-default.json", "PATH",
-     "rl table to start from when the state ConfigMap holds none (empty: an empty table)",
+    {"default-qtable", "KADET_DEFAULT_QTABLE", NULL, "PATH",
+     "rl table to start from when the state ConfigMap holds none; default: the shipped "
+     "table, <prefix>/" OPC_QTABLE_REL " beside the binary's bin/ (an install or the build "
+     "tree), else " OPC_QTABLE_SYSTEM " (empty: an empty table)",
      set_default_qtable},
     {"runtime-image", "KADET_RUNTIME_IMAGE", "ghcr.io/kadet/kadet:" KADET_VERSION, "IMAGE",
      "agent image when a job's pod template names none", set_runtime_image},
@@ -485,18 +517,58 @@ static const opc_option opc_options[] = {
      "app.kubernetes.io/name=kadet,app.kubernetes.io/component=operator", "K=V,...",
      "labels of the operator's pods (the NetworkPolicy admits them to the metrics port)",
      set_operator_pod_labels},
-    {"help", NULL, NULL, NULL, "print this help and exit", NULL},
-    {"version", NULL, NULL, NULL, "print the version and exit", NULL},
 };
 
 #define OPC_N_OPTIONS (sizeof opc_options / sizeof opc_options[0])
 
-static const opc_option *find_option(const char *name, size_t len)
+/* A table row bound to the config it sets (the target of its kd_cli option). */
+typedef struct opc_binding {
+    opc_config *cfg;
+    opc_setter set;
+} opc_binding;
+
+static int opc_apply(void *target, const char *value, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < OPC_N_OPTIONS; i++)
-        if (strlen(opc_options[i].flag) == len && strncmp(opc_options[i].flag, name, len) == 0)
-            return &opc_options[i];
-    return NULL;
+    const opc_binding *b = target;
+    return b->set(b->cfg, value, err, errlen);
+}
+
+/* The kd_cli view of opc_options (help and version are kd_cli's own). */
+static void cli_table(opc_config *cfg, opc_binding *bind, kd_cli_opt *opts, kd_cli *cli,
+                      const char *(*getenv_fn)(const char *name))
+{
+    int n = 0;
+    for (size_t i = 0; i < OPC_N_OPTIONS; i++) {
+        const opc_option *o = &opc_options[i];
+        if (o->set == NULL)
+            continue;
+        bind[n] = (opc_binding){cfg, o->set};
+        opts[n] = (kd_cli_opt){.name = o->flag, .env = o->env,
+                               .type = o->metavar != NULL ? KD_CLI_FUNC : KD_CLI_FUNC_FLAG,
+                               .target = &bind[n], .help = o->help,
+                               .metavar = o->metavar != NULL ? o->metavar : "",
+                               .set = opc_apply, .def = o->def};
+        n++;
+    }
+    *cli = (kd_cli){
+        .prog = "kadet-operator",
+        .args = "",
+        .summary = "kadet-operator manages AgentJobs (kadet.io/v1alpha1): it creates and scales "
+                   "the\nagent pods of each job and runs the scheduler that decides their "
+                   "number.\nEvery flag can also be set by the environment variable in "
+                   "brackets; a flag wins\nover its variable. Durations take ms, s, m or h "
+                   "(a bare number is seconds).",
+        .opts = opts,
+        .n_opts = n,
+        .footer = "other environment variables:\n"
+                  "  KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT\n"
+                  "                          the API server in a pod (in-cluster config)\n"
+                  "  HOME                    where ~/.kube/config is looked for\n"
+                  "\n"
+                  "exit status: 0 stopped by SIGTERM, 130 by SIGINT (Ctrl-C), 1 failed, "
+                  "2 bad flag or variable\n",
+        .getenv_fn = getenv_fn,
+    };
 }
 
 /* Reads the in-cluster namespace file into ns when it holds a valid name. */
@@ -542,55 +614,35 @@ int opc_parse_env(opc_config *cfg, int argc, char *const argv[],
     read_pod_namespace(ns_file != NULL ? ns_file : OPC_NS_FILE, cfg->operator_namespace,
                        sizeof cfg->operator_namespace);
 
-    for (size_t i = 0; i < OPC_N_OPTIONS; i++) {
-        const opc_option *o = &opc_options[i];
-        const char *v = o->env != NULL ? getenv_fn(o->env) : NULL;
-        if (v == NULL || o->set == NULL)
-            continue;
-        /* An empty variable is how Deployments spell "unset" for optional settings. */
-        if (v[0] == '\0' && o->def == NULL)
-            continue;
-        char detail[384];
-        rc = o->set(cfg, v, detail, sizeof detail);
-        if (rc != KD_OK)
-            return kd_errf(err, errlen, rc, "environment %s: %s", o->env, detail);
+    /* The environment, then the flags, through the common command-line layer; each
+     * setter is reached through a binding of the table row to this cfg. */
+    opc_binding bind[OPC_N_OPTIONS];
+    kd_cli_opt opts[OPC_N_OPTIONS];
+    kd_cli cli;
+    cli_table(cfg, bind, opts, &cli, getenv_fn);
+    kd_cli_action act;
+    int first;
+    rc = kd_cli_parse(&cli, argc, (char **)argv, &act, &first, err, errlen);
+    if (rc != KD_OK)
+        return rc;
+    if (act != KD_CLI_RUN) {
+        *action = act == KD_CLI_HELP ? OPC_HELP : OPC_VERSION;
+        return KD_OK;
     }
-
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
-            return kd_errf(err, errlen, KD_EINVAL, "unexpected argument '%s' (see --help)", arg);
-        const char *name = arg + 2;
-        const char *eq = strchr(name, '=');
-        size_t nlen = eq != NULL ? (size_t)(eq - name) : strlen(name);
-        const opc_option *o = find_option(name, nlen);
-        if (o == NULL)
-            return kd_errf(err, errlen, KD_EINVAL, "unknown flag '--%.*s' (see --help)",
-                           (int)nlen, name);
-        if (o->set == NULL) {
-            if (eq != NULL)
-                return kd_errf(err, errlen, KD_EINVAL, "--%s takes no value", o->flag);
-            *action = strcmp(o->flag, "help") == 0 ? OPC_HELP : OPC_VERSION;
-            return KD_OK;
-        }
-        const char *value;
-        if (eq != NULL)
-            value = eq + 1;
-        else if (o->metavar == NULL)
-            value = "true";
-        else if (i + 1 < argc)
-            value = argv[++i];
-        else
-            return kd_errf(err, errlen, KD_EINVAL, "--%s needs a value (%s)", o->flag,
-                           o->metavar);
-        char detail[384];
-        rc = o->set(cfg, value, detail, sizeof detail);
-        if (rc != KD_OK)
-            return kd_errf(err, errlen, rc, "--%s: %s", o->flag, detail);
-    }
+    if (first < argc)
+        return kd_errf(err, errlen, KD_EINVAL, "unexpected argument '%s' (see --help)",
+                       argv[first]);
 
     if (cfg->lease_namespace[0] == '\0')
         memcpy(cfg->lease_namespace, cfg->operator_namespace, sizeof cfg->lease_namespace);
+    if (!cfg->default_qtable_given) {
+        char exe[4096];
+        ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        exe[len > 0 ? len : 0] = '\0';
+        /* Not found is not an error: rl then starts from an empty table, and main() says
+         * so with the places it looked in. */
+        opc_find_qtable(exe, OPC_QTABLE_SYSTEM, cfg->default_qtable, sizeof cfg->default_qtable);
+    }
     return KD_OK;
 }
 
@@ -602,27 +654,13 @@ int opc_parse(opc_config *cfg, int argc, char *const argv[], opc_action *action,
 
 void opc_usage(FILE *out, const char *prog)
 {
-    fprintf(out,
-            "Usage: %s [flags]\n"
-            "\n"
-            "kadet-operator manages AgentJobs (kadet.io/v1alpha1): it creates and scales the\n"
-            "agent pods of each job and runs the scheduler that decides their number.\n"
-            "Every flag can also be set by the environment variable in brackets; a flag wins\n"
-            "over its variable. Durations take ms, s, m or h (a bare number is seconds).\n"
-            "\n",
-            prog);
-    for (size_t i = 0; i < OPC_N_OPTIONS; i++) {
-        const opc_option *o = &opc_options[i];
-        char lhs[64];
-        snprintf(lhs, sizeof lhs, "--%s%s%s", o->flag, o->metavar != NULL ? " " : "",
-                 o->metavar != NULL ? o->metavar : "");
-        fprintf(out, "  %-30s", lhs);
-        if (o->env != NULL)
-            fprintf(out, " [%s]", o->env);
-        if (o->def != NULL)
-            fprintf(out, " (default \"%s\")", o->def);
-        fprintf(out, "\n      %s\n", o->help);
-    }
+    opc_config cfg;
+    opc_binding bind[OPC_N_OPTIONS];
+    kd_cli_opt opts[OPC_N_OPTIONS];
+    kd_cli cli;
+    cli_table(&cfg, bind, opts, &cli, real_getenv);
+    cli.prog = prog;
+    kd_cli_usage(&cli, out);
 }
 
 void opc_log(const opc_config *c)

@@ -15,6 +15,10 @@
 
 #define OPC_MAX_NAMESPACES 64
 #define OPC_NAME_MAX 254 /* DNS subdomain names: 253 characters + NUL */
+/* Where the shipped rl table is looked for: relative to the install prefix (or build
+ * tree) of the binary, then the operator image's path. */
+#define OPC_QTABLE_REL "share/kadet/qtable-default.json"
+#define OPC_QTABLE_SYSTEM "/usr/share/kadet/qtable-default.json"
 
 /* What main() should do after parsing. */
 typedef enum opc_action {
@@ -42,7 +46,8 @@ typedef struct opc_config {
     double weight_time;          /* default reward weight of 1/T (job time to finish) */
     double weight_cost;          /* default reward weight of 1/C (resources held) */
     char state_configmap[OPC_NAME_MAX]; /* ConfigMap with the learned policy state */
-    char default_qtable[4096];   /* rl table used when the ConfigMap holds none */
+    char default_qtable[4096];   /* rl table used when the ConfigMap holds none; "" = none */
+    int default_qtable_given;    /* 1 = from --default-qtable or its variable (else found) */
     char runtime_image[1024];    /* agent image when a job's template names none */
     char runtime_pull_policy[16]; /* Always | IfNotPresent | Never */
     int log_level;               /* a kd_log_level */
@@ -61,11 +66,18 @@ typedef struct opc_config {
 int opc_parse(opc_config *cfg, int argc, char *const argv[], opc_action *action, char *err,
               size_t errlen);
 
-/* Same, with the environment looked up through getenv_fn (tests pass a fake) and the
+/* Same, with the environment looked up through getenv_fn (argv may be permuted, as
+ * getopt_long does: positional arguments after the flags) (tests pass a fake) and the
  * service-account namespace file at ns_file (NULL = the in-cluster path). */
 int opc_parse_env(opc_config *cfg, int argc, char *const argv[],
                   const char *(*getenv_fn)(const char *name), const char *ns_file,
                   opc_action *action, char *err, size_t errlen);
+
+/* The shipped rl table for the binary at exe (absolute, e.g. /proc/self/exe's target):
+ * <prefix>/share/kadet/qtable-default.json where exe is <prefix>/bin/NAME, else
+ * system_path; the first readable one is written to out. KD_ENOTFOUND (out "") when
+ * neither is readable. */
+int opc_find_qtable(const char *exe, const char *system_path, char *out, size_t n);
 
 /* Writes the --help text (every flag with its variable and default) to out. */
 void opc_usage(FILE *out, const char *prog);

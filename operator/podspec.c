@@ -225,6 +225,10 @@ static int make_pod(const json_t *job, const kd_agentjob *spec, const podspec_op
     if (o->keys) /* ours, so that a template's KADET_KEYS_DIR cannot point elsewhere */
         json_array_append_new(ours_env, env_value("KADET_KEYS_DIR", PODSPEC_KEYS_DIR));
     json_object_set_new(c, "env", merge_env(json_object_get(c, "env"), ours_env));
+    /* kadet writes its fatal error to the termination message; a crash that wrote
+     * nothing still leaves the end of its log there. The operator shows either in the
+     * Failed condition and the Warning Event. */
+    json_object_set_new(c, "terminationMessagePolicy", json_string("FallbackToLogsOnError"));
     int coord = strcmp(role, PODSPEC_ROLE_COORDINATOR) == 0;
     if (coord) {
         /* The Service targets these; the workers' data port is reached by pod IP only. */

@@ -105,12 +105,13 @@ int progress_decode(const char *text, size_t len, rc_progress_info *out)
     }
     memset(out, 0, sizeof *out);
     out->samples = -1;
-    double epoch = 0, step = 0, agents = 0, samples = -1, batch = 0;
+    double epoch = 0, step = 0, agents = 0, samples = -1, batch = 0, evaluated = -1;
     int bad = get_num(o, "epoch", &epoch) | get_num(o, "step", &step) |
               get_num(o, "batch", &batch) |
               get_num(o, "loss", &out->loss) | get_num(o, "accuracy", &out->accuracy) |
               get_num(o, "samples_per_s", &out->samples_per_s) |
-              get_num(o, "agents", &agents) | get_num(o, "samples", &samples);
+              get_num(o, "agents", &agents) | get_num(o, "samples", &samples) |
+              get_num(o, "epochs_done", &evaluated);
     out->checkpoint = (int)rc_ckpt_parse(json_string_value(json_object_get(o, "checkpoint")));
     const char *ce = json_string_value(json_object_get(o, "checkpoint_error"));
     if (ce != NULL)
@@ -126,6 +127,8 @@ int progress_decode(const char *text, size_t len, rc_progress_info *out)
     out->step = (long)step;
     out->agents = (int)agents;
     out->samples = samples >= 0 ? (long)samples : -1;
+    /* A coordinator without epochs_done: its accuracy is 0 until the first evaluation. */
+    out->evaluated = evaluated >= 0 ? evaluated > 0 : out->accuracy > 0;
     return 0;
 }
 

@@ -2,7 +2,7 @@
  * reconcile: the AgentJob controller's queue, workers and sync (see reconcile.h).
  *
  * A sync gathers rc_input from the caches, computes the plan (reconcile_plan.c),
- * executes it and writes the status (reconcile_status.c). Creations use deterministic
+ * executes it and writes the status (reconcile_sync.c). Creations use deterministic
  * names (<job>-coordinator, <job>-worker-<n>), so a sync that runs on a stale cache (or a
  * restarted operator) gets AlreadyExists instead of creating a duplicate. Deletions carry
  * a uid precondition, and the uids deleted recently are remembered per job so that a
@@ -302,7 +302,12 @@ static void *worker_main(void *arg)
             wq_add_after(c->q, key, 50);
         } else {
             double requeue_s = 0;
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
             int rc = rc_sync(c, key, &requeue_s);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            opm_observe(c->opt.metrics->reconcile_seconds, NULL,
+                        (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
             atomic_fetch_add(&c->syncs, 1);
             if (rc == KD_OK) {
                 wq_forget(c->q, key);

@@ -64,6 +64,7 @@ typedef struct rc_progress_info {
     int batch; /* per-agent batch of the running world (adaptive batch size); 0: unknown */
     int checkpoint; /* an rc_ckpt_state (reconcile_plan.h): the metrics' "checkpoint" */
     char checkpoint_error[256]; /* the coordinator's error when it is failing */
+    int evaluated; /* 1 once an epoch was evaluated; before, accuracy means nothing */
 } rc_progress_info;
 typedef int (*rc_progress_lookup_fn)(void *ud, const char *key, rc_progress_info *out);
 /* Tells the progress module where a job's coordinator publishes (NULL: stop). */

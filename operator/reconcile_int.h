@@ -25,6 +25,9 @@ typedef struct rc_jobstate {
     long next_index;                   /* worker numbers are never reused in a job */
     double last_progress_write;        /* time of the last status.progress change */
     long last_invalid_gen;             /* generation whose InvalidSpec event was sent */
+    int failures;                      /* failures this operator counted (status.failures
+                                          as written; the cache may lag behind it) */
+    double last_failure_at;            /* when it counted the last one, 0 = never */
 } rc_jobstate;
 
 struct rc_controller {

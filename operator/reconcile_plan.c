@@ -91,10 +91,48 @@ int rc_pod_from_json(const json_t *pod, const char *job, rc_pod *out)
     json_array_foreach(json_object_get(st, "containerStatuses"), i, c)
     {
         const json_t *term = json_object_get(json_object_get(c, "state"), "terminated");
-        if (json_is_object(term) && i == 0)
+        if (json_is_object(term) && i == 0) {
             out->exit_code = (int)json_integer_value(json_object_get(term, "exitCode"));
+            rc_message_line(json_string_value(json_object_get(term, "message")), out->message,
+                            sizeof out->message);
+        }
     }
     return 1;
+}
+
+void rc_message_line(const char *text, char *out, size_t n)
+{
+    if (n == 0)
+        return;
+    out[0] = '\0';
+    if (text == NULL)
+        return;
+    /* A termination message may be the end of a log: keep its last non-empty line, the
+     * one that says why (kadet writes one line; a crash leaves its last words last). */
+    const char *start = text, *end = text + strlen(text);
+    while (end > text && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' '))
+        end--;
+    for (const char *q = text; q < end; q++)
+        if (*q == '\n')
+            start = q + 1;
+    size_t k = 0;
+    for (const char *q = start; q < end && k + 1 < n; q++)
+        out[k++] = (*q == '\t' || *q == '\r') ? ' ' : *q;
+    /* Cut on a character boundary: half a UTF-8 sequence is not valid JSON text. */
+    if (start + k < end)
+        while (k > 0 && ((unsigned char)start[k] & 0xC0) == 0x80)
+            k--;
+    out[k] = '\0';
+}
+
+double rc_backoff_delay(int failures)
+{
+    if (failures <= 0)
+        return 0;
+    double d = RC_BACKOFF_BASE_S;
+    for (int i = 1; i < failures && d < RC_BACKOFF_MAX_S; i++)
+        d *= 2;
+    return d < RC_BACKOFF_MAX_S ? d : RC_BACKOFF_MAX_S;
 }
 
 static void add_cond(rc_plan *p, const char *type, int status, const char *reason,
@@ -272,22 +310,30 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
     }
     /* A job's own policy is what `kadet run` uses; on a cluster one policy arbitrates
      * the shared capacity. Say so where the user looks, rather than ignore it silently. */
+    /* Unknown fields (where the schema keeps them) are ignored, but named: a misspelt
+     * field would otherwise silently leave its default. */
+    char unknown[300] = "";
+    if (in->unknown_fields != NULL && in->unknown_fields[0] != '\0')
+        snprintf(unknown, sizeof unknown, "; unknown fields ignored: %s", in->unknown_fields);
     if (in->spec_policy != NULL && in->sched_policy != NULL &&
         strcmp(in->spec_policy, in->sched_policy) != 0)
         add_cond(p, "Valid", 1, "SpecValid",
                  "the spec is valid; the cluster's scheduling policy %s decides for every job "
-                 "(spec.scheduling.policy %s is used by kadet run)", in->sched_policy,
-                 in->spec_policy);
+                 "(spec.scheduling.policy %s is used by kadet run)%s", in->sched_policy,
+                 in->spec_policy, unknown);
     else
-        add_cond(p, "Valid", 1, "SpecValid", "the spec is valid");
+        add_cond(p, "Valid", 1, "SpecValid", "the spec is valid%s", unknown);
     if (in->has_phase && in->phase == RC_FAILED && in->failed_invalid)
         add_cond(p, "Failed", 0, "SpecValid", "the spec was corrected");
 
     /* Failed pods are deleted and counted whatever happens next. */
+    const rc_pod *failed = NULL; /* one that failed now, with a message if any has one */
     for (size_t i = 0; i < in->n_pods; i++) {
         if (!in->pods[i].deleting && in->pods[i].state == RC_POD_FAILED) {
             del(p, i, RC_DEL_FAILED);
             p->new_failures++;
+            if (failed == NULL || (failed->message[0] == '\0' && in->pods[i].message[0]))
+                failed = &in->pods[i];
         }
     }
     p->failures = in->failures + p->new_failures;
@@ -327,9 +373,20 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
         p->requeue_s = left;
     }
     if (p->failures > in->backoff_limit) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "%d agent pod failures exceed backoffLimit %d", p->failures,
-                 in->backoff_limit);
+        char msg[1024]; /* the condition keeps RC_MSG_MAX of it */
+        /* The cause, not only the count: the last failed pod's own words. */
+        if (failed != NULL && failed->message[0] != '\0')
+            snprintf(msg, sizeof msg,
+                     "%d agent pod failures exceed backoffLimit %d; the last, pod %s (exit "
+                     "code %d): %s",
+                     p->failures, in->backoff_limit, failed->name, failed->exit_code,
+                     failed->message);
+        else if (failed == NULL && in->last_failure != NULL && in->last_failure[0] != '\0')
+            snprintf(msg, sizeof msg, "%d agent pod failures exceed backoffLimit %d; the last: %s",
+                     p->failures, in->backoff_limit, in->last_failure);
+        else
+            snprintf(msg, sizeof msg, "%d agent pod failures exceed backoffLimit %d",
+                     p->failures, in->backoff_limit);
         finish(in, p, RC_FAILED, "BackoffLimitExceeded", msg);
         return KD_OK;
     }
@@ -341,14 +398,24 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
         return KD_OK;
     }
 
-    /* 6. Normal operation. */
+    /* 6. Normal operation. After a failure, replacements wait (10 s doubling per
+     * failure, capped, as the Job controller backs off) so that a pod that cannot start
+     * does not burn the whole backoffLimit within a second. */
     p->desired = clamp_desired(in);
     p->create_service = !in->have_service;
-    p->create_coordinator = coord == NULL;
+    double failed_at = p->new_failures > 0 ? in->now : in->last_failure_time;
+    double wait = p->failures > 0 && failed_at > 0
+                      ? failed_at + rc_backoff_delay(p->failures) - in->now : 0;
+    if (wait > 0) {
+        p->backoff = 1;
+        if (p->requeue_s <= 0 || wait < p->requeue_s)
+            p->requeue_s = wait;
+    }
+    p->create_coordinator = coord == NULL && !p->backoff;
     int created = p->create_service || p->create_coordinator;
     /* A worker that exited 0 unasked got DONE from the coordinator: the job is finishing,
      * so no replacements are started. */
-    if (workers_live < p->desired && workers_done == 0) {
+    if (workers_live < p->desired && workers_done == 0 && !p->backoff) {
         p->n_create = p->desired - workers_live;
         p->first_index = max_index + 1;
         created = 1;
@@ -377,6 +444,11 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
     } else if (coord_running && workers_ready > 0) {
         p->phase = RC_RUNNING;
         add_cond(p, "Running", 1, "Training", "%d of %d agents ready", p->ready, p->desired);
+    } else if (p->backoff && (coord == NULL || workers_live < p->desired)) {
+        p->phase = RC_PENDING;
+        add_cond(p, "Running", 0, "BackOff",
+                 "replacing the failed pods in %.0f s (failure %d of backoffLimit %d)",
+                 wait, p->failures, in->backoff_limit);
     } else {
         /* A job that ran and lost its pods (failures, restart) shows Pending again until
          * they are back: the printer column tells the truth. */

@@ -36,6 +36,10 @@ typedef enum rc_pod_state {
 typedef enum rc_clean { RC_CLEAN_RUNNING = 0, RC_CLEAN_ALL = 1, RC_CLEAN_NONE = 2 } rc_clean;
 
 /* One pod the job owns, as the plan sees it. */
+#define RC_TERM_MSG_MAX 384 /* the part of a termination message kept (one line) */
+#define RC_BACKOFF_BASE_S 10.0 /* replacements wait 10 s after the first failure ... */
+#define RC_BACKOFF_MAX_S 360.0 /* ... doubling with each, at most 6 min (the Job controller's) */
+
 typedef struct rc_pod {
     char name[254];
     char uid[64];
@@ -45,12 +49,19 @@ typedef struct rc_pod {
     int deleting;       /* deletionTimestamp set, or deleted by us and not yet gone */
     int ready;          /* Running and not marked unready */
     int exit_code;      /* of a terminated container, else 0 */
+    char message[RC_TERM_MSG_MAX]; /* its termination message (the runtime's fatal error,
+                                      or the end of its log), "" = none */
     char ip[64];        /* status.podIP or "" */
 } rc_pod;
 
 /* Decodes a pod object of job `job` into *out. Returns 1 when the pod belongs to the job
  * (label kadet.io/job-name and a known kadet.io/role), 0 otherwise. Pure. */
 int rc_pod_from_json(const json_t *pod, const char *job, rc_pod *out);
+/* The last non-empty line of a termination message, tabs made spaces, cut to n - 1
+ * bytes, into out; "" for NULL. */
+void rc_message_line(const char *text, char *out, size_t n);
+/* Seconds a replacement waits after the failures-th failure: 10, 20, 40, ... at most 360. */
+double rc_backoff_delay(int failures);
 
 const char *rc_phase_name(rc_phase p);
 /* "Running" -> RC_RUNNING ...; -1 for NULL or an unknown name. */
@@ -60,6 +71,7 @@ typedef struct rc_input {
     /* spec */
     int valid;                 /* 1 when kd_agentjob_decode accepted the spec */
     const char *invalid_msg;   /* the decoder's message when !valid */
+    const char *unknown_fields; /* "spec.x (did you mean \"y\"?), ..." or NULL */
     int min, max;              /* spec.agents */
     int pin;                   /* spec.replicas, -1 = none */
     int backoff_limit;
@@ -72,6 +84,8 @@ typedef struct rc_input {
     rc_phase phase;
     int failed_invalid;        /* the job is Failed because its spec was invalid */
     int failures;              /* status.failures */
+    double last_failure_time;  /* status.lastFailure.time (epoch s), 0 = none */
+    const char *last_failure;  /* status.lastFailure.message, NULL = none */
     double start_time;         /* status.startTime (epoch s), 0 = unset */
     double completion_time;    /* status.completionTime, 0 = unset */
     int status_desired;        /* status.agents.desired, -1 = unset */
@@ -110,6 +124,7 @@ typedef struct rc_plan {
     int failures;              /* status.failures to write, assuming every failed pod in
                                   `del` is deleted now (the executor counts real deletes) */
     int new_failures;          /* failed pods found by this sync */
+    int backoff;               /* 1: failed pods are not replaced yet (requeue_s says when) */
     int set_start;             /* write startTime = now */
     int set_completion;        /* write completionTime = now */
     int create_service;

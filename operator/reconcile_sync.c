@@ -137,6 +137,7 @@ typedef struct sync_ctx {
     const json_t *job;
     const kd_agentjob *spec;
     int failures_counted;   /* failed pods actually deleted by this sync */
+    const rc_pod *last_failed; /* the last of them (with a message, if one has it) */
     char scaled_msg[640];   /* the Scaled event, sent once the status recording it is
                                written (a conflict retries the sync: no duplicate) */
     char ckpt_msg[RC_MSG_MAX]; /* the CheckpointFailing Warning event, likewise */
@@ -231,12 +232,15 @@ static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
             continue;
         }
         rc_mark_deleted(c, x->key, pod->uid, in->now);
-        char msg[512];
+        char msg[1024];
         if (p->why[i] == RC_DEL_FAILED) {
             x->failures_counted++;
+            if (x->last_failed == NULL || pod->message[0] != '\0')
+                x->last_failed = pod;
             snprintf(msg, sizeof msg,
-                     "%s pod %s failed (exit code %d); failures %d, backoffLimit %d",
+                     "%s pod %s failed (exit code %d%s%s); failures %d, backoffLimit %d",
                      pod->coordinator ? "coordinator" : "agent", pod->name, pod->exit_code,
+                     pod->message[0] ? ": " : "", pod->message,
                      in->failures + x->failures_counted, in->backoff_limit);
             KD_WARN("pod failed job=%s pod=%s exit=%d", x->key, pod->name, pod->exit_code);
             record_event(c, x->job, 1, "Failed", msg);
@@ -343,11 +347,18 @@ static json_t *merge_conditions(const json_t *old, const rc_plan *p, long gen, c
     return out;
 }
 
+/* Before the first evaluation there is no accuracy: the number is left out and the text
+ * the printer column shows (testAccuracy) is "-". */
 static json_t *progress_json(const rc_progress_info *pi)
 {
-    json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:f}", "epoch", (json_int_t)pi->epoch, "step",
-                          (json_int_t)pi->step, "loss", pi->loss, "accuracy", pi->accuracy,
-                          "samplesPerSecond", pi->samples_per_s);
+    char shown[16] = "-";
+    if (pi->evaluated)
+        snprintf(shown, sizeof shown, "%.4f", pi->accuracy);
+    json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:s}", "epoch", (json_int_t)pi->epoch, "step",
+                          (json_int_t)pi->step, "loss", pi->loss, "samplesPerSecond",
+                          pi->samples_per_s, "testAccuracy", shown);
+    if (o != NULL && pi->evaluated)
+        json_object_set_new(o, "accuracy", json_real(pi->accuracy));
     if (o != NULL && pi->samples >= 0)
         json_object_set_new(o, "samples", json_integer(pi->samples));
     if (o != NULL && pi->batch > 0)
@@ -408,6 +419,26 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
                                                     "ready", p->ready));
         json_object_set_new(st, "failures", json_integer(in->failures + x->failures_counted));
     }
+    /* When and why the last pod failed: the backoff counts from it, and the Failed
+     * condition quotes it once the pod is gone. */
+    if (x->failures_counted > 0) {
+        pthread_mutex_lock(&c->mu);
+        rc_jobstate *s = kube_map_get(c->jobs, x->key);
+        if (s != NULL) {
+            s->failures = in->failures + x->failures_counted;
+            s->last_failure_at = in->now;
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    if (x->last_failed != NULL) {
+        const rc_pod *f = x->last_failed;
+        json_t *lf = json_pack("{s:s, s:s, s:i}", "time", now, "pod", f->name, "exitCode",
+                               f->exit_code);
+        if (lf != NULL && f->message[0] != '\0')
+            json_object_set_new(lf, "message", json_string(f->message));
+        if (lf != NULL)
+            json_object_set_new(st, "lastFailure", lf);
+    }
     if (podspec_worker_selector(x->name, sel, sizeof sel) == KD_OK)
         json_object_set_new(st, "selector", json_string(sel));
     json_object_set_new(st, "observedGeneration", json_integer(gen));
@@ -431,8 +462,13 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
             snprintf(policy, sizeof policy, "pinned");
             snprintf(reason, sizeof reason, "spec.replicas is %d", in->pin);
         } else if (have) {
+            /* Some policies name themselves in their reason ("rl: ..."): say it once. */
+            size_t pl = strlen(si.policy);
+            const char *r = si.reason;
+            if (pl > 0 && strncmp(r, si.policy, pl) == 0 && strncmp(r + pl, ": ", 2) == 0)
+                r += pl + 2;
             snprintf(policy, sizeof policy, "%s", si.policy);
-            snprintf(reason, sizeof reason, "%s", si.reason);
+            snprintf(reason, sizeof reason, "%s", r);
         } else if (in->status_desired < 0) {
             snprintf(policy, sizeof policy, "initial");
             snprintf(reason, sizeof reason, "no scheduling decision yet: agents.min");
@@ -445,7 +481,8 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
                                       "to", p->desired, "policy", policy, "reason", reason));
         char *msg = x->scaled_msg;
         size_t msgsz = sizeof x->scaled_msg;
-        if (have && in->pin <= 0)
+        /* A prediction only when the policy made one (the model had a measured speed). */
+        if (have && in->pin <= 0 && si.pred_speed > 0)
             snprintf(msg, msgsz,
                      "scaled from %d to %d agents (policy %s: %s; predicted %.1f samples/s, "
                      "cost %.0f agent-s, reward %.3f)",
@@ -568,6 +605,18 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     memset(&in, 0, sizeof in);
     in.valid = drc == KD_OK;
     in.invalid_msg = derr;
+    char unknown[256] = "";
+    for (size_t k = 0; in.valid && k < spec.n_warnings; k++) {
+        const char *w = spec.warnings[k];
+        const char *tail = strstr(w, ": unknown field (ignored");
+        if (tail == NULL || strncmp(w, "spec", 4) != 0)
+            continue;
+        const char *hint = strstr(tail, "; did you mean ");
+        size_t used = strlen(unknown);
+        snprintf(unknown + used, sizeof unknown - used, "%s%.*s%s%s", used ? ", " : "",
+                 (int)(tail - w), w, hint != NULL ? " (" : "", hint != NULL ? hint + 2 : "");
+    }
+    in.unknown_fields = unknown;
     in.min = in.valid ? spec.agents_min : 1;
     in.max = in.valid ? spec.agents_max : 1;
     in.pin = in.valid ? spec.replicas : -1;
@@ -591,6 +640,17 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
             in.failed_invalid = 1;
     }
     in.failures = int_or(json_object_get(st, "failures"), 0);
+    const json_t *lf = json_object_get(st, "lastFailure");
+    in.last_failure_time = rc_parse_time(json_string_value(json_object_get(lf, "time")));
+    in.last_failure = json_string_value(json_object_get(lf, "message"));
+    /* A sync from a cache that has not seen our last status write yet must not replace
+     * a failed pod before its backoff is over: what we counted ourselves wins. */
+    pthread_mutex_lock(&c->mu);
+    if (s->failures > in.failures)
+        in.failures = s->failures;
+    if (s->last_failure_at > in.last_failure_time)
+        in.last_failure_time = s->last_failure_at;
+    pthread_mutex_unlock(&c->mu);
     in.start_time = rc_parse_time(json_string_value(json_object_get(st, "startTime")));
     in.completion_time = rc_parse_time(json_string_value(json_object_get(st, "completionTime")));
     in.status_desired = int_or(json_object_get(json_object_get(st, "agents"), "desired"), -1);
@@ -615,7 +675,7 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     else
         memset(&plan, 0, sizeof plan);
     if (rc == KD_OK) {
-        sync_ctx x = {c, key, ns, name, job, &spec, 0, "", ""};
+        sync_ctx x = {c, key, ns, name, job, &spec, 0, NULL, "", ""};
         int send_invalid = 0;
         long gen = (long)json_integer_value(json_object_get(md, "generation"));
         pthread_mutex_lock(&c->mu);

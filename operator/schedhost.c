@@ -344,10 +344,40 @@ static int job_schedulable(const json_t *job)
     return ph == NULL || (strcmp(ph, "Succeeded") != 0 && strcmp(ph, "Failed") != 0);
 }
 
-static void count_action(schedhost *h, int from, int to)
+/* The kind of a decision's reason, for a metric label of bounded cardinality: its
+ * leading words without the policy's name, numbers or details ("pinned to 3" ->
+ * "pinned_to", "in cool-down (12s since last change)" -> "in_cool_down"). */
+void schedhost_reason_kind(const char *policy, const char *reason, char *out, size_t n)
+{
+    size_t pl = strlen(policy), k = 0;
+    if (strncmp(reason, policy, pl) == 0 && strncmp(reason + pl, ": ", 2) == 0)
+        reason += pl + 2;
+    for (const char *p = reason; *p != '\0' && k + 1 < n; p++) {
+        char c = *p;
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c >= 'a' && c <= 'z')
+            out[k++] = c;
+        else if ((c == ' ' || c == '-') && k > 0 && out[k - 1] != '_')
+            out[k++] = '_';
+        else if (c != ' ' && c != '-')
+            break; /* a number, a colon, a parenthesis: the details start */
+    }
+    while (k > 0 && out[k - 1] == '_')
+        k--;
+    out[k] = '\0';
+    if (k == 0)
+        snprintf(out, n, "unspecified");
+}
+
+static void count_action(schedhost *h, int from, int to, const char *reason)
 {
     const char *v[] = {h->policy_name, to > from ? "up" : to < from ? "down" : "hold"};
     opm_add(h->opt.metrics->sched_decisions, v, 1);
+    char kind[48];
+    schedhost_reason_kind(h->policy_name, reason != NULL ? reason : "", kind, sizeof kind);
+    const char *r[] = {h->policy_name, kind};
+    opm_add(h->opt.metrics->sched_reasons, r, 1);
 }
 
 /* Jobs not seen this round are finished or gone: close their rl transition, drop their
@@ -509,7 +539,7 @@ static void run_round(schedhost *h)
             st->info.pred_reward = dec[k].pred_reward;
         }
         pthread_mutex_unlock(&h->mu);
-        count_action(h, sj[k].current, dec[k].desired);
+        count_action(h, sj[k].current, dec[k].desired, dec[k].reason);
         const char *sum_v[] = {h->policy_name};
         double sum = 0;
         opm_get(h->opt.metrics->sched_reward_sum, sum_v, &sum);

@@ -75,4 +75,10 @@ int schedhost_build_nodes(const json_t *nodes, const json_t *pods,
                           int (*is_agent)(void *ud, const json_t *pod), void *ud,
                           sched_node **out, const char ***names, int *n);
 
+/* The kind of a scheduling decision's reason, the label of
+ * kadet_scheduling_decisions_by_reason_total: its leading words without the policy's
+ * name, numbers or details, joined by '_' ("pinned to 3" -> "pinned_to"); "unspecified"
+ * when nothing is left. Written to out (size n); can't fail. */
+void schedhost_reason_kind(const char *policy, const char *reason, char *out, size_t n);
+
 #endif

@@ -7,7 +7,6 @@
  * multi-process launcher replaces that part, not the option handling.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,12 +15,14 @@
 
 #include <jansson.h>
 
+#include "kd_cli.h"
 #include "kd_cmd.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_spec.h"
 #include "kd_train.h"
 #include "launcher.h"
+#include "run_output.h"
 
 typedef struct run_args {
     const char *file;         /* manifest */
@@ -33,140 +34,90 @@ typedef struct run_args {
     int threads;              /* --threads, 0 = from the manifest's cpu request */
     long max_samples;         /* --max-samples, 0 = all */
     int quiet;                /* --quiet: no per-epoch lines */
+    int allow_unknown;        /* --allow-unknown-fields */
 } run_args;
 
-static void run_usage(FILE *out)
-{
-    fprintf(out,
-            "usage: kadet run [options] FILE\n"
-            "\n"
-            "Trains the AgentJob manifest FILE (YAML) locally and prints one line per epoch\n"
-            "and a summary.\n"
-            "\n"
-            "options:\n"
-            "  --agents N          agents to train with (only 1 in-process)\n"
-            "  --epochs N          override spec.training.epochs\n"
-            "  --seed S            initialisation and shuffle seed (default 1)\n"
-            "  --data DIR          dataset directory, overrides spec.training.dataset.path\n"
-            "                      (default %s)\n"
-            "  --threads N         math threads per agent (default: the template's cpu\n"
-            "                      request, rounded down, at least 1)\n"
-            "  --max-samples N     train on the first N training samples only\n"
-            "  --summary-json PATH write {test_accuracy, train_loss, epochs, agents,\n"
-            "                      samples_per_second, wall_seconds} to PATH\n"
-            "  --quiet             no per-epoch progress lines\n"
-            "  -h, --help          this help\n"
-            "\n"
-            "exit status: 0 trained, 1 failed while training, 2 bad usage or manifest\n",
-            KD_SPEC_DEFAULT_DATA);
-}
-
-/* Strict decimal parse into [lo, hi]; 0 on success. */
-static int parse_ll(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
+/* Options of `kadet run --in-process` through the common command-line layer (kd_cli.h);
+ * 0 to run, 1 after --help or --version, 2 on a usage error (printed). */
 static int parse_args(int argc, char **argv, run_args *a)
 {
-    enum { O_AGENTS = 256, O_EPOCHS, O_SEED, O_DATA, O_SUMMARY, O_THREADS, O_MAX, O_QUIET };
-    static const struct option opts[] = {
-        {"agents", required_argument, NULL, O_AGENTS},
-        {"epochs", required_argument, NULL, O_EPOCHS},
-        {"seed", required_argument, NULL, O_SEED},
-        {"data", required_argument, NULL, O_DATA},
-        {"summary-json", required_argument, NULL, O_SUMMARY},
-        {"threads", required_argument, NULL, O_THREADS},
-        {"max-samples", required_argument, NULL, O_MAX},
-        {"quiet", no_argument, NULL, O_QUIET},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     memset(a, 0, sizeof *a);
-    a->seed = 1;
-    optind = 1;
-    opterr = 0;
-    for (;;) {
-        int li = 0;
-        int c = getopt_long(argc, argv, ":h", opts, &li);
-        if (c == -1)
-            break;
-        long long v;
-        switch (c) {
-        case 'h':
-            run_usage(stdout);
-            return 1;
-        case O_AGENTS:
-            if (parse_ll(optarg, 1, 100000, &v) != 0)
-                goto bad_value;
-            a->agents = (int)v;
-            break;
-        case O_EPOCHS:
-            if (parse_ll(optarg, 1, 100000, &v) != 0)
-                goto bad_value;
-            a->epochs = (int)v;
-            break;
-        case O_SEED:
-            if (parse_ll(optarg, 0, LLONG_MAX, &v) != 0)
-                goto bad_value;
-            a->seed = (unsigned long long)v;
-            break;
-        case O_DATA:
-            a->data = optarg;
-            break;
-        case O_SUMMARY:
-            a->summary_json = optarg;
-            break;
-        case O_THREADS:
-            if (parse_ll(optarg, 1, 256, &v) != 0)
-                goto bad_value;
-            a->threads = (int)v;
-            break;
-        case O_MAX:
-            if (parse_ll(optarg, 1, LONG_MAX, &v) != 0)
-                goto bad_value;
-            a->max_samples = (long)v;
-            break;
-        case O_QUIET:
-            a->quiet = 1;
-            break;
-        case ':':
-            fprintf(stderr, "kadet run: %s needs a value\n", argv[optind - 1]);
-            return 2;
-        default:
-            fprintf(stderr, "kadet run: unknown option \"%s\" (see kadet run --help)\n",
-                    argv[optind - 1]);
-            return 2;
-        }
-        continue;
-    bad_value:
-        fprintf(stderr, "kadet run: --%s: invalid value \"%s\"\n", opts[li].name, optarg);
+    long long agents = 0, epochs = 0, seed = 1, threads = 0, maxs = 0;
+    const kd_cli_opt opts[] = {
+        {.name = "agents", .type = KD_CLI_INT, .target = &agents, .lo = 1, .hi = 1,
+         .metavar = "N", .help = "agents to train with (only 1 in-process)"},
+        {.name = "epochs", .type = KD_CLI_INT, .target = &epochs, .lo = 1, .hi = 100000,
+         .metavar = "N", .help = "override spec.training.epochs"},
+        {.name = "seed", .type = KD_CLI_INT, .target = &seed, .lo = 0, .hi = 9.2e18,
+         .metavar = "SEED", .def = "1", .help = "initialisation and shuffle seed"},
+        {.name = "data", .type = KD_CLI_STR, .target = &a->data, .metavar = "DIR",
+         .def = KD_SPEC_DEFAULT_DATA,
+         .help = "dataset directory, overrides spec.training.dataset.path"},
+        {.name = "threads", .type = KD_CLI_INT, .target = &threads, .lo = 1, .hi = 256,
+         .metavar = "N",
+         .help = "math threads (default: the template's cpu request, at least 1)"},
+        {.name = "max-samples", .type = KD_CLI_INT, .target = &maxs, .lo = 1, .hi = 1e12,
+         .metavar = "N", .help = "train on the first N training samples only"},
+        {.name = "summary-json", .type = KD_CLI_STR, .target = &a->summary_json,
+         .metavar = "FILE",
+         .help = "write {test_accuracy, train_loss, epochs, agents, samples_per_second, "
+                 "wall_seconds} here"},
+        {.name = "quiet", .type = KD_CLI_FLAG, .target = &a->quiet,
+         .help = "no per-epoch lines, only the summary"},
+        {.name = "allow-unknown-fields", .type = KD_CLI_FLAG, .target = &a->allow_unknown,
+         .help = "train a manifest with unknown fields under spec (default: refused)"},
+    };
+    kd_cli cli = {
+        .prog = "kadet run --in-process",
+        .args = "FILE",
+        .summary = "Trains the AgentJob manifest FILE (YAML) with one agent in this process "
+                   "and prints one\nline per epoch and a summary.",
+        .opts = opts,
+        .n_opts = (int)(sizeof opts / sizeof opts[0]),
+        .footer = "exit status: 0 trained, 1 failed while training, 2 bad usage or manifest\n",
+    };
+    kd_cli_action action;
+    int first;
+    char err[512];
+    if (kd_cli_parse(&cli, argc, argv, &action, &first, err, sizeof err) != KD_OK) {
+        /* --agents 2 gets its own explanation below; everything else is a usage error. */
+        if (strncmp(err, "--agents: ", 10) != 0 || strstr(err, "outside") == NULL)
+            return kd_cli_fail(&cli, err);
+        fprintf(stderr, "kadet run: --agents: the in-process trainer runs only 1 agent "
+                        "(drop --in-process to train with several)\n");
         return 2;
     }
-    if (optind != argc - 1) {
-        fprintf(stderr, optind >= argc ? "kadet run: missing manifest FILE\n"
-                                       : "kadet run: expected one manifest FILE\n");
-        run_usage(stderr);
+    if (action == KD_CLI_HELP) {
+        kd_cli_usage(&cli, stdout);
+        return 1;
+    }
+    if (action == KD_CLI_VERSION) {
+        printf("kadet %s\n", KADET_VERSION);
+        return 1;
+    }
+    if (first != argc - 1) {
+        fprintf(stderr, first >= argc ? "kadet run: missing manifest FILE\n"
+                                      : "kadet run: expected one manifest FILE\n");
+        kd_cli_usage(&cli, stderr);
         return 2;
     }
-    a->file = argv[optind];
+    a->file = argv[first];
+    a->agents = (int)agents;
+    a->epochs = (int)epochs;
+    a->seed = (unsigned long long)seed;
+    a->threads = (int)threads;
+    a->max_samples = (long)maxs;
     return 0;
 }
 
+/* The same line as the distributed launcher's (run_output.h); arg is the batch. */
 static void print_epoch(void *arg, const kd_epoch_report *r)
 {
-    (void)arg;
-    printf("epoch %2d/%d  lr %.5f  train_loss %.4f  test_acc %.4f  samples/s %.0f  agents %d"
-           "  time %.2fs\n",
-           r->epoch, r->epochs, (double)r->lr, r->train_loss, r->test_accuracy,
-           r->samples_per_second, r->agents, r->wall_seconds);
-    fflush(stdout);
+    kd_run_line line = {.t = r->wall_seconds, .epoch = r->epoch, .epochs = r->epochs,
+                        .agents = r->agents, .batch = *(const int *)arg, .lr = r->lr,
+                        .loss = r->train_loss, .evaluated = 1, .test_acc = r->test_accuracy,
+                        .samples_per_s = r->samples_per_second};
+    kd_run_line_print(stdout, &line);
 }
 
 /* Written to a temporary file then renamed, so readers never see half a summary. */
@@ -201,14 +152,9 @@ int kd_cmd_run(int argc, char **argv)
     int st = parse_args(argc, argv, &a);
     if (st != 0)
         return st == 1 ? 0 : st;
-    if (a.agents > 1) {
-        fprintf(stderr, "kadet run: --agents %d: the in-process trainer runs only 1 agent "
-                        "(drop --in-process to train with several)\n", a.agents);
-        return 2;
-    }
     kd_log_set_component("run");
     kd_agentjob job;
-    st = kd_launch_load_job(a.file, &job);
+    st = kd_launch_load_job(a.file, a.allow_unknown, &job);
     if (st != 0)
         return st;
     if ((st = kd_launch_check_data(&job, a.data)) != 0) {
@@ -227,9 +173,10 @@ int kd_cmd_run(int argc, char **argv)
            a.data ? a.data : job.dataset_path);
     for (int i = 0; i < job.n_hidden; i++)
         printf("%s%d", i ? "-" : " ", job.hidden[i]);
-    printf(", batch %d, %s lr %g (%s), %d epochs, agents 1, threads %d, seed %llu\n",
+    int n_epochs = a.epochs ? a.epochs : job.epochs;
+    printf(", batch %d, %s lr %g (%s), %d epoch%s, agents 1, threads %d, seed %llu\n",
            job.batch_size, kd_spec_optimizer_name(job.optimizer), job.learning_rate,
-           kd_spec_schedule_name(job.schedule), a.epochs ? a.epochs : job.epochs, threads,
+           kd_spec_schedule_name(job.schedule), n_epochs, n_epochs == 1 ? "" : "s", threads,
            a.seed);
     fflush(stdout);
 
@@ -241,6 +188,7 @@ int kd_cmd_run(int argc, char **argv)
         .threads = threads,
         .max_train_samples = (size_t)a.max_samples,
         .on_epoch = a.quiet ? NULL : print_epoch,
+        .on_epoch_arg = &job.batch_size,
     };
     kd_train_result res;
     char err[512];

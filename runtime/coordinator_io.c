@@ -134,7 +134,16 @@ void coord_publish(coord *c, const char *state_name)
             json_object_set_new(o, "epoch", json_integer(ep + 1));
         if (kd_wire_get_int(mt, "step", 0, INT64_MAX, &ep) == 0)
             json_object_set_new(o, "step", json_integer(ep));
+        if (kd_wire_get_num(mt, "lr", 0, 1e9, &v) == 0)
+            json_object_set_new(o, "lr", json_real(v));
     }
+    /* How many epochs have been evaluated (accuracy means nothing while it is 0) and the
+     * last one's record, so that `kadet run` prints a line for every epoch even when two
+     * end between two publications. */
+    json_object_set_new(o, "epochs_done", json_integer(c->epochs_done));
+    size_t n_log = json_array_size(c->epoch_log);
+    if (n_log > 0)
+        json_object_set(o, "last_epoch", json_array_get(c->epoch_log, n_log - 1));
     char *text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
     if (text != NULL) {
         zmq_send(c->pub, text, strlen(text), ZMQ_DONTWAIT);
@@ -208,8 +217,18 @@ void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
                                         "train_seconds", kd_now() - c->t_first_world,
                                         "epoch_seconds", es, "agents", c->world, "batch",
                                         c->batch));
+        json_t *rec = json_array_get(c->epoch_log, json_array_size(c->epoch_log) - 1);
+        double lr;
+        if (rec != NULL && kd_wire_get_num(b, "lr", 0, 1e9, &lr) == 0)
+            json_object_set_new(rec, "lr", json_real(lr));
+        if (rec != NULL && es > 0)
+            json_object_set_new(rec, "samples_per_s", json_real((double)c->n_train / es));
         KD_INFO("coordinator: epoch done epoch=%lld accuracy=%.4f train_loss=%.4f agents=%d "
                 "seconds=%.2f", ed, acc, trl, c->world, es);
+        /* At once rather than at the next second: every epoch gets its progress line. */
+        if (c->st != C_DONE)
+            coord_publish(c, c->st == C_RUNNING ? "running"
+                             : c->st == C_WAITING ? "waiting" : "rescaling");
         return;
     }
     if (mb->rank == 0) {

@@ -28,6 +28,7 @@
 #include "kd_train.h"
 #include "launcher.h"
 #include "kd_sched.h"
+#include "run_output.h"
 
 #define MAX_WORKERS 64
 
@@ -64,6 +65,9 @@ typedef struct launch {
     int finished;            /* the job is over (DONE seen): replace no worker */
     int end_printed;         /* the final state line was printed */
     int ckpt_warned;         /* the "checkpoints cannot be written" warning is shown */
+    int printed_epoch;       /* last epoch whose progress line was printed */
+    double last_line;        /* when the last progress line was printed */
+    char why[256];           /* reason of the policy's last decision */
     cpu_set_t avail;         /* CPUs this process may use */
     int cpus[CPU_SETSIZE];   /* their numbers, in order */
     int blocks;              /* CPU blocks of --threads CPUs each; 0 = no binding */
@@ -73,8 +77,7 @@ static volatile sig_atomic_t launch_sigint;
 
 static void on_sigint(int sig)
 {
-    (void)sig;
-    launch_sigint = 1;
+    launch_sigint = sig;
 }
 
 /* The CPUs of block b (--threads of them), or every CPU this process may use. */
@@ -158,6 +161,10 @@ static pid_t spawn(launch *l, char *const argv[], int block)
          * `kadet run | head`), they get SIGTERM and stop at a step boundary: orphaned
          * workers would otherwise wait for a coordinator for ever. */
         if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+            _exit(127);
+        /* The processes' logs go to the run's log file, not between the progress lines. */
+        if (l->o->log_fd >= 0 && (dup2(l->o->log_fd, STDOUT_FILENO) < 0 ||
+                                  dup2(l->o->log_fd, STDERR_FILENO) < 0))
             _exit(127);
         /* Before exec, so that every thread the worker starts inherits it. */
         if (block >= 0) {
@@ -351,9 +358,14 @@ static int policy_decide(launch *l)
         KD_WARN("run: scheduler: %s", err);
         return l->target;
     }
-    if (d.desired != l->target && d.desired > 0)
-        printf("[%6.1fs] scheduler (%s): agents %d -> %d: %s\n", kd_now() - l->t0,
-               sched_policy_name(l->policy), l->target, d.desired, d.reason);
+    if (d.desired > 0) {
+        /* Some policies name themselves in the reason ("rl: ..."): once is enough. */
+        const char *name = sched_policy_name(l->policy), *reason = d.reason;
+        size_t nl = strlen(name);
+        if (strncmp(reason, name, nl) == 0 && strncmp(reason + nl, ": ", 2) == 0)
+            reason += nl + 2;
+        snprintf(l->why, sizeof l->why, "scheduler %s: %s", name, reason);
+    }
     return d.desired > 0 ? d.desired : l->target;
 }
 
@@ -369,6 +381,54 @@ static void record_speed(launch *l, int agents, double speed)
     if (l->n_tp < MAX_WORKERS)
         l->tp[l->n_tp++] = (sched_tp){agents, speed};
 }
+
+/* The progress line of an evaluated epoch, from its record in the coordinator's metrics
+ * (last_epoch: epoch, accuracy, train_loss, lr, samples_per_s, agents, batch). */
+static void print_epoch(launch *l, const json_t *rec, int epochs)
+{
+    json_t *lr = json_object_get(rec, "lr");
+    kd_run_line line = {
+        .t = kd_now() - l->t0,
+        .epoch = (int)json_integer_value(json_object_get(rec, "epoch")),
+        .epochs = epochs,
+        .agents = (int)json_integer_value(json_object_get(rec, "agents")),
+        .batch = (int)json_integer_value(json_object_get(rec, "batch")),
+        .lr = json_is_number(lr) ? json_number_value(lr) : -1.0,
+        .loss = json_number_value(json_object_get(rec, "train_loss")),
+        .evaluated = 1,
+        .test_acc = json_number_value(json_object_get(rec, "accuracy")),
+        .samples_per_s = json_number_value(json_object_get(rec, "samples_per_s")),
+    };
+    if (l->o->quiet)
+        return;
+    kd_run_line_print(stdout, &line);
+    l->printed_epoch = line.epoch;
+    l->last_line = kd_now();
+}
+
+/* A line while an epoch runs, when no epoch ended for a while (long epochs). */
+static void print_running(launch *l, const json_t *o, int epochs)
+{
+    json_t *lr = json_object_get(o, "lr");
+    long long done = json_integer_value(json_object_get(o, "epochs_done"));
+    kd_run_line line = {
+        .t = kd_now() - l->t0,
+        .epoch = (int)json_integer_value(json_object_get(o, "epoch")),
+        .epochs = epochs,
+        .agents = (int)json_integer_value(json_object_get(o, "agents")),
+        .batch = (int)json_integer_value(json_object_get(o, "batch")),
+        .lr = json_is_number(lr) ? json_number_value(lr) : -1.0,
+        .loss = json_number_value(json_object_get(o, "loss")),
+        .evaluated = done > 0,
+        .test_acc = json_number_value(json_object_get(o, "accuracy")),
+        .samples_per_s = json_number_value(json_object_get(o, "samples_per_s")),
+        .in_progress = 1,
+    };
+    kd_run_line_print(stdout, &line);
+    l->last_line = kd_now();
+}
+
+#define LAUNCH_QUIET_LINE_S 10.0 /* a running line when no epoch ended for this long */
 
 static void on_metrics(launch *l, const char *text, size_t len)
 {
@@ -401,18 +461,13 @@ static void on_metrics(launch *l, const char *text, size_t len)
         l->last_step = step;
         l->worker_failures = 0;
     }
+    /* Every newly evaluated epoch gets its line (the coordinator publishes at each). */
+    const json_t *rec = json_object_get(o, "last_epoch");
+    if (json_is_object(rec) &&
+        json_integer_value(json_object_get(rec, "epoch")) > l->printed_epoch)
+        print_epoch(l, rec, epochs);
     if (state != NULL && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0)) {
-        int again = l->end_printed;
         l->finished = l->end_printed = 1;
-        /* A coordinator that lingers after the end repeats its result for late
-         * subscribers; once is enough here. */
-        if (again) {
-            json_decref(o);
-            return;
-        }
-        printf("[%6.1fs] %-9s epoch %d/%d  step %lld  test_acc %.4f\n", kd_now() - l->t0,
-               state, epoch, epochs, step, json_number_value(json_object_get(o, "accuracy")));
-        fflush(stdout);
         json_decref(o);
         return;
     }
@@ -425,22 +480,20 @@ static void on_metrics(launch *l, const char *text, size_t len)
             record_speed(l, agents, sps);
         if (epochs > 0)
             l->progress = (double)(epoch - 1) / epochs;
+        if (!l->o->quiet && kd_now() - l->last_line >= LAUNCH_QUIET_LINE_S)
+            print_running(l, o, epochs);
     }
     int batch = (int)json_integer_value(json_object_get(o, "batch"));
-    if (!l->o->quiet || agents != l->last_agents || batch != l->last_batch) {
-        printf("[%6.1fs] %-9s epoch %d/%d  step %lld  agents %d  batch %lld  samples/s %.0f  "
-               "compute %.2fms  comm %.2fms  loss %.4f  test_acc %.4f  gen %lld\n",
-               kd_now() - l->t0, state ? state : "?", epoch, epochs, step, agents,
-               (long long)batch, sps,
-               json_number_value(json_object_get(o, "compute_ms")),
-               json_number_value(json_object_get(o, "comm_ms")),
-               json_number_value(json_object_get(o, "loss")),
-               json_number_value(json_object_get(o, "accuracy")),
-               (long long)json_integer_value(json_object_get(o, "generation")));
+    if (l->last_batch > 0 && batch != l->last_batch && state != NULL &&
+        strcmp(state, "running") == 0) {
+        printf("[%6.1fs] batch %d -> %d per agent (adaptive: measured gradient noise)\n",
+               kd_now() - l->t0, l->last_batch, batch);
         fflush(stdout);
     }
-    l->last_agents = agents;
-    l->last_batch = batch;
+    if (state != NULL && strcmp(state, "running") == 0) {
+        l->last_agents = agents;
+        l->last_batch = batch;
+    }
     json_decref(o);
 }
 
@@ -555,6 +608,7 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
         return 1;
     l->o = o;
     l->t0 = l->last_change = kd_now();
+    snprintf(l->why, sizeof l->why, "spec.agents.min");
     ssize_t n = readlink("/proc/self/exe", l->exe, sizeof l->exe - 1);
     if (n <= 0) {
         fprintf(stderr, "kadet run: cannot find my own executable\n");
@@ -628,9 +682,13 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
     zmq_setsockopt(sub, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
     zmq_connect(sub, l->met_ep);
-    printf("[%6.1fs] coordinator pid %ld control %s, starting %d agents\n", kd_now() - l->t0,
-           (long)l->coord, l->ctl_ep, l->target);
+    KD_INFO("run: coordinator pid=%ld control=%s agents=%d", (long)l->coord, l->ctl_ep,
+            l->target);
+    printf("[%6.1fs] starting %d agent%s (%s)\n", kd_now() - l->t0, l->target,
+           l->target == 1 ? "" : "s",
+           o->agents > 0 ? "--agents" : o->schedule != NULL ? "--agents-schedule" : l->why);
     fflush(stdout);
+    l->last_line = kd_now();
     reconcile(l);
     place_workers(l);
     double last_decide = kd_now();
@@ -660,7 +718,7 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
          * a model that does not fit) would otherwise be respawned for ever. */
         if (l->worker_failures >= 3 * (l->target > 0 ? l->target : 1) + job->backoff_limit) {
             fprintf(stderr, "kadet run: %d workers failed without training a step; "
-                    "their errors are above\n", l->worker_failures);
+                    "their errors follow\n", l->worker_failures);
             goto out;
         }
         double t = kd_now() - l->t0;
@@ -676,7 +734,8 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
             last_decide = kd_now();
         }
         if (want != l->target) {
-            printf("[%6.1fs] agents %d -> %d\n", t, l->target, want);
+            printf("[%6.1fs] agents %d -> %d (%s)\n", t, l->target, want,
+                   o->schedule != NULL ? "--agents-schedule" : l->why);
             fflush(stdout);
             l->target = want;
             l->last_change = kd_now();
@@ -687,6 +746,7 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
     }
     if (launch_sigint) {
         fprintf(stderr, "kadet run: interrupted\n");
+        rc = 128 + (int)launch_sigint; /* 130 for Ctrl-C, as shells report it */
         goto out;
     }
     /* The coordinator is gone: the workers got DONE and exit on their own. */
@@ -713,6 +773,12 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
     rc = 0;
 out:
     stop_all(l);
+    if (rc == 1 && o->log_path != NULL) {
+        fprintf(stderr, "kadet run: the last warnings and errors of the coordinator and "
+                        "workers (all in %s):\n", o->log_path);
+        if (kd_run_log_show_errors(o->log_path, stderr, 8) == 0)
+            fprintf(stderr, "  (none)\n");
+    }
     if (sub != NULL)
         zmq_close(sub);
     zmq_ctx_term(zctx);

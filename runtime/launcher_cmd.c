@@ -13,6 +13,7 @@
 #include "kd_train.h"
 #include "kd_yaml.h"
 #include "launcher.h"
+#include "run_output.h"
 
 int kd_launch_in_process(int *argc, char **argv)
 {
@@ -25,7 +26,7 @@ int kd_launch_in_process(int *argc, char **argv)
     return 0;
 }
 
-int kd_launch_load_job(const char *file, kd_agentjob *job)
+int kd_launch_load_job(const char *file, int allow_unknown, kd_agentjob *job)
 {
     char err[512];
     json_t *docs = NULL;
@@ -43,6 +44,24 @@ int kd_launch_load_job(const char *file, kd_agentjob *job)
     json_decref(docs);
     if (rc != KD_OK) {
         fprintf(stderr, "kadet run: %s: %s\n", file, err);
+        return 2;
+    }
+    if (job->n_unknown_spec > 0 && !allow_unknown) {
+        /* A misspelt field would otherwise train the defaults and exit 0. */
+        for (size_t i = 0; i < job->n_warnings; i++) {
+            const char *w = job->warnings[i];
+            if (strncmp(w, "spec", 4) != 0 || strstr(w, ": unknown field (ignored") == NULL)
+                continue;
+            const char *tail = strstr(w, ": unknown field (ignored");
+            const char *hint = strstr(tail, "; did you mean ");
+            fprintf(stderr, "kadet run: %s: %.*s: unknown field%s%s\n", file,
+                    (int)(tail - w), w, hint != NULL ? " (" : "", hint != NULL ? hint + 2 : "");
+        }
+        fprintf(stderr, "kadet run: %s: %zu unknown field%s under spec; fix %s, or "
+                        "--allow-unknown-fields to train without %s\n", file,
+                job->n_unknown_spec, job->n_unknown_spec == 1 ? "" : "s",
+                job->n_unknown_spec == 1 ? "it" : "them", job->n_unknown_spec == 1 ? "it" : "them");
+        kd_agentjob_free(job);
         return 2;
     }
     for (size_t i = 0; i < job->n_warnings; i++)
@@ -100,7 +119,8 @@ int kd_launch_cmd_run(int argc, char **argv)
     kd_launch_opts o;
     memset(&o, 0, sizeof o);
     long long agents = 0, epochs = 0, seed = 1, threads = 1, maxs = 0, batch = 0;
-    const char *summary_json = NULL, *cpu_bind = "auto";
+    const char *summary_json = NULL, *cpu_bind = "auto", *plot = NULL;
+    int allow_unknown = 0;
     const kd_opt opts[] = {
         {"agents", NULL, KD_OPT_INT, &agents, 1, 64,
          "pin the agent count, within spec.agents.min..max (default: the job's "
@@ -122,14 +142,19 @@ int kd_launch_cmd_run(int argc, char **argv)
          "write {test_accuracy, train_loss, epochs, agents, samples_per_second, "
          "wall_seconds, ...} here"},
         {"quiet", NULL, KD_OPT_FLAG, &o.quiet, 0, 0,
-         "progress lines only when the agent count or batch changes (the processes' logs "
-         "follow --log-level)"},
+         "no per-epoch lines: agent-count changes and the summary only"},
         {"sample-log-dir", NULL, KD_OPT_STR, &o.sample_log_dir, 0, 0,
          "debug: each worker logs the sample ids it trains into this directory"},
         {"range-log", NULL, KD_OPT_STR, &o.range_log, 0, 0,
          "debug: the coordinator logs the cursor ranges trained"},
         {"log-level", NULL, KD_OPT_STR, &o.log_level, 0, 0,
-         "log level of the coordinator and workers (default info)"},
+         "show the coordinator's and workers' logs here at this level (debug, info, warn, "
+         "error); default: they go to a file at info, named in the first line"},
+        {"plot", NULL, KD_OPT_STR, &plot, 0, 0,
+         "draw loss, test accuracy and samples/s against time, agent changes marked, "
+         "into FILE (.png or .svg; needs gnuplot)"},
+        {"allow-unknown-fields", NULL, KD_OPT_FLAG, &allow_unknown, 0, 0,
+         "train a manifest with unknown fields under spec (warnings; default: refused)"},
         {"cpu-bind", "KADET_RUN_CPU_BIND", KD_OPT_STR, &cpu_bind, 0, 0,
          "auto (default): while the workers' --threads fit this machine's CPUs, bind "
          "each to CPUs of its own; none: leave placement to the kernel"},
@@ -152,9 +177,19 @@ int kd_launch_cmd_run(int argc, char **argv)
         return 2;
     }
     o.cpu_bind = strcmp(cpu_bind, "auto") == 0;
+    char perr[256];
+    if (plot != NULL && kd_run_plot_check(plot, perr, sizeof perr) != KD_OK) {
+        fprintf(stderr, "kadet run: %s\n", perr);
+        return 2;
+    }
+    if (o.log_level != NULL && kd_log_parse_level(o.log_level) < 0) {
+        fprintf(stderr, "kadet run: --log-level: expected debug, info, warn or error, got "
+                        "\"%s\"\n", o.log_level);
+        return 2;
+    }
     kd_log_set_component("run");
     kd_agentjob job;
-    if ((st = kd_launch_load_job(file, &job)) != 0)
+    if ((st = kd_launch_load_job(file, allow_unknown, &job)) != 0)
         return st;
     if (o.schedule != NULL && kd_launch_schedule_valid(o.schedule, 1, 64) != 0) {
         fprintf(stderr, "kadet run: --agents-schedule: expected \"sec:count,...\" with "
@@ -199,6 +234,27 @@ int kd_launch_cmd_run(int argc, char **argv)
     o.seed = (unsigned long long)seed;
     o.threads = (int)threads;
     o.max_samples = (long)maxs;
+    o.log_fd = -1;
+    char log_path[256];
+    if (o.log_level == NULL) {
+        o.log_fd = kd_run_log_open(job.name, log_path, sizeof log_path);
+        if (o.log_fd < 0) {
+            fprintf(stderr, "kadet run: cannot create a log file in /tmp: %s\n",
+                    strerror(errno));
+            kd_agentjob_free(&job);
+            return 1;
+        }
+        o.log_path = log_path;
+        printf("kadet run: logs of the coordinator and workers in %s (--log-level info shows "
+               "them here)\n", log_path);
+        /* This process's own log lines (a worker that died) go there too. */
+        int fd = dup(o.log_fd);
+        FILE *f = fd >= 0 ? fdopen(fd, "a") : NULL;
+        if (f != NULL)
+            kd_log_set_stream(f);
+        else if (fd >= 0)
+            close(fd);
+    }
     printf("job %s/%s: %s %s, mlp", job.namespace_, job.name, job.dataset_format,
            o.data ? o.data : job.dataset_path);
     for (int i = 0; i < job.n_hidden; i++)
@@ -208,10 +264,11 @@ int kd_launch_cmd_run(int argc, char **argv)
     printf(", batch %d per agent", per_agent);
     if (ceiling > per_agent)
         printf(" (adaptive up to %d)", ceiling);
-    printf(", %s lr %g, %d epochs, agents %d..%d%s, sync %s, seed %llu, OpenBLAS %s "
+    int n_epochs = o.epochs ? o.epochs : job.epochs;
+    printf(", %s lr %g, %d epoch%s, agents %d..%d%s, sync %s, seed %llu, OpenBLAS %s "
            "kernels\n",
            kd_spec_optimizer_name(job.optimizer),
-           job.learning_rate, o.epochs ? o.epochs : job.epochs, job.agents_min,
+           job.learning_rate, n_epochs, n_epochs == 1 ? "" : "s", job.agents_min,
            job.agents_max, o.agents ? " (pinned)" : "", kd_spec_sync_name(job.sync_mode),
            o.seed, kd_blas_kernels());
     fflush(stdout);
@@ -232,6 +289,17 @@ int kd_launch_cmd_run(int argc, char **argv)
                    (long long)json_integer_value(json_object_get(summary, "batch")),
                    json_number_value(json_object_get(summary, "noise_scale")));
         warn_checkpoint(json_object_get(summary, "checkpoint"));
+        if (plot != NULL) {
+            char title[300];
+            snprintf(title, sizeof title, "%s/%s", job.namespace_, job.name);
+            if (kd_run_plot(plot, title, json_object_get(summary, "epoch_log"), perr,
+                            sizeof perr) != KD_OK) {
+                fprintf(stderr, "kadet run: %s\n", perr);
+                st = 1;
+            } else {
+                printf("plot: %s\n", plot);
+            }
+        }
         if (summary_json != NULL && write_summary(summary_json, summary) != 0) {
             fprintf(stderr, "kadet run: cannot write %s: %s\n", summary_json, strerror(errno));
             st = 1;
@@ -239,5 +307,7 @@ int kd_launch_cmd_run(int argc, char **argv)
     }
     json_decref(summary);
     kd_agentjob_free(&job);
+    if (o.log_fd >= 0)
+        close(o.log_fd);
     return st;
 }

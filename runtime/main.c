@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kd_cmd.h"
+#include "kd_log.h"
 #include "launcher.h" /* coordinator, worker (distributed runtime) */
 
 typedef struct kd_cmd {
@@ -45,8 +46,14 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "--version") == 0)
         return kd_cmd_version(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0)
-            return commands[i].fn(argc - 1, argv + 1);
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            int rc = commands[i].fn(argc - 1, argv + 1);
+            /* In a pod the reason of a failure goes where `kubectl describe` and the
+             * operator find it: the container's termination message. */
+            if (rc != 0)
+                kd_log_write_termination(NULL);
+            return rc;
+        }
     fprintf(stderr, "kadet: unknown command \"%s\"\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -121,6 +121,7 @@ typedef struct worker {
     double epoch_t0;              /* wall clock at the epoch's first step */
     int64_t epoch_t0_of;          /* the epoch epoch_t0 and epoch_loss belong to, -1 none */
     double last_train_loss;       /* mean training loss of the last finished epoch */
+    double last_lr;               /* learning rate of the last step (progress lines) */
     json_t *last_eval;            /* rank 0's latest epoch report: re-sent with READY, so a
                                    * coordinator restarted while we trained on still learns
                                    * the accuracy of the epochs it missed */
@@ -496,6 +497,7 @@ static void report_metrics(worker *w, int force)
                           "samples", (json_int_t)w->m_samples);
     if (b != NULL) {
         json_object_set_new(b, "batch", json_integer(w->job.batch_size));
+        json_object_set_new(b, "lr", json_real(w->last_lr));
         json_object_set_new(b, "update_s", json_real(w->m_update));
         json_object_set_new(b, "wall_s", json_real(dt));
         if (w->g_n > 0) {
@@ -574,6 +576,7 @@ static void epoch_end(worker *w, uint32_t done_epoch, int shared)
                               w->last_train_loss,
                               "epoch_seconds", dt, "agents", w->world);
         if (b != NULL) {
+            json_object_set_new(b, "lr", json_real(w->last_lr));
             ctl_send(w, KD_WIRE_METRICS, b);
             json_decref(w->last_eval);
             w->last_eval = json_incref(b);
@@ -812,6 +815,7 @@ static step_result train_step(worker *w)
         kd_model_first_layer_grad(&w->m, x, w->dyall + row * width, (int)mine, r0, r1, 0);
     double lr = kd_lr_at(&w->sched, w->epoch + (double)w->cursor / (double)n_total,
                          w->epochs) * lr_scale(w);
+    w->last_lr = lr;
     if (local)
         kd_optim_step(&w->o, w->m.params, w->m.grads, (float)lr);
     int sync = !local || (w->step + 1) % (uint64_t)w->job.sync_period == 0 ||

@@ -367,7 +367,7 @@ def check_crd_structure():
     check(cols == [("Phase", ".status.phase"), ("Desired", ".status.agents.desired"),
                    ("Ready", ".status.agents.ready"), ("Epoch", ".status.progress.epoch"),
                    ("Batch", ".status.progress.batchSize"),
-                   ("Accuracy", ".status.progress.accuracy"),
+                   ("Accuracy", ".status.progress.testAccuracy"),
                    ("Age", ".metadata.creationTimestamp")], "printer columns %r" % cols)
     schema = v["schema"]["openAPIV3Schema"]
     status = schema["properties"]["status"]["properties"]

@@ -164,7 +164,9 @@ class Api:
     def openapi_v3(self, parts):
         """Just enough OpenAPI v3 for kubectl: each group-version lists the PATCH
         operation of its resources with the fieldValidation parameter, so kubectl
-        relies on server-side field validation instead of client-side schemas."""
+        relies on server-side field validation instead of client-side schemas; custom
+        resources also carry their CRD's schema (named as the API server names it, with
+        its group-version-kind), which is what `kubectl explain` reads."""
         with self.store.lock:
             gvs = {}
             for (g, v, _), rt in self.store.types.items():
@@ -175,8 +177,15 @@ class Api:
         key = "/".join(parts[2:])
         if key not in gvs:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        paths = {}
+        paths, schemas = {}, {}
         for v, rt in gvs[key]:
+            sch = rt.schemas.get(v) if rt.crd_name else None
+            if isinstance(sch, dict):
+                sch = json.loads(json.dumps(sch))
+                sch["x-kubernetes-group-version-kind"] = [
+                    {"group": rt.group, "version": v, "kind": rt.kind}]
+                rev = ".".join(reversed(rt.group.split(".")))
+                schemas["%s.%s.%s" % (rev, v, rt.kind)] = sch
             base = "/" + key + ("/namespaces/{namespace}" if rt.namespaced else "")
             paths["%s/%s/{name}" % (base, rt.plural)] = {"patch": {
                 "x-kubernetes-group-version-kind": {"group": rt.group, "version": v,
@@ -190,7 +199,7 @@ class Api:
                                             "application/json-patch+json": {"schema": {}}}},
                 "responses": {"200": {"description": "OK"}}}}
         return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
-                "paths": paths, "components": {"schemas": {}}}
+                "paths": paths, "components": {"schemas": schemas}}
 
     # ------------------------------------------------------------ routing
 
@@ -586,11 +595,18 @@ class Api:
     @staticmethod
     def delete_options(body, query):
         opts = {}
-        if body:
+        if body and bytes(body[:4]) == emu_proto.MAGIC:
+            opts = emu_proto.decode(bytes(body))
+            if opts.get("kind") != "DeleteOptions":
+                raise bad_request("the body of a DELETE must be DeleteOptions, not %s"
+                                  % opts.get("kind"))
+            opts.pop("apiVersion", None)
+            opts.pop("kind", None)
+        elif body:
             try:
                 opts = json.loads(body)
             except (ValueError, UnicodeDecodeError):
-                raise bad_request("DeleteOptions is not valid JSON")
+                raise bad_request("DeleteOptions is not valid JSON (or a protobuf envelope)")
             if not isinstance(opts, dict):
                 raise bad_request("DeleteOptions must be a JSON object")
         if _q1(query, "propagationPolicy"):

@@ -1,7 +1,8 @@
 """Decoding of the Kubernetes protobuf envelope for the few request bodies kubectl sends
 as protobuf: its typed `create` subcommands (kubectl create namespace / configmap /
 secret / service / serviceaccount) post application/vnd.kubernetes.protobuf, which
-every real API server accepts. Responses stay JSON (kubectl accepts both).
+every real API server accepts, and typed clients (helm uninstall) send DeleteOptions so.
+Responses stay JSON (kubectl accepts both).
 
 The envelope is the magic "k8s\\0" followed by a runtime.Unknown message (typeMeta,
 raw); raw is the object's own message, decoded here with the field numbers of
@@ -69,7 +70,15 @@ INT_OR_STRING = {1: ("type", "i"), 2: ("intVal", "i"), 3: ("strVal", "s")}
 SERVICE_PORT = {1: ("name", "s"), 2: ("protocol", "s"), 3: ("port", "i"),
                 4: ("targetPort", "ios", INT_OR_STRING), 5: ("nodePort", "i"),
                 6: ("appProtocol", "s")}
+# meta/v1 DeleteOptions: client-go's typed clients (helm uninstall deleting its release
+# Secret) send it as protobuf in the body of a DELETE.
+DELETE_OPTIONS = {1: ("gracePeriodSeconds", "i"),
+                  2: ("preconditions", "m", {1: ("uid", "s"), 2: ("resourceVersion", "s")}),
+                  3: ("orphanDependents", "b"), 4: ("propagationPolicy", "s"),
+                  5: ("dryRun", "s*")}
 SCHEMAS = {
+    ("v1", "DeleteOptions"): DELETE_OPTIONS,
+    ("meta.k8s.io/v1", "DeleteOptions"): DELETE_OPTIONS,
     ("v1", "ConfigMap"): {1: ("metadata", "m", OBJECT_META), 2: ("data", "ms"),
                           3: ("binaryData", "mB"), 4: ("immutable", "b")},
     ("v1", "Secret"): {1: ("metadata", "m", OBJECT_META), 2: ("data", "mB"), 3: ("type", "s"),

@@ -267,6 +267,9 @@ class PodRun:
         self.dir = os.path.join(kubelet.work_dir, "pods", "%s_%s_%s" % (
             md["namespace"], md["name"], md["uid"][:8]))
         self.log_path = os.path.join(self.dir, "container.log")
+        # What a real kubelet mounts at the container's terminationMessagePath; this one
+        # cannot mount, so it points KADET_TERMINATION_LOG at the file instead.
+        self.term_path = os.path.join(self.dir, "termination-log")
         self.proc = None
         self.started_at = None
         self.sim_deadline = None
@@ -343,6 +346,9 @@ class PodRun:
                 log("container config error", pod=self.key, error=e)
                 return
             self.config_error_at = None
+            with open(self.term_path, "w"):
+                pass
+            env["KADET_TERMINATION_LOG"] = self.term_path
             cmd = [expand(x, env) for x in cmd]
             cmd[0] = self._resolve(cmd[0])
             cwd = c.get("workingDir") if c.get("workingDir") and os.path.isdir(
@@ -392,6 +398,29 @@ class PodRun:
                     return cand
         return prog
 
+    def _termination_message(self, code):
+        """As the kubelet reads it: the file at terminationMessagePath (at most 4096
+        bytes), or with FallbackToLogsOnError and a failure, the end of the log (the last
+        80 lines, at most 2048 bytes); None when there is nothing to say."""
+        text = ""
+        try:
+            with open(self.term_path, "rb") as f:
+                text = f.read(4096).decode("utf-8", "replace")
+        except OSError:
+            pass
+        c = (self.pod["spec"].get("containers") or [{}])[0]
+        if not text and code != 0 and c.get("terminationMessagePolicy") == \
+                "FallbackToLogsOnError":
+            try:
+                with open(self.log_path, "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    f.seek(max(0, f.tell() - 2048))
+                    tail = f.read().decode("utf-8", "replace")
+                text = "\n".join(tail.splitlines()[-80:])
+            except OSError:
+                pass
+        return text or None
+
     def _exited(self, code, reason=None, message=None):
         policy = self.pod["spec"].get("restartPolicy", "Always")
         term = {"exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"),
@@ -427,7 +456,8 @@ class PodRun:
         if self.proc is not None:
             code = self.proc.poll()
             if code is not None:
-                self._exited(code if code >= 0 else 128 - code)
+                code = code if code >= 0 else 128 - code
+                self._exited(code, message=self._termination_message(code))
         elif self.sim_deadline is not None and time.time() >= self.sim_deadline:
             ann = self.pod["metadata"].get("annotations") or {}
             try:

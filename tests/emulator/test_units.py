@@ -6,7 +6,9 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import emu_proto  # noqa: E402
 import emu_schema  # noqa: E402
+from emu_api import Api  # noqa: E402
 from emu_util import (ApiError, human_age, json_patch, jsonpath, labels_match,  # noqa: E402
                       merge_patch, parse_label_selector, strategic_merge_patch)
 from kubelet_pods import expand, parse_cpu, parse_memory, pod_requests  # noqa: E402
@@ -103,3 +105,47 @@ class UnitTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
+
+
+def _pb_field(num, wt, payload):
+    def varint(v):
+        out = b""
+        while True:
+            b = v & 0x7F
+            v >>= 7
+            if v:
+                out += bytes([b | 0x80])
+            else:
+                return out + bytes([b])
+    key = varint(num << 3 | wt)
+    if wt == 0:
+        return key + varint(payload)
+    return key + varint(len(payload)) + payload
+
+
+class DeleteOptionsProtobufTest(unittest.TestCase):
+    """helm uninstall deletes its release Secret with DeleteOptions as protobuf."""
+
+    def envelope(self, api_version, kind, raw):
+        tm = _pb_field(1, 2, api_version.encode()) + _pb_field(2, 2, kind.encode())
+        return emu_proto.MAGIC + _pb_field(1, 2, tm) + _pb_field(2, 2, raw)
+
+    def test_decoded_like_json(self):
+        raw = (_pb_field(1, 0, 30) + _pb_field(2, 2, _pb_field(1, 2, b"u-1")) +
+               _pb_field(4, 2, b"Background") + _pb_field(5, 2, b"All"))
+        opts = Api.delete_options(self.envelope("v1", "DeleteOptions", raw), {})
+        self.assertEqual(opts, {"gracePeriodSeconds": 30, "preconditions": {"uid": "u-1"},
+                                "propagationPolicy": "Background", "dryRun": ["All"]})
+        opts = Api.delete_options(self.envelope("meta.k8s.io/v1", "DeleteOptions", b""), {})
+        self.assertEqual(opts, {})
+
+    def test_other_kinds_and_garbage_are_refused(self):
+        with self.assertRaises(ApiError) as e:
+            Api.delete_options(self.envelope("v1", "ConfigMap", b""), {})
+        self.assertEqual(e.exception.code, 400)
+        with self.assertRaises(ApiError) as e:
+            Api.delete_options(emu_proto.MAGIC + b"\xff\xff", {})
+        self.assertEqual(e.exception.code, 400)
+        with self.assertRaises(ApiError) as e:
+            Api.delete_options(b"{not json", {})
+        self.assertIn("not valid JSON", e.exception.message)

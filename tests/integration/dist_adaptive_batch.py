@@ -50,21 +50,23 @@ def main():
                      summary, "--range-log", ranges, "--sample-log-dir", tmp, "--log-level",
                      "info", "--checkpoint-dir", ck], timeout=240)
     d.check(rc == 0, "training with an adaptive batch completed")
-    changes = re.findall(r"coordinator: batch (\d+) -> (\d+) noise_scale=(\d+)", out)
+    changes = re.findall(r"coordinator:? batch (\d+) -> (\d+) noise_scale=(\d+)", out)
     print("batch changes:", changes)
     d.check(len(changes) >= 1 and changes[0][0] == str(BATCH),
             f"the coordinator changed the batch from {BATCH}")
     first = int(changes[0][1])
     d.check(BATCH < first <= MAX_BATCH, f"it grew the batch within bounds: {first}")
     d.check(int(changes[0][2]) > 0, f"from a measured noise scale {changes[0][2]}")
-    world = re.search(r"coordinator: world gen=\d+ agents=2 batch=%d .*lr_scale=([0-9.e+]+)"
+    world = re.search(r"coordinator:? world gen=\d+ agents=2 batch=%d .*lr_scale=([0-9.e+]+)"
                       % first, out)
     d.check(world is not None, f"a world was announced with batch {first}")
     scale = float(world.group(1))
     d.check(2.0 < scale < 2.0 * first / BATCH,
             f"its lr scale {scale:.3f} is within (2, {2.0 * first / BATCH:.2f})")
-    shown = set(int(b) for b in re.findall(r"running .* agents 2  batch (\d+) ", out))
+    shown = set(int(b) for b in re.findall(r"epoch +\d+/\d+  agents 2  batch (\d+) ", out))
     d.check(any(b > BATCH for b in shown), f"the progress lines show the batch: {sorted(shown)}")
+    d.check(re.search(r"batch %d -> \d+ per agent" % BATCH, out) is not None,
+            "the launcher printed the batch change")
 
     s = json.load(open(summary))
     log = s["epoch_log"]
@@ -73,8 +75,11 @@ def main():
             "the epoch log records the batch of each epoch")
     # An epoch in which the world changed counts from its start, the rescale included
     # (samples/s in the summary divides by these); only the evaluations are outside.
+    # The evaluations fall outside, and on a loaded machine they take a large share of
+    # these short epochs (0.67-0.78 measured with a load average of 9 on 2 cores): the
+    # margin only catches epochs that lose their rescales (about half the time here).
     span = sum(e["epoch_seconds"] for e in log)
-    d.check(span >= 0.8 * log[-1]["train_seconds"],
+    d.check(span >= 0.5 * log[-1]["train_seconds"],
             f"the epochs' times ({span:.2f} s) cover the training ({log[-1]['train_seconds']:.2f} s)")
     d.check(s["batch"] > BATCH and s["noise_scale"] > 0, "the summary records the final batch "
             f"{s['batch']} and noise scale {s['noise_scale']:.0f}")
@@ -91,11 +96,11 @@ def main():
                      "info", "--checkpoint-dir", ck, "--epochs", str(s["epochs"] + 2)],
                     timeout=240)
     d.check(rc == 0, "a second run continued from the checkpoint")
-    m = re.search(r"coordinator: batch (\d+) from the checkpoint noise_scale=(\d+)", out)
+    m = re.search(r"coordinator:? batch (\d+) from the checkpoint noise_scale=(\d+)", out)
     d.check(m is not None and int(m.group(1)) == s["batch"] and int(m.group(2)) > 0,
             f"it restored batch {s['batch']} and the noise estimate: "
             f"{m.group(0) if m else 'nothing'}")
-    first = re.search(r"coordinator: world gen=\d+ agents=2 batch=(\d+)", out)
+    first = re.search(r"coordinator:? world gen=\d+ agents=2 batch=(\d+)", out)
     d.check(first is not None and int(first.group(1)) == s["batch"],
             "its first world trained at the restored batch, not at batchSize")
     print(f"PASS adaptive_batch in {time.time() - t0:.1f}s")

@@ -2,7 +2,7 @@
 """kadet-operator as a process: --help documents every setting the chart's Deployment
 passes, bad flags and variables exit 2 with a message, a missing cluster configuration
 exits 1 with a message, the HTTP endpoints answer over loopback with valid Prometheus
-text, /readyz stays 503 while the informers cannot sync, a taken port is a clean error, and SIGTERM/SIGINT shut it down with exit status 0.
+text, /readyz stays 503 while the informers cannot sync, a taken port is a clean error, and SIGTERM shuts it down with exit status 0 and SIGINT with 130.
 The cluster here is a kubeconfig pointing at a closed port: the informers and leader
 election keep retrying, which must not block shutdown. Standard library only."""
 
@@ -71,6 +71,14 @@ def test_cli():
     for name in deployment_env_names():
         check("[%s]" % name in r.stdout, "--help does not document %s, which the chart sets"
               % name)
+    h = run(["-h"])
+    check(h.returncode == 0 and h.stdout == r.stdout, "-h is --help: exit %d" % h.returncode)
+    r = run(["--wokers=2"])
+    check(r.returncode == 2 and "unknown option '--wokers' (did you mean --workers?)"
+          in r.stderr, "misspelt flag: exit %d, %r" % (r.returncode, r.stderr))
+    r = run(["--workers=0"])
+    check(r.returncode == 2 and "--workers: workers: '0' is not an integer in [1, 64]"
+          in r.stderr, "--opt=value out of range: exit %d, %r" % (r.returncode, r.stderr))
     r = run(["--version"])
     check(r.returncode == 0 and r.stdout.strip() == "kadet-operator 0.1.0",
           "--version printed %r" % r.stdout)
@@ -146,10 +154,15 @@ def test_endpoints_and_shutdown():
         for line in body.splitlines():
             if line.startswith("# TYPE "):
                 families.add(line.split()[2])
+                if line.split()[3] == "histogram":  # its samples carry suffixes
+                    families.update(line.split()[2] + s for s in ("_bucket", "_sum", "_count"))
             elif not line.startswith("# HELP "):
                 check(SAMPLE.match(line), "not a Prometheus sample line: %r" % line)
                 name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
                 check(name in families, "sample %r before its # TYPE" % line)
+        check("# TYPE kadet_reconcile_duration_seconds histogram" in body and
+              'kadet_reconcile_duration_seconds_bucket{le="+Inf"} ' in body,
+              "the reconcile histogram is served")
         for fam in ("kadet_reconciles_total", "kadet_errors_total", "kadet_workqueue_depth",
                     "kadet_watch_restarts_total", "kadet_scheduling_decisions_total",
                     "kadet_scheduling_reward_sum", "kadet_jobs", "kadet_leader",
@@ -179,7 +192,7 @@ def test_endpoints_and_shutdown():
         status, _, body = op.get("/metrics")
         check("kadet_leader 0\n" in body, "without a reachable API this replica never leads")
         code, took = op.stop(signal.SIGINT)
-        check(code == 0, "exit %d after SIGINT" % code)
+        check(code == 130, "exit %d after SIGINT (want 130, as shells report Ctrl-C)" % code)
         check(took < 2, "shutdown with an unreachable API took %.1f s" % took)
     finally:
         if op.proc.poll() is None:

@@ -146,7 +146,7 @@ def test_backoff(c):
     c.apply(h.sample_job("crash", agents=(1, 1), annotations=ann,
                          run_policy={"backoffLimit": 2, "cleanPodPolicy": "All"}))
     st = wait_for(lambda: (c.job("crash").get("status") or {}).get("phase") == "Failed"
-                  and c.job("crash")["status"], 40, "crash job Failed")
+                  and c.job("crash")["status"], 120, "crash job Failed")
     failed = [x for x in st["conditions"] if x["type"] == "Failed"][0]
     check(failed["reason"] == "BackoffLimitExceeded", "Failed reason %r" % failed)
     # The annotations make the coordinator fail as well: two pods can fail in one sync.

@@ -42,7 +42,7 @@ check version 0 "kadet 0." "$kadet" version
 check unknown-command 2 "unknown command" "$kadet" frobnicate
 check no-file 2 "missing manifest FILE" "$kadet" "${run[@]}"
 check bad-option 2 "unknown option" "$kadet" "${run[@]}" --bogus "$sample"
-check bad-epochs 2 "--epochs: invalid value \"zero\"" "$kadet" "${run[@]}" --epochs zero "$sample"
+check bad-epochs 2 "--epochs: expected an integer in 1..100000, got \"zero\"" "$kadet" "${run[@]}" --epochs zero "$sample"
 if [ "${run[*]}" = "run --in-process" ]; then
   check agents 2 "the in-process trainer runs only 1 agent" "$kadet" "${run[@]}" --agents 2 "$sample"
 fi
@@ -52,14 +52,22 @@ check bad-yaml 2 "broken.yaml" "$kadet" "${run[@]}" "$tmp/broken.yaml"
 check missing-file 2 "nope.yaml" "$kadet" "${run[@]}" "$tmp/nope.yaml"
 check missing-data 2 "dataset /nonexistent/data: no train split" "$kadet" "${run[@]}" \
   --data /nonexistent/data "$sample"
-if grep -q "^epoch" "$tmp/out"; then echo "FAIL missing-data trained"; fails=$((fails + 1)); fi
+if grep -q "\] epoch" "$tmp/out"; then echo "FAIL missing-data trained"; fails=$((fails + 1)); fi
 
+# A misspelt field under spec is refused, with the nearest name (kubectl's strict
+# decoding); --allow-unknown-fields trains anyway, with the warning.
+sed 's/^  training:/  trainig:/' "$sample" >"$tmp/typo.yaml"
+check typo 2 'spec.trainig: unknown field (did you mean "training"?)' \
+  "$kadet" "${run[@]}" "$tmp/typo.yaml"
+grep -qF -- "--allow-unknown-fields" "$tmp/out" ||
+  { echo "FAIL typo: no hint at --allow-unknown-fields"; fails=$((fails + 1)); }
 check short-run 0 "done: job default/fashion-mnist" "$kadet" "${run[@]}" --epochs 1 \
-  --max-samples 4000 --summary-json "$tmp/sum.json" "$tmp/warn.yaml"
+  --max-samples 4000 --summary-json "$tmp/sum.json" --allow-unknown-fields "$tmp/warn.yaml"
 if ! grep -qF "warning:" "$tmp/out" || ! grep -qF "spec.agentz: unknown field" "$tmp/out"; then
   echo "FAIL no unknown-field warning"; fails=$((fails + 1))
 fi
-grep -q "^epoch  1/1 " "$tmp/out" || { echo "FAIL no epoch line"; fails=$((fails + 1)); }
+grep -qE "^\[ *[0-9.]+s\] epoch  1/1  agents 1  batch 64  lr [0-9.]+  loss [0-9.]+  test_acc 0\.[0-9]{4}  samples/s [0-9]+$" "$tmp/out" ||
+  { echo "FAIL no epoch line"; fails=$((fails + 1)); }
 for key in test_accuracy train_loss epochs agents samples_per_second wall_seconds; do
   grep -q "\"$key\"" "$tmp/sum.json" || { echo "FAIL summary lacks $key"; fails=$((fails + 1)); }
 done
@@ -77,7 +85,7 @@ if [ "${run[*]}" = "run --in-process" ]; then
     local name=$1 text=$2
     shift 2
     check "$name" 2 "$text" "$kadet" run "$@"
-    if grep -q "coordinator pid" "$tmp/out"; then
+    if grep -q "starting .* agent" "$tmp/out"; then
       echo "FAIL $name started processes"; fails=$((fails + 1))
     fi
   }
@@ -90,6 +98,7 @@ if [ "${run[*]}" = "run --in-process" ]; then
   refused schedule-below-range "every count must be inside the job's agent range 2..3" \
     --agents-schedule "0:2,5:1" "$tmp/range.yaml"
   refused agents-and-schedule "give one of them" --agents 2 --agents-schedule "0:1,5:2" "$sample"
+  refused launcher-typo 'spec.trainig: unknown field (did you mean "training"?)' "$tmp/typo.yaml"
   # A dataset directory without the files is refused up front, naming what is missing.
   refused launcher-missing-data \
     "dataset /nonexistent/data: no train split (looked for /nonexistent/data/train-images-idx3-ubyte.gz) (from --data)" \
@@ -129,6 +138,55 @@ assert c["saved"] is False and c["failing"] is True and "mkdir" in c["error"], c
   python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))["checkpoint"]
 assert c["saved"] is True and c["failing"] is False and c["step"] > 0, c' \
     "$tmp/ck.json" || { echo "FAIL summary checkpoint record (written)"; fails=$((fails + 1)); }
+  # By default the terminal shows progress and the summary; the processes' logs go to
+  # the file named in the first line (and their errors above were copied from it).
+  check launcher-quiet 0 "done: job default/fashion-mnist" \
+    "$kadet" run --agents 2 --epochs 2 --max-samples 3000 "$sample"
+  log=$(sed -n '1s/^kadet run: logs of the coordinator and workers in \([^ ]*\) .*/\1/p' \
+    "$tmp/out")
+  { [ -n "$log" ] && grep -q "info  worker started" "$log"; } ||
+    { echo "FAIL first line names no log file with the workers' logs"; fails=$((fails + 1)); }
+  [ -n "$log" ] && rm -f "$log"
+  ! grep -qE " (info |warn ) (coordinator|worker) " "$tmp/out" ||
+    { echo "FAIL component logs on the terminal"; fails=$((fails + 1)); }
+  # (a "(running)" line may come between them when an epoch takes more than 10 s)
+  [ "$(grep -cE "^\[ *[0-9.]+s\] epoch  [12]/2  agents 2  batch 64  lr .*samples/s [0-9]+$" \
+      "$tmp/out")" = 2 ] ||
+    { echo "FAIL not one line per epoch"; sed 's/^/  | /' "$tmp/out"; fails=$((fails + 1)); }
+  tail -n 1 "$tmp/out" | grep -q "^done: " ||
+    { echo "FAIL the summary is not the last line"; fails=$((fails + 1)); }
+  check launcher-log-level 0 "info  worker started" \
+    "$kadet" run --agents 1 --epochs 1 --max-samples 2000 --log-level info "$sample"
+  ! grep -q "logs of the coordinator and workers in" "$tmp/out" ||
+    { echo "FAIL --log-level info still names a log file"; fails=$((fails + 1)); }
+  # --plot: a PNG and an SVG of the run, where gnuplot is installed; a file type it
+  # cannot draw is refused before training.
+  check plot-type 2 "--plot $tmp/p.pdf: the file must end in .png or .svg" \
+    "$kadet" run --plot "$tmp/p.pdf" "$sample"
+  if command -v gnuplot >/dev/null 2>&1; then
+    check plot-png 0 "plot: $tmp/p.png" "$kadet" run --agents-schedule "0:1,1:2" --epochs 3 \
+      --max-samples 3000 --plot "$tmp/p.png" "$sample"
+    [ "$(head -c 4 "$tmp/p.png" | od -An -tx1 | tr -d ' \n')" = 89504e47 ] ||
+      { echo "FAIL plot-png: not a PNG"; fails=$((fails + 1)); }
+    check plot-svg 0 "plot: $tmp/p.svg" "$kadet" run --agents 1 --epochs 2 \
+      --max-samples 2000 --plot "$tmp/p.svg" "$sample"
+    grep -q "<svg" "$tmp/p.svg" && grep -q "test accuracy" "$tmp/p.svg" ||
+      { echo "FAIL plot-svg: no SVG with the accuracy panel"; fails=$((fails + 1)); }
+  fi
+  # Ctrl-C: the processes stop and the status is 130, as a shell reports SIGINT.
+  "$kadet" run --agents 1 --epochs 50 "$sample" >"$tmp/int.out" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 300); do
+    grep -q "starting 1 agent" "$tmp/int.out" && break
+    sleep 0.1
+  done
+  sleep 1
+  kill -INT "$pid"
+  got=0
+  wait "$pid" || got=$?
+  [ "$got" = 130 ] || { echo "FAIL Ctrl-C exit status $got (want 130)"; fails=$((fails + 1)); }
+  rm -f "$(sed -n '1s/^kadet run: logs of the coordinator and workers in \([^ ]*\) .*/\1/p' \
+    "$tmp/int.out")"
 fi
 
 [ "$fails" = 0 ] || { echo "$fails failure(s)"; exit 1; }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -83,7 +84,11 @@ static void test_defaults_without_environment_or_flags(void **state)
     assert_true(c.weight_time == 1.0);
     assert_true(c.weight_cost == 0.1);
     assert_string_equal(c.state_configmap, "kadet-scheduler-state");
-    assert_string_equal(c.default_qtable, "/usr/share/kadet/qtable-default.json");
+    /* Found beside the test binary's bin/ in the build tree (build/share/kadet), as
+     * kadet-operator finds it there, unless neither that nor the system path exists. */
+    assert_int_equal(c.default_qtable_given, 0);
+    if (c.default_qtable[0] != '\0')
+        assert_non_null(strstr(c.default_qtable, OPC_QTABLE_REL));
     assert_string_equal(c.runtime_image, "ghcr.io/kadet/kadet:" KADET_VERSION);
     assert_string_equal(c.runtime_pull_policy, "IfNotPresent");
     assert_int_equal(c.log_level, KD_LOG_INFO);
@@ -126,7 +131,8 @@ static void test_environment_sets_every_setting(void **state)
     assert_true(c.weight_time == 2.0);
     assert_true(c.weight_cost == 0.5);
     assert_string_equal(c.state_configmap, "state.v2");
-    assert_string_equal(c.default_qtable, "/opt/q.json");
+    assert_string_equal(c.default_qtable, "/opt/q.json"); /* given: not looked for */
+    assert_int_equal(c.default_qtable_given, 1);
     assert_string_equal(c.runtime_image, "kadet-runtime:dev");
     assert_string_equal(c.runtime_pull_policy, "Never");
     assert_int_equal(c.log_level, KD_LOG_DEBUG);
@@ -221,7 +227,7 @@ static void test_bad_flags_are_refused_with_their_name(void **state)
 {
     (void)state;
     const char *unknown[] = {"--wokers", "2", NULL};
-    expect_error(NULL, unknown, "unknown flag '--wokers'");
+    expect_error(NULL, unknown, "unknown option '--wokers' (did you mean --workers?)");
     const char *positional[] = {"run", NULL};
     expect_error(NULL, positional, "unexpected argument 'run'");
     const char *missing[] = {"--workers", NULL};
@@ -369,12 +375,65 @@ static void test_usage_lists_every_variable_and_default(void **state)
                           "KADET_SCHEDULER_INTERVAL", "KADET_SCHEDULER_WEIGHTS",
                           "KADET_STATE_CONFIGMAP", "KADET_DEFAULT_QTABLE", "KADET_RUNTIME_IMAGE",
                           "KADET_RUNTIME_PULL_POLICY", "KADET_LOG_LEVEL", "KADET_WORKERS",
-                          "(default \":8080\")", "(default \"rl\")", "--namespace NS",
+                          "(default :8080)", "(default rl)", "--namespace NS",
                           "--help", "--version"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (strstr(text, want[i]) == NULL)
             fail_msg("--help lacks '%s'", want[i]);
     free(text);
+}
+
+static void write_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{}\n", f);
+    fclose(f);
+}
+
+static void test_shipped_qtable_is_found_beside_bin_then_at_the_system_path(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/kadet-opc-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    char bin[128], share[128], kd[128], table[192], exe[192], sys[192], out[4096];
+    snprintf(bin, sizeof bin, "%s/bin", root);
+    snprintf(share, sizeof share, "%s/share", root);
+    snprintf(kd, sizeof kd, "%s/share/kadet", root);
+    snprintf(table, sizeof table, "%s/share/kadet/qtable-default.json", root);
+    snprintf(exe, sizeof exe, "%s/bin/kadet-operator", root);
+    snprintf(sys, sizeof sys, "%s/system.json", root);
+    assert_int_equal(mkdir(bin, 0700), 0);
+    assert_int_equal(mkdir(share, 0700), 0);
+    assert_int_equal(mkdir(kd, 0700), 0);
+
+    /* Nothing anywhere: not found, and out says so with "". */
+    assert_int_equal(opc_find_qtable(exe, sys, out, sizeof out), KD_ENOTFOUND);
+    assert_string_equal(out, "");
+    /* Only the system path. */
+    write_file(sys);
+    assert_int_equal(opc_find_qtable(exe, sys, out, sizeof out), KD_OK);
+    assert_string_equal(out, sys);
+    /* The prefix's table wins over the system one. */
+    write_file(table);
+    assert_int_equal(opc_find_qtable(exe, sys, out, sizeof out), KD_OK);
+    assert_string_equal(out, table);
+    /* A relative or missing exe falls back to the system path. */
+    assert_int_equal(opc_find_qtable("kadet-operator", sys, out, sizeof out), KD_OK);
+    assert_string_equal(out, sys);
+    assert_int_equal(opc_find_qtable(NULL, sys, out, sizeof out), KD_OK);
+    assert_string_equal(out, sys);
+    /* A path that does not fit is not found rather than truncated. */
+    char small[8];
+    assert_int_equal(opc_find_qtable(exe, NULL, small, sizeof small), KD_ENOTFOUND);
+    assert_string_equal(small, "");
+
+    unlink(table);
+    unlink(sys);
+    rmdir(kd);
+    rmdir(share);
+    rmdir(bin);
+    rmdir(root);
 }
 
 int main(void)
@@ -394,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_too_many_namespaces_and_too_long_values),
         cmocka_unit_test(test_usage_lists_every_variable_and_default),
+        cmocka_unit_test(test_shipped_qtable_is_found_beside_bin_then_at_the_system_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

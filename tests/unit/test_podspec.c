@@ -142,6 +142,7 @@ static void test_worker_pod_has_contract_env_labels_and_template(void **state)
     const json_t *c = json_array_get(json_object_get(spec, "containers"), 0);
     assert_string_equal(str_at(c, "image", NULL), "img:1");
     assert_string_equal(str_at(c, "imagePullPolicy", NULL), "IfNotPresent");
+    assert_string_equal(str_at(c, "terminationMessagePolicy", NULL), "FallbackToLogsOnError");
     assert_string_equal(str_at(json_object_get(c, "resources"), "requests", "cpu"), "2");
     const json_t *cmd = json_object_get(c, "command");
     assert_int_equal(json_array_size(cmd), 2);

@@ -200,10 +200,127 @@ static void test_failed_worker_is_counted_deleted_and_replaced(void **state)
     assert_true(deletes(&p, &in, "j-worker-1", RC_DEL_FAILED));
     assert_int_equal(p.new_failures, 1);
     assert_int_equal(p.failures, 2);
+    /* The replacement backs off: 20 s after the second failure. */
+    assert_true(p.backoff);
+    assert_int_equal(p.n_create, 0);
+    assert_true(p.requeue_s > 19.9 && p.requeue_s <= 20.0);
+    assert_int_equal(p.phase, RC_RUNNING); /* the others train on */
+    rc_plan_free(&p);
+    /* The next syncs: the failed pod is gone, the failure recorded at NOW. */
+    rc_pod later[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                      pod("j-worker-0", 0, 0, RC_POD_RUNNING)};
+    later[1].index = 1; /* the highest index seen stays with the live pods here */
+    in.pods = later;
+    in.n_pods = 2;
+    in.failures = 2;
+    in.last_failure_time = NOW;
+    in.now = NOW + 19;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_create, 0);
+    assert_true(p.requeue_s > 0.9 && p.requeue_s <= 1.0);
+    rc_plan_free(&p);
+    in.now = NOW + 20;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_false(p.backoff);
     assert_int_equal(p.n_create, 1);
     assert_int_equal(p.first_index, 2);
-    assert_int_equal(p.phase, RC_RUNNING);
     rc_plan_free(&p);
+}
+
+static void test_backoff_doubles_and_is_capped(void **state)
+{
+    (void)state;
+    assert_true(rc_backoff_delay(0) == 0);
+    assert_true(rc_backoff_delay(1) == 10);
+    assert_true(rc_backoff_delay(2) == 20);
+    assert_true(rc_backoff_delay(3) == 40);
+    assert_true(rc_backoff_delay(6) == 320);
+    assert_true(rc_backoff_delay(7) == 360);
+    assert_true(rc_backoff_delay(1000) == 360);
+    /* A lost coordinator waits too, and the condition says why and for how long. */
+    rc_input in = base();
+    in.have_service = 1;
+    in.has_phase = 1;
+    in.phase = RC_RUNNING;
+    in.failures = 1;
+    in.last_failure_time = NOW - 4;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_false(p.create_coordinator);
+    assert_int_equal(p.n_create, 0);
+    assert_int_equal(p.phase, RC_PENDING);
+    assert_string_equal(cond(&p, "Running")->reason, "BackOff");
+    assert_non_null(strstr(cond(&p, "Running")->message, "in 6 s"));
+    rc_plan_free(&p);
+    in.now = NOW + 6;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(p.create_coordinator);
+    assert_int_equal(p.n_create, 1);
+    rc_plan_free(&p);
+}
+
+static void test_failed_condition_quotes_the_last_failure(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.has_phase = 1;
+    in.phase = RC_PENDING;
+    in.failures = 3;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                     pod("j-worker-3", 0, 3, RC_POD_FAILED)};
+    pods[1].exit_code = 1;
+    snprintf(pods[1].message, sizeof pods[1].message,
+             "dataset /nope: no train split (looked for /nope/train-images-idx3-ubyte.gz)");
+    in.pods = pods;
+    in.n_pods = 2;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.phase, RC_FAILED);
+    const rc_condition *f = cond(&p, "Failed");
+    assert_string_equal(f->reason, "BackoffLimitExceeded");
+    assert_non_null(strstr(f->message, "4 agent pod failures exceed backoffLimit 3"));
+    assert_non_null(strstr(f->message, "pod j-worker-3 (exit code 1): dataset /nope: no "
+                                       "train split"));
+    assert_non_null(strstr(p.event_message, "no train split"));
+    rc_plan_free(&p);
+    /* The pod that failed last was deleted in an earlier sync: status.lastFailure. */
+    pods[1].state = RC_POD_RUNNING;
+    in.failures = 4;
+    in.last_failure = "pod j-worker-3 exited 1: dataset /nope: no train split";
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_non_null(strstr(cond(&p, "Failed")->message, "the last: pod j-worker-3"));
+    rc_plan_free(&p);
+}
+
+static void test_valid_condition_names_unknown_fields(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.unknown_fields = "spec.template.spec.containers[0].resouces (did you mean \"resources\"?)";
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    const rc_condition *v = cond(&p, "Valid");
+    assert_int_equal(v->status, 1);
+    assert_string_equal(v->message, "the spec is valid; unknown fields ignored: "
+                                    "spec.template.spec.containers[0].resouces (did you mean "
+                                    "\"resources\"?)");
+    rc_plan_free(&p);
+}
+
+static void test_termination_message_keeps_its_last_line(void **state)
+{
+    (void)state;
+    char out[16];
+    rc_message_line("first line\nthe\treason\n\n", out, sizeof out);
+    assert_string_equal(out, "the reason");
+    rc_message_line(NULL, out, sizeof out);
+    assert_string_equal(out, "");
+    rc_message_line("0123456789abcdefghij", out, sizeof out);
+    assert_string_equal(out, "0123456789abcde");
+    /* Never half a UTF-8 character: "\xc3\xa9" is one. */
+    rc_message_line("0123456789abcd\xc3\xa9", out, sizeof out);
+    assert_string_equal(out, "0123456789abcd");
 }
 
 static void test_failures_past_backoff_limit_fail_the_job_and_clean_up(void **state)
@@ -472,12 +589,14 @@ static void test_pod_decoding(void **state)
         "{\"metadata\": {\"name\": \"fm-coordinator\", \"deletionTimestamp\": \"2026-01-01T00:00:00Z\","
         "  \"labels\": {\"kadet.io/job-name\": \"fm\", \"kadet.io/role\": \"coordinator\"}},"
         " \"status\": {\"phase\": \"Failed\", \"containerStatuses\": [{\"state\":"
-        "  {\"terminated\": {\"exitCode\": 3}}}]}}", 0, &je);
+        "  {\"terminated\": {\"exitCode\": 3, \"message\": \"log line\\nno train split\\n\"}}}]}}",
+        0, &je);
     assert_int_equal(rc_pod_from_json(j, "fm", &p), 1);
     assert_true(p.coordinator);
     assert_true(p.deleting);
     assert_int_equal(p.state, RC_POD_FAILED);
     assert_int_equal(p.exit_code, 3);
+    assert_string_equal(p.message, "no train split");
     json_decref(j);
     j = json_loads("{\"metadata\": {\"name\": \"x\", \"labels\": {\"kadet.io/job-name\": \"fm\","
                    " \"kadet.io/role\": \"sidecar\"}}}", 0, &je);
@@ -582,6 +701,10 @@ int main(void)
         cmocka_unit_test(test_pod_decoding),
         cmocka_unit_test(test_pod_template_policy_makes_the_spec_invalid),
         cmocka_unit_test(test_checkpoint_failing_condition),
+        cmocka_unit_test(test_backoff_doubles_and_is_capped),
+        cmocka_unit_test(test_failed_condition_quotes_the_last_failure),
+        cmocka_unit_test(test_termination_message_keeps_its_last_line),
+        cmocka_unit_test(test_valid_condition_names_unknown_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -143,9 +143,28 @@ static void test_progress_keeps_nothing_for_unknown_jobs(void **state)
     assert_null(p);
 }
 
+static void test_reason_kinds_have_no_numbers(void **state)
+{
+    (void)state;
+    char k[48];
+    schedhost_reason_kind("rl", "rl: greedy admission with 2 agents", k, sizeof k);
+    assert_string_equal(k, "greedy_admission_with");
+    schedhost_reason_kind("greedy", "in cool-down (12s since last change)", k, sizeof k);
+    assert_string_equal(k, "in_cool_down");
+    schedhost_reason_kind("static", "pinned to 3 but only 2 fit", k, sizeof k);
+    assert_string_equal(k, "pinned_to");
+    schedhost_reason_kind("fair", "Queued", k, sizeof k);
+    assert_string_equal(k, "queued");
+    schedhost_reason_kind("fair", "", k, sizeof k);
+    assert_string_equal(k, "unspecified");
+    schedhost_reason_kind("fair", "42", k, sizeof k);
+    assert_string_equal(k, "unspecified");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reason_kinds_have_no_numbers),
         cmocka_unit_test(test_pod_requests_sum_containers_and_fall_back_to_limits),
         cmocka_unit_test(test_nodes_subtract_other_pods_only),
         cmocka_unit_test(test_progress_decoder),
