@@ -24,6 +24,7 @@
 
 #define SCHED_REASON_MAX 160 /* bytes of a decision's reason, NUL included */
 #define SCHED_ID_MAX 128     /* bytes of a job id the rl policy remembers, NUL included */
+#define SCHED_LAS_MAX 8      /* tiresias: most queue thresholds */
 
 /* One node as the snapshot's jobs can use it. Capacity is what is left on the node after
  * everything that is NOT an agent of a job in this snapshot (allocatable minus requests of
@@ -106,6 +107,10 @@ typedef struct sched_options {
                              fewer and the state is treated as unvisited (greedy) */
     double margin;        /* rl: relative Q advantage an action needs over greedy's
                              choice before rl departs from greedy */
+    int n_las;            /* tiresias: queue thresholds in use (n_las + 1 queues),
+                             0..SCHED_LAS_MAX; default 2 */
+    double las_s[SCHED_LAS_MAX]; /* tiresias: attained service (agent-seconds) where each
+                             queue ends, ascending; default 1 and 10 agent-hours */
 } sched_options;
 
 typedef struct sched_policy sched_policy;

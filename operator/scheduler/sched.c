@@ -47,6 +47,9 @@ void sched_options_default(sched_options *o)
     o->prior_k = 0.05;
     o->min_visits = 300;
     o->margin = 0;
+    o->n_las = 2;
+    o->las_s[0] = 3600.0;
+    o->las_s[1] = 36000.0;
 }
 
 static int sched_options_check(const sched_options *o, char *err, size_t errlen)
@@ -55,6 +58,12 @@ static int sched_options_check(const sched_options *o, char *err, size_t errlen)
         return sched_errf(err, errlen, KD_EINVAL, "cooldown_s must be >= 0");
     if (!(o->alpha >= 0) || !(o->beta >= 0) || !isfinite(o->alpha) || !isfinite(o->beta))
         return sched_errf(err, errlen, KD_EINVAL, "alpha and beta must be finite and >= 0");
+    if (o->n_las < 0 || o->n_las > SCHED_LAS_MAX)
+        return sched_errf(err, errlen, KD_EINVAL, "n_las must be in [0, %d]", SCHED_LAS_MAX);
+    for (int i = 0; i < o->n_las; i++)
+        if (!(o->las_s[i] > 0) || !isfinite(o->las_s[i]) || (i > 0 && o->las_s[i] <= o->las_s[i - 1]))
+            return sched_errf(err, errlen, KD_EINVAL,
+                              "tiresias thresholds must be positive and ascending");
     if (o->max_step < 1 || o->max_step > 2)
         return sched_errf(err, errlen, KD_EINVAL, "max_step must be 1 or 2, got %d",
                           o->max_step);
