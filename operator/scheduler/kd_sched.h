@@ -64,6 +64,11 @@ typedef struct sched_job {
     double alpha;         /* reward weight on time (scheduling.weights.time); < 0 = default */
     double beta;          /* reward weight on cost (scheduling.weights.cost); < 0 = default */
     int priority;         /* higher is served first among otherwise equal jobs */
+    const double *goodput; /* pollux: predicted goodput (useful samples/s, batch chosen for
+                             it) at 1..n_goodput agents on the fewest nodes; NULL = use
+                             the speed model's throughput */
+    int n_goodput;        /* entries in goodput */
+    int restarts;         /* pollux: changes of the job's allocation since it started */
 } sched_job;
 
 /* What the policy decides from. */
@@ -118,7 +123,7 @@ typedef struct sched_policy sched_policy;
 /* Fills o with the defaults documented in docs/scheduler.md. Can't fail. */
 void sched_options_default(sched_options *o);
 
-/* Creates a policy by name: "static", "tiresias", "fair", "greedy" or "rl". opt may be
+/* Creates a policy by name: "static", "tiresias", "fair", "greedy", "pollux" or "rl". opt may be
  * NULL for the defaults. Returns KD_OK and *out, KD_EINVAL (unknown name or option out of
  * range, detail in err) or KD_ENOMEM. */
 int sched_policy_create(const char *name, const sched_options *opt, sched_policy **out,

@@ -87,6 +87,7 @@ int sched_policy_create(const char *name, const sched_options *opt, sched_policy
 {
     static const struct { const char *name; enum sched_kind kind; } names[] = {
         {"static", SCHED_STATIC}, {"tiresias", SCHED_TIRESIAS}, {"fair", SCHED_FAIR},
+        {"pollux", SCHED_POLLUX},
         {"greedy", SCHED_GREEDY}, {"rl", SCHED_RL},
     };
     sched_options o;
@@ -100,7 +101,7 @@ int sched_policy_create(const char *name, const sched_options *opt, sched_policy
             kind = (int)names[i].kind;
     if (kind < 0)
         return sched_errf(err, errlen, KD_EINVAL,
-                          "unknown policy '%s' (static, tiresias, fair, greedy, rl)",
+                          "unknown policy '%s' (static, tiresias, fair, greedy, pollux, rl)",
                           name ? name : "(null)");
     if (opt)
         o = *opt;
@@ -139,6 +140,7 @@ void sched_policy_free(sched_policy **pp)
     free(p->score);
     free(p->placed);
     free(p->spare);
+    free(p->aux);
     free(p->ncpu);
     free(p->nmem);
     free(p->nslots);
@@ -646,6 +648,14 @@ static int sched_check(const sched_policy *p, const sched_snapshot *s, char *err
                 return sched_errf(err, errlen, KD_EINVAL,
                                   "job %d (%s): throughput point %d needs agents >= 1 and "
                                   "0 < samples/s < inf", i, id, t);
+        if (j->n_goodput < 0 || (j->n_goodput > 0 && !j->goodput) || j->restarts < 0)
+            return sched_errf(err, errlen, KD_EINVAL,
+                              "job %d (%s): negative n_goodput or restarts, or no table", i, id);
+        for (int t = 0; t < j->n_goodput; t++)
+            if (!(j->goodput[t] >= 0) || !isfinite(j->goodput[t]))
+                return sched_errf(err, errlen, KD_EINVAL,
+                                  "job %d (%s): goodput at %d agents must be finite and >= 0",
+                                  i, id, t + 1);
         if (p->kind == SCHED_RL) {
             if (!j->id || j->id[0] == '\0' || strlen(j->id) >= SCHED_ID_MAX)
                 return sched_errf(err, errlen, KD_EINVAL,
@@ -683,6 +693,10 @@ static int sched_grow(sched_policy *p, int n_jobs, int n_nodes)
         if (!sc)
             return KD_ENOMEM;
         p->score = sc;
+        double *ax = realloc(p->aux, sizeof(double) * (size_t)cap);
+        if (!ax)
+            return KD_ENOMEM;
+        p->aux = ax;
         p->cap_jobs = cap;
     }
     if (n_nodes > p->cap_nodes) {
@@ -735,6 +749,10 @@ int sched_decide(sched_policy *p, const sched_snapshot *s, sched_decision *out, 
     case SCHED_GREEDY:
         sched_policy_greedy(p, s, out);
         sched_finish(p, s, out, 0, 1);
+        break;
+    case SCHED_POLLUX:
+        sched_policy_pollux(p, s, out);
+        sched_finish(p, s, out, 0, 0);
         break;
     case SCHED_RL:
         rc = sched_policy_rl(p, s, out);

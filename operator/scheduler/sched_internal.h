@@ -8,7 +8,7 @@
 
 #include "kd_sched.h"
 
-enum sched_kind { SCHED_STATIC, SCHED_TIRESIAS, SCHED_FAIR, SCHED_GREEDY, SCHED_RL };
+enum sched_kind { SCHED_STATIC, SCHED_TIRESIAS, SCHED_FAIR, SCHED_GREEDY, SCHED_RL, SCHED_POLLUX };
 
 /* rl state features; each is discretised into the number of buckets below. */
 #define SCHED_F_COUNT 6 /* agents held: 1, 2, 3-4, 5-8, 9-16, 17+ */
@@ -56,6 +56,7 @@ struct sched_policy {
     double *score;         /* per job: sort key */
     int *placed;           /* per job: agents placed by the safety stage */
     int *spare;            /* per job: greedy's copy of want while it tries a transfer */
+    double *aux;           /* per job: pollux's restart penalty factors */
     double *ncpu, *nmem;   /* per node: capacity left while packing */
     int *nslots;           /* per node: slots left while packing */
     int cap_jobs, cap_nodes; /* allocated sizes of the scratch buffers */
@@ -123,6 +124,8 @@ void sched_policy_greedy(sched_policy *p, const sched_snapshot *s, sched_decisio
  * p->placed and p->spare. */
 void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fixed);
 int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *out);
+/* pollux (sched_pollux.c): fills p->want and p->order; scratch from p->score, p->spare. */
+void sched_policy_pollux(sched_policy *p, const sched_snapshot *s, sched_decision *out);
 
 /* rl table lifecycle (sched_rl.c). */
 int sched_rl_create(sched_policy *p);

@@ -228,6 +228,8 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
     sched_decision *dec = calloc((size_t)nj, sizeof(*dec));
     double *jct = calloc((size_t)nj, sizeof(double));
     int *plv = NULL; /* goodput model: one job's placement, compacted */
+    double **gtab = NULL; /* goodput model: per app, goodput by epoch x agents (NAN = not
+                             computed yet), the table adaptive jobs hand to policies */
 
     memset(r, 0, sizeof(*r));
     if (!js || !place || !free_slots || !active || !nodes || !sj || !dec || !jct) {
@@ -247,8 +249,22 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
         const char *pn = sched_policy_name(p);
         adaptive = !(strcmp(pn, "static") == 0 || strcmp(pn, "tiresias") == 0);
     }
-    plv = gpm ? calloc((size_t)c->nodes, sizeof(int)) : NULL;
-    if (gpm && !plv) {
+    plv = gpm ? calloc((size_t)(c->nodes > cap ? c->nodes : cap), sizeof(int)) : NULL;
+    gtab = gpm ? calloc((size_t)m->n_apps, sizeof(double *)) : NULL;
+    for (int a = 0; gtab && a < m->n_apps; a++) {
+        const sim_gp *g = m->apps[a].gp;
+        if (!g)
+            continue;
+        size_t len = (size_t)(g->max_epochs + 1) * (size_t)cap;
+        gtab[a] = malloc(sizeof(double) * len);
+        if (!gtab[a]) {
+            rc = sim_errf(err, errlen, KD_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t e = 0; e < len; e++)
+            gtab[a][e] = NAN;
+    }
+    if (gpm && (!plv || !gtab)) {
         rc = sim_errf(err, errlen, KD_ENOMEM, "out of memory");
         goto out;
     }
@@ -320,6 +336,28 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
             s->alpha = c->alpha;
             s->beta = c->beta;
             s->priority = 0;
+            s->restarts = j->rescales;
+            s->goodput = NULL;
+            s->n_goodput = 0;
+            if (gpm && j->adaptive) {
+                /* goodput at 1..max agents packed onto the fewest nodes, with the batch
+                 * the job would choose, in its current epoch's noise scale */
+                const sim_gp *g = m->apps[w->jobs[i].app].gp;
+                double *row = &gtab[w->jobs[i].app][(size_t)j->epoch * (size_t)cap];
+                int top = j->max < cap ? j->max : cap;
+                for (int n = 1; n <= top; n++) {
+                    if (!isnan(row[n - 1]))
+                        continue;
+                    int k = 0, rest = n, at, ac;
+                    while (rest > 0) {
+                        plv[k] = rest < c->slots ? rest : c->slots;
+                        rest -= plv[k++];
+                    }
+                    row[n - 1] = sim_gp_best(g, plv, k, j->epoch, &at, &ac) * g->init_bsz;
+                }
+                s->goodput = row;
+                s->n_goodput = top;
+            }
         }
         sched_snapshot snap = {nodes, c->nodes, sj, na, c->interval_s, c->restart_s};
         rc = sched_decide(p, &snap, dec, err, errlen);
@@ -471,6 +509,9 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
 out:
     sched_episode_end(p);
     free(plv);
+    for (int a = 0; gtab && a < m->n_apps; a++)
+        free(gtab[a]);
+    free(gtab);
     free(js);
     free(place);
     free(free_slots);

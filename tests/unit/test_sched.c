@@ -22,7 +22,7 @@
 #include "kd_sched.h"
 #include "sched_qtable.h"
 
-static const char *const all_policies[] = {"static", "tiresias", "fair", "greedy", "rl"};
+static const char *const all_policies[] = {"static", "tiresias", "fair", "greedy", "pollux", "rl"};
 
 static sched_policy *make(const char *name, const sched_options *o)
 {
@@ -154,6 +154,60 @@ static void test_greedy_prefers_the_job_that_scales(void **state)
     sched_policy_free(&p);
 }
 
+/* ---- pollux ---- */
+
+static void test_pollux_goodput_and_fairness(void **state)
+{
+    (void)state;
+    /* 8 slots on 2 nodes; "scales" gains goodput linearly, "flat" saturates at 2 agents,
+     * "new" waits with no agent: the harmonic mean gives everyone at least one agent and
+     * the rest to the job whose goodput grows */
+    sched_node n[2] = {{0, 0, 4}, {0, 0, 4}};
+    double gs[8], gf[8];
+    for (int i = 0; i < 8; i++) {
+        gs[i] = 100.0 * (i + 1);
+        gf[i] = i == 0 ? 100 : 120;
+    }
+    sched_tp tps[1] = {{4, 400}}, tpf[1] = {{4, 120}};
+    sched_job j[3] = {job("scales", 1, 8, 4, 3600), job("flat", 1, 8, 4, 3600),
+                      job("new", 1, 8, 0, 60)};
+    j[0].goodput = gs;
+    j[0].n_goodput = 8;
+    j[0].tp = tps;
+    j[0].n_tp = 1;
+    j[1].goodput = gf;
+    j[1].n_goodput = 8;
+    j[1].tp = tpf;
+    j[1].n_tp = 1;
+    j[2].goodput = gs;
+    j[2].n_goodput = 8;
+    sched_snapshot s = {n, 2, j, 3, 60, 30};
+    sched_decision d[3];
+    sched_policy *p = make("pollux", NULL);
+    decide_ok(p, &s, d);
+    assert_int_equal(d[0].desired + d[1].desired + d[2].desired, 8);
+    assert_true(d[2].desired >= 1); /* nobody is left out while agents can be moved */
+    assert_true(d[1].desired <= 2); /* no agent where goodput does not grow */
+    assert_true(d[0].desired >= 4);
+    /* a job is never given more than twice the largest count it was measured at */
+    assert_true(d[2].desired <= 2);
+    assert_non_null(strstr(d[0].reason, "pollux"));
+    /* the restart penalty: a young job that restarted often keeps its count rather than
+     * take one more agent for a 1% gain */
+    double g2[4] = {100, 200, 202, 203};
+    sched_tp tp2[1] = {{2, 200}};
+    sched_job one = job("one", 1, 4, 2, 120);
+    one.goodput = g2;
+    one.n_goodput = 4;
+    one.tp = tp2;
+    one.n_tp = 1;
+    one.restarts = 3;
+    sched_snapshot s1 = {n, 1, &one, 1, 60, 30};
+    decide_ok(p, &s1, d);
+    assert_int_equal(d[0].desired, 2);
+    sched_policy_free(&p);
+}
+
 static void test_greedy_restart_must_pay(void **state)
 {
     (void)state;
@@ -260,7 +314,7 @@ static void test_bad_snapshots_rejected(void **state)
     sched_options_default(&o);
     o.max_step = 3;
     assert_int_equal(sched_policy_create("rl", &o, &p, err, sizeof(err)), KD_EINVAL);
-    assert_int_equal(sched_policy_create("pollux", NULL, &p, err, sizeof(err)), KD_EINVAL);
+    assert_int_equal(sched_policy_create("optimus", NULL, &p, err, sizeof(err)), KD_EINVAL);
     assert_non_null(strstr(err, "unknown policy"));
     assert_null(p);
 }
@@ -648,6 +702,7 @@ static void test_decision_time_100_jobs_100_nodes(void **state)
     static sched_node nodes[100];
     static sched_job jobs[100];
     static sched_tp tp[100][3];
+    static double gp[100][32];
     static char ids[100][16];
     static sched_decision d[100];
     for (int i = 0; i < 100; i++) {
@@ -666,6 +721,12 @@ static void test_decision_time_100_jobs_100_nodes(void **state)
         }
         jobs[i].tp = tp[i];
         jobs[i].n_tp = 3;
+        if (i % 2) { /* half the jobs bring a goodput table (pollux) */
+            for (int k = 0; k < 32; k++)
+                gp[i][k] = 100.0 * (k + 1) / (1 + 0.05 * k);
+            jobs[i].goodput = gp[i];
+            jobs[i].n_goodput = 32;
+        }
     }
     sched_snapshot s = {nodes, 100, jobs, 100, 60, 30};
     for (size_t k = 0; k < sizeof(all_policies) / sizeof(all_policies[0]); k++) {
@@ -695,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_fair_equal_share),
         cmocka_unit_test(test_greedy_prefers_the_job_that_scales),
         cmocka_unit_test(test_greedy_restart_must_pay),
+        cmocka_unit_test(test_pollux_goodput_and_fairness),
         cmocka_unit_test(test_launcher_one_job_one_node),
         cmocka_unit_test(test_pin_and_cooldown),
         cmocka_unit_test(test_bad_snapshots_rejected),

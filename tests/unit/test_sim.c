@@ -24,7 +24,7 @@
 #include "sched_qtable.h"
 #include "sim.h"
 
-static const char *const all_policies[] = {"static", "tiresias", "fair", "greedy", "rl"};
+static const char *const all_policies[] = {"static", "tiresias", "fair", "greedy", "pollux", "rl"};
 
 static void data_path(char *buf, size_t len, const char *rel)
 {

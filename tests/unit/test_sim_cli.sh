@@ -58,7 +58,7 @@ grep -q "number.csv:2" "$TMP/err" || fail "bad workload message: $(cat "$TMP/err
 if "$SIM" --workload "$DATA/workload-toy.csv" --nodes zero 2>"$TMP/err"; then
     fail "bad option accepted"
 fi
-if "$SIM" --workload "$DATA/workload-toy.csv" --traces "$DATA/traces" --policy pollux \
+if "$SIM" --workload "$DATA/workload-toy.csv" --traces "$DATA/traces" --policy optimus \
     2>"$TMP/err"; then
     fail "unknown policy accepted"
 fi
