@@ -693,7 +693,7 @@ static int sched_grow(sched_policy *p, int n_jobs, int n_nodes)
         if (!sc)
             return KD_ENOMEM;
         p->score = sc;
-        double *ax = realloc(p->aux, sizeof(double) * (size_t)cap);
+        double *ax = realloc(p->aux, 2 * sizeof(double) * (size_t)cap);
         if (!ax)
             return KD_ENOMEM;
         p->aux = ax;

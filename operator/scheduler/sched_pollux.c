@@ -33,6 +33,7 @@
 
 typedef struct px_ctx {
     const sched_snapshot *s;
+    double *w;      /* per job: weight of its term (1 = pollux) */
     const sched_options *o;
     double *base;   /* per job: goodput at the fair share */
     double *pen;    /* per job: restart penalty factor */
@@ -61,7 +62,7 @@ static double px_term(const px_ctx *c, int i, int n)
             sp *= c->pen[i];
         sp *= c->scale;
     }
-    return 1.0 / (sp + PX_EPS);
+    return (c->w ? c->w[i] : 1.0) / (sp + PX_EPS);
 }
 
 static int px_valid(const sched_job *j, const px_ctx *c, int i, int n)
@@ -106,7 +107,11 @@ void sched_policy_pollux(sched_policy *p, const sched_snapshot *s, sched_decisio
     if (nj == 0)
         return;
     /* scratch: p->score = base goodput, p->aux = restart penalty, p->spare = hi */
-    px_ctx c = {s, &p->o, p->score, p->aux, p->spare, 1.0};
+    px_ctx c = {s, NULL, &p->o, p->score, p->aux, p->spare, 1.0};
+    /* p->aux holds two per-job arrays: penalty factors, then weights (rl only) */
+    double *wt = p->aux + p->cap_jobs;
+    if (p->px_k != 0)
+        c.w = wt;
     int slots_total = 0;
     for (int k = 0; k < s->n_nodes; k++)
         slots_total += s->nodes[k].slots > 0 ? s->nodes[k].slots : 0;
@@ -149,6 +154,12 @@ void sched_policy_pollux(sched_policy *p, const sched_snapshot *s, sched_decisio
                         ? 1
                         : fmax(age - j->restarts * s->restart_s, 0) / (age + s->restart_s);
         c.pen[i] = pe;
+        if (p->px_k != 0) {
+            /* rl's weighting: shorter jobs count more (time left at the fair share) */
+            double g = px_goodput(j, fn, p->o.prior_k);
+            double rem = j->remaining > 0 ? j->remaining : 3600 * g;
+            wt[i] = pow(fmax(rem / fmax(g, 1e-9), 60.0), -p->px_k);
+        }
         int cur = j->current;
         if (cur > hi)
             cur = hi;

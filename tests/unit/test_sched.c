@@ -522,6 +522,82 @@ static void test_rl_learns(void **state)
     sched_policy_free(&p);
 }
 
+/* rl's cluster layer: a version 2 table's cluster rule is applied where jobs report
+ * goodput (and backed off to from unvisited states), version 1 tables still load, and a
+ * foreign cluster section is refused. */
+static void test_rl_cluster_layer(void **state)
+{
+    (void)state;
+    char err[256];
+    const char *v2 =
+        "{\"format\":\"kadet-qtable\",\"version\":2,"
+        "\"features\":{\"count\":6,\"efficiency\":4,\"free\":4,\"queue\":4,"
+        "\"progress\":3,\"time_left\":4},\"actions\":[-2,-1,0,1,2],\"entries\":[],"
+        "\"cluster\":{\"features\":{\"jobs\":5,\"queue\":4,\"goodput\":2,\"spread\":3},"
+        "\"actions\":[\"greedy-table\",\"goodput-k0\",\"goodput-k0.5\",\"goodput-k1\","
+        "\"goodput-k2\"],\"hold\":10,\"updates\":50,"
+        "\"entries\":[{\"s\":[4,3,1,2],\"n\":[0,10,10,10,10],"
+        "\"q\":[0,-9,-8,-1,-5],\"q2\":[0,-9,-8,-1,-5]}]}}";
+    sched_policy *p = make("rl", NULL);
+    if (sched_qtable_loads(p, v2, err, sizeof(err)) != KD_OK)
+        fail_msg("v2 table: %s", err);
+    sched_node n[2] = {{0, 0, 4}, {0, 0, 4}};
+    double g[8] = {100, 190, 270, 340, 400, 450, 490, 520};
+    sched_tp tp[1] = {{2, 190}};
+    sched_job j[2] = {job("a", 1, 8, 2, 600), job("b", 1, 8, 0, 60)};
+    for (int i = 0; i < 2; i++) {
+        j[i].goodput = g;
+        j[i].n_goodput = 8;
+        j[i].remaining = 1e6 * (i + 1);
+    }
+    j[0].tp = tp;
+    j[0].n_tp = 1;
+    sched_snapshot s = {n, 2, j, 2, 60, 30};
+    sched_decision d[2];
+    /* (2 jobs, half queued, goodput, small spread) was never visited: the back-off takes
+     * the rule that is best where the table was trained, goodput with k = 1 */
+    decide_ok(p, &s, d);
+    for (int i = 0; i < 2; i++)
+        assert_non_null(strstr(d[i].reason, "goodput rule k=1.0"));
+    assert_true(d[1].desired >= 1);
+    sched_policy_free(&p);
+    /* jobs without goodput tables: greedy with the per-job table (never a goodput rule) */
+    p = make("rl", NULL);
+    assert_int_equal(sched_qtable_loads(p, v2, err, sizeof(err)), KD_OK);
+    for (int i = 0; i < 2; i++) {
+        j[i].goodput = NULL;
+        j[i].n_goodput = 0;
+    }
+    decide_ok(p, &s, d);
+    for (int i = 0; i < 2; i++)
+        assert_null(strstr(d[i].reason, "goodput rule"));
+    sched_policy_free(&p);
+    /* a version 1 table (no cluster section) still loads */
+    p = make("rl", NULL);
+    char *v1 = strdup(v2);
+    char *ver = strstr(v1, "\"version\":2");
+    ver[10] = '1';
+    char *cl = strstr(v1, ",\"cluster\"");
+    snprintf(cl, 2, "}");
+    if (sched_qtable_loads(p, v1, err, sizeof(err)) != KD_OK)
+        fail_msg("v1 table: %s", err);
+    free(v1);
+    /* a cluster section written for other actions or another hold is refused whole */
+    char *bad = strdup(v2);
+    char *h = strstr(bad, "\"hold\":10");
+    h[7] = '9';
+    assert_int_equal(sched_qtable_loads(p, bad, err, sizeof(err)), KD_EFORMAT);
+    assert_non_null(strstr(err, "hold"));
+    free(bad);
+    bad = strdup(v2);
+    char *k1 = strstr(bad, "goodput-k1\"");
+    k1[9] = '3';
+    assert_int_equal(sched_qtable_loads(p, bad, err, sizeof(err)), KD_EFORMAT);
+    assert_non_null(strstr(err, "cluster action"));
+    free(bad);
+    sched_policy_free(&p);
+}
+
 static void test_qtable_round_trip(void **state)
 {
     (void)state;
@@ -757,6 +833,7 @@ int main(void)
         cmocka_unit_test(test_greedy_prefers_the_job_that_scales),
         cmocka_unit_test(test_greedy_restart_must_pay),
         cmocka_unit_test(test_pollux_goodput_and_fairness),
+        cmocka_unit_test(test_rl_cluster_layer),
         cmocka_unit_test(test_launcher_one_job_one_node),
         cmocka_unit_test(test_pin_and_cooldown),
         cmocka_unit_test(test_bad_snapshots_rejected),
