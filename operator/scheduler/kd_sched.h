@@ -171,4 +171,8 @@ typedef struct sched_rl_stats {
 /* Fills st for an rl policy; returns KD_EINVAL for other policies. */
 int sched_rl_get_stats(const sched_policy *p, sched_rl_stats *st);
 
+/* Sets an rl policy's exploration probability (e.g. to explore again after loading a
+ * trained table); returns KD_EINVAL for other policies or epsilon outside [0, 1]. */
+int sched_rl_set_epsilon(sched_policy *p, double epsilon);
+
 #endif

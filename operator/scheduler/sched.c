@@ -778,6 +778,14 @@ void sched_episode_end(sched_policy *p)
         sched_rl_episode_end(p);
 }
 
+int sched_rl_set_epsilon(sched_policy *p, double epsilon)
+{
+    if (!p || p->kind != SCHED_RL || !(epsilon >= 0 && epsilon <= 1))
+        return KD_EINVAL;
+    p->rl->epsilon = epsilon;
+    return KD_OK;
+}
+
 int sched_rl_get_stats(const sched_policy *p, sched_rl_stats *st)
 {
     if (!p || !st || p->kind != SCHED_RL)

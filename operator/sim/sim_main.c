@@ -62,6 +62,7 @@ static void usage(FILE *out)
         "  --jobs-csv PATH       write policy,name,application,arrival,replicas,batch,jct\n"
         "  --train N             train rl for N episodes (workloads taken in turn)\n"
         "  --train-workloads L   comma list of workload CSVs to train on\n"
+        "  --train-init FILE     continue training from this table (its epsilon is reset)\n"
         "  --nodes N             nodes (16)          --slots N      agent slots per node (4)\n"
         "  --interval S          scheduling interval seconds (60)\n"
         "  --restart S           stall on every change of a job's count (30)\n"
@@ -84,6 +85,7 @@ static void usage(FILE *out)
 
 typedef struct sim_cli {
     const char *workload, *traces, *policies, *qtable, *summary, *train_wl, *jobs_csv;
+    const char *train_init; /* table to continue training from */
     int train, quiet, double_q, min_visits;
     long seed;
     double cooldown, margin;
@@ -140,6 +142,7 @@ static int parse_args(int argc, char **argv, sim_cli *cli)
         else if (strcmp(a, "--summary-json") == 0) cli->summary = v;
         else if (strcmp(a, "--train-workloads") == 0) cli->train_wl = v;
         else if (strcmp(a, "--jobs-csv") == 0) cli->jobs_csv = v;
+        else if (strcmp(a, "--train-init") == 0) cli->train_init = v;
         else if (strcmp(a, "--train") == 0) {
             if (parse_num(a, v, 1, 1e6, &x)) return -1;
             cli->train = (int)x;
@@ -281,6 +284,15 @@ static int train(const sim_cli *cli, sim_model *m)
         fprintf(stderr, "kadet-sim: %s\n", err);
         rc = 2;
         goto out;
+    }
+    if (cli->train_init) {
+        if (sched_qtable_load(p, cli->train_init, err, sizeof(err)) != KD_OK) {
+            fprintf(stderr, "kadet-sim: --train-init: %s\n", err);
+            sched_policy_free(&p);
+            rc = 2;
+            goto out;
+        }
+        sched_rl_set_epsilon(p, o.epsilon);
     }
     double t0 = now_s();
     for (int e = 0; e < cli->train; e++) {
