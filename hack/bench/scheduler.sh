@@ -95,7 +95,7 @@ for model in $models; do
     for i in 1 2 3 4 5 6 7 8; do
       w=$d/workload-$i.csv
       if [ "$i" -le 4 ]; then half=b; else half=a; fi
-      run "$model" "$w" "$(echo $base | tr ' ' ,)" >"$tmp/base"
+      run "$model" "$w" "$(echo "$base" | tr ' ' ,)" >"$tmp/base"
       vals=""
       row="| $i"
       for p in $base; do
@@ -107,11 +107,11 @@ for model in $models; do
       for seed in $seeds; do
         rls="$rls $(run "$model" "$w" rl "$tmp/q-$model-$load-$seed-$half.json" | awk '{ print $2 }')"
       done
-      rl=$(echo $rls | awk '{ s = 0; lo = 1e18; hi = 0; for (k = 1; k <= NF; k++) { s += $k;
+      rl=$(echo "$rls" | awk '{ s = 0; lo = 1e18; hi = 0; for (k = 1; k <= NF; k++) { s += $k;
              if ($k < lo) lo = $k; if ($k > hi) hi = $k }
              printf "%.0f (%d-%d)", s / NF, lo, hi }')
       echo "$row | $rl |"
-      echo "$model $load $i$vals $(echo $rls | awk '{ s = 0; for (k = 1; k <= NF; k++) s += $k; print s / NF }') $rls" >>"$summary"
+      echo "$model $load $i$vals $(echo "$rls" | awk '{ s = 0; for (k = 1; k <= NF; k++) s += $k; print s / NF }') $rls" >>"$summary"
     done
     awk -v M="$model" -v L="$load" '$1 == M && $2 == L { for (k = 4; k <= 9; k++) s[k] += $k; n++ }
       END { printf "| **mean** | **%.0f** | **%.0f** | **%.0f** | **%.0f** | **%.0f** | **%.0f** |\n",
@@ -143,7 +143,7 @@ if [ -n "$plot" ]; then
             for (k = 4; k <= 9; k++) printf " %.0f", s[L, k] / n[L]; printf "\n" } }' \
     "$summary" >"$tmp/jct.dat"
   w1=$data/workloads/workload-1.csv
-  q=$tmp/q-$pm-1.0-$s1-b.json
+  qfile=$tmp/q-$pm-1.0-$s1-b.json
   jobs=$(awk -F, 'NR > 1 && !($3 in seen) && ($3 == "imagenet" || $3 == "deepspeech2" ||
                    $3 == "cifar10") { seen[$3] = 1; print $1 }' "$w1")
   [ -n "$jobs" ] || jobs=$(awk -F, 'NR > 1 && NR <= 4 { print $1 }' "$w1")
@@ -151,7 +151,7 @@ if [ -n "$plot" ]; then
   for pol in greedy rl; do
     for j in $jobs; do
       qa=()
-      [ "$pol" = rl ] && [ -f "$q" ] && qa=(--qtable "$q")
+      [ "$pol" = rl ] && [ -f "$qfile" ] && qa=(--qtable "$qfile")
       nice "$sim" --workload "$w1" --traces "$data/traces" --batch-model "$pm" \
         --policy "$pol" "${qa[@]}" --trace-job "$j" --quiet 2>"$tmp/tr" >/dev/null || true
       sed -n 's/^t=\([0-9.]*\) cur=[0-9]* -> \([0-9]*\).*/\1 \2/p' "$tmp/tr" |
