@@ -141,6 +141,7 @@ void sched_policy_free(sched_policy **pp)
     free(p->placed);
     free(p->spare);
     free(p->aux);
+    free(p->pxg);
     free(p->ncpu);
     free(p->nmem);
     free(p->nslots);

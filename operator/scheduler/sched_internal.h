@@ -83,6 +83,8 @@ struct sched_policy {
     int *placed;           /* per job: agents placed by the safety stage */
     int *spare;            /* per job: greedy's copy of want while it tries a transfer */
     double *aux;           /* 2 x cap_jobs: pollux's restart penalties, then job weights */
+    double *pxg;           /* pollux: goodput cache, sum over jobs of (hi + 1) entries */
+    size_t cap_pxg;        /* allocated entries of pxg */
     double px_k;           /* pollux's search: weight job terms by (time left)^-px_k (0 =
                               Pollux's objective; rl's cluster layer sets it) */
     double *ncpu, *nmem;   /* per node: capacity left while packing */

@@ -23,6 +23,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sched_internal.h"
@@ -38,6 +39,8 @@ typedef struct px_ctx {
     double *base;   /* per job: goodput at the fair share */
     double *pen;    /* per job: restart penalty factor */
     int *hi;        /* per job: largest count allowed */
+    const double *g; /* goodput of job i at n agents: g[off[i] + n], n = 0..hi[i] */
+    const int *off;
     double scale;   /* nodes / slots: a node's worth of agents is a speedup of 1 */
 } px_ctx;
 
@@ -57,7 +60,8 @@ static double px_term(const px_ctx *c, int i, int n)
     const sched_job *j = &c->s->jobs[i];
     double sp = 0;
     if (n > 0) {
-        sp = px_goodput(j, n, c->o->prior_k) / c->base[i];
+        sp = (n <= c->hi[i] ? c->g[c->off[i] + n] : px_goodput(j, n, c->o->prior_k)) /
+             c->base[i];
         if (n != j->current)
             sp *= c->pen[i];
         sp *= c->scale;
@@ -107,7 +111,7 @@ void sched_policy_pollux(sched_policy *p, const sched_snapshot *s, sched_decisio
     if (nj == 0)
         return;
     /* scratch: p->score = base goodput, p->aux = restart penalty, p->spare = hi */
-    px_ctx c = {s, NULL, &p->o, p->score, p->aux, p->spare, 1.0};
+    px_ctx c = {s, NULL, &p->o, p->score, p->aux, p->spare, NULL, p->placed, 1.0};
     /* p->aux holds two per-job arrays: penalty factors, then weights (rl only) */
     double *wt = p->aux + p->cap_jobs;
     if (p->px_k != 0)
@@ -168,6 +172,28 @@ void sched_policy_pollux(sched_policy *p, const sched_snapshot *s, sched_decisio
         p->want[i] = cur;
         used += cur;
     }
+    /* goodput of every job at every allowed count, computed once (the speed model's fit
+     * is the expensive part); offsets in p->placed, which sched_finish() resets later */
+    size_t need = 0;
+    for (int i = 0; i < nj; i++) {
+        p->placed[i] = (int)need;
+        need += (size_t)c.hi[i] + 1;
+    }
+    if (need > p->cap_pxg) {
+        double *ng = realloc(p->pxg, sizeof(double) * need);
+        if (!ng) { /* out of memory: keep the current counts */
+            for (int i = 0; i < nj; i++)
+                snprintf(out[i].reason, SCHED_REASON_MAX, "pollux: out of memory, keeps %d",
+                         p->want[i]);
+            return;
+        }
+        p->pxg = ng;
+        p->cap_pxg = need;
+    }
+    for (int i = 0; i < nj; i++)
+        for (int n = 0; n <= c.hi[i]; n++)
+            p->pxg[p->placed[i] + n] = px_goodput(&s->jobs[i], n, p->o.prior_k);
+    c.g = p->pxg;
     int *want = p->want;
     int free_agents = cap - used;
     if (free_agents < 0)

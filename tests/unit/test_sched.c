@@ -822,6 +822,27 @@ static void test_decision_time_100_jobs_100_nodes(void **state)
         assert_true(best < 100);
         sched_policy_free(&p);
     }
+    /* rl with the shipped table: half the jobs report goodput, so its cluster layer
+     * applies a goodput rule (pollux's search with weights) */
+    const char *src = getenv("KADET_SOURCE_DIR");
+    char path[1024], err[256];
+    snprintf(path, sizeof(path), "%s/operator/scheduler/qtable-default.json", src ? src : ".");
+    sched_policy *p = make("rl", NULL);
+    if (sched_qtable_load(p, path, err, sizeof(err)) == KD_OK) {
+        double best = 1e9;
+        for (int rep = 0; rep < 5; rep++) {
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            decide_ok(p, &s, d);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+            best = ms < best ? ms : best;
+        }
+        assert_non_null(strstr(d[0].reason, "goodput rule"));
+        print_message("decision time rl-table 100 jobs x 100 nodes: %.3f ms\n", best);
+        assert_true(best < 100);
+    }
+    sched_policy_free(&p);
 }
 
 int main(void)
