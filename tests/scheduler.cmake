@@ -8,3 +8,9 @@ kd_add_test(NAME test_sim SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_sim.c
 kd_add_script_test(NAME kadet_sim_cli
   COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/unit/test_sim_cli.sh
   LABELS unit TIMEOUT 60)
+# the goodput model against the Pollux artifact's Tiresias, workload by workload (skipped
+# without the data beside the repository or in $KADET_POLLUX_DIR)
+kd_add_script_test(NAME sim_artifact_check
+  COMMAND bash ${PROJECT_SOURCE_DIR}/hack/bench/sim-check.sh --max-dev 3
+  LABELS unit TIMEOUT 120)
+set_tests_properties(sim_artifact_check PROPERTIES SKIP_RETURN_CODE 77)

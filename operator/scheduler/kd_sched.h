@@ -24,6 +24,7 @@
 
 #define SCHED_REASON_MAX 160 /* bytes of a decision's reason, NUL included */
 #define SCHED_ID_MAX 128     /* bytes of a job id the rl policy remembers, NUL included */
+#define SCHED_LAS_MAX 8      /* tiresias: most queue thresholds */
 
 /* One node as the snapshot's jobs can use it. Capacity is what is left on the node after
  * everything that is NOT an agent of a job in this snapshot (allocatable minus requests of
@@ -63,6 +64,11 @@ typedef struct sched_job {
     double alpha;         /* reward weight on time (scheduling.weights.time); < 0 = default */
     double beta;          /* reward weight on cost (scheduling.weights.cost); < 0 = default */
     int priority;         /* higher is served first among otherwise equal jobs */
+    const double *goodput; /* pollux: predicted goodput (useful samples/s, batch chosen for
+                             it) at 1..n_goodput agents on the fewest nodes; NULL = use
+                             the speed model's throughput */
+    int n_goodput;        /* entries in goodput */
+    int restarts;         /* pollux: changes of the job's allocation since it started */
 } sched_job;
 
 /* What the policy decides from. */
@@ -106,6 +112,10 @@ typedef struct sched_options {
                              fewer and the state is treated as unvisited (greedy) */
     double margin;        /* rl: relative Q advantage an action needs over greedy's
                              choice before rl departs from greedy */
+    int n_las;            /* tiresias: queue thresholds in use (n_las + 1 queues),
+                             0..SCHED_LAS_MAX; default 2 */
+    double las_s[SCHED_LAS_MAX]; /* tiresias: attained service (agent-seconds) where each
+                             queue ends, ascending; default 1 and 10 agent-hours */
 } sched_options;
 
 typedef struct sched_policy sched_policy;
@@ -113,7 +123,7 @@ typedef struct sched_policy sched_policy;
 /* Fills o with the defaults documented in docs/scheduler.md. Can't fail. */
 void sched_options_default(sched_options *o);
 
-/* Creates a policy by name: "static", "tiresias", "fair", "greedy" or "rl". opt may be
+/* Creates a policy by name: "static", "tiresias", "fair", "greedy", "pollux" or "rl". opt may be
  * NULL for the defaults. Returns KD_OK and *out, KD_EINVAL (unknown name or option out of
  * range, detail in err) or KD_ENOMEM. */
 int sched_policy_create(const char *name, const sched_options *opt, sched_policy **out,
@@ -160,5 +170,9 @@ typedef struct sched_rl_stats {
 
 /* Fills st for an rl policy; returns KD_EINVAL for other policies. */
 int sched_rl_get_stats(const sched_policy *p, sched_rl_stats *st);
+
+/* Sets an rl policy's exploration probability (e.g. to explore again after loading a
+ * trained table); returns KD_EINVAL for other policies or epsilon outside [0, 1]. */
+int sched_rl_set_epsilon(sched_policy *p, double epsilon);
 
 #endif

@@ -47,6 +47,9 @@ void sched_options_default(sched_options *o)
     o->prior_k = 0.05;
     o->min_visits = 300;
     o->margin = 0;
+    o->n_las = 2;
+    o->las_s[0] = 3600.0;
+    o->las_s[1] = 36000.0;
 }
 
 static int sched_options_check(const sched_options *o, char *err, size_t errlen)
@@ -55,6 +58,12 @@ static int sched_options_check(const sched_options *o, char *err, size_t errlen)
         return sched_errf(err, errlen, KD_EINVAL, "cooldown_s must be >= 0");
     if (!(o->alpha >= 0) || !(o->beta >= 0) || !isfinite(o->alpha) || !isfinite(o->beta))
         return sched_errf(err, errlen, KD_EINVAL, "alpha and beta must be finite and >= 0");
+    if (o->n_las < 0 || o->n_las > SCHED_LAS_MAX)
+        return sched_errf(err, errlen, KD_EINVAL, "n_las must be in [0, %d]", SCHED_LAS_MAX);
+    for (int i = 0; i < o->n_las; i++)
+        if (!(o->las_s[i] > 0) || !isfinite(o->las_s[i]) || (i > 0 && o->las_s[i] <= o->las_s[i - 1]))
+            return sched_errf(err, errlen, KD_EINVAL,
+                              "tiresias thresholds must be positive and ascending");
     if (o->max_step < 1 || o->max_step > 2)
         return sched_errf(err, errlen, KD_EINVAL, "max_step must be 1 or 2, got %d",
                           o->max_step);
@@ -78,6 +87,7 @@ int sched_policy_create(const char *name, const sched_options *opt, sched_policy
 {
     static const struct { const char *name; enum sched_kind kind; } names[] = {
         {"static", SCHED_STATIC}, {"tiresias", SCHED_TIRESIAS}, {"fair", SCHED_FAIR},
+        {"pollux", SCHED_POLLUX},
         {"greedy", SCHED_GREEDY}, {"rl", SCHED_RL},
     };
     sched_options o;
@@ -91,7 +101,7 @@ int sched_policy_create(const char *name, const sched_options *opt, sched_policy
             kind = (int)names[i].kind;
     if (kind < 0)
         return sched_errf(err, errlen, KD_EINVAL,
-                          "unknown policy '%s' (static, tiresias, fair, greedy, rl)",
+                          "unknown policy '%s' (static, tiresias, fair, greedy, pollux, rl)",
                           name ? name : "(null)");
     if (opt)
         o = *opt;
@@ -130,6 +140,8 @@ void sched_policy_free(sched_policy **pp)
     free(p->score);
     free(p->placed);
     free(p->spare);
+    free(p->aux);
+    free(p->pxg);
     free(p->ncpu);
     free(p->nmem);
     free(p->nslots);
@@ -637,6 +649,14 @@ static int sched_check(const sched_policy *p, const sched_snapshot *s, char *err
                 return sched_errf(err, errlen, KD_EINVAL,
                                   "job %d (%s): throughput point %d needs agents >= 1 and "
                                   "0 < samples/s < inf", i, id, t);
+        if (j->n_goodput < 0 || (j->n_goodput > 0 && !j->goodput) || j->restarts < 0)
+            return sched_errf(err, errlen, KD_EINVAL,
+                              "job %d (%s): negative n_goodput or restarts, or no table", i, id);
+        for (int t = 0; t < j->n_goodput; t++)
+            if (!(j->goodput[t] >= 0) || !isfinite(j->goodput[t]))
+                return sched_errf(err, errlen, KD_EINVAL,
+                                  "job %d (%s): goodput at %d agents must be finite and >= 0",
+                                  i, id, t + 1);
         if (p->kind == SCHED_RL) {
             if (!j->id || j->id[0] == '\0' || strlen(j->id) >= SCHED_ID_MAX)
                 return sched_errf(err, errlen, KD_EINVAL,
@@ -674,6 +694,10 @@ static int sched_grow(sched_policy *p, int n_jobs, int n_nodes)
         if (!sc)
             return KD_ENOMEM;
         p->score = sc;
+        double *ax = realloc(p->aux, 2 * sizeof(double) * (size_t)cap);
+        if (!ax)
+            return KD_ENOMEM;
+        p->aux = ax;
         p->cap_jobs = cap;
     }
     if (n_nodes > p->cap_nodes) {
@@ -727,6 +751,10 @@ int sched_decide(sched_policy *p, const sched_snapshot *s, sched_decision *out, 
         sched_policy_greedy(p, s, out);
         sched_finish(p, s, out, 0, 1);
         break;
+    case SCHED_POLLUX:
+        sched_policy_pollux(p, s, out);
+        sched_finish(p, s, out, 0, 0);
+        break;
     case SCHED_RL:
         rc = sched_policy_rl(p, s, out);
         if (rc != KD_OK)
@@ -749,6 +777,14 @@ void sched_episode_end(sched_policy *p)
 {
     if (p && p->kind == SCHED_RL)
         sched_rl_episode_end(p);
+}
+
+int sched_rl_set_epsilon(sched_policy *p, double epsilon)
+{
+    if (!p || p->kind != SCHED_RL || !(epsilon >= 0 && epsilon <= 1))
+        return KD_EINVAL;
+    p->rl->epsilon = epsilon;
+    return KD_OK;
 }
 
 int sched_rl_get_stats(const sched_policy *p, sched_rl_stats *st)

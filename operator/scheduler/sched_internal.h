@@ -8,7 +8,7 @@
 
 #include "kd_sched.h"
 
-enum sched_kind { SCHED_STATIC, SCHED_TIRESIAS, SCHED_FAIR, SCHED_GREEDY, SCHED_RL };
+enum sched_kind { SCHED_STATIC, SCHED_TIRESIAS, SCHED_FAIR, SCHED_GREEDY, SCHED_RL, SCHED_POLLUX };
 
 /* rl state features; each is discretised into the number of buckets below. */
 #define SCHED_F_COUNT 6 /* agents held: 1, 2, 3-4, 5-8, 9-16, 17+ */
@@ -31,6 +31,31 @@ typedef struct sched_pending {
     int seen;              /* scratch: job present in the current snapshot */
 } sched_pending;
 
+/* rl's cluster layer (sched_rlc.c): one decision for the whole cluster every
+ * SCHED_C_HOLD decisions, choosing the allocation rule. State features: */
+#define SCHED_C_JOBS 5   /* active jobs: <=4, <=8, <=16, <=32, more */
+#define SCHED_C_QUEUE 4  /* share of jobs without agents: 0, <0.2, <0.5, >=0.5 */
+#define SCHED_C_GP 2     /* jobs carry goodput tables (half or more): no, yes */
+#define SCHED_C_SPREAD 3 /* longest / median estimated time left: <10, <100, >=100 */
+#define SCHED_C_STATES (SCHED_C_JOBS * SCHED_C_QUEUE * SCHED_C_GP * SCHED_C_SPREAD)
+#define SCHED_C_ACTIONS 5 /* 0 = greedy with the per-job table; 1..4 = goodput allocation
+                             (pollux's search) with job weights (time left)^-k, k below */
+#define SCHED_C_HOLD 10   /* decisions one cluster action is kept */
+extern const double sched_c_k[SCHED_C_ACTIONS];
+
+typedef struct sched_rlc {
+    double q1[SCHED_C_STATES * SCHED_C_ACTIONS];
+    double q2[SCHED_C_STATES * SCHED_C_ACTIONS];
+    unsigned visits[SCHED_C_STATES * SCHED_C_ACTIONS];
+    long updates;          /* cluster Q updates applied */
+    int pending;           /* 1 = a cluster action is running and owes an update */
+    int state, action;     /* its state and action */
+    int held;              /* decisions it has been applied */
+    double reward;         /* reward collected since it was chosen */
+    int prev_jobs;         /* jobs in the previous snapshot; -1 = none */
+    double prev_interval;  /* that snapshot's interval */
+} sched_rlc;
+
 /* The rl policy's learned state; the table is dense (SCHED_N_STATES x SCHED_N_ACTIONS). */
 typedef struct sched_rl {
     double *q1;            /* Q values; the only table unless double_q */
@@ -42,6 +67,7 @@ typedef struct sched_rl {
     sched_pending *pend;   /* pending transitions, one per job with a decision */
     int n_pend;            /* slots in use at the front of pend (some may be free) */
     int cap_pend;          /* allocated slots */
+    sched_rlc c;           /* the cluster layer */
 } sched_rl;
 
 struct sched_policy {
@@ -56,6 +82,11 @@ struct sched_policy {
     double *score;         /* per job: sort key */
     int *placed;           /* per job: agents placed by the safety stage */
     int *spare;            /* per job: greedy's copy of want while it tries a transfer */
+    double *aux;           /* 2 x cap_jobs: pollux's restart penalties, then job weights */
+    double *pxg;           /* pollux: goodput cache, sum over jobs of (hi + 1) entries */
+    size_t cap_pxg;        /* allocated entries of pxg */
+    double px_k;           /* pollux's search: weight job terms by (time left)^-px_k (0 =
+                              Pollux's objective; rl's cluster layer sets it) */
     double *ncpu, *nmem;   /* per node: capacity left while packing */
     int *nslots;           /* per node: slots left while packing */
     int cap_jobs, cap_nodes; /* allocated sizes of the scratch buffers */
@@ -123,12 +154,21 @@ void sched_policy_greedy(sched_policy *p, const sched_snapshot *s, sched_decisio
  * p->placed and p->spare. */
 void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fixed);
 int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *out);
+/* pollux (sched_pollux.c): fills p->want and p->order; scratch from p->score, p->spare. */
+void sched_policy_pollux(sched_policy *p, const sched_snapshot *s, sched_decision *out);
 
 /* rl table lifecycle (sched_rl.c). */
 int sched_rl_create(sched_policy *p);
 void sched_rl_free(sched_rl *rl);
 void sched_rl_clear(sched_rl *rl);
 int sched_rl_observe(sched_policy *p, const char *job_id, double reward, int done);
+/* The cluster layer: collects the reward of the running cluster action (minus the jobs
+ * in the system over the interval, in job-hours), updates its Q value when its hold
+ * ends, and returns the action to apply now. */
+int sched_rlc_step(sched_policy *p, const sched_snapshot *s);
+/* Closes the running cluster action as terminal (end of an episode). */
+void sched_rlc_end(sched_policy *p);
+void sched_rlc_clear(sched_rlc *c);
 void sched_rl_episode_end(sched_policy *p);
 
 /* Sorts idx[0..n) by key descending, ties by index ascending (stable, deterministic). */

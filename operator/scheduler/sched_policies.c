@@ -15,10 +15,16 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Tiresias' queue thresholds in agent-seconds of attained service: a job leaves the
- * first queue after one agent-hour and the second after ten. */
-#define SCHED_LAS_Q1 3600.0
-#define SCHED_LAS_Q2 36000.0
+/* Tiresias' queue of a job by attained agent-seconds, 0 = least attained service: by
+ * default a job leaves the first queue after one agent-hour and the second after ten
+ * (sched_options.las_s). */
+static int sched_las_queue(const sched_options *o, double attained_s)
+{
+    int q = 0;
+    while (q < o->n_las && attained_s >= o->las_s[q])
+        q++;
+    return q;
+}
 
 /* Sort key helpers: priority first, then FIFO (older first). Priorities are clamped so
  * that the composed key keeps sub-second resolution of the age. */
@@ -74,7 +80,7 @@ void sched_policy_tiresias(sched_policy *p, const sched_snapshot *s, sched_decis
 
     for (int i = 0; i < s->n_jobs; i++) {
         const sched_job *j = &s->jobs[i];
-        int q = j->attained_s < SCHED_LAS_Q1 ? 0 : (j->attained_s < SCHED_LAS_Q2 ? 1 : 2);
+        int q = sched_las_queue(&p->o, j->attained_s);
         p->score[i] = -q * 1e15 + sched_fifo_key(j);
     }
     sched_sort_desc(p->order, s->n_jobs, p->score);
@@ -83,7 +89,7 @@ void sched_policy_tiresias(sched_policy *p, const sched_snapshot *s, sched_decis
         int i = p->order[k];
         const sched_job *j = &s->jobs[i];
         int n = sched_requested(j);
-        int q = j->attained_s < SCHED_LAS_Q1 ? 0 : (j->attained_s < SCHED_LAS_Q2 ? 1 : 2);
+        int q = sched_las_queue(&p->o, j->attained_s);
         if (sched_pack_fits(&pk, j, n) == n) {
             sched_pack_place(&pk, j, n);
             p->want[i] = n;

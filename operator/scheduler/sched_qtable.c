@@ -21,7 +21,12 @@
 #include "sched_internal.h"
 
 #define SCHED_QT_FORMAT "kadet-qtable"
-#define SCHED_QT_VERSION 1
+#define SCHED_QT_VERSION 2 /* 2 adds "cluster" (the cluster layer); 1 is still read */
+
+static const char *const sched_qt_c_feature_names[4] = {"jobs", "queue", "goodput", "spread"};
+static const int sched_qt_c_dims[4] = {SCHED_C_JOBS, SCHED_C_QUEUE, SCHED_C_GP, SCHED_C_SPREAD};
+static const char *const sched_qt_c_actions[SCHED_C_ACTIONS] = {
+    "greedy-table", "goodput-k0", "goodput-k0.5", "goodput-k1", "goodput-k2"};
 
 static const char *const sched_qt_feature_names[6] = {"count", "efficiency", "free",
                                                       "queue", "progress", "time_left"};
@@ -44,6 +49,69 @@ static int qt_errf(char *buf, size_t len, int code, const char *fmt, ...)
 static int qt_is_rl(const sched_policy *p)
 {
     return p && p->kind == SCHED_RL && p->rl;
+}
+
+/* The cluster layer as {"features":{...},"actions":[...],"hold":H,"updates":U,
+ * "entries":[{"s":[4 ints],"n":[5],"q":[5],"q2":[5]}]}; visited states only. */
+static int qt_cluster_to_json(const sched_rlc *c, json_t *doc)
+{
+    json_t *cl = json_object(), *feats = json_object(), *acts = json_array(),
+           *entries = json_array();
+    int bad = !cl || !feats || !acts || !entries;
+    if (bad || json_object_set_new(doc, "cluster", cl)) {
+        json_decref(cl);
+        json_decref(feats);
+        json_decref(acts);
+        json_decref(entries);
+        return -1;
+    }
+    bad |= json_object_set_new(cl, "features", feats);
+    bad |= json_object_set_new(cl, "actions", acts);
+    bad |= json_object_set_new(cl, "hold", json_integer(SCHED_C_HOLD));
+    bad |= json_object_set_new(cl, "updates", json_integer(c->updates));
+    bad |= json_object_set_new(cl, "entries", entries);
+    if (bad)
+        return -1;
+    for (int f = 0; f < 4; f++)
+        bad |= json_object_set_new(feats, sched_qt_c_feature_names[f],
+                                   json_integer(sched_qt_c_dims[f]));
+    for (int a = 0; a < SCHED_C_ACTIONS; a++)
+        bad |= json_array_append_new(acts, json_string(sched_qt_c_actions[a]));
+    for (int st = 0; st < SCHED_C_STATES && !bad; st++) {
+        int any = 0;
+        for (int a = 0; a < SCHED_C_ACTIONS; a++)
+            any |= c->visits[st * SCHED_C_ACTIONS + a] > 0;
+        if (!any)
+            continue;
+        json_t *e = json_object(), *sv = json_array(), *nv = json_array(), *qv = json_array(),
+               *q2v = json_array();
+        if (!e || !sv || !nv || !qv || !q2v || json_array_append_new(entries, e)) {
+            json_decref(e);
+            json_decref(sv);
+            json_decref(nv);
+            json_decref(qv);
+            json_decref(q2v);
+            return -1;
+        }
+        bad |= json_object_set_new(e, "s", sv);
+        bad |= json_object_set_new(e, "n", nv);
+        bad |= json_object_set_new(e, "q", qv);
+        bad |= json_object_set_new(e, "q2", q2v);
+        int rem = st, f[4];
+        for (int k = 3; k >= 0; k--) {
+            f[k] = rem % sched_qt_c_dims[k];
+            rem /= sched_qt_c_dims[k];
+        }
+        for (int k = 0; k < 4; k++)
+            bad |= json_array_append_new(sv, json_integer(f[k]));
+        for (int a = 0; a < SCHED_C_ACTIONS; a++) {
+            int x = st * SCHED_C_ACTIONS + a;
+            bad |= json_array_append_new(nv, json_integer(c->visits[x]));
+            bad |= json_array_append_new(qv, json_real(c->q1[x]));
+            bad |= json_array_append_new(q2v, json_real(c->q2[x]));
+        }
+    }
+    return bad ? -1 : 0;
 }
 
 int sched_qtable_to_json(const sched_policy *p, json_t **out, char *err, size_t errlen)
@@ -114,6 +182,8 @@ int sched_qtable_to_json(const sched_policy *p, json_t **out, char *err, size_t 
         if (bad)
             goto nomem;
     }
+    if (qt_cluster_to_json(&rl->c, doc) != 0)
+        goto nomem;
     *out = doc;
     return KD_OK;
 nomem:
@@ -137,6 +207,77 @@ static int qt_numbers(const json_t *arr, int n, int ints, double *out)
     return 0;
 }
 
+static int qt_parse_cluster(sched_rlc *c, const json_t *cl, char *err, size_t errlen)
+{
+    double v[SCHED_C_ACTIONS], q[SCHED_C_ACTIONS], q2[SCHED_C_ACTIONS], n[SCHED_C_ACTIONS];
+    if (!json_is_object(cl))
+        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: version 2 needs a \"cluster\" object");
+    const json_t *feats = json_object_get(cl, "features");
+    for (int f = 0; f < 4; f++) {
+        const json_t *d = json_is_object(feats) ? json_object_get(feats, sched_qt_c_feature_names[f])
+                                                : NULL;
+        if (!json_is_integer(d) || json_integer_value(d) != sched_qt_c_dims[f])
+            return qt_errf(err, errlen, KD_EFORMAT,
+                           "Q-table: cluster feature \"%s\" must have %d buckets",
+                           sched_qt_c_feature_names[f], sched_qt_c_dims[f]);
+    }
+    const json_t *acts = json_object_get(cl, "actions");
+    if (!json_is_array(acts) || json_array_size(acts) != SCHED_C_ACTIONS)
+        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: cluster \"actions\" must list %d",
+                       SCHED_C_ACTIONS);
+    for (int a = 0; a < SCHED_C_ACTIONS; a++) {
+        const json_t *x = json_array_get(acts, (size_t)a);
+        if (!json_is_string(x) || strcmp(json_string_value(x), sched_qt_c_actions[a]) != 0)
+            return qt_errf(err, errlen, KD_EFORMAT, "Q-table: cluster action %d must be \"%s\"",
+                           a, sched_qt_c_actions[a]);
+    }
+    const json_t *hold = json_object_get(cl, "hold");
+    if (!json_is_integer(hold) || json_integer_value(hold) != SCHED_C_HOLD)
+        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: cluster \"hold\" must be %d",
+                       SCHED_C_HOLD);
+    const json_t *upd = json_object_get(cl, "updates");
+    if (upd && (!json_is_integer(upd) || json_integer_value(upd) < 0))
+        return qt_errf(err, errlen, KD_ERANGE, "Q-table: cluster \"updates\" must be >= 0");
+    const json_t *entries = json_object_get(cl, "entries");
+    if (!json_is_array(entries) || json_array_size(entries) > SCHED_C_STATES)
+        return qt_errf(err, errlen, KD_EFORMAT,
+                       "Q-table: cluster \"entries\" must be an array of at most %d",
+                       SCHED_C_STATES);
+    for (size_t e = 0; e < json_array_size(entries); e++) {
+        const json_t *en = json_array_get(entries, e);
+        if (!json_is_object(en) || qt_numbers(json_object_get(en, "s"), 4, 1, v) != 0 ||
+            qt_numbers(json_object_get(en, "n"), SCHED_C_ACTIONS, 1, n) != 0 ||
+            qt_numbers(json_object_get(en, "q"), SCHED_C_ACTIONS, 0, q) != 0 ||
+            qt_numbers(json_object_get(en, "q2"), SCHED_C_ACTIONS, 0, q2) != 0)
+            return qt_errf(err, errlen, KD_EFORMAT,
+                           "Q-table: cluster entry %zu needs s[4], n, q, q2[%d]", e,
+                           SCHED_C_ACTIONS);
+        int st = 0;
+        for (int f = 0; f < 4; f++) {
+            if (v[f] < 0 || v[f] >= sched_qt_c_dims[f])
+                return qt_errf(err, errlen, KD_ERANGE,
+                               "Q-table: cluster entry %zu: %s = %g out of [0, %d)", e,
+                               sched_qt_c_feature_names[f], v[f], sched_qt_c_dims[f]);
+            st = st * sched_qt_c_dims[f] + (int)v[f];
+        }
+        for (int a = 0; a < SCHED_C_ACTIONS; a++)
+            if (c->visits[st * SCHED_C_ACTIONS + a] > 0)
+                return qt_errf(err, errlen, KD_EFORMAT,
+                               "Q-table: cluster entry %zu: state listed twice", e);
+        for (int a = 0; a < SCHED_C_ACTIONS; a++) {
+            if (n[a] < 0 || n[a] > 4e9)
+                return qt_errf(err, errlen, KD_ERANGE,
+                               "Q-table: cluster entry %zu: visit count out of range", e);
+            int x = st * SCHED_C_ACTIONS + a;
+            c->visits[x] = (unsigned)n[a];
+            c->q1[x] = q[a];
+            c->q2[x] = q2[a];
+        }
+    }
+    c->updates = upd ? (long)json_integer_value(upd) : 0;
+    return KD_OK;
+}
+
 static int qt_parse(sched_policy *p, const json_t *doc, char *err, size_t errlen)
 {
     sched_rl *rl = p->rl;
@@ -149,9 +290,15 @@ static int qt_parse(sched_policy *p, const json_t *doc, char *err, size_t errlen
         return qt_errf(err, errlen, KD_EFORMAT, "Q-table: \"format\" is not \"%s\"",
                        SCHED_QT_FORMAT);
     const json_t *ver = json_object_get(doc, "version");
-    if (!json_is_integer(ver) || json_integer_value(ver) != SCHED_QT_VERSION)
-        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: unsupported \"version\" (want %d)",
+    if (!json_is_integer(ver) || json_integer_value(ver) < 1 ||
+        json_integer_value(ver) > SCHED_QT_VERSION)
+        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: unsupported \"version\" (want 1..%d)",
                        SCHED_QT_VERSION);
+    if (json_integer_value(ver) >= 2) {
+        int rc = qt_parse_cluster(&rl->c, json_object_get(doc, "cluster"), err, errlen);
+        if (rc != KD_OK)
+            return rc;
+    }
     const json_t *feats = json_object_get(doc, "features");
     if (!json_is_object(feats))
         return qt_errf(err, errlen, KD_EFORMAT, "Q-table: \"features\" missing");

@@ -51,6 +51,7 @@ int sched_rl_create(sched_policy *p)
         return KD_ENOMEM;
     }
     rl->epsilon = p->o.epsilon;
+    sched_rlc_clear(&rl->c);
     p->rl = rl;
     return KD_OK;
 }
@@ -79,6 +80,7 @@ void sched_rl_clear(sched_rl *rl)
     memset(rl->visits, 0, n * sizeof(unsigned));
     rl->updates = 0;
     rl->n_pend = 0;
+    sched_rlc_clear(&rl->c);
 }
 
 /* ---- state ---- */
@@ -228,6 +230,7 @@ int sched_rl_observe(sched_policy *p, const char *job_id, double reward, int don
 void sched_rl_episode_end(sched_policy *p)
 {
     p->rl->n_pend = 0;
+    sched_rlc_end(p);
 }
 
 static int sched_rl_grow(sched_rl *rl, int n)
@@ -261,6 +264,24 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
 
     if (sched_rl_grow(rl, s->n_jobs) != KD_OK)
         return KD_ENOMEM;
+    /* the cluster layer picks the rule; 0 = greedy moderated by the per-job table below */
+    int ca = sched_rlc_step(p, s);
+    if (ca > 0) {
+        char why[SCHED_REASON_MAX];
+        rl->n_pend = 0; /* per-job transitions do not span another rule's decisions */
+        p->px_k = sched_c_k[ca];
+        sched_policy_pollux(p, s, out);
+        p->px_k = 0;
+        for (int i = 0; i < s->n_jobs; i++) {
+            snprintf(why, sizeof(why), "%s", out[i].reason);
+            snprintf(out[i].reason, SCHED_REASON_MAX, "rl goodput rule k=%.1f: %.100s",
+                     sched_c_k[ca], why);
+        }
+        sched_finish(p, s, out, 0, 0);
+        if (p->o.learn)
+            rl->epsilon = fmax(p->o.epsilon_min, rl->epsilon * p->o.epsilon_decay);
+        return KD_OK;
+    }
     sched_greedy_alloc(p, s, NULL);
     memcpy(scr->greedy, p->want, sizeof(int) * (size_t)s->n_jobs);
 

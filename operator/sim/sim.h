@@ -9,6 +9,11 @@
  * only the time per iteration changes with n: step(n, k) = a * compute(B / (n a)) +
  * sync(n, k), where k is the number of nodes its agents sit on and a the gradient
  * accumulation steps needed when B / n exceeds the largest local batch ever measured.
+ *
+ * Goodput model (--batch-model goodput, sim_goodput.c): the Pollux artifact's job model.
+ * Step time from the measured row of each placement and local batch, progress integrated
+ * epoch by epoch at gain / step time with the gain from each epoch's gradient statistics,
+ * the artifact's accumulation rules, and a batch re-chosen by the job for elastic policies.
  */
 #ifndef KD_SIM_H
 #define KD_SIM_H
@@ -21,6 +26,39 @@
 #define SIM_MAX_N 64      /* largest agent count with measured sync time */
 #define SIM_MAX_K 16      /* largest node count with measured sync time */
 #define SIM_MAX_BSZ 16    /* validation traces (batch sizes) kept per app */
+#define SIM_PLACE_MAX 16  /* nodes of a placement the goodput model keys rows by */
+
+/* One measured row of placements.csv: placement digits normalised to their smallest
+ * rotation (the artifact's key), local batch, step and sync seconds. */
+typedef struct sim_prow {
+    char id[SIM_PLACE_MAX + 1];
+    double lb, step, sync;
+} sim_prow;
+
+/* One (nodes, replicas, local batch) point: the mean of placements.csv rows with that
+ * shape, or a scalability.csv row. */
+typedef struct sim_grow {
+    int k, n;
+    double lb, step, sync;
+} sim_grow;
+
+/* The goodput model's data of one application (NULL in sim_app when it could not load). */
+typedef struct sim_gp {
+    sim_prow *prow;      /* sorted by id, then lb */
+    int n_prow;
+    sim_grow *grow;      /* sorted by k, n, lb */
+    int n_grow;
+    int n_val;           /* validation traces, ascending batch size */
+    int vbsz[SIM_MAX_BSZ];
+    int n_ep;            /* epochs every trace has (the shortest trace) */
+    double *sqr, *var;   /* n_val x n_ep gradient statistics (grad_sqr, grad_var) */
+    double *prog;        /* n_ep + 1: progress at the end of epoch e (min over traces) */
+    int init_bsz;        /* smallest traced batch: the reference of the gain */
+    int max_bsz;         /* largest traced batch: the largest total batch */
+    double min_lb;       /* smallest measured local batch */
+    double max_lb;       /* largest local batch one step takes (yolov3: 8) */
+    int max_epochs;      /* epochs to train (the shortest trace's length) */
+} sim_gp;
 
 /* One application's measured behaviour. */
 typedef struct sim_app {
@@ -33,10 +71,41 @@ typedef struct sim_app {
     int n_bsz;                    /* validation traces found */
     int bsz[SIM_MAX_BSZ];         /* their global batch sizes */
     double iters[SIM_MAX_BSZ];    /* iterations to the last epoch at bsz[i] */
+    sim_gp *gp;                   /* goodput model; NULL when its data did not load */
+    char gp_err[256];             /* why gp is NULL */
 } sim_app;
 
-/* Loads traces/<app>/{placements,scalability}.csv and validation-*.csv. */
+/* Loads traces/<app>/{placements,scalability}.csv and validation-*.csv. The goodput
+ * model's data is loaded too; when it cannot be, a->gp is NULL and a->gp_err says why
+ * (only --batch-model goodput needs it). Free with sim_app_free(). */
 int sim_app_load(sim_app *a, const char *traces_dir, const char *app, char *err, size_t errlen);
+void sim_app_free(sim_app *a);
+
+/* Goodput model (sim_goodput.c). */
+int sim_gp_load(sim_app *a, const char *traces_dir, char *err, size_t errlen);
+void sim_gp_free(sim_gp *g);
+/* Step and sync seconds of one step at local batch lb on a placement (per-node agent
+ * counts of the nodes used, k of them, in node order): the placement's own rows when it
+ * was measured, else interpolated over (nodes, replicas, local batch). */
+void sim_gp_step(const sim_gp *g, const int *place, int k, double lb, double *step,
+                 double *sync);
+/* The artifact's accumulation rules for a fixed global batch on n agents: atomic (per
+ * step) local batch and accumulation steps. */
+void sim_gp_fixed(const sim_gp *g, int n, int batch, int *atomic, int *accum);
+/* Statistical efficiency gain of global batch `batch` in epoch `epoch` (progress made
+ * per step, in steps at init_bsz): (var + sqr) / (var / scale + sqr), scale = batch /
+ * init_bsz. grad statistics are interpolated between the traced batch sizes. */
+double sim_gp_gain(const sim_gp *g, double batch, int epoch);
+/* Progress per second of a configuration: gain / (step + accum * (step - sync)). */
+double sim_gp_rate(const sim_gp *g, const int *place, int k, int atomic, int accum, int epoch);
+/* The configuration of best goodput on a placement in epoch `epoch` (the runtime's
+ * adaptive batch): 50 global batches spaced geometrically between max(init_bsz, min_lb
+ * n) and max_bsz, each split by the accumulation rules. Returns its progress rate. */
+double sim_gp_best(const sim_gp *g, const int *place, int k, int epoch, int *atomic,
+                   int *accum);
+/* Shared CSV helpers of sim_model.c. */
+int sim_csv_split(char *line, char **f, int max);
+int sim_csv_num(const char *s, double *out);
 /* Seconds per iteration of a job with global batch bsz on n agents over k nodes. */
 double sim_step_time(const sim_app *a, double bsz, int n, int k);
 /* Iterations to the app's last epoch at global batch bsz (nearest trace, rescaled by
@@ -80,7 +149,13 @@ typedef struct sim_config {
     double alpha, beta;  /* reward weights of every job (1, 0: the benchmark optimises JCT) */
     double horizon_s;    /* give up after this much simulated time (0 = 30 days) */
     const char *trace_job; /* print this job's decisions to stderr; NULL = none (borrowed) */
+    int batch_model;     /* SIM_BATCH_FIXED (default) or SIM_BATCH_GOODPUT */
+    int adaptive;        /* goodput model: -1 = by policy (elastic policies adapt the batch,
+                            static and tiresias keep the workload's), 0 = never, 1 = always */
 } sim_config;
+
+#define SIM_BATCH_FIXED 0
+#define SIM_BATCH_GOODPUT 1
 
 void sim_config_default(sim_config *c);
 

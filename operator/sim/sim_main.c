@@ -53,7 +53,8 @@ static void usage(FILE *out)
         "  --workload CSV        workload to replay\n"
         "  --traces DIR          Pollux traces (default $KADET_POLLUX_DIR/traces, else\n"
         "                        %s/traces)\n"
-        "  --policy LIST         static, tiresias, fair, greedy, rl (comma list; default rl)\n"
+        "  --policy LIST         static, tiresias, fair, greedy, pollux, rl (comma list;\n"
+        "                        default rl)\n"
         "  --qtable FILE         rl: table to load (default $KADET_QTABLE, else the shipped\n"
         "                        %s); with --train: where to save\n"
         "  --summary-json PATH   write {avg_jct,p50_jct,p99_jct,makespan,utilization,rescales}\n"
@@ -61,6 +62,7 @@ static void usage(FILE *out)
         "  --jobs-csv PATH       write policy,name,application,arrival,replicas,batch,jct\n"
         "  --train N             train rl for N episodes (workloads taken in turn)\n"
         "  --train-workloads L   comma list of workload CSVs to train on\n"
+        "  --train-init FILE     continue training from this table (its epsilon is reset)\n"
         "  --nodes N             nodes (16)          --slots N      agent slots per node (4)\n"
         "  --interval S          scheduling interval seconds (60)\n"
         "  --restart S           stall on every change of a job's count (30)\n"
@@ -70,6 +72,12 @@ static void usage(FILE *out)
         "  --seed N              rl exploration seed (1)   --double-q   Double Q-learning\n"
         "  --min-visits N        rl: updates before a learned Q counts (300)\n"
         "  --margin M            rl: relative Q advantage needed to depart from greedy (0)\n"
+        "  --batch-model M       fixed (default): a job keeps its batch and its length in\n"
+        "                        iterations; goodput: the Pollux artifact's model (step time\n"
+        "                        per placement, progress at gain / step time per epoch, batch\n"
+        "                        re-chosen by elastic policies' jobs)\n"
+        "  --tiresias-thresholds L  tiresias queue limits in agent-hours, ascending comma\n"
+        "                        list (1,10; the artifact: 16)\n"
         "  --trace-job NAME      print every decision about job NAME to stderr\n"
         "  --quiet               only the table          --help\n",
         KADET_POLLUX_DEFAULT, KADET_QTABLE_DEFAULT);
@@ -77,9 +85,12 @@ static void usage(FILE *out)
 
 typedef struct sim_cli {
     const char *workload, *traces, *policies, *qtable, *summary, *train_wl, *jobs_csv;
+    const char *train_init; /* table to continue training from */
     int train, quiet, double_q, min_visits;
     long seed;
     double cooldown, margin;
+    int n_las;          /* -1 = the policy core's default thresholds */
+    double las_s[SCHED_LAS_MAX];
     sim_config cfg;
 } sim_cli;
 
@@ -105,6 +116,7 @@ static int parse_args(int argc, char **argv, sim_cli *cli)
     cli->seed = 1;
     cli->min_visits = -1;
     cli->margin = -1;
+    cli->n_las = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double x;
@@ -130,6 +142,7 @@ static int parse_args(int argc, char **argv, sim_cli *cli)
         else if (strcmp(a, "--summary-json") == 0) cli->summary = v;
         else if (strcmp(a, "--train-workloads") == 0) cli->train_wl = v;
         else if (strcmp(a, "--jobs-csv") == 0) cli->jobs_csv = v;
+        else if (strcmp(a, "--train-init") == 0) cli->train_init = v;
         else if (strcmp(a, "--train") == 0) {
             if (parse_num(a, v, 1, 1e6, &x)) return -1;
             cli->train = (int)x;
@@ -156,6 +169,40 @@ static int parse_args(int argc, char **argv, sim_cli *cli)
             cli->min_visits = (int)x;
         } else if (strcmp(a, "--margin") == 0) {
             if (parse_num(a, v, 0, 1e3, &cli->margin)) return -1;
+        } else if (strcmp(a, "--batch-model") == 0) {
+            if (strcmp(v, "fixed") == 0) {
+                cli->cfg.batch_model = SIM_BATCH_FIXED;
+            } else if (strcmp(v, "goodput") == 0) {
+                cli->cfg.batch_model = SIM_BATCH_GOODPUT;
+            } else {
+                fprintf(stderr, "kadet-sim: --batch-model is fixed or goodput, got '%s'\n", v);
+                return -1;
+            }
+        } else if (strcmp(a, "--tiresias-thresholds") == 0) {
+            char buf[256], *cur = buf;
+            if (strlen(v) >= sizeof(buf)) {
+                fprintf(stderr, "kadet-sim: --tiresias-thresholds too long\n");
+                return -1;
+            }
+            snprintf(buf, sizeof(buf), "%s", v);
+            cli->n_las = 0;
+            for (char *tok = next_item(&cur); tok; tok = next_item(&cur)) {
+                if (cli->n_las == SCHED_LAS_MAX) {
+                    fprintf(stderr, "kadet-sim: at most %d tiresias thresholds\n",
+                            SCHED_LAS_MAX);
+                    return -1;
+                }
+                if (parse_num(a, tok, 1e-6, 1e9, &x)) return -1;
+                if (cli->n_las > 0 && x * 3600.0 <= cli->las_s[cli->n_las - 1]) {
+                    fprintf(stderr, "kadet-sim: --tiresias-thresholds must ascend\n");
+                    return -1;
+                }
+                cli->las_s[cli->n_las++] = x * 3600.0;
+            }
+            if (cli->n_las == 0) {
+                fprintf(stderr, "kadet-sim: --tiresias-thresholds needs at least one value\n");
+                return -1;
+            }
         } else if (strcmp(a, "--trace-job") == 0) {
             cli->cfg.trace_job = v;
         } else if (strcmp(a, "--seed") == 0) {
@@ -190,6 +237,11 @@ static void options_for(const sim_cli *cli, sched_options *o, int learn, int epi
         o->min_visits = cli->min_visits;
     if (cli->margin >= 0)
         o->margin = cli->margin;
+    if (cli->n_las >= 0) {
+        o->n_las = cli->n_las;
+        for (int i = 0; i < cli->n_las; i++)
+            o->las_s[i] = cli->las_s[i];
+    }
     if (learn && episodes_decisions > 0) /* floor after 70% of the decisions given */
         o->epsilon_decay = pow(o->epsilon_min / o->epsilon, 1.0 / (0.7 * episodes_decisions));
 }
@@ -232,6 +284,15 @@ static int train(const sim_cli *cli, sim_model *m)
         fprintf(stderr, "kadet-sim: %s\n", err);
         rc = 2;
         goto out;
+    }
+    if (cli->train_init) {
+        if (sched_qtable_load(p, cli->train_init, err, sizeof(err)) != KD_OK) {
+            fprintf(stderr, "kadet-sim: --train-init: %s\n", err);
+            sched_policy_free(&p);
+            rc = 2;
+            goto out;
+        }
+        sched_rl_set_epsilon(p, o.epsilon);
     }
     double t0 = now_s();
     for (int e = 0; e < cli->train; e++) {
@@ -316,9 +377,11 @@ int main(int argc, char **argv)
             fprintf(jobs_fp, "policy,name,application,arrival,replicas,batch,jct\n");
     }
     if (!cli.quiet)
-        printf("workload %s: %d jobs, %d nodes x %d slots, interval %.0fs, restart %.0fs\n",
+        printf("workload %s: %d jobs, %d nodes x %d slots, interval %.0fs, restart %.0fs, "
+               "%s batch model\n",
                cli.workload, w.n_jobs, cli.cfg.nodes, cli.cfg.slots, cli.cfg.interval_s,
-               cli.cfg.restart_s);
+               cli.cfg.restart_s,
+               cli.cfg.batch_model == SIM_BATCH_GOODPUT ? "goodput" : "fixed");
     printf("%-9s %6s %9s %9s %9s %9s %6s %9s %8s\n", "policy", "jobs", "avg_jct", "p50_jct",
            "p99_jct", "makespan", "util", "rescales", "sim_s");
     snprintf(list, sizeof(list), "%s", cli.policies);

@@ -260,7 +260,27 @@ int sim_app_load(sim_app *a, const char *traces_dir, const char *app, char *err,
     closedir(d);
     if (rc == KD_OK && a->n_bsz == 0)
         rc = sim_errf(err, errlen, KD_EFORMAT, "%s/%s: no validation-<B>.csv", traces_dir, app);
+    if (rc == KD_OK && sim_gp_load(a, traces_dir, a->gp_err, sizeof(a->gp_err)) != KD_OK)
+        a->gp = NULL; /* only --batch-model goodput needs it; gp_err says why */
     return rc;
+}
+
+void sim_app_free(sim_app *a)
+{
+    if (!a)
+        return;
+    sim_gp_free(a->gp);
+    a->gp = NULL;
+}
+
+int sim_csv_split(char *line, char **f, int max)
+{
+    return sim_split(line, f, max);
+}
+
+int sim_csv_num(const char *s, double *out)
+{
+    return sim_num(s, out);
 }
 
 /* Compute seconds of one step at local batch lb (within the measured range). */
@@ -343,6 +363,8 @@ void sim_model_free(sim_model *m)
 {
     if (!m)
         return;
+    for (int i = 0; i < m->n_apps; i++)
+        sim_app_free(&m->apps[i]);
     free(m->apps);
     m->apps = NULL;
     m->n_apps = 0;
@@ -364,8 +386,10 @@ static int sim_model_app(sim_model *m, const char *name, char *err, size_t errle
         return sim_errf(err, errlen, KD_ENOMEM, "out of memory");
     m->apps = na;
     int rc = sim_app_load(&m->apps[m->n_apps], m->traces_dir, name, err, errlen);
-    if (rc != KD_OK)
+    if (rc != KD_OK) {
+        sim_app_free(&m->apps[m->n_apps]);
         return rc;
+    }
     return m->n_apps++;
 }
 

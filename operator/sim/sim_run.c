@@ -7,6 +7,13 @@
  * follows any change of its count; a job that finishes mid-interval stops there and its
  * agents stay idle until the next decision, as they would in the operator. The rl policy
  * gets the reward of each interval from the progress actually made.
+ *
+ * Under the goodput model (sim_goodput.c) a job's work is the progress of its last epoch
+ * and it advances epoch by epoch at gain / step time; its batch is the workload's (split
+ * by the accumulation rules) or, when adaptive, re-chosen by the job for the best goodput
+ * whenever its allocation changes and at every epoch boundary. Policies then see
+ * throughput as useful samples per second (progress rate times the smallest traced
+ * batch) and the work left as the declared epochs not yet done, never the future gain.
  */
 #include "sim.h"
 
@@ -34,6 +41,10 @@ typedef struct sim_js {
     int rescales;          /* count changes after the first start */
     sched_tp tp[SIM_TP_MAX]; /* measured throughput by count (latest per count) */
     int n_tp;
+    /* goodput model */
+    int epoch;             /* epochs completed */
+    int atomic, accum;     /* local batch per step and accumulation steps */
+    int adaptive;          /* 1 = the job re-chooses its batch */
 } sim_js;
 
 static int sim_errf(char *buf, size_t len, int code, const char *fmt, ...)
@@ -60,6 +71,8 @@ void sim_config_default(sim_config *c)
     c->beta = 0;
     c->horizon_s = 0;
     c->trace_job = NULL;
+    c->batch_model = SIM_BATCH_FIXED;
+    c->adaptive = -1;
 }
 
 /* Moves job i to n agents: grows on nodes it already uses, then on the emptiest nodes;
@@ -141,6 +154,66 @@ static double sim_ideal(const sim_model *m, const sim_wjob *wj, const sim_js *j,
     return best;
 }
 
+/* The job's placement as per-node counts of the nodes it uses, in node order. */
+static int sim_compact(const int *mine, int nodes, int *out)
+{
+    int k = 0;
+    for (int i = 0; i < nodes; i++)
+        if (mine[i] > 0)
+            out[k++] = mine[i];
+    return k;
+}
+
+/* Goodput model: the job's configuration on its current placement. */
+static void sim_gp_configure(const sim_gp *g, sim_js *j, const sim_wjob *wj, const int *pl,
+                             int k)
+{
+    if (j->n <= 0) {
+        j->atomic = j->accum = 0;
+        return;
+    }
+    if (j->adaptive)
+        sim_gp_best(g, pl, k, j->epoch, &j->atomic, &j->accum);
+    else
+        sim_gp_fixed(g, j->n, wj->bsz, &j->atomic, &j->accum);
+}
+
+/* Goodput model: advances job j over [start, t1) epoch by epoch, as the artifact does
+ * (an epoch boundary lands on whole seconds). Returns 1 when the job finished (*end =
+ * completion time); *did receives the progress made. */
+static int sim_gp_advance(const sim_gp *g, sim_js *j, const sim_wjob *wj, const int *pl, int k,
+                          double start, double t1, double *end, double *did)
+{
+    double sec = t1 - start, cur = start;
+    *did = 0;
+    *end = t1;
+    while (sec > 0) {
+        double rate = sim_gp_rate(g, pl, k, j->atomic, j->accum, j->epoch);
+        if (!(rate > 0))
+            return 0;
+        double next = g->prog[j->epoch + 1];
+        if (j->done + rate * sec < next) {
+            j->done += rate * sec;
+            *did += rate * sec;
+            return 0;
+        }
+        double delta = rint((next - j->done) / rate);
+        if (delta > sec)
+            delta = sec;
+        *did += next - j->done;
+        j->done = next;
+        j->epoch++;
+        cur += delta;
+        sec -= delta;
+        if (j->epoch >= g->max_epochs) {
+            *end = cur;
+            return 1;
+        }
+        sim_gp_configure(g, j, wj, pl, k);
+    }
+    return 0;
+}
+
 int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sched_policy *p,
             sim_result *r, double *jct_out, char *err, size_t errlen)
 {
@@ -154,6 +227,9 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
     sched_job *sj = calloc((size_t)nj, sizeof(*sj));
     sched_decision *dec = calloc((size_t)nj, sizeof(*dec));
     double *jct = calloc((size_t)nj, sizeof(double));
+    int *plv = NULL; /* goodput model: one job's placement, compacted */
+    double **gtab = NULL; /* goodput model: per app, goodput by epoch x agents (NAN = not
+                             computed yet), the table adaptive jobs hand to policies */
 
     memset(r, 0, sizeof(*r));
     if (!js || !place || !free_slots || !active || !nodes || !sj || !dec || !jct) {
@@ -168,11 +244,46 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
         free_slots[k] = c->slots;
         nodes[k].slots = c->slots;
     }
+    int gpm = c->batch_model == SIM_BATCH_GOODPUT, adaptive = c->adaptive;
+    if (adaptive < 0) { /* by policy: the non-elastic ones keep the workload's batch */
+        const char *pn = sched_policy_name(p);
+        adaptive = !(strcmp(pn, "static") == 0 || strcmp(pn, "tiresias") == 0);
+    }
+    plv = gpm ? calloc((size_t)(c->nodes > cap ? c->nodes : cap), sizeof(int)) : NULL;
+    gtab = gpm ? calloc((size_t)m->n_apps, sizeof(double *)) : NULL;
+    for (int a = 0; gtab && a < m->n_apps; a++) {
+        const sim_gp *g = m->apps[a].gp;
+        if (!g)
+            continue;
+        size_t len = (size_t)(g->max_epochs + 1) * (size_t)cap;
+        gtab[a] = malloc(sizeof(double) * len);
+        if (!gtab[a]) {
+            rc = sim_errf(err, errlen, KD_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t e = 0; e < len; e++)
+            gtab[a][e] = NAN;
+    }
+    if (gpm && (!plv || !gtab)) {
+        rc = sim_errf(err, errlen, KD_ENOMEM, "out of memory");
+        goto out;
+    }
     double ideal_sum = 0;
     for (int i = 0; i < nj; i++) {
         const sim_wjob *wj = &w->jobs[i];
         sim_js *j = &js[i];
-        j->total = sim_iterations(&m->apps[wj->app], wj->bsz);
+        if (gpm) {
+            const sim_app *ap = &m->apps[wj->app];
+            if (!ap->gp) {
+                rc = sim_errf(err, errlen, KD_EFORMAT, "goodput model of %s: %s", ap->name,
+                              ap->gp_err);
+                goto out;
+            }
+            j->total = ap->gp->prog[ap->gp->max_epochs];
+            j->adaptive = adaptive;
+        } else {
+            j->total = sim_iterations(&m->apps[wj->app], wj->bsz);
+        }
         j->min = 1;
         j->request = wj->request < cap ? wj->request : cap;
         j->max = (int)ceil(c->max_factor * wj->request);
@@ -182,10 +293,11 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
             j->max = cap;
         j->last_change = -1;
         r->work_total_iters += j->total;
-        ideal_sum += sim_ideal(m, wj, j, c);
+        if (!gpm) /* the ideal JCT is defined for the fixed model only */
+            ideal_sum += sim_ideal(m, wj, j, c);
     }
     r->jobs = nj;
-    r->ideal_avg = ideal_sum / nj;
+    r->ideal_avg = gpm ? 0 : ideal_sum / nj;
     r->min_slack = INFINITY;
 
     int next = 0, left = nj;
@@ -219,10 +331,33 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
             s->tp = j->tp;
             s->n_tp = j->n_tp;
             s->progress = j->done / j->total;
-            s->remaining = (j->total - j->done) * w->jobs[i].bsz;
+            s->remaining = (j->total - j->done) *
+                           (gpm ? m->apps[w->jobs[i].app].gp->init_bsz : w->jobs[i].bsz);
             s->alpha = c->alpha;
             s->beta = c->beta;
             s->priority = 0;
+            s->restarts = j->rescales;
+            s->goodput = NULL;
+            s->n_goodput = 0;
+            if (gpm && j->adaptive) {
+                /* goodput at 1..max agents packed onto the fewest nodes, with the batch
+                 * the job would choose, in its current epoch's noise scale */
+                const sim_gp *g = m->apps[w->jobs[i].app].gp;
+                double *row = &gtab[w->jobs[i].app][(size_t)j->epoch * (size_t)cap];
+                int top = j->max < cap ? j->max : cap;
+                for (int n = 1; n <= top; n++) {
+                    if (!isnan(row[n - 1]))
+                        continue;
+                    int k = 0, rest = n, at, ac;
+                    while (rest > 0) {
+                        plv[k] = rest < c->slots ? rest : c->slots;
+                        rest -= plv[k++];
+                    }
+                    row[n - 1] = sim_gp_best(g, plv, k, j->epoch, &at, &ac) * g->init_bsz;
+                }
+                s->goodput = row;
+                s->n_goodput = top;
+            }
         }
         sched_snapshot snap = {nodes, c->nodes, sj, na, c->interval_s, c->restart_s};
         rc = sched_decide(p, &snap, dec, err, errlen);
@@ -248,6 +383,10 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
                 sim_place(free_slots, &place[(size_t)i * c->nodes], c->nodes, j->n, d);
                 j->n = d;
                 j->last_change = t;
+                if (gpm) {
+                    int k = sim_compact(&place[(size_t)i * c->nodes], c->nodes, plv);
+                    sim_gp_configure(m->apps[w->jobs[i].app].gp, j, &w->jobs[i], plv, k);
+                }
                 if (d > 0) {
                     j->started = 1;
                     j->stall_until = t + c->restart_s;
@@ -263,12 +402,37 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
                 continue;
             const sim_wjob *wj = &w->jobs[i];
             int *mine = &place[(size_t)i * c->nodes];
+            double start = j->stall_until > t ? j->stall_until : t;
+            double run = t1 > start ? t1 - start : 0, need = j->total - j->done;
+            double end = t1, did = 0, rate;
+            int done = 0;
+            if (gpm) {
+                const sim_gp *g = m->apps[wj->app].gp;
+                int k = sim_compact(mine, c->nodes, plv);
+                done = run > 0 && sim_gp_advance(g, j, wj, plv, k, start, t1, &end, &did);
+                if (run <= 0)
+                    did = 0;
+                if (done)
+                    j->done = j->total;
+                r->work_done_iters += did;
+                j->attained += j->n * (end - t);
+                held += j->n * (end - t);
+                rate = sim_gp_rate(g, plv, k, j->atomic, j->accum, j->epoch);
+                if (run > 0 && rate > 0)
+                    sim_record_tp(j, j->n, rate * g->init_bsz);
+                /* reward: progress made over the interval against one agent's rate */
+                int one = 1, at1, ac1;
+                double rate_min = j->adaptive ? sim_gp_best(g, &one, 1, j->epoch, &at1, &ac1)
+                                              : (sim_gp_fixed(g, 1, wj->bsz, &at1, &ac1),
+                                                 sim_gp_rate(g, &one, 1, at1, ac1, j->epoch));
+                double rew = c->alpha * (did / fmax(end - t, 1e-9)) / fmax(rate_min, 1e-12) +
+                             c->beta * (double)j->min / j->n;
+                sched_observe(p, wj->name, rew, done);
+                goto finish;
+            }
             double step = sim_step_time(&m->apps[wj->app], wj->bsz, j->n,
                                         sim_nodes_used(mine, c->nodes));
-            double rate = 1.0 / step, start = j->stall_until > t ? j->stall_until : t;
-            double run = t1 > start ? t1 - start : 0, need = j->total - j->done;
-            double end = t1, did;
-            int done = 0;
+            rate = 1.0 / step;
             if (rate * run >= need) {
                 did = need;
                 end = start + need / rate;
@@ -289,13 +453,14 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
             double rew = c->alpha * (did / fmax(end - t, 1e-9)) / rate_min +
                          c->beta * (double)j->min / j->n;
             sched_observe(p, wj->name, rew, done);
+        finish:
             if (done) {
                 j->finished = 1;
                 j->finish = end;
                 sim_place(free_slots, mine, c->nodes, j->n, 0);
                 j->n = 0;
                 jct[i] = end - wj->arrival;
-                double slack = jct[i] - sim_ideal(m, wj, j, c);
+                double slack = gpm ? INFINITY : jct[i] - sim_ideal(m, wj, j, c);
                 if (slack < r->min_slack)
                     r->min_slack = slack;
                 if (end > r->makespan)
@@ -343,6 +508,10 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
                       "%d of %d jobs unfinished after %.0f simulated seconds", left, nj, horizon);
 out:
     sched_episode_end(p);
+    free(plv);
+    for (int a = 0; gtab && a < m->n_apps; a++)
+        free(gtab[a]);
+    free(gtab);
     free(js);
     free(place);
     free(free_slots);

@@ -22,7 +22,7 @@
 #include "kd_sched.h"
 #include "sched_qtable.h"
 
-static const char *const all_policies[] = {"static", "tiresias", "fair", "greedy", "rl"};
+static const char *const all_policies[] = {"static", "tiresias", "fair", "greedy", "pollux", "rl"};
 
 static sched_policy *make(const char *name, const sched_options *o)
 {
@@ -154,6 +154,60 @@ static void test_greedy_prefers_the_job_that_scales(void **state)
     sched_policy_free(&p);
 }
 
+/* ---- pollux ---- */
+
+static void test_pollux_goodput_and_fairness(void **state)
+{
+    (void)state;
+    /* 8 slots on 2 nodes; "scales" gains goodput linearly, "flat" saturates at 2 agents,
+     * "new" waits with no agent: the harmonic mean gives everyone at least one agent and
+     * the rest to the job whose goodput grows */
+    sched_node n[2] = {{0, 0, 4}, {0, 0, 4}};
+    double gs[8], gf[8];
+    for (int i = 0; i < 8; i++) {
+        gs[i] = 100.0 * (i + 1);
+        gf[i] = i == 0 ? 100 : 120;
+    }
+    sched_tp tps[1] = {{4, 400}}, tpf[1] = {{4, 120}};
+    sched_job j[3] = {job("scales", 1, 8, 4, 3600), job("flat", 1, 8, 4, 3600),
+                      job("new", 1, 8, 0, 60)};
+    j[0].goodput = gs;
+    j[0].n_goodput = 8;
+    j[0].tp = tps;
+    j[0].n_tp = 1;
+    j[1].goodput = gf;
+    j[1].n_goodput = 8;
+    j[1].tp = tpf;
+    j[1].n_tp = 1;
+    j[2].goodput = gs;
+    j[2].n_goodput = 8;
+    sched_snapshot s = {n, 2, j, 3, 60, 30};
+    sched_decision d[3];
+    sched_policy *p = make("pollux", NULL);
+    decide_ok(p, &s, d);
+    assert_int_equal(d[0].desired + d[1].desired + d[2].desired, 8);
+    assert_true(d[2].desired >= 1); /* nobody is left out while agents can be moved */
+    assert_true(d[1].desired <= 2); /* no agent where goodput does not grow */
+    assert_true(d[0].desired >= 4);
+    /* a job is never given more than twice the largest count it was measured at */
+    assert_true(d[2].desired <= 2);
+    assert_non_null(strstr(d[0].reason, "pollux"));
+    /* the restart penalty: a young job that restarted often keeps its count rather than
+     * take one more agent for a 1% gain */
+    double g2[4] = {100, 200, 202, 203};
+    sched_tp tp2[1] = {{2, 200}};
+    sched_job one = job("one", 1, 4, 2, 120);
+    one.goodput = g2;
+    one.n_goodput = 4;
+    one.tp = tp2;
+    one.n_tp = 1;
+    one.restarts = 3;
+    sched_snapshot s1 = {n, 1, &one, 1, 60, 30};
+    decide_ok(p, &s1, d);
+    assert_int_equal(d[0].desired, 2);
+    sched_policy_free(&p);
+}
+
 static void test_greedy_restart_must_pay(void **state)
 {
     (void)state;
@@ -260,7 +314,7 @@ static void test_bad_snapshots_rejected(void **state)
     sched_options_default(&o);
     o.max_step = 3;
     assert_int_equal(sched_policy_create("rl", &o, &p, err, sizeof(err)), KD_EINVAL);
-    assert_int_equal(sched_policy_create("pollux", NULL, &p, err, sizeof(err)), KD_EINVAL);
+    assert_int_equal(sched_policy_create("optimus", NULL, &p, err, sizeof(err)), KD_EINVAL);
     assert_non_null(strstr(err, "unknown policy"));
     assert_null(p);
 }
@@ -468,6 +522,82 @@ static void test_rl_learns(void **state)
     sched_policy_free(&p);
 }
 
+/* rl's cluster layer: a version 2 table's cluster rule is applied where jobs report
+ * goodput (and backed off to from unvisited states), version 1 tables still load, and a
+ * foreign cluster section is refused. */
+static void test_rl_cluster_layer(void **state)
+{
+    (void)state;
+    char err[256];
+    const char *v2 =
+        "{\"format\":\"kadet-qtable\",\"version\":2,"
+        "\"features\":{\"count\":6,\"efficiency\":4,\"free\":4,\"queue\":4,"
+        "\"progress\":3,\"time_left\":4},\"actions\":[-2,-1,0,1,2],\"entries\":[],"
+        "\"cluster\":{\"features\":{\"jobs\":5,\"queue\":4,\"goodput\":2,\"spread\":3},"
+        "\"actions\":[\"greedy-table\",\"goodput-k0\",\"goodput-k0.5\",\"goodput-k1\","
+        "\"goodput-k2\"],\"hold\":10,\"updates\":50,"
+        "\"entries\":[{\"s\":[4,3,1,2],\"n\":[0,10,10,10,10],"
+        "\"q\":[0,-9,-8,-1,-5],\"q2\":[0,-9,-8,-1,-5]}]}}";
+    sched_policy *p = make("rl", NULL);
+    if (sched_qtable_loads(p, v2, err, sizeof(err)) != KD_OK)
+        fail_msg("v2 table: %s", err);
+    sched_node n[2] = {{0, 0, 4}, {0, 0, 4}};
+    double g[8] = {100, 190, 270, 340, 400, 450, 490, 520};
+    sched_tp tp[1] = {{2, 190}};
+    sched_job j[2] = {job("a", 1, 8, 2, 600), job("b", 1, 8, 0, 60)};
+    for (int i = 0; i < 2; i++) {
+        j[i].goodput = g;
+        j[i].n_goodput = 8;
+        j[i].remaining = 1e6 * (i + 1);
+    }
+    j[0].tp = tp;
+    j[0].n_tp = 1;
+    sched_snapshot s = {n, 2, j, 2, 60, 30};
+    sched_decision d[2];
+    /* (2 jobs, half queued, goodput, small spread) was never visited: the back-off takes
+     * the rule that is best where the table was trained, goodput with k = 1 */
+    decide_ok(p, &s, d);
+    for (int i = 0; i < 2; i++)
+        assert_non_null(strstr(d[i].reason, "goodput rule k=1.0"));
+    assert_true(d[1].desired >= 1);
+    sched_policy_free(&p);
+    /* jobs without goodput tables: greedy with the per-job table (never a goodput rule) */
+    p = make("rl", NULL);
+    assert_int_equal(sched_qtable_loads(p, v2, err, sizeof(err)), KD_OK);
+    for (int i = 0; i < 2; i++) {
+        j[i].goodput = NULL;
+        j[i].n_goodput = 0;
+    }
+    decide_ok(p, &s, d);
+    for (int i = 0; i < 2; i++)
+        assert_null(strstr(d[i].reason, "goodput rule"));
+    sched_policy_free(&p);
+    /* a version 1 table (no cluster section) still loads */
+    p = make("rl", NULL);
+    char *v1 = strdup(v2);
+    char *ver = strstr(v1, "\"version\":2");
+    ver[10] = '1';
+    char *cl = strstr(v1, ",\"cluster\"");
+    snprintf(cl, 2, "}");
+    if (sched_qtable_loads(p, v1, err, sizeof(err)) != KD_OK)
+        fail_msg("v1 table: %s", err);
+    free(v1);
+    /* a cluster section written for other actions or another hold is refused whole */
+    char *bad = strdup(v2);
+    char *h = strstr(bad, "\"hold\":10");
+    h[7] = '9';
+    assert_int_equal(sched_qtable_loads(p, bad, err, sizeof(err)), KD_EFORMAT);
+    assert_non_null(strstr(err, "hold"));
+    free(bad);
+    bad = strdup(v2);
+    char *k1 = strstr(bad, "goodput-k1\"");
+    k1[9] = '3';
+    assert_int_equal(sched_qtable_loads(p, bad, err, sizeof(err)), KD_EFORMAT);
+    assert_non_null(strstr(err, "cluster action"));
+    free(bad);
+    sched_policy_free(&p);
+}
+
 static void test_qtable_round_trip(void **state)
 {
     (void)state;
@@ -648,6 +778,7 @@ static void test_decision_time_100_jobs_100_nodes(void **state)
     static sched_node nodes[100];
     static sched_job jobs[100];
     static sched_tp tp[100][3];
+    static double gp[100][32];
     static char ids[100][16];
     static sched_decision d[100];
     for (int i = 0; i < 100; i++) {
@@ -666,6 +797,12 @@ static void test_decision_time_100_jobs_100_nodes(void **state)
         }
         jobs[i].tp = tp[i];
         jobs[i].n_tp = 3;
+        if (i % 2) { /* half the jobs bring a goodput table (pollux) */
+            for (int k = 0; k < 32; k++)
+                gp[i][k] = 100.0 * (k + 1) / (1 + 0.05 * k);
+            jobs[i].goodput = gp[i];
+            jobs[i].n_goodput = 32;
+        }
     }
     sched_snapshot s = {nodes, 100, jobs, 100, 60, 30};
     for (size_t k = 0; k < sizeof(all_policies) / sizeof(all_policies[0]); k++) {
@@ -685,6 +822,27 @@ static void test_decision_time_100_jobs_100_nodes(void **state)
         assert_true(best < 100);
         sched_policy_free(&p);
     }
+    /* rl with the shipped table: half the jobs report goodput, so its cluster layer
+     * applies a goodput rule (pollux's search with weights) */
+    const char *src = getenv("KADET_SOURCE_DIR");
+    char path[1024], err[256];
+    snprintf(path, sizeof(path), "%s/operator/scheduler/qtable-default.json", src ? src : ".");
+    sched_policy *p = make("rl", NULL);
+    if (sched_qtable_load(p, path, err, sizeof(err)) == KD_OK) {
+        double best = 1e9;
+        for (int rep = 0; rep < 5; rep++) {
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            decide_ok(p, &s, d);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+            best = ms < best ? ms : best;
+        }
+        assert_non_null(strstr(d[0].reason, "goodput rule"));
+        print_message("decision time rl-table 100 jobs x 100 nodes: %.3f ms\n", best);
+        assert_true(best < 100);
+    }
+    sched_policy_free(&p);
 }
 
 int main(void)
@@ -695,6 +853,8 @@ int main(void)
         cmocka_unit_test(test_fair_equal_share),
         cmocka_unit_test(test_greedy_prefers_the_job_that_scales),
         cmocka_unit_test(test_greedy_restart_must_pay),
+        cmocka_unit_test(test_pollux_goodput_and_fairness),
+        cmocka_unit_test(test_rl_cluster_layer),
         cmocka_unit_test(test_launcher_one_job_one_node),
         cmocka_unit_test(test_pin_and_cooldown),
         cmocka_unit_test(test_bad_snapshots_rejected),

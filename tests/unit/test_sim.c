@@ -24,7 +24,7 @@
 #include "sched_qtable.h"
 #include "sim.h"
 
-static const char *const all_policies[] = {"static", "tiresias", "fair", "greedy", "rl"};
+static const char *const all_policies[] = {"static", "tiresias", "fair", "greedy", "pollux", "rl"};
 
 static void data_path(char *buf, size_t len, const char *rel)
 {
@@ -54,9 +54,77 @@ static void test_model_step_times(void **state)
     assert_float_equal(sim_iterations(&a, 32), 200, 1e-9);
     assert_float_equal(sim_iterations(&a, 64), 120, 1e-9);
     assert_float_equal(sim_iterations(&a, 128), 60, 1e-9);
+    sim_app_free(&a);
     err[0] = '\0';
     assert_int_equal(sim_app_load(&a, traces, "nope", err, sizeof(err)), KD_EIO);
     assert_non_null(strstr(err, "nope"));
+    sim_app_free(&a);
+}
+
+/* The goodput model on the toy traces, values worked out by hand. */
+static void test_model_goodput(void **state)
+{
+    (void)state;
+    char traces[1024], err[256];
+    sim_app a;
+    double st, sy;
+    int at, acc;
+    data_path(traces, sizeof(traces), "traces");
+    if (sim_app_load(&a, traces, "toy", err, sizeof(err)) != KD_OK)
+        fail_msg("load toy: %s", err);
+    if (!a.gp)
+        fail_msg("goodput data: %s", a.gp_err);
+    const sim_gp *g = a.gp;
+    assert_int_equal(g->init_bsz, 32);
+    assert_int_equal(g->max_bsz, 64);
+    assert_float_equal(g->min_lb, 8, 0);
+    assert_float_equal(g->max_lb, 16, 0);
+    assert_int_equal(g->max_epochs, 2);
+    /* progress at each epoch's end: the smaller of the traces' (32 and 64, then 64, 128) */
+    assert_float_equal(g->prog[1], 32, 1e-12);
+    assert_float_equal(g->prog[2], 64, 1e-12);
+    /* a measured placement, between its local batches */
+    sim_gp_step(g, (int[]){2}, 1, 12, &st, &sy);
+    assert_float_equal(st, 0.15, 1e-12);
+    assert_float_equal(sy, 0.01, 1e-12);
+    /* rotations are one placement: 1 agent on each of two nodes is "11" */
+    sim_gp_step(g, (int[]){1, 1}, 2, 8, &st, &sy);
+    assert_float_equal(st, 0.15, 1e-12);
+    /* 16 agents on 4 nodes was never placed: scalability.csv's (4 nodes, 16 replicas) */
+    sim_gp_step(g, (int[]){4, 4, 4, 4}, 4, 8, &st, &sy);
+    assert_float_equal(st, 0.25, 1e-12);
+    assert_float_equal(sy, 0.15, 1e-12);
+    /* 3 nodes x 1: halfway between 2 nodes x 1 ("11": 0.15) and 4 nodes x 1, which is
+     * clamped to the only 4-node point (0.25) */
+    sim_gp_step(g, (int[]){1, 1, 1}, 3, 8, &st, &sy);
+    assert_float_equal(st, 0.20, 1e-12);
+    assert_float_equal(sy, 0.10, 1e-12);
+    /* accumulation: one replica above the smallest traced batch always accumulates */
+    sim_gp_fixed(g, 1, 64, &at, &acc);
+    assert_int_equal(at, 16);
+    assert_int_equal(acc, 3);
+    sim_gp_fixed(g, 1, 32, &at, &acc);
+    assert_int_equal(at, 16);
+    assert_int_equal(acc, 1);
+    sim_gp_fixed(g, 4, 32, &at, &acc);
+    assert_int_equal(at, 8);
+    assert_int_equal(acc, 0);
+    /* the total never exceeds the largest traced batch: 3 x 22 = 66 > 64 -> 3 x 21 */
+    sim_gp_fixed(g, 3, 64, &at, &acc);
+    assert_int_equal(at * 3 * (acc + 1) <= 64, 1);
+    /* gain with grad_sqr = grad_var = 1: (1 + 1) / (1 / scale + 1) */
+    assert_float_equal(sim_gp_gain(g, 32, 0), 1.0, 1e-12);
+    assert_float_equal(sim_gp_gain(g, 64, 0), 4.0 / 3.0, 1e-12);
+    assert_float_equal(sim_gp_gain(g, 48, 1), 1.2, 1e-12);
+    /* progress rate: gain / (step + accum * compute) */
+    assert_float_equal(sim_gp_rate(g, (int[]){4}, 1, 8, 0, 0), 1 / 0.12, 1e-9);
+    assert_float_equal(sim_gp_rate(g, (int[]){1}, 1, 16, 1, 0), 1 / 0.36, 1e-9);
+    /* the adaptive batch is never worse than the fixed one on the same placement */
+    double best = sim_gp_best(g, (int[]){2}, 1, 0, &at, &acc);
+    assert_true(at >= 8 && at <= 16);
+    sim_gp_fixed(g, 2, 32, &at, &acc);
+    assert_true(best >= sim_gp_rate(g, (int[]){2}, 1, at, acc, 0) - 1e-12);
+    sim_app_free(&a);
 }
 
 static void load_toy(sim_model *m, sim_workload *w)
@@ -147,6 +215,23 @@ static void test_accounting_every_policy(void **state)
     assert_int_equal(sim_run(&m, &w, &c, p, &r, jct, err, sizeof(err)), KD_OK);
     assert_true(r.avg_jct > r0.avg_jct);
     sched_policy_free(&p);
+    /* the goodput model: every job finishes with exactly its last epoch's progress done */
+    c.restart_s = 30;
+    c.batch_model = SIM_BATCH_GOODPUT;
+    for (size_t k = 0; k < sizeof(all_policies) / sizeof(all_policies[0]); k++) {
+        p = make(all_policies[k], 0);
+        int rc = sim_run(&m, &w, &c, p, &r, jct, err, sizeof(err));
+        if (rc != KD_OK)
+            fail_msg("goodput %s: %s", all_policies[k], err);
+        assert_int_equal(r.finished, w.n_jobs);
+        assert_float_equal(r.work_total_iters, w.n_jobs * 64.0, 1e-9);
+        if (fabs(r.work_done_iters - r.work_total_iters) > 1e-6 * r.work_total_iters)
+            fail_msg("goodput %s: progress %.6f of %.6f", all_policies[k], r.work_done_iters,
+                     r.work_total_iters);
+        for (int i = 0; i < w.n_jobs; i++)
+            assert_true(jct[i] > c.restart_s);
+        sched_policy_free(&p);
+    }
     sim_workload_free(&w);
     sim_model_free(&m);
 }
@@ -308,6 +393,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_step_times),
+        cmocka_unit_test(test_model_goodput),
         cmocka_unit_test(test_accounting_every_policy),
         cmocka_unit_test(test_bad_workloads),
         cmocka_unit_test(test_mutated_workloads_never_crash),

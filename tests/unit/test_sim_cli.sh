@@ -30,6 +30,22 @@ for p in static tiresias fair greedy rl; do
     grep -q "\"$p\"" "$TMP/all.json" || fail "summary lacks $p"
 done
 
+# the goodput model and tiresias thresholds
+"$SIM" --workload "$DATA/workload-toy.csv" --traces "$DATA/traces" --nodes 2 \
+    --policy tiresias,greedy --batch-model goodput --tiresias-thresholds 0.5,2 \
+    --summary-json "$TMP/gp.json" >"$TMP/out" || fail "goodput run"
+grep -q "goodput batch model" "$TMP/out" || fail "goodput banner"
+grep -q '"greedy"' "$TMP/gp.json" || fail "goodput summary"
+for bad in "--batch-model elastic" "--tiresias-thresholds 10,1" "--tiresias-thresholds x" \
+           "--tiresias-thresholds ,"; do
+    # shellcheck disable=SC2086
+    if "$SIM" --workload "$DATA/workload-toy.csv" --traces "$DATA/traces" $bad \
+        >/dev/null 2>"$TMP/err"; then
+        fail "accepted $bad"
+    fi
+    [ -s "$TMP/err" ] || fail "no message for $bad"
+done
+
 printf 'not json' >"$TMP/bad.json"
 "$SIM" --workload "$DATA/workload-toy.csv" --traces "$DATA/traces" --nodes 2 \
     --policy rl --qtable "$TMP/bad.json" >"$TMP/out" 2>"$TMP/err" || fail "corrupt table run"
@@ -42,7 +58,7 @@ grep -q "number.csv:2" "$TMP/err" || fail "bad workload message: $(cat "$TMP/err
 if "$SIM" --workload "$DATA/workload-toy.csv" --nodes zero 2>"$TMP/err"; then
     fail "bad option accepted"
 fi
-if "$SIM" --workload "$DATA/workload-toy.csv" --traces "$DATA/traces" --policy pollux \
+if "$SIM" --workload "$DATA/workload-toy.csv" --traces "$DATA/traces" --policy optimus \
     2>"$TMP/err"; then
     fail "unknown policy accepted"
 fi
