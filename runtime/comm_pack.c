@@ -138,3 +138,17 @@ void comm_unpack(const comm_layout *l, size_t off, size_t len, const unsigned ch
         in += pc.n * (pc.bf16 ? 2 : 4);
     }
 }
+
+int kd_comm_all_finite(const void *le_floats, size_t n)
+{
+    const unsigned char *p = le_floats;
+    uint32_t bad = 0;
+    /* An exponent of all ones is an infinity or a NaN; or-ing the test over the vector
+     * (no early exit) keeps the loop branch-free, so it vectorises. */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x;
+        memcpy(&x, p + 4 * i, sizeof x);
+        bad |= (x & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad == 0;
+}
