@@ -56,3 +56,7 @@ kd_add_script_test(NAME dist_local_sgd
 kd_add_script_test(NAME dist_adaptive_batch
   COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_adaptive_batch.py
   LABELS integration TIMEOUT 240)
+
+# Issue 17: the job's CURVE keys and the ZAP handler (common/kd_curve.c).
+kd_add_test(NAME test_curve SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_curve.c
+            LIBS kd_common LABELS unit TIMEOUT 60)
