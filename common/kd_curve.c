@@ -40,9 +40,9 @@ static int read_key(const char *dir, const char *name, int check_mode,
 {
     char path[600];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0 && errno == ELOOP) /* Secret volumes link each key to a ..data directory */
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    /* Symbolic links are followed: a Secret volume links each key into its ..data
+     * directory. O_NONBLOCK: a FIFO in its place must not hang the start. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return kd_errf(err, errlen, KD_EIO, "key file %s: %s", path, strerror(errno));
     struct stat st;

@@ -373,6 +373,30 @@ void progress_set_job_key(progress *p, const char *key, const char *job_public)
     pthread_mutex_unlock(&p->mu);
 }
 
+static int reconnect_all(void *ud, const char *key, void *value)
+{
+    (void)ud;
+    (void)key;
+    sub *s = value;
+    s->key_have[0] = '\0';
+    if (s->key_want[0] == '\0') /* unkeyed subscriptions must be redone as well */
+        s->have[0] = '\0';
+    return 0;
+}
+
+void progress_set_operator_key(progress *p, const char *public_key, const char *secret_key)
+{
+    pthread_mutex_lock(&p->mu);
+    int ok = public_key != NULL && secret_key != NULL &&
+             strlen(public_key) == KD_CURVE_KEY_LEN && strlen(secret_key) == KD_CURVE_KEY_LEN;
+    if (!ok || strcmp(p->op_pub, public_key) != 0 || strcmp(p->op_sec, secret_key) != 0) {
+        snprintf(p->op_pub, sizeof p->op_pub, "%s", ok ? public_key : "");
+        snprintf(p->op_sec, sizeof p->op_sec, "%s", ok ? secret_key : "");
+        kube_map_foreach(p->subs, reconnect_all, NULL);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 void progress_forget(progress *p, const char *key)
 {
     pthread_mutex_lock(&p->mu);
@@ -454,4 +478,9 @@ void progress_watch_cb(void *ud, const char *key, const char *endpoint)
         progress_watch(ud, key, NULL);
     else
         progress_watch(ud, key, endpoint);
+}
+
+void progress_job_key_cb(void *ud, const char *key, const char *job_public)
+{
+    progress_set_job_key(ud, key, job_public);
 }

@@ -48,6 +48,9 @@ void progress_forget(progress *p, const char *key);
 /* The job's public key (Z85, 40 characters; agent.pub of its Secret), or NULL to forget
  * it: the next connection subscribes with CURVE to a server holding that key. */
 void progress_set_job_key(progress *p, const char *key, const char *job_public);
+/* The operator's CURVE keypair (Z85), when it is known only after progress_new (loaded
+ * from its Secret): every subscription connects again with it. NULL/NULL forgets it. */
+void progress_set_operator_key(progress *p, const char *public_key, const char *secret_key);
 /* 1 and *out when metrics were received for key. */
 int progress_get(progress *p, const char *key, rc_progress_info *out);
 /* Measured throughput points of key into tp (at most max); returns how many. */
@@ -68,5 +71,6 @@ void progress_free(progress **p);
 /* Adapters with the reconcile.h callback signatures (ud = the progress handle). */
 int progress_lookup_cb(void *ud, const char *key, rc_progress_info *out);
 void progress_watch_cb(void *ud, const char *key, const char *endpoint);
+void progress_job_key_cb(void *ud, const char *key, const char *job_public);
 
 #endif

@@ -139,6 +139,12 @@ void comm_unpack(const comm_layout *l, size_t off, size_t len, const unsigned ch
     }
 }
 
+/* Every received gradient goes through this before it is applied (a 940 KB swap per step
+ * for the sample, ~4% of a two-agent step with SSE2): wider vectors where the CPU has
+ * them, chosen once at load time. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 int kd_comm_all_finite(const void *le_floats, size_t n)
 {
     const unsigned char *p = le_floats;

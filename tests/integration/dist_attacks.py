@@ -32,6 +32,7 @@ from dist_test import (ASAN, BIN, check, check_every_sample_once, fail, free_por
 
 ATTACK = os.path.join(os.path.dirname(BIN), "kd_attack")
 EPOCHS = 4
+SECS = "5" if not ASAN else "12"
 
 
 def run_job(d, mode, attack):
@@ -70,7 +71,7 @@ def run_job(d, mode, attack):
         params = int(wait_for(wlogs[0], r"params=(\d+)", 30).group(1))
         eps = [wait_for(w, r"world gen=1", 30) and
                re.findall(r"data=(tcp://\S+)", open(w).read())[-1] for w in wlogs]
-        secs = "5" if not ASAN else "12"
+        secs = SECS
         plays = []
         for who in ("stranger", "plain", "none"):
             plays.append((f"control-{who}", ["control", ctl, who, pubfile, secs, str(params),
@@ -130,6 +131,8 @@ def main():
     check("refused STATE (not asked for)" in clog, "unrequested STATE refused")
     check("refused METRICS (epoch report)" in clog, "forged epoch report refused")
     check("refused READY (claimed position)" in clog, "READY at step 1000000 not trusted")
+    check("slot reclaimed" in clog, "the insider's 300 identities had slots reclaimed from "
+          "the ones that never became ready")
     for k, w in enumerate(wlogs):
         check("refused peer domain=kadet-data" in w or "failed the handshake" in w,
               f"worker {k}: strangers refused on the data endpoint")
