@@ -447,7 +447,7 @@ uint64_t coord_fingerprint(const coord *c, uint64_t np, uint64_t ns)
  * world (so that it knows how far training got), not past the furthest step it knows of
  * (a worker only trains in worlds this coordinator forms). Before that (a coordinator
  * restarted while the agents trained on) the workers' positions are all it has. */
-static int ready_pos_plausible(const coord *c, pos p)
+static int ready_pos_plausible(const coord *c, const member *self, pos p)
 {
     if (p.cursor >= c->n_train || p.epoch > (uint32_t)c->epochs ||
         (p.epoch == (uint32_t)c->epochs && p.cursor != 0))
@@ -456,7 +456,7 @@ static int ready_pos_plausible(const coord *c, pos p)
         return 1;
     uint64_t known = c->start.step > c->sp.step ? c->start.step : c->sp.step;
     for (int i = 0; i < MAX_MEMBERS; i++)
-        if (c->m[i].used && c->m[i].valid && c->m[i].p.step > known &&
+        if (&c->m[i] != self && c->m[i].used && c->m[i].valid && c->m[i].p.step > known &&
             coord_pos_reachable(c, c->m[i].p))
             known = c->m[i].p.step;
     long long ms = 0;
@@ -517,7 +517,7 @@ static void on_ready(coord *c, member *mb, const kd_ctl_msg *msg)
     mb->p = (pos){msg->h.step, msg->h.epoch, msg->h.offset};
     if (fresh)
         mb->p = (pos){0, 0, 0};
-    if (mb->valid && !fresh && !ready_pos_plausible(c, mb->p)) {
+    if (mb->valid && !fresh && !ready_pos_plausible(c, mb, mb->p)) {
         /* Admitted, but its state is not trusted: it gets the world's by transfer. */
         coord_reject(c, mb, "READY (claimed position)", KD_WIRE_DROP_SENDER);
         mb->valid = 0;

@@ -28,6 +28,9 @@
 #define TAIL_GSQ 4    /* adaptive batch: |mean gradient over our samples|^2 (upper layers) */
 #define TAIL_N 5
 #define MAX_PEERS 1024
+/* Floats of a peer's gradient checked for non-finite values and then applied together:
+ * 16 KiB stays in the L1 cache between the two. */
+#define FINITE_BLOCK 4096
 
 static volatile sig_atomic_t worker_sigterm;
 
@@ -700,17 +703,21 @@ static step_result exchange_failed(worker *w, const char *err, int local, uint64
     return STEP_FAILED;
 }
 
-/* Whether what the exchange brought is finite, before any of it is applied: the peer's
- * pieces of a deferred swap, else the summed vector in place (the averaged parameters of
- * local-sgd, or the gradient span with its control floats; factors are checked after
- * their all-gather). A peer's NaN would otherwise spread into every parameter. */
+/* Whether what the exchange brought is finite, before any of it is applied: the summed
+ * vector in place (the averaged parameters of local-sgd, or the gradient span with its
+ * control floats; factors are checked after their all-gather), or of a deferred swap's
+ * peer pieces the control floats (the gradient part is checked block by block as the
+ * update applies it). A peer's NaN would otherwise spread into every parameter. */
 static int exchange_finite(const worker *w, int local, const kd_comm_piece *peer,
                            size_t npeer, size_t span_n, size_t dy_n)
 {
     if (npeer > 0) {
-        for (size_t i = 0; i < npeer; i++)
-            if (!kd_comm_all_finite(peer[i].data, peer[i].n))
+        for (size_t i = 0; i < npeer; i++) {
+            size_t from = peer[i].off >= span_n ? 0 : span_n - peer[i].off;
+            if (from < peer[i].n &&
+                !kd_comm_all_finite(peer[i].data + from * sizeof(float), peer[i].n - from))
                 return 0;
+        }
         return 1;
     }
     if (local)
@@ -718,6 +725,25 @@ static int exchange_finite(const worker *w, int local, const kd_comm_piece *peer
                kd_comm_all_finite(w->tail, TAIL_N);
     return kd_comm_all_finite(w->m.grads + w->ready_base, span_n + TAIL_N) &&
            kd_comm_all_finite(w->dyall, dy_n);
+}
+
+/* A deferred swap's peer gradient held a non-finite value (a block the update was about to
+ * apply). Before anything was applied the step simply fails, as after a lost peer, and
+ * the next world redoes it. After part of it was applied our parameters are no longer the
+ * world's: the worker leaves without reporting or sending that state (exit 1; a new one
+ * joins fresh and receives a good state), so the values never reach a checkpoint. */
+static step_result peer_not_finite(worker *w, int nothing_applied, int local, uint64_t start,
+                                   uint64_t mine, uint64_t bk)
+{
+    kd_wire_drop(KD_WIRE_DROP_NONFINITE, "data");
+    if (nothing_applied)
+        return exchange_failed(w, "the exchange brought non-finite values, not applied", local,
+                               start, mine, bk);
+    KD_ERROR("worker: the exchange brought non-finite values after part of the step was "
+             "applied; leaving with this state discarded step=%llu",
+             (unsigned long long)w->step);
+    w->fatal = 1;
+    return STEP_FAILED;
 }
 
 /* Our share of the global batch that starts at cursor in the current world: bk samples
@@ -964,13 +990,22 @@ static step_result train_step(worker *w)
     }
     if (npeer > 0) {
         /* The peer's gradient is added as the update reads it (logical offset = parameter
-         * index: without factors the vector starts at the first parameter). */
+         * index: without factors the vector starts at the first parameter), a block at a
+         * time, each checked for non-finite values just before it is applied (the check
+         * then costs a pass over the L1 cache, not over memory). */
+        int applied = 0;
         for (size_t i = 0; i < npeer; i++) {
             size_t n = peer[i].off >= span_n ? 0
                        : peer[i].off + peer[i].n <= span_n ? peer[i].n : span_n - peer[i].off;
-            if (n > 0)
-                kd_optim_step_range_sum(&w->o, w->m.params, w->m.grads, peer[i].data, (float)lr,
-                                        peer[i].off, n);
+            for (size_t b = 0; b < n; b += FINITE_BLOCK) {
+                size_t m = n - b < FINITE_BLOCK ? n - b : FINITE_BLOCK;
+                const unsigned char *d = peer[i].data + b * sizeof(float);
+                if (!kd_comm_all_finite(d, m))
+                    return peer_not_finite(w, !applied, local, start, mine, bk);
+                kd_optim_step_range_sum(&w->o, w->m.params, w->m.grads, d, (float)lr,
+                                        peer[i].off + b, m);
+                applied = 1;
+            }
         }
         kd_optim_advance(&w->o);
     } else if (!local) {
