@@ -8,7 +8,7 @@
  *       JOIN, READY claiming step 1000000, a STATE of NaNs, METRICS with epoch_done 1000
  *       and accuracy 0.999, repeated every 0.3 s; counts the messages received
  *   kd_attack flood EP WHO PUBFILE SECONDS N
- *       N identities JOIN (again every 1.5 s), and one identity JOINs every 0.1 s
+ *       N identities JOIN (again every 1.2 s), and one identity JOINs every 0.1 s
  *   kd_attack data EP WHO PUBFILE SECONDS NFLOATS
  *       DATA chunks with plausible headers (generations 0-3, every step, both ranks) whose
  *       control floats vote "finished", and chunks of NaNs
@@ -167,12 +167,12 @@ static int attack_flood(void *ctx, const char *ep, double secs, long nid)
                  "{\"name\": \"%s\", \"endpoint\": \"tcp://127.0.0.1:9\", \"pid\": 1}", id);
         send_json(many[i], KD_WIRE_JOIN, h, body);
     }
-    double end = now_s() + secs, again = now_s() + 1.5;
+    double end = now_s() + secs, again = now_s() + 1.2;
     while (now_s() < end) {
         send_json(one, KD_WIRE_JOIN, h,
                   "{\"name\": \"flooder\", \"endpoint\": \"tcp://127.0.0.1:9\", \"pid\": 1}");
         usleep(100 * 1000);
-        /* The identities JOIN again every 1.5 s: the ones that found no slot ask again. */
+        /* The identities JOIN again every 1.2 s: the ones that found no slot ask again. */
         for (long i = 0; now_s() > again && i < nid; i++) {
             snprintf(id, sizeof id, "flood-%ld", i);
             snprintf(body, sizeof body,
@@ -181,7 +181,7 @@ static int attack_flood(void *ctx, const char *ep, double secs, long nid)
             send_json(many[i], KD_WIRE_JOIN, h, body);
         }
         if (now_s() > again)
-            again = now_s() + 1.5;
+            again = now_s() + 1.2;
         drain(one);
         for (long i = 0; i < nid; i++)
             drain(many[i]);
