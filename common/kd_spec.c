@@ -298,6 +298,7 @@ static const char *const schedule_names[] = {"constant", "cosine", "step"};
 static const char *const sync_names[] = {"allreduce", "local-sgd"};
 static const char *const exchange_names[] = {"auto", "gradients", "factors"};
 static const char *const compression_names[] = {"none", "bf16"};
+static const char *const data_plane_names[] = {"authenticated", "curve"};
 static const char *const policy_names[] = {"static", "fair", "greedy", "rl"};
 static const char *const clean_names[] = {"Running", "All", "None"};
 
@@ -619,7 +620,8 @@ static int decode_spec(dec *d, const json_t *spec)
     kd_agentjob *j = d->job;
     const char *base = "spec";
     static const char *const known[] = {"agents", "replicas", "template", "training",
-                                        "checkpoint", "scheduling", "runPolicy", NULL};
+                                        "checkpoint", "scheduling", "runPolicy", "security",
+                                        NULL};
     unknown_fields(d, spec, base, known);
     char path[PATH_MAX_LEN];
     const json_t *o;
@@ -654,6 +656,15 @@ static int decode_spec(dec *d, const json_t *spec)
         unknown_fields(d, o, path, k);
         TRY(get_str(d, o, "path", path, &j->checkpoint_path));
         TRY(get_intv(d, o, "intervalSeconds", path, 1, 86400 * 365, &j->checkpoint_interval));
+    }
+
+    TRY(get_object(d, spec, "security", base, &o, path));
+    if (o) {
+        static const char *const k[] = {"dataPlane", NULL};
+        unknown_fields(d, o, path, k);
+        int v = (int)j->data_plane;
+        TRY(get_enum_field(d, o, "dataPlane", path, data_plane_names, 2, &v));
+        j->data_plane = (kd_spec_data_plane)v;
     }
 
     TRY(get_object(d, spec, "scheduling", base, &o, path));
@@ -842,6 +853,21 @@ int kd_spec_batch_ceiling(const kd_agentjob *j, int batch)
 const char *kd_spec_exchange_name(kd_spec_exchange v)
 {
     return (unsigned)v < 3 ? exchange_names[v] : "unknown";
+}
+
+const char *kd_spec_data_plane_name(kd_spec_data_plane v)
+{
+    return (unsigned)v < 2 ? data_plane_names[v] : "unknown";
+}
+
+int kd_spec_data_plane_parse(const char *text, kd_spec_data_plane *out)
+{
+    for (int i = 0; i < 2; i++)
+        if (strcmp(text, data_plane_names[i]) == 0) {
+            *out = (kd_spec_data_plane)i;
+            return 0;
+        }
+    return -1;
 }
 
 const char *kd_spec_compression_name(kd_spec_compression v)

@@ -45,6 +45,14 @@ typedef enum kd_spec_compression {
     KD_SPEC_COMPRESSION_BF16 = 1  /* bfloat16 (round to nearest even), half the bytes; sums
                                    * are accumulated in float32, control values stay float32 */
 } kd_spec_compression;
+/* spec.security.dataPlane: how worker-to-worker gradient traffic is protected when the job
+ * has keys (docs/security.md); the control plane and metrics always use CURVE then. */
+typedef enum kd_spec_data_plane {
+    KD_SPEC_DATA_AUTHENTICATED = 0, /* each connection proves it holds the job key (ZAP,
+                                     * PLAIN mechanism with a key-derived credential);
+                                     * payloads in the clear */
+    KD_SPEC_DATA_CURVE = 1          /* CURVE: authenticated and encrypted */
+} kd_spec_data_plane;
 typedef enum kd_spec_policy {
     KD_SPEC_POLICY_STATIC = 0,
     KD_SPEC_POLICY_FAIR = 1,
@@ -100,6 +108,8 @@ typedef struct kd_agentjob {
                                   * adaptive_batch is 0 */
     double target_accuracy;      /* (0, 1]; 0 = absent (train all epochs) */
 
+    kd_spec_data_plane data_plane; /* spec.security.dataPlane, default authenticated */
+
     char *checkpoint_path;       /* spec.checkpoint.path, NULL = no checkpoints */
     int checkpoint_interval;     /* seconds, >= 1, default 60 */
 
@@ -148,6 +158,9 @@ const char *kd_spec_sync_name(kd_spec_sync v);
 const char *kd_spec_exchange_name(kd_spec_exchange v);
 const char *kd_spec_compression_name(kd_spec_compression v);
 const char *kd_spec_policy_name(kd_spec_policy v);
+const char *kd_spec_data_plane_name(kd_spec_data_plane v);
+/* Parses "authenticated" or "curve"; -1 for anything else. */
+int kd_spec_data_plane_parse(const char *text, kd_spec_data_plane *out);
 const char *kd_spec_clean_pod_name(kd_spec_clean_pod v);
 
 #endif

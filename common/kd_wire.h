@@ -94,7 +94,10 @@ typedef struct kd_wire_hdr {
     X(JSON, "control body is not a valid JSON object")                         \
     X(STALE, "stale generation or step")                                       \
     X(UNEXPECTED, "valid message not expected in this state")                  \
-    X(FIELD, "control body field missing or out of range")
+    X(FIELD, "control body field missing or out of range")                    \
+    X(SENDER, "not accepted from this sender now (docs/security.md)")          \
+    X(NONFINITE, "non-finite value in a state or gradient")                   \
+    X(RATE, "over the rate limit")
 
 typedef enum kd_wire_drop_reason {
 #define KD_WIRE_DROP_ENUM(name, text) KD_WIRE_DROP_##name,

@@ -25,7 +25,7 @@ for arg in "$@"; do
 done
 
 pkgs=(build-essential cmake pkg-config libcurl4-openssl-dev libyaml-dev libjansson-dev
-      libopenblas-dev libzmq3-dev zlib1g-dev libmicrohttpd-dev libcmocka-dev
+      libopenblas-dev libzmq3-dev libsodium-dev zlib1g-dev libmicrohttpd-dev libcmocka-dev
       dataset-fashion-mnist python3 openssl clang libclang-rt-14-dev)
 if ! command -v kubectl >/dev/null 2>&1; then
   pkgs+=(kubernetes-client)

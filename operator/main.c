@@ -404,6 +404,8 @@ int main(int argc, char **argv)
             .progress_watch = progress_watch_cb,
             .progress_forget = progress_forget_cb,
             .progress_ud = oc.pg,
+            .progress_job_key = progress_job_key_cb,
+            .progress_operator_key = progress_operator_key_cb,
         };
         rc = rc_controller_new(&ro, &oc.rc, err, sizeof err);
     }

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "kd_curve.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kube_map.h"
@@ -27,6 +28,10 @@
 typedef struct sub {
     char want[128];          /* endpoint to follow, "" = none */
     char have[128];          /* endpoint the socket is connected to */
+    char key_want[KD_CURVE_KEY_LEN + 1]; /* the job's public key, "" = unknown */
+    char key_have[KD_CURVE_KEY_LEN + 1]; /* the key the socket was connected with */
+    long gen;                /* newest generation taken from this connection, -1 = none */
+    int foreign_logged;      /* a foreign message was logged for this job */
     void *sock;              /* owned by the thread */
     int have_info;
     rc_progress_info info;
@@ -44,6 +49,9 @@ struct progress {
     int started;
     atomic_int stop;
     atomic_long dropped;
+    atomic_long foreign;
+    char op_pub[KD_CURVE_KEY_LEN + 1]; /* the operator's keypair, "" = none */
+    char op_sec[KD_CURVE_KEY_LEN + 1];
 };
 
 static double mono(void)
@@ -70,6 +78,13 @@ int progress_new(const progress_options *o, progress **out)
         p->opt = *o;
     if (p->opt.notify_interval_s <= 0)
         p->opt.notify_interval_s = 3.0;
+    if (p->opt.curve_public != NULL && p->opt.curve_secret != NULL &&
+        strlen(p->opt.curve_public) == KD_CURVE_KEY_LEN &&
+        strlen(p->opt.curve_secret) == KD_CURVE_KEY_LEN) {
+        memcpy(p->op_pub, p->opt.curve_public, KD_CURVE_KEY_LEN + 1);
+        memcpy(p->op_sec, p->opt.curve_secret, KD_CURVE_KEY_LEN + 1);
+    }
+    p->opt.curve_public = p->opt.curve_secret = NULL; /* not kept: the copies are */
     p->subs = kube_map_new(sub_free);
     p->zctx = zmq_ctx_new();
     if (p->subs == NULL || p->zctx == NULL) {
@@ -95,6 +110,8 @@ static int get_num(const json_t *o, const char *k, double *v)
     return 0;
 }
 
+static int decode_obj(json_t *o, rc_progress_info *out);
+
 int progress_decode(const char *text, size_t len, rc_progress_info *out)
 {
     json_error_t je;
@@ -103,6 +120,35 @@ int progress_decode(const char *text, size_t len, rc_progress_info *out)
         json_decref(o);
         return -1;
     }
+    return decode_obj(o, out);
+}
+
+int progress_decode_job(const char *text, size_t len, const char *key, rc_progress_info *out,
+                        long *generation)
+{
+    json_error_t je;
+    json_t *o = json_loadb(text, len, 0, &je);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return -1;
+    }
+    const json_t *job = json_object_get(o, "job"), *gen = json_object_get(o, "generation");
+    if (!json_is_string(job) || !json_is_integer(gen) || json_integer_value(gen) < 0 ||
+        json_integer_value(gen) > 0xffffffffLL) {
+        json_decref(o);
+        return -1;
+    }
+    if (strcmp(json_string_value(job), key) != 0) {
+        json_decref(o);
+        return -2;
+    }
+    *generation = (long)json_integer_value(gen);
+    return decode_obj(o, out);
+}
+
+/* Takes the reference to o. */
+static int decode_obj(json_t *o, rc_progress_info *out)
+{
     memset(out, 0, sizeof *out);
     out->samples = -1;
     double epoch = 0, step = 0, agents = 0, samples = -1, batch = 0, evaluated = -1;
@@ -163,12 +209,14 @@ static int prepare(void *ud, const char *key, void *value)
 {
     round_ctx *r = ud;
     sub *s = value;
-    if (strcmp(s->want, s->have) != 0) {
+    if (strcmp(s->want, s->have) != 0 || strcmp(s->key_want, s->key_have) != 0) {
         if (s->sock != NULL) {
             zmq_close(s->sock);
             s->sock = NULL;
         }
         s->have[0] = '\0';
+        s->key_have[0] = '\0';
+        s->gen = -1; /* a new connection (a new coordinator) may start its generations anew */
         if (s->want[0] != '\0') {
             void *sock = zmq_socket(r->p->zctx, ZMQ_SUB);
             int linger = 0, hwm = 16;
@@ -179,6 +227,10 @@ static int prepare(void *ud, const char *key, void *value)
                 zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
                 zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &mm, sizeof mm);
                 zmq_setsockopt(sock, ZMQ_SUBSCRIBE, "", 0);
+                int curve = r->p->op_pub[0] != '\0' && s->key_want[0] != '\0';
+                if (curve && kd_curve_client(sock, s->key_want, r->p->op_pub, r->p->op_sec) != 0)
+                    KD_WARN("metrics CURVE setup failed job=%s err=\"%s\"", key,
+                            zmq_strerror(zmq_errno()));
                 if (zmq_connect(sock, s->want) != 0) {
                     KD_WARN("metrics subscribe failed job=%s endpoint=%s err=\"%s\"", key,
                             s->want, zmq_strerror(zmq_errno()));
@@ -187,8 +239,10 @@ static int prepare(void *ud, const char *key, void *value)
                 }
             }
             s->sock = sock;
-            if (sock != NULL)
+            if (sock != NULL) {
                 snprintf(s->have, sizeof s->have, "%s", s->want);
+                snprintf(s->key_have, sizeof s->key_have, "%s", s->key_want);
+            }
         }
     }
     if (s->sock != NULL && r->n < PROGRESS_MAX_SUBS) {
@@ -229,12 +283,28 @@ static void *progress_main(void *arg)
                 if (n < 0)
                     break;
                 rc_progress_info info;
-                if (n > PROGRESS_MSG_MAX || progress_decode(buf, (size_t)n, &info) != 0) {
+                long gen = 0;
+                int d = n > PROGRESS_MSG_MAX ? -1
+                                             : progress_decode_job(buf, (size_t)n, r->keys[i],
+                                                                   &info, &gen);
+                if (d == -1) {
                     atomic_fetch_add(&p->dropped, 1);
                     continue;
                 }
                 pthread_mutex_lock(&p->mu);
                 sub *s = r->subs[i];
+                if (d == -2 || gen < s->gen) {
+                    /* Another job's metrics (a reused address), or an older generation
+                     * than this coordinator already reported: not this job's progress. */
+                    atomic_fetch_add(&p->foreign, 1);
+                    if (!s->foreign_logged)
+                        KD_WARN("metrics dropped job=%s reason=%s (further ones counted)",
+                                r->keys[i], d == -2 ? "another job" : "older generation");
+                    s->foreign_logged = 1;
+                    pthread_mutex_unlock(&p->mu);
+                    continue;
+                }
+                s->gen = gen;
                 /* The coordinator's last message (training done) carries no step
                  * metrics: keep the last measured loss and speed. */
                 if (s->have_info && info.samples_per_s <= 0 && info.loss <= 0) {
@@ -298,6 +368,43 @@ void progress_watch(progress *p, const char *key, const char *endpoint)
     pthread_mutex_unlock(&p->mu);
 }
 
+void progress_set_job_key(progress *p, const char *key, const char *job_public)
+{
+    pthread_mutex_lock(&p->mu);
+    sub *s = get_sub(p, key, job_public != NULL);
+    if (s != NULL) {
+        if (job_public != NULL && strlen(job_public) == KD_CURVE_KEY_LEN)
+            memcpy(s->key_want, job_public, KD_CURVE_KEY_LEN + 1);
+        else
+            s->key_want[0] = '\0';
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+static int reconnect_all(void *ud, const char *key, void *value)
+{
+    (void)ud;
+    (void)key;
+    sub *s = value;
+    s->key_have[0] = '\0';
+    if (s->key_want[0] == '\0') /* unkeyed subscriptions must be redone as well */
+        s->have[0] = '\0';
+    return 0;
+}
+
+void progress_set_operator_key(progress *p, const char *public_key, const char *secret_key)
+{
+    pthread_mutex_lock(&p->mu);
+    int ok = public_key != NULL && secret_key != NULL &&
+             strlen(public_key) == KD_CURVE_KEY_LEN && strlen(secret_key) == KD_CURVE_KEY_LEN;
+    if (!ok || strcmp(p->op_pub, public_key) != 0 || strcmp(p->op_sec, secret_key) != 0) {
+        snprintf(p->op_pub, sizeof p->op_pub, "%s", ok ? public_key : "");
+        snprintf(p->op_sec, sizeof p->op_sec, "%s", ok ? secret_key : "");
+        kube_map_foreach(p->subs, reconnect_all, NULL);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 void progress_forget(progress *p, const char *key)
 {
     pthread_mutex_lock(&p->mu);
@@ -341,6 +448,11 @@ long progress_dropped(progress *p)
     return atomic_load(&p->dropped);
 }
 
+long progress_foreign(progress *p)
+{
+    return atomic_load(&p->foreign);
+}
+
 void progress_stop(progress *p)
 {
     if (p == NULL || !p->started)
@@ -374,4 +486,14 @@ void progress_watch_cb(void *ud, const char *key, const char *endpoint)
         progress_watch(ud, key, NULL);
     else
         progress_watch(ud, key, endpoint);
+}
+
+void progress_job_key_cb(void *ud, const char *key, const char *job_public)
+{
+    progress_set_job_key(ud, key, job_public);
+}
+
+void progress_operator_key_cb(void *ud, const char *public_key, const char *secret_key)
+{
+    progress_set_operator_key(ud, public_key, secret_key);
 }

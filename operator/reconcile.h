@@ -90,6 +90,9 @@ typedef struct rc_options {
     /* The job's public key for the metrics subscription (progress_set_job_key), given
      * while its coordinator runs; NULL = not needed. Uses progress_ud. */
     void (*progress_job_key)(void *ud, const char *key, const char *job_public);
+    /* The operator's own keypair, the subscription's client key, given before the first
+     * job key (progress_set_operator_key); NULL = not needed. Uses progress_ud. */
+    void (*progress_operator_key)(void *ud, const char *pub, const char *sec);
 } rc_options;
 
 typedef struct rc_controller rc_controller;

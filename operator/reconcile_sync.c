@@ -549,8 +549,11 @@ static void tell_job_key(rc_controller *c, const json_t *job, const char *key)
     char err[256];
     const char *uid = json_string_value(json_object_get(json_object_get(job, "metadata"), "uid"));
     if (jobkeys_cache_get(c->opt.operator_keys, c->opt.client, &op, err, sizeof err) == KD_OK &&
-        jobkeys_derive(&op, uid, &kp, err, sizeof err) == KD_OK)
+        jobkeys_derive(&op, uid, &kp, err, sizeof err) == KD_OK) {
+        if (c->opt.progress_operator_key != NULL)
+            c->opt.progress_operator_key(c->opt.progress_ud, op.pub, op.sec);
         c->opt.progress_job_key(c->opt.progress_ud, key, kp.pub);
+    }
     memset(&op, 0, sizeof op);
     memset(&kp, 0, sizeof kp);
 }

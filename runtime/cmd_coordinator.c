@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "coordinator.h"
+#include "kd_curve.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_yaml.h"
@@ -37,7 +38,7 @@ int kd_cmd_coordinator(int argc, char **argv)
 {
     kd_coord_config cfg;
     kd_coord_config_default(&cfg);
-    const char *job = NULL, *scaling = NULL, *level = "info";
+    const char *job = NULL, *scaling = NULL, *level = "info", *keys_dir = NULL;
     long long epochs = 0, batch = 0, seed = 1, maxs = 0, initial = 1, maxa = 0,
               warm = cfg.warmup_steps, interval = 0, timeout = cfg.comm_timeout_ms;
     double wait = cfg.initial_wait_s, start_warm = cfg.start_warmup_epochs;
@@ -82,6 +83,9 @@ int kd_cmd_coordinator(int argc, char **argv)
          "write the final summary (JSON) here"},
         {"range-log", "KADET_RANGE_LOG", KD_OPT_STR, &cfg.range_log, 0, 0,
          "debug: log every world and the cursor ranges it trained"},
+        {"keys-dir", "KADET_KEYS_DIR", KD_OPT_STR, &keys_dir, 0, 0,
+         "the job's CURVE keys (agent.pub, agent.key, operator.pub; docs/security.md); "
+         "none = unauthenticated"},
         {"log-level", "KADET_LOG_LEVEL", KD_OPT_STR, &level, 0, 0,
          "debug, info, warn or error (default info)"},
     };
@@ -108,6 +112,13 @@ int kd_cmd_coordinator(int argc, char **argv)
     }
     kd_log_set_level((kd_log_level)lv);
     kd_log_set_component("coordinator");
+    static kd_curve_keys keys;
+    char kerr[600];
+    if (kd_curve_load(keys_dir, &keys, kerr, sizeof kerr) != KD_OK) {
+        fprintf(stderr, "kadet coordinator: %s\n", kerr);
+        return 2;
+    }
+    cfg.keys = &keys;
     json_t *doc = load_doc(job);
     if (doc == NULL)
         return 2;

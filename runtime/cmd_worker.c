@@ -3,8 +3,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kd_curve.h"
+#include "kd_error.h"
 #include "kd_log.h"
 #include "launcher.h"
+#include "kd_spec.h"
 #include "worker.h"
 
 int kd_cmd_worker(int argc, char **argv)
@@ -13,7 +16,7 @@ int kd_cmd_worker(int argc, char **argv)
     kd_worker_config_default(&cfg);
     long long threads = cfg.threads, timeout = cfg.comm_timeout_ms,
               chunk = (long long)(cfg.chunk_bytes / 1024), ctimeout = cfg.coord_timeout_ms;
-    const char *level = "info";
+    const char *level = "info", *keys_dir = NULL, *plane = NULL;
     const kd_opt opts[] = {
         {"coordinator", "KADET_COORDINATOR", KD_OPT_STR, &cfg.coordinator, 0, 0,
          "coordinator control endpoint, e.g. tcp://coord:7070 (required)"},
@@ -32,6 +35,12 @@ int kd_cmd_worker(int argc, char **argv)
          600000, "silence after which the coordinator counts as lost (default 4000)"},
         {"sample-log", "KADET_SAMPLE_LOG", KD_OPT_STR, &cfg.sample_log, 0, 0,
          "debug: append \"epoch sample-id\" for every sample trained"},
+        {"keys-dir", "KADET_KEYS_DIR", KD_OPT_STR, &keys_dir, 0, 0,
+         "the job's CURVE keys (agent.pub, agent.key; docs/security.md); none = "
+         "unauthenticated"},
+        {"data-plane", "KADET_DATA_PLANE", KD_OPT_STR, &plane, 0, 0,
+         "authenticated or curve: the data endpoint's mode until the job says (default "
+         "authenticated; spec.security.dataPlane decides)"},
         {"log-level", "KADET_LOG_LEVEL", KD_OPT_STR, &level, 0, 0,
          "debug, info, warn or error (default info)"},
     };
@@ -53,6 +62,20 @@ int kd_cmd_worker(int argc, char **argv)
     }
     kd_log_set_level((kd_log_level)lv);
     kd_log_set_component("worker");
+    kd_spec_data_plane dp = KD_SPEC_DATA_AUTHENTICATED;
+    if (plane != NULL && kd_spec_data_plane_parse(plane, &dp) != 0) {
+        fprintf(stderr, "kadet worker: --data-plane: invalid value \"%s\" (authenticated or "
+                "curve)\n", plane);
+        return 2;
+    }
+    cfg.data_curve = dp == KD_SPEC_DATA_CURVE;
+    static kd_curve_keys keys;
+    char kerr[600];
+    if (kd_curve_load(keys_dir, &keys, kerr, sizeof kerr) != KD_OK) {
+        fprintf(stderr, "kadet worker: %s\n", kerr);
+        return 2;
+    }
+    cfg.keys = &keys;
     cfg.threads = (int)threads;
     cfg.comm_timeout_ms = (int)timeout;
     cfg.chunk_bytes = (size_t)chunk * 1024;

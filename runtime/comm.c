@@ -110,6 +110,14 @@ done:
 int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *endpoint,
                  size_t endpoint_len, char *err, size_t errlen)
 {
+    return kd_comm_open_keyed(out, zctx, bind_endpoint, NULL, 0, endpoint, endpoint_len, err,
+                              errlen);
+}
+
+int kd_comm_open_keyed(kd_comm **out, void *zctx, const char *bind_endpoint,
+                       const kd_curve_keys *keys, int curve, char *endpoint,
+                       size_t endpoint_len, char *err, size_t errlen)
+{
     *out = NULL;
     /* ZeroMQ mallocs a receive buffer per chunk; above glibc's mmap threshold each one
      * is a fresh mapping that page-faults in and is unmapped on free, which halves
@@ -121,6 +129,8 @@ int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *end
     if (c == NULL)
         return kd_errf(err, errlen, KD_ENOMEM, "comm: out of memory");
     c->zctx = zctx;
+    c->keys = keys != NULL && keys->enabled ? keys : NULL;
+    c->curve = curve;
     c->timeout_ms = 2000;
     c->spin = 1000;
     const char *spin = getenv("KADET_COMM_SPIN");
@@ -152,6 +162,13 @@ int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *end
      * larger than the largest chunk (kd_comm_set_chunk_bytes caps it at 16 MiB). */
     int64_t max_frame = 16 * 1024 * 1024;
     zmq_setsockopt(c->pull, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
+    /* With keys, only peers holding the job key get a connection (kd_curve.h): the
+     * caller's ZAP handler on zctx decides, before any chunk reaches comm_recv. */
+    if (c->keys != NULL && kd_curve_server(c->pull, c->keys, KD_ZAP_DATA, !curve) != 0) {
+        kd_errf(err, errlen, KD_ENETWORK, "comm: data plane security: %s",
+                zmq_strerror(zmq_errno()));
+        goto fail;
+    }
     if (zmq_bind(c->pull, bind_endpoint) != 0) {
         kd_errf(err, errlen, KD_ENETWORK, "comm: bind %s: %s", bind_endpoint,
                 zmq_strerror(zmq_errno()));
@@ -270,6 +287,13 @@ int kd_comm_set_world(kd_comm *c, uint32_t generation, int rank, int world,
         zmq_setsockopt(c->push, ZMQ_LINGER, &linger, sizeof linger);
         zmq_setsockopt(c->push, ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt(c->push, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+        if (c->keys != NULL && kd_curve_job_client(c->push, c->keys, !c->curve) != 0) {
+            int e = zmq_errno();
+            zmq_close(c->push);
+            c->push = NULL;
+            return kd_errf(err, errlen, KD_ENETWORK, "comm: data plane security: %s",
+                           zmq_strerror(e));
+        }
         comm_watch_push(c, next); /* before connecting: the event would be lost */
         if (zmq_connect(c->push, next) != 0) {
             int e = zmq_errno();

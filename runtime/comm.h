@@ -63,6 +63,16 @@ typedef struct kd_comm_stats {
 int kd_comm_open(kd_comm **out, void *zctx, const char *bind_endpoint, char *endpoint,
                  size_t endpoint_len, char *err, size_t errlen);
 
+/* kd_comm_open with the job's keys (kd_curve.h; borrowed, must outlive the comm; NULL or
+ * not enabled = unauthenticated): the data endpoint admits only peers holding the job key,
+ * over CURVE (curve = 1: encrypted) or PLAIN with the key-derived credential (curve = 0:
+ * authenticated connections, payloads in the clear), and the ring connections present
+ * the same. A ZAP handler must run on zctx (kd_zap_start) for as long as the comm. */
+struct kd_curve_keys;
+int kd_comm_open_keyed(kd_comm **out, void *zctx, const char *bind_endpoint,
+                       const struct kd_curve_keys *keys, int curve, char *endpoint,
+                       size_t endpoint_len, char *err, size_t errlen);
+
 /* Frees the comm (closing its sockets) and sets *c to NULL; accepts NULL. */
 void kd_comm_close(kd_comm **c);
 
@@ -145,5 +155,10 @@ int kd_comm_allgatherv(kd_comm *c, float *buf, const size_t *bounds, int bf16,
                        uint64_t step, char *err, size_t errlen);
 
 void kd_comm_get_stats(const kd_comm *c, kd_comm_stats *out);
+
+/* 1 when none of the n little-endian float32 values at p (any alignment) is an infinity
+ * or a NaN, 0 otherwise: received states and gradients are checked before they are
+ * applied (docs/security.md). */
+int kd_comm_all_finite(const void *p, size_t n);
 
 #endif

@@ -12,6 +12,7 @@
 
 #include "comm.h"
 #include "comm_pack.h"
+#include "kd_curve.h"
 
 #define COMM_PHASE_RS 1u /* reduce-scatter */
 #define COMM_PHASE_AG 2u /* all-gather */
@@ -34,6 +35,8 @@ typedef struct comm_chunk {
 
 struct kd_comm {
     void *zctx;              /* borrowed ZeroMQ context */
+    const kd_curve_keys *keys; /* borrowed job keys, NULL = unauthenticated data plane */
+    int curve;               /* with keys: CURVE (1) or the PLAIN credential (0) */
     void *pull;              /* bound data socket, receives from the previous rank */
     void *push;              /* connected to the next rank; NULL until a world is set */
     void *mon;               /* monitor of push until its connection's buffer is set */

@@ -138,3 +138,23 @@ void comm_unpack(const comm_layout *l, size_t off, size_t len, const unsigned ch
         in += pc.n * (pc.bf16 ? 2 : 4);
     }
 }
+
+/* Every received gradient goes through this before it is applied (a 940 KB swap per step
+ * for the sample, ~4% of a two-agent step with SSE2): wider vectors where the CPU has
+ * them, chosen once at load time. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+int kd_comm_all_finite(const void *le_floats, size_t n)
+{
+    const unsigned char *p = le_floats;
+    uint32_t bad = 0;
+    /* An exponent of all ones is an infinity or a NaN; or-ing the test over the vector
+     * (no early exit) keeps the loop branch-free, so it vectorises. */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x;
+        memcpy(&x, p + 4 * i, sizeof x);
+        bad |= (x & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad == 0;
+}

@@ -14,6 +14,7 @@
 #include <zmq.h>
 
 #include "checkpoint.h"
+#include "comm.h"
 #include "comm_ctl.h"
 #include "coordinator_int.h"
 #include "kd_error.h"
@@ -25,6 +26,12 @@
 #define MEMBER_TIMEOUT_S 8.0 /* silence after which a member is forgotten */
 #define LOADING_TIMEOUT_S 300.0 /* ... while it loads the data (it cannot heartbeat) */
 #define DONE_LINGER_S 2.0 /* see linger_done */
+/* JOIN limits (docs/security.md): one JOIN per identity per JOIN_MIN_INTERVAL_S (a worker
+ * repeats its own every 2 s while the coordinator is silent), and new identities at
+ * JOIN_RATE per second with bursts of JOIN_BURST (a whole job starting at once). */
+#define JOIN_MIN_INTERVAL_S 1.0
+#define JOIN_RATE 20.0
+#define JOIN_BURST 300.0
 
 static volatile sig_atomic_t coord_sigterm;
 
@@ -124,6 +131,33 @@ static void set_scale(coord *c, int n, uint64_t step)
     c->scale_steps = end > step + warm ? end - step : warm;
 }
 
+int coord_pos_reachable(const coord *c, pos p)
+{
+    uint64_t n = c->n_train;
+    if (n == 0 || p.cursor >= n || p.epoch > (uint32_t)c->epochs ||
+        (p.epoch == (uint32_t)c->epochs && p.cursor != 0))
+        return 0;
+    if (c->world <= 0 || p.step < c->start.step)
+        return 0;
+    /* Every step of a world trains one global batch (less at an epoch's end): walk from
+     * the world's start, an epoch at a time. */
+    uint64_t gb = (uint64_t)c->world * (uint64_t)(c->wbatch > 0 ? c->wbatch : c->batch);
+    uint64_t left = p.step - c->start.step, cursor = c->start.cursor;
+    uint32_t epoch = c->start.epoch;
+    while (left > 0 && epoch < (uint32_t)c->epochs) {
+        uint64_t to_end = (n - cursor + gb - 1) / gb;
+        if (left < to_end) {
+            cursor += left * gb;
+            left = 0;
+            break;
+        }
+        left -= to_end;
+        cursor = 0;
+        epoch++;
+    }
+    return left == 0 && epoch == p.epoch && cursor == p.cursor;
+}
+
 static int send_to(coord *c, member *mb, uint16_t type, uint32_t aux, const json_t *body)
 {
     kd_wire_hdr h = {.type = type, .generation = c->gen, .sender = KD_WIRE_NO_RANK,
@@ -174,6 +208,10 @@ static void forget(coord *c, member *mb, const char *why)
     int idx = (int)(mb - c->m);
     if (c->state_from == idx)
         c->state_from = -1;
+    if (c->ckpt_from == idx) {
+        c->ckpt_from = -1;
+        c->ckpt_requested = 0;
+    }
     memset(mb, 0, sizeof *mb);
     mb->rank = -1;
 }
@@ -273,10 +311,12 @@ static void form_world(coord *c)
     }
     set_scale(c, n, best.step);
     c->gen++;
+    c->ckpt_requested = 0; /* an answer still on its way is stale now (on_state) */
     if (!c->formed)
         c->t_first_world = kd_now();
     c->formed = 1;
     c->world = n;
+    c->wbatch = c->batch;
     c->start = best;
     coord_batch_new_world(c);
     json_t *peers = json_array();
@@ -343,6 +383,41 @@ static void on_state(coord *c, member *mb, kd_ctl_msg *msg)
         kd_wire_drop(KD_WIRE_DROP_LENGTH, "control");
         return;
     }
+    /* Only the member asked, in the generation it was asked in, at the position it
+     * reported (a transfer source) or one its world can have reached (a checkpoint). */
+    int idx = (int)(mb - c->m);
+    pos claim = {msg->h.step, msg->h.epoch, msg->h.offset};
+    int gather = c->st == C_GATHER && c->state_from == idx && msg->h.generation == c->gen;
+    int ckpt = c->ckpt_from == idx && msg->h.generation == c->ckpt_gen;
+    if (!gather && ckpt && (!c->ckpt_requested || c->ckpt_gen != c->gen)) {
+        kd_wire_drop(KD_WIRE_DROP_STALE, "control"); /* a late answer to an older request */
+        return;
+    }
+    if (!gather && !ckpt) {
+        if (msg->h.generation < c->gen)
+            kd_wire_drop(KD_WIRE_DROP_STALE, "control");
+        else
+            coord_reject(c, mb, "STATE (not asked for)", KD_WIRE_DROP_SENDER);
+        return;
+    }
+    int off_source = gather && (claim.step != mb->p.step || claim.epoch != mb->p.epoch ||
+                                claim.cursor != mb->p.cursor);
+    if (off_source && ckpt) {
+        kd_wire_drop(KD_WIRE_DROP_STALE, "control"); /* the checkpoint answer, overtaken */
+        return;
+    }
+    if (gather ? off_source : !coord_pos_reachable(c, claim)) {
+        coord_reject(c, mb, "STATE (claimed position)", KD_WIRE_DROP_SENDER);
+        if (gather)
+            c->gather_deadline = 0; /* choose another source now */
+        return;
+    }
+    if (!kd_comm_all_finite(zmq_msg_data(&msg->payload), want / sizeof(float))) {
+        coord_reject(c, mb, "STATE (non-finite values)", KD_WIRE_DROP_NONFINITE);
+        if (gather)
+            c->gather_deadline = 0;
+        return;
+    }
     if (c->have_state && msg->h.step < c->sp.step)
         return; /* an answer to an older request; we already hold a newer state */
     if (c->state == NULL && (c->state = malloc(want)) == NULL)
@@ -366,6 +441,31 @@ uint64_t coord_fingerprint(const coord *c, uint64_t np, uint64_t ns)
     for (const char *s = c->job_id; *s; s++)
         h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h ^ (np << 20) ^ ns;
+}
+
+/* A position a READY may claim: inside the job, and, once this coordinator has formed a
+ * world (so that it knows how far training got), not past the furthest step it knows of
+ * (a worker only trains in worlds this coordinator forms). Before that (a coordinator
+ * restarted while the agents trained on) the workers' positions are all it has. */
+static int ready_pos_plausible(const coord *c, const member *self, pos p)
+{
+    if (p.cursor >= c->n_train || p.epoch > (uint32_t)c->epochs ||
+        (p.epoch == (uint32_t)c->epochs && p.cursor != 0))
+        return 0;
+    if (!c->formed)
+        return 1;
+    uint64_t known = c->start.step > c->sp.step ? c->start.step : c->sp.step;
+    for (int i = 0; i < MAX_MEMBERS; i++)
+        if (&c->m[i] != self && c->m[i].used && c->m[i].valid && c->m[i].p.step > known &&
+            coord_pos_reachable(c, c->m[i].p))
+            known = c->m[i].p.step;
+    long long ms = 0;
+    if (c->last_metrics != NULL &&
+        kd_wire_get_int(c->last_metrics, "step", 0, INT64_MAX, &ms) == 0 &&
+        (uint64_t)ms > known)
+        known = (uint64_t)ms;
+    /* Steps rank 0 trained since its last report (at most a second): generous slack. */
+    return p.step <= known + 4096;
 }
 
 static void on_ready(coord *c, member *mb, const kd_ctl_msg *msg)
@@ -402,11 +502,27 @@ static void on_ready(coord *c, member *mb, const kd_ctl_msg *msg)
         forget(c, mb, "incompatible");
         return;
     }
+    /* A data endpoint bound again for the job's data plane mode (worker rebind_data). */
+    const char *ep;
+    if (json_object_get(msg->json, "endpoint") != NULL) {
+        if (kd_wire_get_str(msg->json, "endpoint", 255, &ep) != 0 ||
+            (strncmp(ep, "tcp://", 6) != 0 && strncmp(ep, "ipc://", 6) != 0)) {
+            kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+            return;
+        }
+        snprintf(mb->endpoint, sizeof mb->endpoint, "%s", ep);
+    }
     mb->ready = 1;
     mb->valid = fresh || msg->h.step > 0;
     mb->p = (pos){msg->h.step, msg->h.epoch, msg->h.offset};
     if (fresh)
         mb->p = (pos){0, 0, 0};
+    if (mb->valid && !fresh && !ready_pos_plausible(c, mb, mb->p)) {
+        /* Admitted, but its state is not trusted: it gets the world's by transfer. */
+        coord_reject(c, mb, "READY (claimed position)", KD_WIRE_DROP_SENDER);
+        mb->valid = 0;
+        mb->p = (pos){0, 0, 0};
+    }
     if (c->first_ready == 0)
         c->first_ready = kd_now();
     KD_INFO("coordinator: worker ready name=%.*s step=%llu fresh=%d", (int)mb->ident_len,
@@ -425,6 +541,39 @@ static void welcome(coord *c, member *mb)
     json_object_set_new(b, "batch", json_integer(c->batch));
     send_to(c, mb, KD_WIRE_WELCOME, 0, b);
     json_decref(b);
+}
+
+/* New identities may join at JOIN_RATE per second (bursts of JOIN_BURST). */
+static int join_admit_new(coord *c, double now)
+{
+    c->join_tokens += (now - c->join_refill) * JOIN_RATE;
+    if (c->join_tokens > JOIN_BURST)
+        c->join_tokens = JOIN_BURST;
+    c->join_refill = now;
+    if (c->join_tokens < 1.0) {
+        kd_wire_drop(KD_WIRE_DROP_RATE, "control");
+        return 0;
+    }
+    c->join_tokens -= 1.0;
+    return 1;
+}
+
+/* A free member slot; when every slot is taken, the one of the longest-joined member that
+ * never became ready and is in no world (a worker still loading its data rejoins when it
+ * is done: its READY comes from an unknown identity and is answered with "rejoin"). */
+static member *free_slot(coord *c, double now)
+{
+    member *old = NULL;
+    for (int i = 0; i < MAX_MEMBERS; i++) {
+        if (!c->m[i].used)
+            return &c->m[i];
+        if (!c->m[i].ready && c->m[i].rank < 0 && now - c->m[i].joined > 1.0 &&
+            (old == NULL || c->m[i].joined < old->joined))
+            old = &c->m[i];
+    }
+    if (old != NULL)
+        forget(c, old, "slot reclaimed (never ready, table full)");
+    return old;
 }
 
 static void on_message(coord *c, kd_ctl_msg *msg)
@@ -447,12 +596,17 @@ static void on_message(coord *c, kd_ctl_msg *msg)
             kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
             return;
         }
+        double now = kd_now();
+        if (mb != NULL && now - mb->last_join < JOIN_MIN_INTERVAL_S) {
+            kd_wire_drop(KD_WIRE_DROP_RATE, "control"); /* a repeat: already answered */
+            return;
+        }
+        if (mb == NULL && !join_admit_new(c, now))
+            return;
         if (mb != NULL && mb->rank >= 0)
             forget(c, mb, "rejoined"); /* it lost its world: treat as a failure */
         if (mb == NULL || !mb->used) {
-            for (int i = 0; i < MAX_MEMBERS && mb == NULL; i++)
-                if (!c->m[i].used)
-                    mb = &c->m[i];
+            mb = free_slot(c, now);
             if (mb == NULL) {
                 KD_WARN("coordinator: too many workers, JOIN ignored");
                 return;
@@ -461,9 +615,11 @@ static void on_message(coord *c, kd_ctl_msg *msg)
             mb->used = 1;
             mb->rank = -1;
             mb->world_end = UINT64_MAX;
+            mb->joined = now;
             memcpy(mb->ident, msg->ident, msg->ident_len);
             mb->ident_len = msg->ident_len;
         }
+        mb->last_join = now;
         snprintf(mb->endpoint, sizeof mb->endpoint, "%s", ep);
         /* Workers of a previous coordinator instance may have seen later generations;
          * never reuse a generation whose data may still be in flight. */
@@ -508,8 +664,17 @@ static void on_message(coord *c, kd_ctl_msg *msg)
         mb->replied = 1;
         mb->p = (pos){msg->h.step, msg->h.epoch, msg->h.offset};
         mb->valid = 1;
-        if (msg->h.type == KD_WIRE_FINISHED)
+        if (!coord_pos_reachable(c, mb->p)) {
+            /* Not where this world can be: its word does not count, its state is replaced
+             * by transfer, and a FINISHED from it finishes nothing. */
+            coord_reject(c, mb, msg->h.type == KD_WIRE_FINISHED ? "FINISHED (claimed position)"
+                                                               : "PAUSED (claimed position)",
+                         KD_WIRE_DROP_SENDER);
+            mb->valid = 0;
+            mb->p = c->start;
+        } else if (msg->h.type == KD_WIRE_FINISHED) {
             c->finishing = 1;
+        }
         if (c->st == C_RUNNING) {
             int ok = json_is_true(json_object_get(msg->json, "ok"));
             c->st = C_PAUSING;
@@ -572,6 +737,8 @@ static void tick(coord *c)
             for (int i = 0; i < MAX_MEMBERS; i++)
                 if (c->m[i].used && c->m[i].rank == 0) {
                     send_to(c, &c->m[i], KD_WIRE_STATE_REQ, 0, NULL);
+                    c->ckpt_from = i;
+                    c->ckpt_gen = c->gen;
                     c->ckpt_requested = 1;
                     c->last_ckpt = now;
                 }
@@ -683,6 +850,28 @@ static int open_sockets(coord *c)
     zmq_setsockopt(c->router, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(c->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(c->pub, ZMQ_LINGER, &linger, sizeof linger);
+    const kd_curve_keys *k = c->cfg->keys;
+    if (k != NULL && k->enabled) {
+        /* Only holders of the job key (and, for the metrics, the operator) get a
+         * connection; everyone else is refused in the handshake (kd_curve.h). */
+        char err[256];
+        if (kd_zap_start(&c->zap, c->zctx, k, err, sizeof err) != KD_OK) {
+            KD_ERROR("coordinator: %s", err);
+            return KD_ENETWORK;
+        }
+        if (kd_curve_server(c->router, k, KD_ZAP_CONTROL, 0) != 0 ||
+            kd_curve_server(c->pub, k, KD_ZAP_METRICS, 0) != 0) {
+            KD_ERROR("coordinator: CURVE: %s", zmq_strerror(zmq_errno()));
+            return KD_ENETWORK;
+        }
+        kd_zap_watch(c->zap, c->router, "control");
+        kd_zap_watch(c->zap, c->pub, "metrics");
+        KD_INFO("coordinator: CURVE on control and metrics keys=%s operator_key=%s", k->dir,
+                k->have_operator ? "yes" : "no");
+    } else {
+        KD_WARN("coordinator: no keys (--keys-dir, KADET_KEYS_DIR): control plane and metrics "
+                "are unauthenticated, anyone who reaches the ports can join the job");
+    }
     if (zmq_bind(c->router, c->cfg->bind) != 0) {
         KD_ERROR("coordinator: bind %s: %s", c->cfg->bind, zmq_strerror(zmq_errno()));
         return KD_ENETWORK;
@@ -716,6 +905,8 @@ int kd_coord_run(const kd_coord_config *cfg)
         return 1;
     c->cfg = cfg;
     c->state_from = -1;
+    c->ckpt_from = -1;
+    c->join_tokens = JOIN_BURST;
     for (int i = 0; i < MAX_MEMBERS; i++)
         c->m[i].rank = -1;
     int rc = 1;
@@ -776,6 +967,14 @@ out:
         zmq_close(c->router);
     if (c->pub != NULL)
         zmq_close(c->pub);
+    if (c->zap != NULL) {
+        kd_zap_stats zs;
+        kd_zap_get_stats(c->zap, &zs);
+        KD_INFO("coordinator: security admitted=%llu refused=%llu refused_handshakes=%llu",
+                (unsigned long long)zs.admitted, (unsigned long long)zs.refused,
+                (unsigned long long)zs.handshakes);
+    }
+    kd_zap_stop(&c->zap); /* after the sockets it serves are closed */
     if (c->zctx != NULL)
         zmq_ctx_term(c->zctx);
     if (c->range_log != NULL)

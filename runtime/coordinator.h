@@ -53,6 +53,8 @@ typedef struct kd_coord_config {
     int comm_timeout_ms;        /* workers' peer timeout (bounds the pause deadline) */
     const char *summary_json;   /* write the final summary here, or NULL */
     const char *range_log;      /* debug: log worlds and trained cursor ranges, or NULL */
+    const struct kd_curve_keys *keys; /* the job's keys (kd_curve.h), NULL or not enabled =
+                                       * unauthenticated control plane and metrics */
 } kd_coord_config;
 
 void kd_coord_config_default(kd_coord_config *c);

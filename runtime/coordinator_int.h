@@ -7,6 +7,7 @@
 
 #include "comm_ctl.h"
 #include "coordinator.h"
+#include "kd_curve.h"
 #include "kd_spec.h"
 
 #define MAX_MEMBERS 256
@@ -34,6 +35,8 @@ typedef struct member {
     uint64_t world_end;  /* where the last world it trained in ended (the next world's
                           * start step), UINT64_MAX = not known here */
     double last_seen;    /* when it was last heard */
+    double last_join;    /* when its last JOIN was taken (rate limit per identity) */
+    double joined;       /* when it first joined (slot reclaim: oldest unready first) */
 } member;
 
 typedef struct coord {
@@ -41,6 +44,7 @@ typedef struct coord {
     kd_agentjob job;         /* decoded spec */
     char job_id[300];        /* namespace/name */
     void *zctx, *router, *pub;
+    kd_zap *zap;             /* ZAP handler admitting the job's keys, NULL without keys */
     cstate st;
     member m[MAX_MEMBERS];
     int world;               /* members in the current world */
@@ -71,6 +75,12 @@ typedef struct coord {
     pos sp;                  /* its position */
     float *state;            /* n_params + n_state floats, little-endian as received */
     int state_from;          /* member index asked for a state, -1 = none */
+    int ckpt_from;           /* member index asked for a checkpoint state, -1 = none */
+    uint32_t ckpt_gen;       /* ... in this generation */
+    int wbatch;              /* per-agent batch of the current world (c->batch may already
+                              * hold the next one while it pauses) */
+    double join_tokens;      /* JOINs of new identities allowed now (token bucket) */
+    double join_refill;      /* when the bucket was last refilled */
     double gather_deadline;  /* give up on that state request */
     int finishing;           /* training is over once the state is in */
     double pause_deadline;   /* drop members that have not answered by then */
@@ -125,6 +135,12 @@ const char *coord_checkpoint_dir(const coord *c);
 /* Writes and removes a probe file in the checkpoint directory at start, so that an
  * unwritable directory is reported at once (ckpt_failing) instead of at the first save. */
 void coord_probe_checkpoint(coord *c);
+/* Whether position p is one the current world can have reached from its start, with its
+ * agent count and batch (a member's claimed position, docs/security.md). */
+int coord_pos_reachable(const coord *c, pos p);
+/* Counts and logs (first of each kind) a message of an admitted peer that the checks of
+ * docs/security.md refused. */
+void coord_reject(coord *c, const member *mb, const char *what, kd_wire_drop_reason why);
 /* Loads the latest valid checkpoint, if any, as the coordinator's state. */
 int coord_load_checkpoint(coord *c);
 /* The fingerprint of this job with a model of np parameters and ns optimizer floats. */

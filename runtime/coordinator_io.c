@@ -178,12 +178,37 @@ void coord_write_summary(coord *c)
     if (ck != NULL && c->ckpt_failing)
         json_object_set_new(ck, "error", json_string(c->ckpt_error));
     json_object_set_new(o, "checkpoint", ck);
+    /* What the coordinator refused: peers without the job key (handshake), and messages
+     * of admitted peers that the checks of docs/security.md turned away. */
+    kd_zap_stats zs;
+    kd_zap_get_stats(c->zap, &zs);
+    json_object_set_new(
+        o, "security",
+        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I}", "authenticated", c->zap != NULL,
+                  "refused_peers", (json_int_t)zs.refused, "refused_handshakes",
+                  (json_int_t)zs.handshakes, "rejected_sender",
+                  (json_int_t)kd_wire_drops(KD_WIRE_DROP_SENDER), "rejected_nonfinite",
+                  (json_int_t)kd_wire_drops(KD_WIRE_DROP_NONFINITE), "dropped_messages",
+                  (json_int_t)kd_wire_drops(KD_WIRE_DROP_COUNT)));
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", c->cfg->summary_json);
     if (json_dump_file(o, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) != 0 ||
         rename(tmp, c->cfg->summary_json) != 0)
         KD_ERROR("coordinator: cannot write summary %s", c->cfg->summary_json);
     json_decref(o);
+}
+
+void coord_reject(coord *c, const member *mb, const char *what, kd_wire_drop_reason why)
+{
+    static int logged[KD_WIRE_DROP_COUNT][4];
+    int kind = what[0] == 'S' ? 0 : what[0] == 'M' ? 1 : what[0] == 'R' ? 2 : 3;
+    kd_wire_drop(why, "control");
+    if (!logged[why][kind]) {
+        logged[why][kind] = 1;
+        KD_WARN("coordinator: refused %s from an authenticated peer name=%.*s rank=%d gen=%u "
+                "reason=\"%s\" (further ones only counted)", what, (int)mb->ident_len,
+                (const char *)mb->ident, mb->rank, c->gen, kd_wire_drop_name(why));
+    }
 }
 
 void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
@@ -202,6 +227,17 @@ void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
         /* Rank 0 re-sends its latest report when it (re)joins: only a newer epoch counts. */
         if ((int)ed <= c->epochs_done)
             return;
+        /* Only the rank that evaluates, in the current world, reports epochs; a report re-sent
+         * with READY counts only before this coordinator formed a world (it restarted while
+         * the agents trained on). An epoch is done only once the sender's position is past
+         * it, and never beyond the job's epochs. */
+        int evaluator = (mb->rank == 0 && msg->h.generation == c->gen) ||
+                        (!c->formed && mb->ready && mb->rank < 0);
+        if (!evaluator || ed > c->epochs || (uint64_t)ed > msg->h.epoch ||
+            (mb->ready && (uint64_t)ed > mb->p.epoch && mb->rank < 0)) {
+            coord_reject(c, mb, "METRICS (epoch report)", KD_WIRE_DROP_SENDER);
+            return;
+        }
         c->accuracy = acc;
         c->test_loss = tl;
         c->train_loss = trl;
@@ -231,9 +267,8 @@ void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
                              : c->st == C_WAITING ? "waiting" : "rescaling");
         return;
     }
-    if (mb->rank == 0) {
-        if (msg->h.generation == c->gen)
-            coord_batch_observe(c, b);
+    if (mb->rank == 0 && msg->h.generation == c->gen) {
+        coord_batch_observe(c, b);
         json_t *copy = json_deep_copy(b);
         json_object_set_new(copy, "epoch", json_integer(msg->h.epoch));
         json_object_set_new(copy, "step", json_integer((json_int_t)msg->h.step));

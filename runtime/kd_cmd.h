@@ -9,5 +9,6 @@
 
 int kd_cmd_run(int argc, char **argv);
 int kd_cmd_version(int argc, char **argv);
+int kd_cmd_keys(int argc, char **argv);
 
 #endif

@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "kd_curve.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_train.h"
@@ -629,6 +630,32 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
         free(l);
         return 1;
     }
+    /* Ephemeral job keys, readable only by us, for every process of this run (they
+     * inherit KADET_KEYS_DIR); removed at exit. KADET_RUN_NO_KEYS=1 runs unauthenticated
+     * (the benchmark's "none" row). */
+    char keydir[128];
+    static kd_curve_keys keys;
+    snprintf(keydir, sizeof keydir, "%s/keys", l->dir);
+    const char *nokeys = getenv("KADET_RUN_NO_KEYS");
+    if (nokeys != NULL && strcmp(nokeys, "1") == 0) {
+        unsetenv(KD_CURVE_ENV);
+        keydir[0] = '\0';
+    } else {
+        char kerr[600] = "";
+        errno = 0;
+        if (mkdir(keydir, 0700) != 0 || kd_curve_make(keydir, kerr, sizeof kerr) != KD_OK ||
+            kd_curve_load(keydir, &keys, kerr, sizeof kerr) != KD_OK) {
+            fprintf(stderr, "kadet run: cannot make the job's keys in %s: %s\n", keydir,
+                    kerr[0] != '\0' ? kerr : strerror(errno));
+            kd_curve_unmake(keydir);
+            rmdir(keydir);
+            rmdir(l->dir);
+            free(l);
+            return 1;
+        }
+        setenv(KD_CURVE_ENV, keydir, 1);
+        setenv("KADET_DATA_PLANE", kd_spec_data_plane_name(o->job->data_plane), 1);
+    }
     char epfile[128], summary[128];
     snprintf(epfile, sizeof epfile, "%s/endpoints", l->dir);
     snprintf(summary, sizeof summary, "%s/summary.json", l->dir);
@@ -681,6 +708,8 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
     int64_t max_frame = 64 * 1024;
     zmq_setsockopt(sub, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
+    if (keys.enabled)
+        kd_curve_job_client(sub, &keys, 0);
     zmq_connect(sub, l->met_ep);
     KD_INFO("run: coordinator pid=%ld control=%s agents=%d", (long)l->coord, l->ctl_ep,
             l->target);
@@ -793,6 +822,10 @@ out:
             unlink(p);
         }
         rmdir(l->ckpt_dir);
+    }
+    if (keydir[0] != '\0') {
+        kd_curve_unmake(keydir);
+        rmdir(keydir);
     }
     rmdir(l->dir);
     free(l);

@@ -19,6 +19,7 @@ static const kd_cmd commands[] = {
     {"run", kd_cmd_run, "train an AgentJob manifest locally"},
     {"coordinator", kd_cmd_coordinator, "coordinate one distributed job (membership, checkpoints)"},
     {"worker", kd_cmd_worker, "run one agent of a distributed job"},
+    {"keys", kd_cmd_keys, "make a job keypair for hand-started agents"},
     {"version", kd_cmd_version, "print the version"},
 };
 

@@ -14,6 +14,7 @@
 
 #include "comm.h"
 #include "comm_ctl.h"
+#include "kd_curve.h"
 #include "kd_error.h"
 #include "kd_hosts.h"
 #include "kd_log.h"
@@ -27,6 +28,9 @@
 #define TAIL_GSQ 4    /* adaptive batch: |mean gradient over our samples|^2 (upper layers) */
 #define TAIL_N 5
 #define MAX_PEERS 1024
+/* Floats of a peer's gradient checked for non-finite values and then applied together:
+ * 16 KiB stays in the L1 cache between the two. */
+#define FINITE_BLOCK 4096
 
 static volatile sig_atomic_t worker_sigterm;
 
@@ -44,6 +48,8 @@ typedef struct worker {
     void *zctx;                   /* ZeroMQ context */
     void *ctl;                    /* DEALER to the coordinator */
     kd_comm *comm;                /* data plane */
+    kd_zap *zap;                  /* ZAP handler of the data endpoint, NULL without keys */
+    int data_curve;               /* the data endpoint's mode: CURVE or authenticated */
     char data_ep[256];            /* our data endpoint as announced */
     char coord_ep[512];           /* the coordinator endpoint connected (name resolved) */
     double last_coord;            /* when the coordinator was last heard */
@@ -196,6 +202,53 @@ static void send_state(worker *w)
     w->last_sent = kd_now();
 }
 
+/* Opens the data endpoint in the current mode (w->data_curve) and sets data_ep to what
+ * peers connect to. A fixed port may still be held for a moment by the endpoint being
+ * replaced (rebind_data), so a bind is retried for up to two seconds. */
+static int open_data(worker *w, char *err, size_t errlen)
+{
+    const kd_worker_config *cfg = w->cfg;
+    int rc = KD_ENETWORK;
+    for (int i = 0; i < 100; i++) {
+        rc = kd_comm_open_keyed(&w->comm, w->zctx, cfg->bind, cfg->keys, w->data_curve,
+                                w->data_ep, sizeof w->data_ep, err, errlen);
+        if (rc == KD_OK || strstr(cfg->bind, ":*") != NULL)
+            break;
+        usleep(20000);
+    }
+    if (rc != KD_OK)
+        return rc;
+    kd_comm_set_timeout(w->comm, cfg->comm_timeout_ms);
+    kd_comm_set_chunk_bytes(w->comm, cfg->chunk_bytes);
+    if (cfg->advertise != NULL) {
+        const char *port = strrchr(w->data_ep, ':');
+        char ep[256];
+        snprintf(ep, sizeof ep, "tcp://%s%s", cfg->advertise, port != NULL ? port : "");
+        snprintf(w->data_ep, sizeof w->data_ep, "%s", ep);
+    }
+    return KD_OK;
+}
+
+/* The job's spec.security.dataPlane decides the data endpoint's mode; when the worker was
+ * started with the other one, the endpoint is bound again (READY announces it). */
+static int rebind_data(worker *w)
+{
+    const kd_curve_keys *k = w->cfg->keys;
+    int want = w->job.data_plane == KD_SPEC_DATA_CURVE;
+    if (k == NULL || !k->enabled || want == w->data_curve)
+        return KD_OK;
+    char err[256];
+    kd_comm_close(&w->comm);
+    w->data_curve = want;
+    if (open_data(w, err, sizeof err) != KD_OK) {
+        KD_ERROR("worker: %s", err);
+        return KD_ENETWORK;
+    }
+    KD_INFO("worker: data endpoint rebound data=%s data_plane=%s", w->data_ep,
+            kd_spec_data_plane_name(w->job.data_plane));
+    return KD_OK;
+}
+
 /* Loads the job sent in WELCOME (once: a coordinator restart re-sends the same job). */
 static int load_job(worker *w, const json_t *body)
 {
@@ -275,14 +328,15 @@ static int load_job(worker *w, const json_t *body)
     w->have_job = 1;
     KD_INFO("worker: job loaded name=%s train=%zu test=%zu params=%zu", w->name, w->train.n,
             w->test.n, w->m.n_params);
-    return KD_OK;
+    return rebind_data(w);
 }
 
 static void send_ready(worker *w)
 {
-    json_t *b = json_pack("{s:I, s:I, s:I, s:b}", "n_params", (json_int_t)w->m.n_params,
+    json_t *b = json_pack("{s:I, s:I, s:I, s:b, s:s}", "n_params", (json_int_t)w->m.n_params,
                           "n_state", (json_int_t)w->o.state_len, "n_train",
-                          (json_int_t)w->train.n, "fresh", !w->trained);
+                          (json_int_t)w->train.n, "fresh", !w->trained, "endpoint",
+                          w->data_ep);
     if (b != NULL)
         ctl_send(w, KD_WIRE_READY, b);
     json_decref(b);
@@ -470,6 +524,10 @@ static int apply_state(worker *w, const kd_ctl_msg *msg)
         return -1;
     }
     const unsigned char *p = zmq_msg_data((zmq_msg_t *)&msg->payload);
+    if (!kd_comm_all_finite(p, n)) {
+        kd_wire_drop(KD_WIRE_DROP_NONFINITE, "control");
+        return -1;
+    }
     kd_wire_floats_from_le(w->m.params, p, w->m.n_params);
     if (w->o.state_len > 0)
         kd_wire_floats_from_le(w->o.state, p + w->m.n_params * sizeof(float), w->o.state_len);
@@ -645,6 +703,49 @@ static step_result exchange_failed(worker *w, const char *err, int local, uint64
         w->pend_start = start;
         w->pend_n = mine;
     }
+    return STEP_FAILED;
+}
+
+/* Whether what the exchange brought is finite, before any of it is applied: the summed
+ * vector in place (the averaged parameters of local-sgd, or the gradient span with its
+ * control floats; factors are checked after their all-gather), or of a deferred swap's
+ * peer pieces the control floats (the gradient part is checked block by block as the
+ * update applies it). A peer's NaN would otherwise spread into every parameter. */
+static int exchange_finite(const worker *w, int local, const kd_comm_piece *peer,
+                           size_t npeer, size_t span_n, size_t dy_n)
+{
+    if (npeer > 0) {
+        for (size_t i = 0; i < npeer; i++) {
+            size_t from = peer[i].off >= span_n ? 0 : span_n - peer[i].off;
+            if (from < peer[i].n &&
+                !kd_comm_all_finite(peer[i].data + from * sizeof(float), peer[i].n - from))
+                return 0;
+        }
+        return 1;
+    }
+    if (local)
+        return kd_comm_all_finite(w->avg, w->m.n_params) &&
+               kd_comm_all_finite(w->tail, TAIL_N);
+    return kd_comm_all_finite(w->m.grads + w->ready_base, span_n + TAIL_N) &&
+           kd_comm_all_finite(w->dyall, dy_n);
+}
+
+/* A deferred swap's peer gradient held a non-finite value (a block the update was about to
+ * apply). Before anything was applied the step simply fails, as after a lost peer, and
+ * the next world redoes it. After part of it was applied our parameters are no longer the
+ * world's: the worker leaves without reporting or sending that state (exit 1; a new one
+ * joins fresh and receives a good state), so the values never reach a checkpoint. */
+static step_result peer_not_finite(worker *w, int nothing_applied, int local, uint64_t start,
+                                   uint64_t mine, uint64_t bk)
+{
+    kd_wire_drop(KD_WIRE_DROP_NONFINITE, "data");
+    if (nothing_applied)
+        return exchange_failed(w, "the exchange brought non-finite values, not applied", local,
+                               start, mine, bk);
+    KD_ERROR("worker: the exchange brought non-finite values after part of the step was "
+             "applied; leaving with this state discarded step=%llu",
+             (unsigned long long)w->step);
+    w->fatal = 1;
     return STEP_FAILED;
 }
 
@@ -844,6 +945,11 @@ static step_result train_step(worker *w)
             return exchange_failed(w, err, local, start, mine, bk);
         /* The control floats summed now; the gradient in the update (below). */
         npeer = overlap ? kd_comm_peer(w->comm, &peer) : 0;
+        if (!exchange_finite(w, local, peer, npeer, span_n, factors ? ar[1].n : 0)) {
+            kd_wire_drop(KD_WIRE_DROP_NONFINITE, "data");
+            return exchange_failed(w, "the exchange brought non-finite values, not applied",
+                                   local, start, mine, bk);
+        }
         kd_comm_peer_add(w->comm, span_n, TAIL_N);
         if (local) {
             float inv = 1.0f / (float)w->world;
@@ -872,6 +978,11 @@ static step_result train_step(worker *w)
                                 w->step, err, sizeof err);
         if (rc != KD_OK)
             return exchange_failed(w, err, local, start, mine, bk);
+        if (!kd_comm_all_finite(w->m.grads + w->m.w_off[0], w->gbounds[w->world])) {
+            kd_wire_drop(KD_WIRE_DROP_NONFINITE, "data");
+            return exchange_failed(w, "the exchange brought non-finite values, not applied",
+                                   local, start, mine, bk);
+        }
     }
     double t2 = kd_now();
     /* Adaptive batch size: with every rank at the full per-agent batch, the global and the
@@ -883,13 +994,22 @@ static step_result train_step(worker *w)
     }
     if (npeer > 0) {
         /* The peer's gradient is added as the update reads it (logical offset = parameter
-         * index: without factors the vector starts at the first parameter). */
+         * index: without factors the vector starts at the first parameter), a block at a
+         * time, each checked for non-finite values just before it is applied (the check
+         * then costs a pass over the L1 cache, not over memory). */
+        int applied = 0;
         for (size_t i = 0; i < npeer; i++) {
             size_t n = peer[i].off >= span_n ? 0
                        : peer[i].off + peer[i].n <= span_n ? peer[i].n : span_n - peer[i].off;
-            if (n > 0)
-                kd_optim_step_range_sum(&w->o, w->m.params, w->m.grads, peer[i].data, (float)lr,
-                                        peer[i].off, n);
+            for (size_t b = 0; b < n; b += FINITE_BLOCK) {
+                size_t m = n - b < FINITE_BLOCK ? n - b : FINITE_BLOCK;
+                const unsigned char *d = peer[i].data + b * sizeof(float);
+                if (!kd_comm_all_finite(d, m))
+                    return peer_not_finite(w, !applied, local, start, mine, bk);
+                kd_optim_step_range_sum(&w->o, w->m.params, w->m.grads, d, (float)lr,
+                                        peer[i].off + b, m);
+                applied = 1;
+            }
         }
         kd_optim_advance(&w->o);
     } else if (!local) {
@@ -1108,20 +1228,26 @@ int kd_worker_run(const kd_worker_config *cfg)
         KD_ERROR("worker: cannot open sample log %s", cfg->sample_log);
         goto out;
     }
-    if (kd_comm_open(&w->comm, w->zctx, cfg->bind, w->data_ep, sizeof w->data_ep, err,
-                     sizeof err) != KD_OK) {
+    int keyed = cfg->keys != NULL && cfg->keys->enabled;
+    w->data_curve = cfg->data_curve;
+    /* The data endpoint admits only holders of the job key: its ZAP handler runs before
+     * it binds and stops after it is closed (kd_curve.h). */
+    if (keyed && kd_zap_start(&w->zap, w->zctx, cfg->keys, err, sizeof err) != KD_OK) {
         KD_ERROR("worker: %s", err);
         goto out;
     }
-    kd_comm_set_timeout(w->comm, cfg->comm_timeout_ms);
-    kd_comm_set_chunk_bytes(w->comm, cfg->chunk_bytes);
-    if (cfg->advertise != NULL) {
-        const char *port = strrchr(w->data_ep, ':');
-        char ep[256];
-        snprintf(ep, sizeof ep, "tcp://%s%s", cfg->advertise, port != NULL ? port : "");
-        snprintf(w->data_ep, sizeof w->data_ep, "%s", ep);
+    if (!keyed)
+        KD_WARN("worker: no keys (--keys-dir, KADET_KEYS_DIR): control and data traffic are "
+                "unauthenticated, anyone who reaches the ports can join or feed gradients");
+    if (open_data(w, err, sizeof err) != KD_OK) {
+        KD_ERROR("worker: %s", err);
+        goto out;
     }
     w->ctl = zmq_socket(w->zctx, ZMQ_DEALER);
+    if (keyed && kd_curve_job_client(w->ctl, cfg->keys, 0) != 0) {
+        KD_ERROR("worker: CURVE: %s", zmq_strerror(zmq_errno()));
+        goto out;
+    }
     /* No control frame is larger than a state transfer (see the coordinator's sockets). */
     int64_t max_frame = (int64_t)KD_WIRE_MAX_FLOAT_BYTES;
     zmq_setsockopt(w->ctl, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
@@ -1139,13 +1265,23 @@ int kd_worker_run(const kd_worker_config *cfg)
         KD_ERROR("worker: connect %s: %s", coord_ep, zmq_strerror(zmq_errno()));
         goto out;
     }
-    KD_INFO("worker: started name=%s coordinator=%s data=%s", w->name, cfg->coordinator,
-            w->data_ep);
+    KD_INFO("worker: started name=%s coordinator=%s data=%s security=%s", w->name,
+            cfg->coordinator, w->data_ep,
+            !keyed ? "none" : w->data_curve ? "curve" : "authenticated");
     rc = worker_loop(w);
 out:
     if (w->ctl != NULL)
         zmq_close(w->ctl);
     kd_comm_close(&w->comm);
+    if (w->zap != NULL) {
+        kd_zap_stats zs;
+        kd_zap_get_stats(w->zap, &zs);
+        KD_INFO("worker: security admitted=%llu refused=%llu refused_handshakes=%llu "
+                "rejected_nonfinite=%llu", (unsigned long long)zs.admitted,
+                (unsigned long long)zs.refused, (unsigned long long)zs.handshakes,
+                (unsigned long long)kd_wire_drops(KD_WIRE_DROP_NONFINITE));
+    }
+    kd_zap_stop(&w->zap); /* after the data endpoint it serves is closed */
     if (w->zctx != NULL)
         zmq_ctx_term(w->zctx);
     if (w->sample_log != NULL)

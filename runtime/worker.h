@@ -30,6 +30,10 @@ typedef struct kd_worker_config {
     size_t chunk_bytes;       /* allreduce chunk size */
     int coord_timeout_ms;     /* silence after which the coordinator counts as lost */
     const char *sample_log;   /* debug: append "epoch sample" per trained sample, or NULL */
+    const struct kd_curve_keys *keys; /* the job's keys (kd_curve.h); NULL or not enabled =
+                                       * unauthenticated */
+    int data_curve;           /* data endpoint's first mode: CURVE (1) or authenticated (0);
+                               * the job's spec.security.dataPlane decides (rebind) */
 } kd_worker_config;
 
 void kd_worker_config_default(kd_worker_config *c);

@@ -78,3 +78,19 @@ kd_add_script_test(NAME dist_local_sgd
 kd_add_script_test(NAME dist_adaptive_batch
   COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_adaptive_batch.py
   LABELS integration TIMEOUT 240)
+
+# Issue 17: the job's CURVE keys and the ZAP handler (common/kd_curve.c).
+kd_add_test(NAME test_curve SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_curve.c
+            LIBS kd_common LABELS unit TIMEOUT 60)
+
+# Issue 17: every network attack of the issue against a running job with keys, by
+# kd_attack (a stranger's CURVE key, a guessed PLAIN password, no security, and an insider
+# holding the job key), and the same job unattacked: nothing of the attacker's accepted,
+# the same result.
+add_executable(kd_attack ${CMAKE_CURRENT_LIST_DIR}/integration/kd_attack.c)
+target_link_libraries(kd_attack PRIVATE kd_common)
+foreach(mode authenticated curve)
+  kd_add_script_test(NAME dist_attacks_${mode}
+    COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_attacks.py ${mode}
+    LABELS integration TIMEOUT 600)
+endforeach()

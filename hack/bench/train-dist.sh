@@ -10,6 +10,10 @@
 #   goodput; not the fixed batch-64 work of the other rows, so it is left out of the
 #   ratios), and with
 #   sync.compression bf16 (gradient messages as bfloat16, half the bytes; its own ratio)
+#   and the security modes of the agent network (docs/security.md), 2 agents each: the
+#   default (kadet2: job keys, CURVE control plane, data plane authenticated), none
+#   (kadet2n: KADET_RUN_NO_KEYS=1, nothing authenticated) and curve (kadet2s:
+#   spec.security.dataPlane curve, the data plane encrypted); their ratios to none
 # Reported, median over the repetitions (the trainers' runs are interleaved so that
 # background load hits all of them alike; repetition i trains with seed i, initialisation
 # and sample order, so that time to accuracy is the median of different training runs,
@@ -20,17 +24,22 @@
 #   acc        final test accuracy
 # -c CORETYPE sets OPENBLAS_CORETYPE for every trainer (e.g. Haswell, SkylakeX; `auto`
 # unsets it so that OpenBLAS detects the CPU); by default the environment's value is kept.
+# -t "TRAINERS" runs only these (of kadet2 kadet1 ddp2 kadet2f kadet2a kadet2c kadet2n
+# kadet2s; e.g. -t "kadet2 kadet2n kadet2s" for the security rows alone).
 # usage: hack/bench/train-dist.sh [-r REPS] [-e EPOCHS] [-b BUILD_DIR] [-o DIR] [-c CORETYPE]
+#                                 [-t TRAINERS]
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 reps=3 epochs=10 build="$top/build" out="" coretype=""
-while getopts "r:e:b:o:c:h" opt; do
+trainers="kadet2 kadet1 ddp2 kadet2f kadet2a kadet2c kadet2n kadet2s"
+while getopts "r:e:b:o:c:t:h" opt; do
     case "$opt" in
         r) reps=$OPTARG ;;
         e) epochs=$OPTARG ;;
         b) build=$OPTARG ;;
         o) out=$OPTARG ;;
         c) coretype=$OPTARG ;;
+        t) trainers=$OPTARG ;;
         *) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
     esac
 done
@@ -39,7 +48,11 @@ if [ ! -x "$kadet" ]; then
     echo "train-dist.sh: $kadet not found (hack/build.sh release)" >&2
     exit 1
 fi
-if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+case " $trainers " in
+*" ddp2 "*) need_torch=1 ;;
+*) need_torch=0 ;;
+esac
+if [ "$need_torch" = 1 ] && ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     "$top/hack/deps.sh" --bench # the DDP peer needs Debian's python3-torch
 fi
 if [ -z "$out" ]; then
@@ -73,6 +86,9 @@ adapt_manifest="$out/fashion-mnist-adaptive.yaml"
 variant "$adapt_manifest" \
     's/adaptive: {learningRate: true, batchSize: false}/adaptive: {learningRate: true, batchSize: true}/' \
     'batchSize: true'
+curve_manifest="$out/fashion-mnist-curve.yaml"
+variant "$curve_manifest" 's/^  checkpoint:/  security: {dataPlane: curve}\n  checkpoint:/' \
+    'dataPlane: curve'
 # kadet_run MANIFEST AGENTS: trainer $t's repetition $i (seed $i).
 kadet_run() {
     "$kadet" run "$1" --agents "$2" --epochs "$epochs" --seed "$i" --quiet --log-level warn \
@@ -80,13 +96,15 @@ kadet_run() {
 }
 i=1
 while [ "$i" -le "$reps" ]; do
-    for t in kadet2 kadet1 ddp2 kadet2f kadet2a kadet2c; do
+    for t in $trainers; do
         case "$t" in
             kadet2) kadet_run "$manifest" 2 ;;
             kadet2f) kadet_run "$fact_manifest" 2 ;;
             kadet2a) kadet_run "$adapt_manifest" 2 ;;
             kadet2c) kadet_run "$bf16_manifest" 2 ;;
             kadet1) kadet_run "$manifest" 1 ;;
+            kadet2n) KADET_RUN_NO_KEYS=1 kadet_run "$manifest" 2 ;;
+            kadet2s) kadet_run "$curve_manifest" 2 ;;
             ddp2) /usr/bin/python3 "$top/hack/bench/train-dist-ddp.py" --procs 2 \
                       --epochs "$epochs" --seed "$i" --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
         esac || {
@@ -98,9 +116,9 @@ while [ "$i" -le "$reps" ]; do
     done
     i=$((i + 1))
 done
-/usr/bin/python3 - "$out" "$reps" <<'PY'
+/usr/bin/python3 - "$out" "$reps" "$trainers" <<'PY'
 import json, statistics, sys
-out, reps = sys.argv[1], int(sys.argv[2])
+out, reps, ran = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
 def stats(t):
     sps, t88, acc = [], [], []
     for i in range(1, reps + 1):
@@ -112,25 +130,48 @@ def stats(t):
         t88.append(hit[0] if hit else float("inf"))
         acc.append(s["test_accuracy"])
     return statistics.median(sps), statistics.median(t88), statistics.median(acc)
-order = ("kadet2", "kadet2f", "kadet1", "ddp2", "kadet2a", "kadet2c")
+order = [t for t in ("kadet2", "kadet2f", "kadet1", "ddp2", "kadet2a", "kadet2c", "kadet2n",
+                    "kadet2s") if t in ran]
 r = {t: stats(t) for t in order}
 names = {"kadet2": "kadet, 2 agents (exchange auto: gradients)",
          "kadet2f": "kadet, 2 agents (exchange factors)", "kadet1": "kadet, 1 agent",
          "ddp2": "PyTorch DDP gloo, 2 processes",
          "kadet2a": "kadet, 2 agents, adaptive batch size (batch 64 -> final %s)",
-         "kadet2c": "kadet, 2 agents, bf16 compression (exchange auto: gradients)"}
-final_batch = [json.load(open(f"{out}/kadet2a.{i}.json")).get("batch", 0)
-               for i in range(1, reps + 1)]
-names["kadet2a"] %= "/".join(str(b) for b in final_batch)
+         "kadet2c": "kadet, 2 agents, bf16 compression (exchange auto: gradients)",
+         "kadet2n": "kadet, 2 agents, security none (no keys)",
+         "kadet2s": "kadet, 2 agents, data plane curve (encrypted)"}
+if "kadet2a" in r:
+    final_batch = [json.load(open(f"{out}/kadet2a.{i}.json")).get("batch", 0)
+                   for i in range(1, reps + 1)]
+    names["kadet2a"] %= "/".join(str(b) for b in final_batch)
+names["kadet2"] = names["kadet2"].replace("(exchange", "(security default: authenticated; "
+                                          "exchange")
 print("| trainer | samples/s | t0.88 (s) | final acc |")
 print("|---|---:|---:|---:|")
 for t in order:
     s, t88, a = r[t]
     print(f"| {names[t]} | {s:.0f} | {'-' if t88 == float('inf') else f'{t88:.1f}'} | {a:.4f} |")
-k2, k1, d2 = r["kadet2"][0], r["kadet1"][0], r["ddp2"][0]
-print(f"\nkadet 2 agents / DDP 2 processes: {k2 / d2:.2f}x samples/s; "
-      f"kadet 2 agents / kadet 1 agent: {k2 / k1:.2f}x samples/s")
-c2 = r["kadet2c"][0]
-print(f"with bf16 compression: kadet 2 agents / kadet 1 agent: {c2 / k1:.2f}x samples/s; "
-      f"/ DDP (float32): {c2 / d2:.2f}x")
+print()
+if all(t in r for t in ("kadet2", "kadet1", "ddp2")):
+    k2, k1, d2 = r["kadet2"][0], r["kadet1"][0], r["ddp2"][0]
+    print(f"kadet 2 agents / DDP 2 processes: {k2 / d2:.2f}x samples/s; "
+          f"kadet 2 agents / kadet 1 agent: {k2 / k1:.2f}x samples/s")
+    if "kadet2c" in r:
+        c2 = r["kadet2c"][0]
+        print(f"with bf16 compression: kadet 2 agents / kadet 1 agent: {c2 / k1:.2f}x "
+              f"samples/s; / DDP (float32): {c2 / d2:.2f}x")
+if "kadet2n" in r:
+    n2 = r["kadet2n"][0]
+    # Per repetition too: the runs of one repetition are back to back, so a ratio within
+    # a repetition is less exposed to the load moving between repetitions.
+    def per_rep(t):
+        return [statistics.median([60000 / e["epoch_seconds"] for e in
+                                   json.load(open(f"{out}/{t}.{i}.json"))["epoch_log"][1:]])
+                for i in range(1, reps + 1)]
+    base = per_rep("kadet2n")
+    for t, what in (("kadet2", "default (authenticated)"), ("kadet2s", "curve")):
+        if t in r:
+            rr = [a / b for a, b in zip(per_rep(t), base)]
+            print(f"security {what} / none: {r[t][0] / n2:.3f}x samples/s (medians); per "
+                  f"repetition {', '.join(f'{x:.3f}' for x in rr)}")
 PY

@@ -2,6 +2,7 @@
  * every rank the exact element-wise sum (bit-identical across ranks), for several world
  * sizes, shapes that do not divide evenly and multi-span vectors; stale and foreign messages on the data port
  * are dropped without disturbing it; a dead peer is reported as a timeout. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -612,12 +613,38 @@ static void test_noise_on_data_port_is_dropped(void **state)
     zmq_ctx_term(ctx);
 }
 
+/* The check every received state and gradient goes through (docs/security.md): any
+ * infinity or NaN anywhere, at any alignment and length, and nothing else. */
+static void test_all_finite_finds_every_nonfinite_value(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    unsigned char buf[N * 4 + 3];
+    const float bad[] = {NAN, -NAN, INFINITY, -INFINITY};
+    const float fine[] = {0.0f, -0.0f, 1e-45f, 3.4e38f, -3.4e38f, 1.0f};
+    for (size_t shift = 0; shift < 4; shift++) {
+        unsigned char *p = buf + shift;
+        for (size_t i = 0; i < N; i++)
+            memcpy(p + 4 * i, &fine[i % 6], 4);
+        assert_int_equal(kd_comm_all_finite(p, N), 1);
+        assert_int_equal(kd_comm_all_finite(p, 0), 1);
+        for (size_t k = 0; k < 4; k++)
+            for (size_t at = 0; at < N; at += 97) {
+                memcpy(p + 4 * at, &bad[k], 4);
+                assert_int_equal(kd_comm_all_finite(p, N), 0);
+                assert_int_equal(kd_comm_all_finite(p, at), 1); /* before it: fine */
+                memcpy(p + 4 * at, &fine[at % 6], 4);
+            }
+    }
+}
+
 int main(void)
 {
     sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh == MAP_FAILED)
         return 1;
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_all_finite_finds_every_nonfinite_value),
         cmocka_unit_test(test_two_ranks_sum_exactly),
         cmocka_unit_test(test_three_and_four_ranks_with_uneven_segments),
         cmocka_unit_test(test_ipc_connection_gets_its_send_buffer),

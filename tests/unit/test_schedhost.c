@@ -2,7 +2,8 @@
  * minus the requests of live pods bound to each node, agents of the snapshot's jobs and
  * finished pods excluded, NotReady and cordoned nodes left out), pod requests (limits
  * where requests are missing), and the coordinator metrics decoder refusing malformed
- * messages. */
+ * messages, other jobs' and older generations' metrics, and subscribers without the
+ * operator's key (issue 17). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "kd_curve.h"
 #include "kd_error.h"
 #include "progress.h"
 #include "reconcile_plan.h"
@@ -161,6 +168,96 @@ static void test_reason_kinds_have_no_numbers(void **state)
     assert_string_equal(k, "unspecified");
 }
 
+static void test_progress_decoder_names_the_job(void **state)
+{
+    (void)state;
+    rc_progress_info pi;
+    long gen = -1;
+    const char *a = "{\"job\": \"ns/a\", \"generation\": 4, \"epoch\": 3}";
+    assert_int_equal(progress_decode_job(a, strlen(a), "ns/a", &pi, &gen), 0);
+    assert_int_equal(gen, 4);
+    assert_int_equal(pi.epoch, 3);
+    assert_int_equal(progress_decode_job(a, strlen(a), "ns/b", &pi, &gen), -2);
+    const char *bad[] = {"{\"epoch\": 3}", "{\"job\": \"ns/a\", \"epoch\": 3}",
+                         "{\"job\": 1, \"generation\": 4}",
+                         "{\"job\": \"ns/a\", \"generation\": -1}",
+                         "{\"job\": \"ns/a\", \"generation\": \"4\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(progress_decode_job(bad[i], strlen(bad[i]), "ns/a", &pi, &gen), -1);
+}
+
+/* A coordinator's metrics PUB with the job's keys (and the operator's public key): a
+ * progress with the operator keypair sees the job's metrics and only those; one without
+ * the operator key is refused by the ZAP handler and sees nothing. */
+static void test_progress_follows_its_job_over_curve(void **state)
+{
+    (void)state;
+    char dir[64] = "/tmp/kd-progress-test.XXXXXX", err[256], op_pub[41], op_sec[41];
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(kd_curve_make(dir, err, sizeof err), KD_OK);
+    assert_int_equal(zmq_curve_keypair(op_pub, op_sec), 0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/operator.pub", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%s\n", op_pub);
+    fclose(f);
+    kd_curve_keys k;
+    assert_int_equal(kd_curve_load(dir, &k, err, sizeof err), KD_OK);
+    void *ctx = zmq_ctx_new();
+    kd_zap *z = NULL;
+    assert_int_equal(kd_zap_start(&z, ctx, &k, err, sizeof err), KD_OK);
+    void *pub = zmq_socket(ctx, ZMQ_PUB);
+    int linger = 0;
+    zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(kd_curve_server(pub, &k, KD_ZAP_METRICS, 0), 0);
+    kd_zap_watch(z, pub, "metrics");
+    assert_int_equal(zmq_bind(pub, "tcp://127.0.0.1:*"), 0);
+    char ep[128];
+    size_t l = sizeof ep;
+    zmq_getsockopt(pub, ZMQ_LAST_ENDPOINT, ep, &l);
+    progress_options po = {.notify_interval_s = 1, .curve_public = op_pub,
+                           .curve_secret = op_sec};
+    progress *p = NULL, *stranger = NULL;
+    assert_int_equal(progress_new(&po, &p), KD_OK);
+    assert_int_equal(progress_new(NULL, &stranger), KD_OK);
+    progress_set_job_key(p, "ns/a", k.pub);
+    progress_watch(p, "ns/a", ep);
+    progress_watch(stranger, "ns/a", ep);
+    assert_int_equal(progress_start(p), KD_OK);
+    assert_int_equal(progress_start(stranger), KD_OK);
+    /* The job's own reports (generation 3, epoch 2), another job's (a reused address) and
+     * an older generation's: only the first counts. */
+    const char *msgs[] = {
+        "{\"job\": \"ns/a\", \"generation\": 3, \"epoch\": 2, \"accuracy\": 0.5}",
+        "{\"job\": \"ns/b\", \"generation\": 9, \"epoch\": 7, \"accuracy\": 0.99}",
+        "{\"job\": \"ns/a\", \"generation\": 1, \"epoch\": 8, \"accuracy\": 0.98}"};
+    rc_progress_info pi;
+    kd_zap_stats zs;
+    for (int round = 0; round < 100; round++) {
+        kd_zap_get_stats(z, &zs);
+        if (round >= 10 && progress_foreign(p) >= 4 && zs.handshakes >= 1)
+            break;
+        for (int i = 0; i < 3; i++)
+            zmq_send(pub, msgs[i], strlen(msgs[i]), 0);
+        usleep(50 * 1000);
+    }
+    assert_int_equal(progress_get(p, "ns/a", &pi), 1);
+    assert_int_equal(pi.epoch, 2);
+    assert_true(fabs(pi.accuracy - 0.5) < 1e-12);
+    assert_true(progress_foreign(p) >= 4);
+    assert_int_equal(progress_get(stranger, "ns/a", &pi), 0);
+    kd_zap_get_stats(z, &zs);
+    assert_true(zs.handshakes >= 1); /* the subscriber without keys */
+    progress_free(&p);
+    progress_free(&stranger);
+    zmq_close(pub);
+    kd_zap_stop(&z);
+    zmq_ctx_term(ctx);
+    kd_curve_unmake(dir);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -169,6 +266,8 @@ int main(void)
         cmocka_unit_test(test_nodes_subtract_other_pods_only),
         cmocka_unit_test(test_progress_decoder),
         cmocka_unit_test(test_progress_keeps_nothing_for_unknown_jobs),
+        cmocka_unit_test(test_progress_decoder_names_the_job),
+        cmocka_unit_test(test_progress_follows_its_job_over_curve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
