@@ -70,6 +70,57 @@ void kd_train_schedule(const kd_agentjob *job, kd_lr_schedule *s)
     s->gamma = (float)job->gamma;
 }
 
+void kd_train_model_desc(const kd_agentjob *job, char *buf, size_t len)
+{
+    size_t n = 0;
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+#define PUT(...)                                                                     \
+    do {                                                                             \
+        int k_ = snprintf(buf + n, len - n, __VA_ARGS__);                            \
+        if (k_ < 0 || (size_t)k_ >= len - n)                                         \
+            return;                                                                  \
+        n += (size_t)k_;                                                             \
+    } while (0)
+    if (job->n_layers == 0) {
+        PUT("mlp");
+        for (int i = 0; i < job->n_hidden; i++)
+            PUT("%s%d", i ? "-" : " ", job->hidden[i]);
+        return;
+    }
+    for (int i = 0; i < job->n_layers; i++) {
+        const kd_spec_layer *l = &job->layers[i];
+        const char *sep = i ? " " : "";
+        switch (l->type) {
+        case KD_LAYER_CONV2D:
+            PUT("%sconv%dx%d(%d", sep, l->kernel, l->kernel, l->units);
+            if (l->stride != 1)
+                PUT(",s%d", l->stride);
+            if (l->padding != 0)
+                PUT(",p%d", l->padding);
+            PUT(")");
+            break;
+        case KD_LAYER_DENSE:
+            PUT("%sdense(%d)", sep, l->units);
+            break;
+        case KD_LAYER_MAXPOOL2D:
+        case KD_LAYER_AVGPOOL2D:
+            PUT("%s%s%d", sep, l->type == KD_LAYER_MAXPOOL2D ? "maxpool" : "avgpool", l->kernel);
+            if (l->stride != l->kernel)
+                PUT("(s%d)", l->stride);
+            break;
+        case KD_LAYER_DROPOUT:
+            PUT("%sdropout(%g)", sep, l->rate);
+            break;
+        default:
+            PUT("%s%s", sep, kd_spec_layer_name(l->type));
+            break;
+        }
+    }
+#undef PUT
+}
+
 int kd_train_build_model(const kd_agentjob *job, int n_in, int n_classes, int max_batch,
                          kd_model *m, char *err, size_t errlen)
 {
