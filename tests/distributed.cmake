@@ -56,3 +56,11 @@ kd_add_script_test(NAME dist_local_sgd
 kd_add_script_test(NAME dist_adaptive_batch
   COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_adaptive_batch.py
   LABELS integration TIMEOUT 240)
+
+# The CNN sample's network (spec.training.model.layers) distributed: 1x64 = 2x32 = 4x16
+# over 20 steps, bit-identical resume, a mid-epoch join keeps every sample once.
+foreach(scenario equivalence resume join)
+  kd_add_script_test(NAME dist_cnn_${scenario}
+    COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_cnn.py ${scenario}
+    LABELS integration TIMEOUT 400)
+endforeach()
