@@ -196,45 +196,92 @@ void kd_conv2d_backward(const float *w, const float *dy, float *dw, float *db, f
     conv_backward(col, w, dy, dw, db, dx, col, batch, h, wd, c, f, k, s, p);
 }
 
-void kd_maxpool_forward(const float *x, float *y, int32_t *arg, int batch, int h, int w,
+void kd_maxpool_forward(const float *restrict x, float *restrict y, int batch, int h, int w,
                         int c, int k, int s)
 {
     int oh = kd_conv_out(h, k, s, 0), ow = kd_conv_out(w, k, s, 0);
     for (int b = 0; b < batch; b++) {
         for (int oy = 0; oy < oh; oy++) {
             for (int ox = 0; ox < ow; ox++) {
-                size_t o = (((size_t)b * oh + oy) * ow + ox) * c;
-                float *yo = y + o;
-                int32_t *ao = arg + o;
-                size_t i0 = (((size_t)b * h + (size_t)oy * s) * w + (size_t)ox * s) * c;
-                for (int j = 0; j < c; j++) {
-                    yo[j] = x[i0 + j];
-                    ao[j] = (int32_t)(i0 + j);
-                }
-                for (int ky = 0; ky < k; ky++) {
+                float *restrict yo = y + (((size_t)b * oh + oy) * ow + ox) * c;
+                const float *x0 = x + (((size_t)b * h + (size_t)oy * s) * w + (size_t)ox * s) * c;
+                memcpy(yo, x0, (size_t)c * sizeof(float));
+                for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++) {
-                        if (ky == 0 && kx == 0)
-                            continue;
-                        size_t i = i0 + ((size_t)ky * w + kx) * c;
-                        const float *xi = x + i;
-                        for (int j = 0; j < c; j++) {
-                            int gt = xi[j] > yo[j];
-                            yo[j] = gt ? xi[j] : yo[j];
-                            ao[j] = gt ? (int32_t)(i + j) : ao[j];
-                        }
+                        const float *restrict xi = x0 + ((size_t)ky * w + kx) * c;
+                        for (int j = 0; j < c; j++)
+                            yo[j] = xi[j] > yo[j] ? xi[j] : yo[j];
                     }
-                }
             }
         }
     }
 }
 
-void kd_maxpool_backward(const float *dy, const int32_t *arg, float *dx, size_t n_out,
-                         size_t n_in)
+/* Zeroes what windows of size k with stride k do not cover: rows from oh*k and columns
+ * from ow*k of every sample. */
+static void zero_uncovered(float *dx, int batch, int h, int w, int c, int oh, int ow, int k)
 {
-    memset(dx, 0, n_in * sizeof(float));
-    for (size_t j = 0; j < n_out; j++)
-        dx[arg[j]] += dy[j];
+    size_t row = (size_t)w * c;
+    for (int b = 0; b < batch; b++) {
+        float *xb = dx + (size_t)b * h * row;
+        for (int y = 0; y < oh * k; y++)
+            if (ow * k < w)
+                memset(xb + (size_t)y * row + (size_t)ow * k * c, 0,
+                       (size_t)(w - ow * k) * c * sizeof(float));
+        if (oh * k < h)
+            memset(xb + (size_t)oh * k * row, 0, (size_t)(h - oh * k) * row * sizeof(float));
+    }
+}
+
+void kd_maxpool_backward(const float *restrict x, const float *restrict y,
+                         const float *restrict dy, float *restrict dx, int batch, int h, int w,
+                         int c, int k, int s)
+{
+    int oh = kd_conv_out(h, k, s, 0), ow = kd_conv_out(w, k, s, 0);
+    /* Windows that tile the input (stride = size) assign every input they cover once;
+     * others accumulate. */
+    int tiled = s == k;
+    if (tiled)
+        zero_uncovered(dx, batch, h, w, c, oh, ow, k);
+    else
+        memset(dx, 0, (size_t)batch * h * w * c * sizeof(float));
+    /* The gradient goes to the first input of the window (row-major) equal to the
+     * maximum, the one the forward pass kept: found again from x and y instead of stored.
+     * rem holds what is still to be routed, per channel, in blocks that fit the stack. */
+    enum { BLOCK = 256 };
+    float rem[BLOCK];
+    for (int b = 0; b < batch; b++) {
+        for (int oy = 0; oy < oh; oy++) {
+            for (int ox = 0; ox < ow; ox++) {
+                size_t o = (((size_t)b * oh + oy) * ow + ox) * c;
+                size_t i0 = (((size_t)b * h + (size_t)oy * s) * w + (size_t)ox * s) * c;
+                for (int j0 = 0; j0 < c; j0 += BLOCK) {
+                    int n = c - j0 < BLOCK ? c - j0 : BLOCK;
+                    const float *restrict yo = y + o + j0;
+                    memcpy(rem, dy + o + j0, (size_t)n * sizeof(float));
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            size_t i = i0 + ((size_t)ky * w + kx) * c + (size_t)j0;
+                            const float *restrict xi = x + i;
+                            float *restrict di = dx + i;
+                            if (tiled) {
+                                for (int j = 0; j < n; j++) {
+                                    int hit = xi[j] == yo[j];
+                                    di[j] = hit ? rem[j] : 0.0f;
+                                    rem[j] = hit ? 0.0f : rem[j];
+                                }
+                            } else {
+                                for (int j = 0; j < n; j++) {
+                                    int hit = xi[j] == yo[j];
+                                    di[j] += hit ? rem[j] : 0.0f;
+                                    rem[j] = hit ? 0.0f : rem[j];
+                                }
+                            }
+                        }
+                }
+            }
+        }
+    }
 }
 
 void kd_avgpool_forward(const float *x, float *y, int batch, int h, int w, int c, int k,
@@ -342,9 +389,6 @@ int kd_net_init(kd_net *net, const kd_spec_layer *layers, int n, kd_spec_shape i
             if (!is_pointwise(k, l->spec.stride, l->spec.padding))
                 act += round_up(B * l->out.h * l->out.w * (size_t)k * k * l->in.c);
             break;
-        case KD_LAYER_MAXPOOL2D:
-            act += round_up(B * l->out_len); /* arg */
-            break;
         case KD_LAYER_DROPOUT:
             act += round_up(B * l->out_len); /* mask */
             break;
@@ -379,10 +423,6 @@ int kd_net_init(kd_net *net, const kd_spec_layer *layers, int n, kd_spec_shape i
         if (l->spec.type == KD_LAYER_CONV2D && !is_pointwise(k, l->spec.stride, l->spec.padding)) {
             l->col = p;
             p += round_up(B * l->out.h * l->out.w * (size_t)k * k * l->in.c);
-        }
-        if (l->spec.type == KD_LAYER_MAXPOOL2D) {
-            l->arg = (int32_t *)p;
-            p += round_up(B * l->out_len);
         }
         if (l->spec.type == KD_LAYER_DROPOUT) {
             l->mask = p;
@@ -465,8 +505,8 @@ float *kd_net_forward(kd_net *net, const float *params, const float *x, int batc
             break;
         }
         case KD_LAYER_MAXPOOL2D:
-            kd_maxpool_forward(cur, l->y, l->arg, batch, l->in.h, l->in.w, l->in.c,
-                               sp->kernel, sp->stride);
+            kd_maxpool_forward(cur, l->y, batch, l->in.h, l->in.w, l->in.c, sp->kernel,
+                               sp->stride);
             cur = l->y;
             break;
         case KD_LAYER_AVGPOOL2D:
@@ -537,7 +577,8 @@ void kd_net_backward(kd_net *net, const float *params, float *grads, float *dlog
             break;
         }
         case KD_LAYER_MAXPOOL2D:
-            kd_maxpool_backward(dy, l->arg, dx, B * l->out_len, B * l->in_len);
+            kd_maxpool_backward(l->x, l->y, dy, dx, batch, l->in.h, l->in.w, l->in.c,
+                                sp->kernel, sp->stride);
             moved = 1;
             break;
         case KD_LAYER_AVGPOOL2D:

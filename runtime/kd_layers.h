@@ -45,7 +45,6 @@ typedef struct kd_net_layer {
     float *y;             /* output [max_batch x out_len] (aliases for fused/flatten) */
     const float *x;       /* input of the last forward pass (previous y or the data) */
     float *col;           /* conv2d: im2col [max_batch*OH*OW x K*K*C], NULL for 1x1 */
-    int32_t *arg;         /* maxpool2d: input index (in the batch) of each output's max */
     float *mask;          /* dropout: 0 or 1/(1-rate) per output element */
 } kd_net_layer;
 
@@ -108,12 +107,13 @@ void kd_conv2d_backward(const float *w, const float *dy, float *dw, float *db, f
                         float *col, int batch, int h, int wd, int c, int f, int k, int s,
                         int p);
 
-/* Max pooling over k x k windows with stride s (no padding): y[batch x oh x ow x c]; arg
- * gets the index into x of each maximum. Backward: dx = 0, then dx[arg[j]] += dy[j]. */
-void kd_maxpool_forward(const float *x, float *y, int32_t *arg, int batch, int h, int w,
-                        int c, int k, int s);
-void kd_maxpool_backward(const float *dy, const int32_t *arg, float *dx, size_t n_out,
-                         size_t n_in);
+/* Max pooling over k x k windows with stride s (no padding): y[batch x oh x ow x c].
+ * Backward: dx = 0, then each dy goes to the first input of its window (row-major) that
+ * equals the window's maximum y, found again from x and y rather than stored. */
+void kd_maxpool_forward(const float *x, float *y, int batch, int h, int w, int c, int k,
+                        int s);
+void kd_maxpool_backward(const float *x, const float *y, const float *dy, float *dx,
+                         int batch, int h, int w, int c, int k, int s);
 /* Average pooling, same windows; backward spreads dy/(k*k) over each window. */
 void kd_avgpool_forward(const float *x, float *y, int batch, int h, int w, int c, int k,
                         int s);
