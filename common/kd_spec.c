@@ -590,7 +590,8 @@ static int decode_training(dec *d, const json_t *tr)
         int cm = KD_SPEC_COMPRESSION_NONE;
         TRY(get_enum_field(d, o, "compression", path, compression_names, 2, &cm));
         j->sync_compression = (kd_spec_compression)cm;
-        if (ex == KD_SPEC_EXCHANGE_FACTORS && j->n_layers > 0 &&
+        if (ex == KD_SPEC_EXCHANGE_FACTORS && j->sync_mode == KD_SPEC_SYNC_ALLREDUCE &&
+            j->n_layers > 0 &&
             !kd_spec_layers_as_mlp(j, NULL, NULL)) {
             char p[PATH_MAX_LEN];
             join(p, path, "exchange");
