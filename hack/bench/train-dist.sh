@@ -18,19 +18,26 @@
 #   t0.88      training time (from the first step, evaluation included, start-up and data
 #              loading excluded) to the first epoch with test accuracy >= 0.88
 #   acc        final test accuracy
+# -m "mlp cnn" models, interleaved within each repetition: mlp is the sample above, cnn
+# manifests/samples/fashion-mnist-cnn.yaml (conv3x3(32) relu maxpool2 conv3x3(64) relu
+# maxpool2 dense(128) relu dense(10), same optimizer and schedule; DDP builds the same
+# network). The CNN's rows: 2 agents, 1 agent, DDP, bf16 (factors apply to dense first
+# layers only, and the adaptive batch row is the MLP's); its time to accuracy is t0.91.
 # -c CORETYPE sets OPENBLAS_CORETYPE for every trainer (e.g. Haswell, SkylakeX; `auto`
 # unsets it so that OpenBLAS detects the CPU); by default the environment's value is kept.
 # usage: hack/bench/train-dist.sh [-r REPS] [-e EPOCHS] [-b BUILD_DIR] [-o DIR] [-c CORETYPE]
+#                                 [-m "mlp cnn"]
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
-reps=3 epochs=10 build="$top/build" out="" coretype=""
-while getopts "r:e:b:o:c:h" opt; do
+reps=3 epochs=10 build="$top/build" out="" coretype="" models="mlp"
+while getopts "r:e:b:o:c:m:h" opt; do
     case "$opt" in
         r) reps=$OPTARG ;;
         e) epochs=$OPTARG ;;
         b) build=$OPTARG ;;
         o) out=$OPTARG ;;
         c) coretype=$OPTARG ;;
+        m) models=$OPTARG ;;
         *) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
     esac
 done
@@ -54,10 +61,17 @@ case "$coretype" in
     *) export OPENBLAS_CORETYPE="$coretype" ;;
 esac
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-auto}" >&2
+for m in $models; do
+    case "$m" in
+        mlp|cnn) ;;
+        *) echo "train-dist.sh: unknown model $m (mlp or cnn)" >&2; exit 2 ;;
+    esac
+done
 manifest="$top/manifests/samples/fashion-mnist.yaml"
+cnn_manifest="$top/manifests/samples/fashion-mnist-cnn.yaml"
 # variant FILE SED SETTING: a copy of the sample edited by SED, checked to hold SETTING.
 variant() {
-    sed "$2" "$manifest" >"$1"
+    sed "$2" "${4:-$manifest}" >"$1"
     if ! grep -q "$3" "$1"; then
         echo "train-dist.sh: could not set $3 in a copy of $manifest" >&2
         exit 1
@@ -73,14 +87,20 @@ adapt_manifest="$out/fashion-mnist-adaptive.yaml"
 variant "$adapt_manifest" \
     's/adaptive: {learningRate: true, batchSize: false}/adaptive: {learningRate: true, batchSize: true}/' \
     'batchSize: true'
+cnn_bf16_manifest="$out/fashion-mnist-cnn-bf16.yaml"
+variant "$cnn_bf16_manifest" 's/sync: {mode: allreduce}/sync: {mode: allreduce, compression: bf16}/' \
+    'compression: bf16' "$cnn_manifest"
 # kadet_run MANIFEST AGENTS: trainer $t's repetition $i (seed $i).
 kadet_run() {
     "$kadet" run "$1" --agents "$2" --epochs "$epochs" --seed "$i" --quiet --log-level warn \
         --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1
 }
+trainers=""
+case " $models " in *" mlp "*) trainers="kadet2 kadet1 ddp2 kadet2f kadet2a kadet2c" ;; esac
+case " $models " in *" cnn "*) trainers="$trainers cnn-kadet2 cnn-kadet1 cnn-ddp2 cnn-kadet2c" ;; esac
 i=1
 while [ "$i" -le "$reps" ]; do
-    for t in kadet2 kadet1 ddp2 kadet2f kadet2a kadet2c; do
+    for t in $trainers; do
         case "$t" in
             kadet2) kadet_run "$manifest" 2 ;;
             kadet2f) kadet_run "$fact_manifest" 2 ;;
@@ -88,6 +108,11 @@ while [ "$i" -le "$reps" ]; do
             kadet2c) kadet_run "$bf16_manifest" 2 ;;
             kadet1) kadet_run "$manifest" 1 ;;
             ddp2) /usr/bin/python3 "$top/hack/bench/train-dist-ddp.py" --procs 2 \
+                      --epochs "$epochs" --seed "$i" --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
+            cnn-kadet2) kadet_run "$cnn_manifest" 2 ;;
+            cnn-kadet1) kadet_run "$cnn_manifest" 1 ;;
+            cnn-kadet2c) kadet_run "$cnn_bf16_manifest" 2 ;;
+            cnn-ddp2) /usr/bin/python3 "$top/hack/bench/train-dist-ddp.py" --procs 2 --model cnn \
                       --epochs "$epochs" --seed "$i" --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
         esac || {
             echo "train-dist.sh: trainer $t (repetition $i) failed; its log:" >&2
@@ -98,39 +123,57 @@ while [ "$i" -le "$reps" ]; do
     done
     i=$((i + 1))
 done
-/usr/bin/python3 - "$out" "$reps" <<'PY'
+/usr/bin/python3 - "$out" "$reps" "$models" <<'PY'
 import json, statistics, sys
-out, reps = sys.argv[1], int(sys.argv[2])
-def stats(t):
-    sps, t88, acc = [], [], []
+out, reps, models = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+def stats(t, thr):
+    sps, tacc, acc = [], [], []
     for i in range(1, reps + 1):
         s = json.load(open(f"{out}/{t}.{i}.json"))
         log = s["epoch_log"]
         sps.append(statistics.median([60000 / e["epoch_seconds"] for e in log[1:]] or
                                      [60000 / log[0]["epoch_seconds"]]))
-        hit = [e["train_seconds"] for e in log if e["accuracy"] >= 0.88]
-        t88.append(hit[0] if hit else float("inf"))
+        hit = [e["train_seconds"] for e in log if e["accuracy"] >= thr]
+        tacc.append(hit[0] if hit else float("inf"))
         acc.append(s["test_accuracy"])
-    return statistics.median(sps), statistics.median(t88), statistics.median(acc)
-order = ("kadet2", "kadet2f", "kadet1", "ddp2", "kadet2a", "kadet2c")
-r = {t: stats(t) for t in order}
-names = {"kadet2": "kadet, 2 agents (exchange auto: gradients)",
-         "kadet2f": "kadet, 2 agents (exchange factors)", "kadet1": "kadet, 1 agent",
-         "ddp2": "PyTorch DDP gloo, 2 processes",
-         "kadet2a": "kadet, 2 agents, adaptive batch size (batch 64 -> final %s)",
-         "kadet2c": "kadet, 2 agents, bf16 compression (exchange auto: gradients)"}
-final_batch = [json.load(open(f"{out}/kadet2a.{i}.json")).get("batch", 0)
-               for i in range(1, reps + 1)]
-names["kadet2a"] %= "/".join(str(b) for b in final_batch)
-print("| trainer | samples/s | t0.88 (s) | final acc |")
-print("|---|---:|---:|---:|")
-for t in order:
-    s, t88, a = r[t]
-    print(f"| {names[t]} | {s:.0f} | {'-' if t88 == float('inf') else f'{t88:.1f}'} | {a:.4f} |")
-k2, k1, d2 = r["kadet2"][0], r["kadet1"][0], r["ddp2"][0]
-print(f"\nkadet 2 agents / DDP 2 processes: {k2 / d2:.2f}x samples/s; "
-      f"kadet 2 agents / kadet 1 agent: {k2 / k1:.2f}x samples/s")
-c2 = r["kadet2c"][0]
-print(f"with bf16 compression: kadet 2 agents / kadet 1 agent: {c2 / k1:.2f}x samples/s; "
-      f"/ DDP (float32): {c2 / d2:.2f}x")
+    return statistics.median(sps), statistics.median(tacc), statistics.median(acc)
+
+def table(order, names, thr):
+    r = {t: stats(t, thr) for t in order}
+    print(f"| trainer | samples/s | t{thr} (s) | final acc |")
+    print("|---|---:|---:|---:|")
+    for t in order:
+        s, ta, a = r[t]
+        print(f"| {names[t]} | {s:.0f} | {'-' if ta == float('inf') else f'{ta:.1f}'} | {a:.4f} |")
+    return r
+
+if "mlp" in models:
+    order = ("kadet2", "kadet2f", "kadet1", "ddp2", "kadet2a", "kadet2c")
+    names = {"kadet2": "kadet, 2 agents (exchange auto: gradients)",
+             "kadet2f": "kadet, 2 agents (exchange factors)", "kadet1": "kadet, 1 agent",
+             "ddp2": "PyTorch DDP gloo, 2 processes",
+             "kadet2a": "kadet, 2 agents, adaptive batch size (batch 64 -> final %s)",
+             "kadet2c": "kadet, 2 agents, bf16 compression (exchange auto: gradients)"}
+    final_batch = [json.load(open(f"{out}/kadet2a.{i}.json")).get("batch", 0)
+                   for i in range(1, reps + 1)]
+    names["kadet2a"] %= "/".join(str(b) for b in final_batch)
+    print("MLP 784-256-128-10:")
+    r = table(order, names, 0.88)
+    k2, k1, d2 = r["kadet2"][0], r["kadet1"][0], r["ddp2"][0]
+    print(f"\nkadet 2 agents / DDP 2 processes: {k2 / d2:.2f}x samples/s; "
+          f"kadet 2 agents / kadet 1 agent: {k2 / k1:.2f}x samples/s")
+    c2 = r["kadet2c"][0]
+    print(f"with bf16 compression: kadet 2 agents / kadet 1 agent: {c2 / k1:.2f}x samples/s; "
+          f"/ DDP (float32): {c2 / d2:.2f}x")
+if "cnn" in models:
+    order = ("cnn-kadet2", "cnn-kadet1", "cnn-ddp2", "cnn-kadet2c")
+    names = {"cnn-kadet2": "kadet, 2 agents", "cnn-kadet1": "kadet, 1 agent",
+             "cnn-ddp2": "PyTorch DDP gloo, 2 processes",
+             "cnn-kadet2c": "kadet, 2 agents, bf16 compression"}
+    print("\nCNN conv3x3(32) relu maxpool2 conv3x3(64) relu maxpool2 dense(128) relu dense(10):")
+    r = table(order, names, 0.91)
+    k2, k1, d2 = r["cnn-kadet2"][0], r["cnn-kadet1"][0], r["cnn-ddp2"][0]
+    print(f"\nCNN: kadet 2 agents / DDP 2 processes: {k2 / d2:.2f}x samples/s; "
+          f"kadet 2 agents / kadet 1 agent: {k2 / k1:.2f}x samples/s; bf16 / 1 agent: "
+          f"{r['cnn-kadet2c'][0] / k1:.2f}x")
 PY
