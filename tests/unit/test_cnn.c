@@ -239,6 +239,9 @@ static void test_conv_gradients_over_kernels_strides_paddings(void **state)
     check_net(c, 4, (kd_spec_shape){3, 8, 9}, 2, 3);
     const kd_spec_layer d[] = {L_CONV(2, 4, 1, 3), L_DENSE(2)};
     check_net(d, 2, (kd_spec_shape){2, 3, 4}, 2, 4);
+    /* Many inputs per window, stride 2 with padding, as the first layer. */
+    const kd_spec_layer e[] = {L_CONV(3, 4, 2, 1), L_RELU, L_DENSE(3)};
+    check_net(e, 3, (kd_spec_shape){5, 6, 7}, 2, 12);
 }
 
 static void test_pooling_gradients(void **state)
