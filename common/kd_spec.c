@@ -449,6 +449,51 @@ static int decode_schedule(dec *d, const json_t *opt, const char *base)
     return KD_OK;
 }
 
+/* model.inputShape and model.layers (type sequential; kd_spec_model.c). The input shape
+ * defaults to the dataset format's: idx images [1, 28, 28], csv flat vectors. */
+static int decode_model_layers(dec *d, const json_t *o, const char *path, int sequential)
+{
+    kd_agentjob *j = d->job;
+    int csv = strcmp(j->dataset_format, "csv") == 0;
+    j->input_shape = csv ? (kd_spec_shape){0, 1, 1} : (kd_spec_shape){1, 28, 28};
+    char p[PATH_MAX_LEN];
+    join(p, path, "inputShape");
+    const json_t *is = get(o, "inputShape");
+    if (is) {
+        size_t n = json_is_array(is) ? json_array_size(is) : 0;
+        int64_t v[3] = {0, 1, 1};
+        int ok = n == 1 || n == 3;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = as_int64(json_array_get(is, i), &v[i]) == 0 && v[i] >= 1 && v[i] <= 65536;
+        if (!ok || v[0] * v[1] * v[2] > 65536)
+            return fail(d, p, "[channels, height, width] or [features], at most 65536 "
+                        "values in all", is);
+        j->input_shape = (kd_spec_shape){(int)v[0], (int)v[1], (int)v[2]};
+    }
+    const json_t *layers = get(o, "layers");
+    join(p, path, "layers");
+    if (!sequential) {
+        if (layers)
+            return failf(d, "%s: type mlp takes hidden, not layers (drop type, or use "
+                         "type: sequential)", p);
+        return KD_OK;
+    }
+    if (get(o, "hidden")) {
+        join(p, path, "hidden");
+        return failf(d, "%s: a sequential model takes layers, not hidden", p);
+    }
+    if (!layers)
+        return failf(d, "%s: required with type sequential", p);
+    int rc = kd_spec_decode_layers(layers, p, j, d->err, d->errlen);
+    if (rc == KD_OK) {
+        free(j->model_type);
+        j->model_type = strdup("sequential");
+        if (!j->model_type)
+            return kd_errf(d->err, d->errlen, KD_ENOMEM, "%s: out of memory", path);
+    }
+    return rc;
+}
+
 static int decode_optimizer(dec *d, const json_t *opt, const char *path)
 {
     kd_agentjob *j = d->job;
@@ -505,17 +550,18 @@ static int decode_training(dec *d, const json_t *tr)
 
     TRY(get_object(d, tr, "model", base, &o, path));
     if (o) {
-        static const char *const k[] = {"type", "hidden", NULL};
+        static const char *const k[] = {"type", "hidden", "layers", "inputShape", NULL};
         unknown_fields(d, o, path, k);
         const json_t *t = get(o, "type");
+        int v = get(o, "layers") ? 1 : 0;
         if (t) {
             char tp[PATH_MAX_LEN];
             join(tp, path, "type");
-            static const char *const types[] = {"mlp"};
-            int v = 0;
-            TRY(get_enum(d, t, tp, types, 1, &v));
+            static const char *const types[] = {"mlp", "sequential"};
+            TRY(get_enum(d, t, tp, types, 2, &v));
         }
-        const json_t *h = get(o, "hidden");
+        TRY(decode_model_layers(d, o, path, v));
+        const json_t *h = v == 0 ? get(o, "hidden") : NULL;
         if (h) {
             char hp[PATH_MAX_LEN];
             join(hp, path, "hidden");
@@ -559,6 +605,15 @@ static int decode_training(dec *d, const json_t *tr)
         int cm = KD_SPEC_COMPRESSION_NONE;
         TRY(get_enum_field(d, o, "compression", path, compression_names, 2, &cm));
         j->sync_compression = (kd_spec_compression)cm;
+        if (ex == KD_SPEC_EXCHANGE_FACTORS && j->sync_mode == KD_SPEC_SYNC_ALLREDUCE &&
+            j->n_layers > 0 &&
+            !kd_spec_layers_as_mlp(j, NULL, NULL)) {
+            char p[PATH_MAX_LEN];
+            join(p, path, "exchange");
+            return failf(d, "%s: factors applies to a model of dense layers only (layers[0] "
+                         "is %s); use gradients or auto", p,
+                         kd_spec_layer_name(j->layers[0].type));
+        }
         /* What allreduce mode sends means nothing when parameters are averaged instead. */
         if (j->sync_mode == KD_SPEC_SYNC_LOCAL_SGD) {
             static const char *const why = "ignored with mode local-sgd (parameters are averaged)";
@@ -735,6 +790,7 @@ static int set_defaults(kd_agentjob *j)
     j->n_hidden = 2;
     j->hidden[0] = 256;
     j->hidden[1] = 128;
+    j->input_shape = (kd_spec_shape){1, 28, 28};
     j->epochs = 10;
     j->batch_size = 64;
     j->max_batch_size = 64; /* = batch_size; decode_training resets it with the batch */

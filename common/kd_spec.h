@@ -25,6 +25,7 @@
 #define KD_SPEC_KIND "AgentJob"
 #define KD_SPEC_MAX_HIDDEN 15 /* hidden layers in model.hidden */
 #define KD_SPEC_DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
+#define KD_SPEC_MAX_LAYERS 32 /* entries in model.layers */
 
 typedef enum kd_spec_optimizer { KD_SPEC_OPT_SGD = 0, KD_SPEC_OPT_ADAM = 1 } kd_spec_optimizer;
 typedef enum kd_spec_schedule {
@@ -65,6 +66,35 @@ typedef enum kd_spec_clean_pod {
     KD_SPEC_CLEAN_NONE = 2
 } kd_spec_clean_pod;
 
+/* spec.training.model.layers[i].type */
+typedef enum kd_spec_layer_type {
+    KD_LAYER_DENSE = 0,     /* units; flattens an image input implicitly */
+    KD_LAYER_CONV2D = 1,    /* filters (units), kernel, stride (1), padding (0) */
+    KD_LAYER_MAXPOOL2D = 2, /* size (kernel), stride (= size) */
+    KD_LAYER_AVGPOOL2D = 3, /* size (kernel), stride (= size) */
+    KD_LAYER_FLATTEN = 4,
+    KD_LAYER_RELU = 5,
+    KD_LAYER_DROPOUT = 6,   /* rate in [0, 1) */
+    KD_LAYER_BATCHNORM = 7  /* refused by the decoder (docs/training.md) */
+} kd_spec_layer_type;
+
+/* One declared layer; fields a type does not use are 0. */
+typedef struct kd_spec_layer {
+    kd_spec_layer_type type;
+    int units;   /* dense units, conv2d filters */
+    int kernel;  /* conv2d kernel, pooling size (square) */
+    int stride;  /* conv2d and pooling */
+    int padding; /* conv2d zero padding on every side */
+    double rate; /* dropout probability of zeroing an activation */
+} kd_spec_layer;
+
+/* An activation's shape per sample: channels x height x width, stored channels last
+ * (height, width, channel order). A flat vector of n features is {n, 1, 1}; c = 0 means
+ * "flat, size known only once the data is loaded" (CSV). */
+typedef struct kd_spec_shape {
+    int c, h, w;
+} kd_spec_shape;
+
 typedef struct kd_agentjob {
     char *name;                  /* metadata.name (required) */
     char *namespace_;            /* metadata.namespace, default "default" */
@@ -83,6 +113,10 @@ typedef struct kd_agentjob {
     char *model_type;            /* "mlp" (the only type) */
     int n_hidden;                /* entries in hidden */
     int hidden[KD_SPEC_MAX_HIDDEN]; /* hidden layer widths, default {256, 128} */
+    int n_layers;                /* entries in layers; 0 = the mlp shorthand (hidden) */
+    kd_spec_layer layers[KD_SPEC_MAX_LAYERS]; /* model.layers, the last one dense */
+    kd_spec_shape input_shape;   /* model.inputShape [c, h, w]; default idx [1, 28, 28],
+                                  * csv {0, 1, 1} (flat, size from the data) */
     int epochs;                  /* >= 1, default 10 */
     int batch_size;              /* per agent, >= 1, default 64 */
     kd_spec_optimizer optimizer; /* default sgd */
@@ -149,6 +183,33 @@ int kd_quantity_bytes(const char *text, int64_t *bytes);
  * itself. The coordinator adapts within it and every worker sizes its buffers for it, so
  * both must use this one rule. */
 int kd_spec_batch_ceiling(const kd_agentjob *j, int batch);
+
+/* Output shapes of layers[0..n) for an input of shape `in` into out[0..n) (out[i] is
+ * layer i's output). Errors name the layer and field under `path` (the path of the
+ * layers list), e.g. "spec.training.model.layers[2].kernel: 7 is larger than its 5x5
+ * input"; KD_EINVALID_OBJECT then. The last layer must be dense (its units are the
+ * classes). Also refuses models whose parameters or per-sample activations exceed
+ * 2^28 floats. Shared by the decoder and the runtime's model builder. */
+int kd_spec_layer_shapes(const kd_spec_layer *layers, int n, kd_spec_shape in,
+                         kd_spec_shape *out, const char *path, char *err, size_t errlen);
+
+/* Decodes spec.training.model.layers (a JSON array, borrowed) into j->layers and checks
+ * the shapes against j->input_shape. path is the list's path. kd_spec_model.c. */
+int kd_spec_decode_layers(const json_t *list, const char *path, kd_agentjob *j, char *err,
+                          size_t errlen);
+
+/* A hash of the model's architecture (mlp widths, or every layer's type and numbers, and
+ * the input shape) for checkpoint fingerprints: a checkpoint of another architecture
+ * with the same parameter count is refused. */
+uint64_t kd_spec_model_hash(const kd_agentjob *j);
+
+/* Whether j's model is an MLP: the mlp shorthand, or layers of the form [flatten]
+ * (dense relu)* dense, which the runtime trains as the MLP it is (fused kernels, the
+ * factors exchange). Fills hidden[KD_SPEC_MAX_HIDDEN] / n_hidden when not NULL. */
+int kd_spec_layers_as_mlp(const kd_agentjob *j, int *hidden, int *n_hidden);
+
+/* "conv2d", "dense", ... */
+const char *kd_spec_layer_name(kd_spec_layer_type t);
 
 /* Names of the enums as written in the manifest ("sgd", "cosine", "local-sgd", "rl",
  * "Running"...). */

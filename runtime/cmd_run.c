@@ -169,11 +169,11 @@ int kd_cmd_run(int argc, char **argv)
     if (ncpu > 0 && threads > ncpu)
         threads = (int)ncpu;
 
-    printf("job %s/%s: %s %s, mlp", job.namespace_, job.name, job.dataset_format,
-           a.data ? a.data : job.dataset_path);
-    for (int i = 0; i < job.n_hidden; i++)
-        printf("%s%d", i ? "-" : " ", job.hidden[i]);
     int n_epochs = a.epochs ? a.epochs : job.epochs;
+    char model_desc[512];
+    kd_train_model_desc(&job, model_desc, sizeof model_desc);
+    printf("job %s/%s: %s %s, %s", job.namespace_, job.name, job.dataset_format,
+           a.data ? a.data : job.dataset_path, model_desc);
     printf(", batch %d, %s lr %g (%s), %d epoch%s, agents 1, threads %d, seed %llu\n",
            job.batch_size, kd_spec_optimizer_name(job.optimizer), job.learning_rate,
            kd_spec_schedule_name(job.schedule), n_epochs, n_epochs == 1 ? "" : "s", threads,

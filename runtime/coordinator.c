@@ -440,7 +440,8 @@ uint64_t coord_fingerprint(const coord *c, uint64_t np, uint64_t ns)
     uint64_t h = 1469598103934665603ull; /* FNV-1a of the job's namespace/name */
     for (const char *s = c->job_id; *s; s++)
         h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h ^ (np << 20) ^ ns;
+    /* The architecture too: two models of the same size are not interchangeable. */
+    return (h ^ (np << 20) ^ ns) * 1099511628211ull ^ kd_spec_model_hash(&c->job);
 }
 
 /* A position a READY may claim: inside the job, and, once this coordinator has formed a

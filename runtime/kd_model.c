@@ -16,6 +16,7 @@
 
 #include "kd_data.h"
 #include "kd_error.h"
+#include "kd_layers.h"
 
 /* Sub-buffers start on 64-byte boundaries so that vector loads in the fused loops and in
  * OpenBLAS's packing stay aligned. */
@@ -101,9 +102,69 @@ int kd_model_init(kd_model *m, int n_in, const int *hidden, int n_hidden, int n_
     return KD_OK;
 }
 
+int kd_model_init_layers(kd_model *m, const kd_spec_layer *layers, int n, kd_spec_shape in,
+                         int max_batch, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    if (max_batch < 1 || max_batch > KD_MODEL_MAX_WIDTH)
+        return kd_errf(err, errlen, KD_ERANGE, "model: batch size %d outside [1, %d]",
+                       max_batch, KD_MODEL_MAX_WIDTH);
+    m->net = calloc(1, sizeof *m->net);
+    if (!m->net)
+        return kd_errf(err, errlen, KD_ENOMEM, "model: out of memory");
+    int rc = kd_net_init(m->net, layers, n, in, max_batch, err, errlen);
+    if (rc != KD_OK) {
+        kd_model_free(m);
+        return rc;
+    }
+    kd_net *net = m->net;
+    m->max_batch = max_batch;
+    m->n_params = net->n_params;
+    m->sizes[0] = (int)net->l[0].in_len;
+    for (int i = 0; i < net->n && m->n_layers < KD_MODEL_MAX_LAYERS; i++) {
+        const kd_net_layer *l = &net->l[i];
+        if (l->n_w == 0)
+            continue;
+        m->w_off[m->n_layers] = l->w_off;
+        m->b_off[m->n_layers] = l->b_off;
+        m->sizes[++m->n_layers] = l->out.c;
+    }
+    m->params = alloc_floats(m->n_params);
+    m->grads = alloc_floats(m->n_params + KD_MODEL_GRAD_SPARE);
+    if (!m->params || !m->grads) {
+        size_t np = m->n_params;
+        kd_model_free(m);
+        return kd_errf(err, errlen, KD_ENOMEM, "model: cannot allocate %zu parameters", np);
+    }
+    return KD_OK;
+}
+
+void kd_model_set_dropout_key(kd_model *m, uint64_t key, uint64_t first_sample)
+{
+    if (m->net) {
+        m->net->dropout_key = key;
+        m->net->dropout_first = first_sample;
+    }
+}
+
 int kd_model_init_replica(kd_model *r, const kd_model *m, int max_batch, char *err,
                           size_t errlen)
 {
+    if (m->net) {
+        const kd_net *net = m->net;
+        kd_spec_layer layers[KD_SPEC_MAX_LAYERS];
+        for (int i = 0; i < net->n; i++)
+            layers[i] = net->l[i].spec;
+        int rc = kd_model_init_layers(r, layers, net->n, net->l[0].in, max_batch, err,
+                                      errlen);
+        if (rc != KD_OK)
+            return rc;
+        r->net->dropout_seed = net->dropout_seed;
+        free(r->params);
+        r->params = m->params;
+        r->params_borrowed = 1;
+        return KD_OK;
+    }
     int rc = kd_model_init(r, m->sizes[0], m->sizes + 1, m->n_layers - 1,
                            m->sizes[m->n_layers], max_batch, err, errlen);
     if (rc != KD_OK)
@@ -122,11 +183,19 @@ void kd_model_free(kd_model *m)
         free(m->params);
     free(m->grads);
     free(m->work);
+    if (m->net) {
+        kd_net_free(m->net);
+        free(m->net);
+    }
     memset(m, 0, sizeof *m);
 }
 
 void kd_model_init_params(kd_model *m, uint64_t seed)
 {
+    if (m->net) {
+        kd_net_init_params(m->net, m->params, seed);
+        return;
+    }
     kd_rng rng;
     kd_rng_seed(&rng, seed);
     for (int i = 0; i < m->n_layers; i++) {
@@ -161,7 +230,7 @@ void kd_model_set_grad_scale(kd_model *m, float scale)
 
 void kd_model_set_grad_blocks(kd_model *m, int blocks, size_t first)
 {
-    int rows = m->sizes[0];
+    int rows = m->net ? 1 : m->sizes[0];
     m->grad_blocks = blocks < 1 ? 1 : blocks > rows ? rows : blocks;
     m->grad_first = first;
 }
@@ -309,9 +378,28 @@ static void first_layer_blocked(kd_model *m, const float *x, const float *dy, in
     }
 }
 
+/* The declared network's step: the same loss, scale and callback as the MLP's. */
+static float net_forward_backward(kd_model *m, const float *x, const int32_t *labels,
+                                  int batch)
+{
+    kd_net *net = m->net;
+    float *z = kd_net_forward(net, m->params, x, batch, 1);
+    int classes = net->l[net->n - 1].spec.units;
+    float loss = kd_softmax_xent(z, labels, z, batch, classes);
+    if (m->grad_scale != 0.0f && m->grad_scale != 1.0f) {
+        size_t nd = (size_t)batch * (size_t)classes;
+        for (size_t k = 0; k < nd; k++)
+            z[k] *= m->grad_scale;
+    }
+    kd_net_backward(net, m->params, m->grads, z, batch, m->grad_ready, m->grad_ready_arg);
+    return loss;
+}
+
 float kd_model_forward_backward(kd_model *m, const float *x, const int32_t *labels,
                                 int batch)
 {
+    if (m->net)
+        return net_forward_backward(m, x, labels, batch);
     forward(m, x, batch);
     int last = m->n_layers - 1;
     /* The probabilities are not needed after the loss: dlogits overwrites them. */
@@ -375,9 +463,16 @@ void kd_model_first_layer_bias(kd_model *m, const float *dy, int batch)
 double kd_model_predict(kd_model *m, const float *x, const int32_t *labels, int batch,
                         int32_t *pred)
 {
-    forward(m, x, batch);
-    int classes = m->sizes[m->n_layers];
-    const float *z = m->act[m->n_layers - 1];
+    int classes;
+    const float *z;
+    if (m->net) {
+        z = kd_net_forward(m->net, m->params, x, batch, 0);
+        classes = m->net->l[m->net->n - 1].spec.units;
+    } else {
+        forward(m, x, batch);
+        classes = m->sizes[m->n_layers];
+        z = m->act[m->n_layers - 1];
+    }
     double total = 0.0;
     for (int b = 0; b < batch; b++) {
         const float *row = z + (size_t)b * classes;

@@ -24,6 +24,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kd_spec.h"
+
+struct kd_net;
+
 #define KD_MODEL_MAX_LAYERS 16   /* dense layers, output layer included */
 #define KD_MODEL_MAX_WIDTH 65536 /* widest layer accepted (inputs, hidden, classes) */
 /* m->grads has this many floats after the n_params gradients that the model never
@@ -56,6 +60,12 @@ typedef struct kd_model {
     float *first_dy;                       /* factored: where backward leaves layer 0's
                                             * dL/d(output) and stops, NULL = off */
     int params_borrowed;                   /* replica: params belong to another model */
+    struct kd_net *net;                    /* declared layers (kd_layers.h), NULL = the
+                                            * MLP above; with a net, n_layers, sizes[],
+                                            * w_off[] and b_off[] describe its first
+                                            * KD_MODEL_MAX_LAYERS parameterised layers
+                                            * (sizes[0] the flat input, sizes[i+1] the
+                                            * output channels/units of layer i) */
 } kd_model;
 
 /* Builds an MLP n_in -> hidden[0] -> ... -> hidden[n_hidden-1] -> n_out with workspace
@@ -63,6 +73,21 @@ typedef struct kd_model {
  * KD_EINVAL/KD_ERANGE (message in err) or KD_ENOMEM. On error *m is left freeable. */
 int kd_model_init(kd_model *m, int n_in, const int *hidden, int n_hidden, int n_out,
                   int max_batch, char *err, size_t errlen);
+
+/* Builds the network of declared layers (spec.training.model.layers) for inputs of
+ * shape `in` with workspace for max_batch samples; parameters zero until
+ * kd_model_init_params. The same flat buffers, callbacks and contracts as an MLP, except
+ * that the factored first layer (kd_model_set_first_dy, kd_model_first_layer_*) and the
+ * blocked first-layer gradient are MLP-only (the distributed runtime does not use them
+ * with a net). Errors name the layer and field. */
+int kd_model_init_layers(kd_model *m, const kd_spec_layer *layers, int n, kd_spec_shape in,
+                         int max_batch, char *err, size_t errlen);
+
+/* Dropout masks of the next forward_backward: a hash of (seed, key, first_sample + the
+ * sample's index in this batch, element). The trainers set key to the step and
+ * first_sample to where this batch starts in the step's global batch, so that masks do
+ * not depend on threads or agents. No effect without dropout layers. */
+void kd_model_set_dropout_key(kd_model *m, uint64_t key, uint64_t first_sample);
 
 /* A replica of m for another thread: same shape, its OWN gradients and workspace (for up
  * to max_batch samples), and m's parameter buffer (borrowed: m must outlive it). */

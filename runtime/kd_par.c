@@ -9,6 +9,8 @@
  */
 #include "kd_par.h"
 
+#include "kd_layers.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -142,6 +144,9 @@ static void phase_compute(kd_par *p, int r)
     int lo, hi;
     slice_of(p, r, &lo, &hi);
     kd_dataset_gather(p->ds, p->idx + lo, (size_t)(hi - lo), p->xb[r], p->yb[r]);
+    if (r > 0 && p->m->net) /* dropout masks by the sample's place in the whole batch */
+        kd_model_set_dropout_key(&p->rep[r], p->m->net->dropout_key,
+                                 p->m->net->dropout_first + (uint64_t)lo);
     p->loss[r] = kd_model_forward_backward(model_of(p, r), p->xb[r], p->yb[r], hi - lo);
 }
 

@@ -70,12 +70,88 @@ void kd_train_schedule(const kd_agentjob *job, kd_lr_schedule *s)
     s->gamma = (float)job->gamma;
 }
 
+void kd_train_model_desc(const kd_agentjob *job, char *buf, size_t len)
+{
+    size_t n = 0;
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+#define PUT(...)                                                                     \
+    do {                                                                             \
+        int k_ = snprintf(buf + n, len - n, __VA_ARGS__);                            \
+        if (k_ < 0 || (size_t)k_ >= len - n)                                         \
+            return;                                                                  \
+        n += (size_t)k_;                                                             \
+    } while (0)
+    if (job->n_layers == 0) {
+        PUT("mlp");
+        for (int i = 0; i < job->n_hidden; i++)
+            PUT("%s%d", i ? "-" : " ", job->hidden[i]);
+        return;
+    }
+    for (int i = 0; i < job->n_layers; i++) {
+        const kd_spec_layer *l = &job->layers[i];
+        const char *sep = i ? " " : "";
+        switch (l->type) {
+        case KD_LAYER_CONV2D:
+            PUT("%sconv%dx%d(%d", sep, l->kernel, l->kernel, l->units);
+            if (l->stride != 1)
+                PUT(",s%d", l->stride);
+            if (l->padding != 0)
+                PUT(",p%d", l->padding);
+            PUT(")");
+            break;
+        case KD_LAYER_DENSE:
+            PUT("%sdense(%d)", sep, l->units);
+            break;
+        case KD_LAYER_MAXPOOL2D:
+        case KD_LAYER_AVGPOOL2D:
+            PUT("%s%s%d", sep, l->type == KD_LAYER_MAXPOOL2D ? "maxpool" : "avgpool", l->kernel);
+            if (l->stride != l->kernel)
+                PUT("(s%d)", l->stride);
+            break;
+        case KD_LAYER_DROPOUT:
+            PUT("%sdropout(%g)", sep, l->rate);
+            break;
+        default:
+            PUT("%s%s", sep, kd_spec_layer_name(l->type));
+            break;
+        }
+    }
+#undef PUT
+}
+
+int kd_train_build_model(const kd_agentjob *job, int n_in, int n_classes, int max_batch,
+                         kd_model *m, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    if (job->n_layers == 0)
+        return kd_model_init(m, n_in, job->hidden, job->n_hidden, n_classes, max_batch, err,
+                             errlen);
+    const kd_spec_layer *last = &job->layers[job->n_layers - 1];
+    if (last->units < n_classes)
+        return kd_errf(err, errlen, KD_EINVAL,
+                       "spec.training.model.layers[%d].units: %d classes, but the dataset "
+                       "has labels up to %d", job->n_layers - 1, last->units, n_classes - 1);
+    int hidden[KD_SPEC_MAX_HIDDEN], nh = 0;
+    if (kd_spec_layers_as_mlp(job, hidden, &nh))
+        return kd_model_init(m, n_in, hidden, nh, last->units, max_batch, err, errlen);
+    kd_spec_shape in = job->input_shape;
+    if (in.c == 0)
+        in = (kd_spec_shape){n_in, 1, 1};
+    if ((long)in.c * in.h * in.w != (long)n_in)
+        return kd_errf(err, errlen, KD_EINVAL,
+                       "spec.training.model.inputShape: [%d, %d, %d] is %ld values, but the "
+                       "dataset's samples have %d", in.c, in.h, in.w, (long)in.c * in.h * in.w,
+                       n_in);
+    return kd_model_init_layers(m, job->layers, job->n_layers, in, max_batch, err, errlen);
+}
+
 int kd_train_setup_model(const kd_agentjob *job, int n_in, int n_classes, int max_batch,
                          uint64_t seed, kd_model *m, kd_optim *o, char *err, size_t errlen)
 {
     memset(o, 0, sizeof *o);
-    int rc = kd_model_init(m, n_in, job->hidden, job->n_hidden, n_classes, max_batch, err,
-                           errlen);
+    int rc = kd_train_build_model(job, n_in, n_classes, max_batch, m, err, errlen);
     if (rc != KD_OK)
         return rc;
     kd_model_init_params(m, seed);
@@ -184,6 +260,7 @@ int kd_train_single(const kd_train_options *opt, kd_train_result *res, char *err
 
     double start = kd_now(), step_time = 0.0;
     size_t trained = 0;
+    uint64_t steps = 0;
     for (int e = 0; e < epochs; e++) {
         kd_shuffle_perm(opt->seed, (uint64_t)e, perm, train.n);
         double t0 = kd_now(), loss_sum = 0.0;
@@ -191,6 +268,7 @@ int kd_train_single(const kd_train_options *opt, kd_train_result *res, char *err
         for (size_t cur = 0; cur < train.n; cur += (size_t)batch) {
             int cnt = (int)(train.n - cur < (size_t)batch ? train.n - cur : (size_t)batch);
             lr = kd_lr_at(&sched, e + (double)cur / (double)train.n, epochs);
+            kd_model_set_dropout_key(&m, steps++, 0);
             float loss = kd_par_step(par, &train, perm + cur, cnt, lr);
             if (!isfinite(loss)) {
                 rc = kd_errf(err, errlen, KD_ERANGE,

@@ -67,6 +67,16 @@ const char *kd_blas_kernels(void);
  * call once per agent process before training. */
 void kd_train_math_setup(int threads);
 
+/* The spec's model in one line for logs: "mlp 256-128" or "conv3x3(32) relu maxpool2
+ * ... dense(10)" (truncated to len). */
+void kd_train_model_desc(const kd_agentjob *job, char *buf, size_t len);
+
+/* Builds (without initialising) the spec's model for n_in features and n_classes
+ * classes: the mlp shorthand, a declared list of layers that is an MLP, or the network of
+ * declared layers (the input shape checked against n_in). Errors in err; m freeable. */
+int kd_train_build_model(const kd_agentjob *job, int n_in, int n_classes, int max_batch,
+                         kd_model *m, char *err, size_t errlen);
+
 /* Builds the spec's model for n_in features and n_classes classes with workspace for
  * max_batch samples, initialised from seed, and its optimizer. On error both are left
  * freeable. */

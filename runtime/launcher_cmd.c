@@ -255,10 +255,10 @@ int kd_launch_cmd_run(int argc, char **argv)
         else if (fd >= 0)
             close(fd);
     }
-    printf("job %s/%s: %s %s, mlp", job.namespace_, job.name, job.dataset_format,
-           o.data ? o.data : job.dataset_path);
-    for (int i = 0; i < job.n_hidden; i++)
-        printf("%s%d", i ? "-" : " ", job.hidden[i]);
+    char model_desc[512];
+    kd_train_model_desc(&job, model_desc, sizeof model_desc);
+    printf("job %s/%s: %s %s, %s", job.namespace_, job.name, job.dataset_format,
+           o.data ? o.data : job.dataset_path, model_desc);
     int per_agent = o.batch ? o.batch : job.batch_size;
     int ceiling = kd_spec_batch_ceiling(&job, per_agent);
     printf(", batch %d per agent", per_agent);

@@ -372,7 +372,9 @@ static void log_samples(worker *w, uint32_t epoch, uint64_t start, uint64_t n)
  * (W-1)/W * in*out, in W-1 more dependent hops; the GEMM work stays one rank's. */
 static int want_factors(const worker *w, int world)
 {
-    if (world < 2 || w->job.sync_mode != KD_SPEC_SYNC_ALLREDUCE ||
+    /* Factors rebuild a dense first layer; a declared network's first layer is not
+     * one (the decoder refuses sync.exchange: factors for it). */
+    if (w->m.net != NULL || world < 2 || w->job.sync_mode != KD_SPEC_SYNC_ALLREDUCE ||
         w->job.sync_exchange == KD_SPEC_EXCHANGE_GRADIENTS)
         return 0;
     if (w->job.sync_exchange == KD_SPEC_EXCHANGE_FACTORS)
@@ -875,6 +877,7 @@ static step_result train_step(worker *w)
     if (mine > 0) {
         if (overlap && rc == KD_OK)
             kd_model_set_grad_ready(&w->m, on_grad_ready, w);
+        kd_model_set_dropout_key(&w->m, w->step, row);
         loss = kd_model_forward_backward(&w->m, x, y, (int)mine);
         kd_model_set_grad_ready(&w->m, NULL, NULL);
         kd_model_set_first_dy(&w->m, NULL);

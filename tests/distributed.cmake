@@ -94,3 +94,11 @@ foreach(mode authenticated curve)
     COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_attacks.py ${mode}
     LABELS integration TIMEOUT 600)
 endforeach()
+
+# The CNN sample's network (spec.training.model.layers) distributed: 1x64 = 2x32 = 4x16
+# over 20 steps, bit-identical resume, a mid-epoch join keeps every sample once.
+foreach(scenario equivalence resume join)
+  kd_add_script_test(NAME dist_cnn_${scenario}
+    COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_cnn.py ${scenario}
+    LABELS integration TIMEOUT 400)
+endforeach()

@@ -1,6 +1,6 @@
 # Training core (issue 2): unit tests per module of kd_train and the spec decoder, plus the
 # `kadet run` command line as a user meets it.
-foreach(t nn optim idx csv spec par)
+foreach(t nn cnn optim idx csv spec par)
   kd_add_test(NAME test_${t} SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_${t}.c
               LIBS kd_train kd_common LABELS unit TIMEOUT 30)
 endforeach()

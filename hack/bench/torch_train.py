@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """PyTorch peer of `kadet run` for hack/bench/train-single.sh.
 
-Trains the same MLP (784-256-128-10, He-normal hidden layers, Xavier-uniform output,
-zero biases) with the same optimizer (SGD, momentum 0.9), the same per-step cosine
+Trains the same model (--model mlp: the sample MLP 784-256-128-10; --model cnn: the CNN
+sample's conv3x3(32) relu maxpool2 conv3x3(64) relu maxpool2 dense(128) relu dense(10);
+He-normal for layers followed by a ReLU, Xavier-uniform output, zero biases) with the same optimizer (SGD, momentum 0.9), the same per-step cosine
 learning rate computed from the same fractional epoch position, and the SAME sample order:
 kadet's per-epoch permutation (splitmix64 + Fisher-Yates, runtime/kd_dataset.c) is
 reimplemented below bit for bit. Prints one line per epoch in kadet's format so that the
@@ -97,6 +98,46 @@ def make_mlp():
     return model
 
 
+def make_cnn():
+    """manifests/samples/fashion-mnist-cnn.yaml's network with kadet's initialisation
+    scheme (kd_net_init_params: He-normal, fan-in, for the layers followed by a ReLU,
+    Xavier-uniform for the output layer, zero biases). PyTorch computes in NCHW, kadet in
+    NHWC: the same function up to the order of the flattened features."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(1600, 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, 10))
+    weighted = [m for m in model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    for i, layer in enumerate(weighted):
+        if i + 1 < len(weighted):
+            torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        else:
+            torch.nn.init.xavier_uniform_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    return model
+
+
+def make_model(name):
+    """The model and the shape a batch of flat samples takes for it."""
+    if name == "cnn":
+        return make_cnn(), (-1, 1, 28, 28)
+    return make_mlp(), (-1, 784)
+
+
+def evaluate(model, shape, xte, yte):
+    """Test accuracy in chunks (the CNN's activations of 10,000 images at once would take
+    close to 1 GB)."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, xte.shape[0], 1000):
+            out = model(xte[i:i + 1000].reshape(shape))
+            correct += (out.argmax(1) == yte[i:i + 1000]).sum().item()
+    return correct / xte.shape[0]
+
+
 def training_args(ap):
     """The options every PyTorch peer shares: the sample job's data, epochs, per-process
     batch, SGD settings and seed, and where to write the summary."""
@@ -107,6 +148,7 @@ def training_args(ap):
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--summary-json")
+    ap.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     return ap
 
 
@@ -120,7 +162,7 @@ def main():
     xtr, ytr, xte, yte = load_fashion_mnist(a.data)
     n = xtr.shape[0]
 
-    model = make_mlp()
+    model, shape = make_model(a.model)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -138,7 +180,7 @@ def main():
             xb = xtr.index_select(0, idx)
             yb = ytr.index_select(0, idx)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            loss = loss_fn(model(xb.reshape(shape)), yb)
             loss.backward()
             lr = cosine_lr(a.lr, e + cur / n, a.epochs)
             for g in opt.param_groups:
@@ -147,9 +189,7 @@ def main():
             loss_sum += loss.item() * idx.shape[0]
         dt = time.perf_counter() - t0
         step_time += dt
-        model.eval()
-        with torch.no_grad():
-            acc = (model(xte).argmax(1) == yte).float().mean().item()
+        acc = evaluate(model, shape, xte, yte)
         loss_mean = loss_sum / n
         print(f"epoch {e + 1:2d}/{a.epochs}  lr {lr:.5f}  train_loss {loss_mean:.4f}  "
               f"test_acc {acc:.4f}  samples/s {n / dt:.0f}  agents 1  "

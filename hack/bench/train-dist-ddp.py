@@ -29,8 +29,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_train import (cosine_lr, kadet_perm, load_fashion_mnist, make_mlp,  # noqa: E402
-                         training_args)
+from torch_train import (cosine_lr, evaluate, kadet_perm, load_fashion_mnist,  # noqa: E402
+                         make_model, training_args)
 
 
 def worker(rank, a, port):
@@ -40,7 +40,7 @@ def worker(rank, a, port):
                             world_size=a.procs)
     xtr, ytr, xte, yte = load_fashion_mnist(a.data)
     n = xtr.shape[0]
-    model = make_mlp()
+    model, shape = make_model(a.model)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     if a.compress != "none":
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -66,7 +66,8 @@ def worker(rank, a, port):
             lo = rank * base + min(rank, extra)
             idx = chunk[lo:lo + base + (1 if rank < extra else 0)]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(ddp(xtr.index_select(0, idx)), ytr.index_select(0, idx))
+            loss = loss_fn(ddp(xtr.index_select(0, idx).reshape(shape)),
+                           ytr.index_select(0, idx))
             loss.backward()
             scale = a.procs if step >= ramp else 1 + (a.procs - 1) * step / ramp
             for g in opt.param_groups:
@@ -75,9 +76,7 @@ def worker(rank, a, port):
             step += 1
         dt = time.perf_counter() - t0
         if rank == 0:
-            model.eval()
-            with torch.no_grad():
-                acc = (model(xte).argmax(1) == yte).float().mean().item()
+            acc = evaluate(model, shape, xte, yte)
             model.train()
             log.append({"epoch": e + 1, "accuracy": acc, "epoch_seconds": dt,
                         "train_seconds": time.perf_counter() - start})

@@ -22,24 +22,30 @@
 #   t0.88      training time (from the first step, evaluation included, start-up and data
 #              loading excluded) to the first epoch with test accuracy >= 0.88
 #   acc        final test accuracy
+# -m "mlp cnn" models, interleaved within each repetition: mlp is the sample above, cnn
+# manifests/samples/fashion-mnist-cnn.yaml (conv3x3(32) relu maxpool2 conv3x3(64) relu
+# maxpool2 dense(128) relu dense(10), same optimizer and schedule; DDP builds the same
+# network). The CNN's rows: 2 agents, 1 agent, DDP, bf16 (factors apply to dense first
+# layers only, and the adaptive batch row is the MLP's); its time to accuracy is t0.91.
 # -c CORETYPE sets OPENBLAS_CORETYPE for every trainer (e.g. Haswell, SkylakeX; `auto`
 # unsets it so that OpenBLAS detects the CPU); by default the environment's value is kept.
 # -t "TRAINERS" runs only these (of kadet2 kadet1 ddp2 kadet2f kadet2a kadet2c kadet2n
-# kadet2s; e.g. -t "kadet2 kadet2n kadet2s" for the security rows alone).
+# kadet2s cnn-kadet2 cnn-kadet1 cnn-ddp2 cnn-kadet2c; e.g. -t "kadet2 kadet2n kadet2s" for
+# the security rows alone); by default every trainer of the models -m names.
 # usage: hack/bench/train-dist.sh [-r REPS] [-e EPOCHS] [-b BUILD_DIR] [-o DIR] [-c CORETYPE]
-#                                 [-t TRAINERS]
+#                                 [-m "mlp cnn"] [-t TRAINERS]
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
-reps=3 epochs=10 build="$top/build" out="" coretype=""
-trainers="kadet2 kadet1 ddp2 kadet2f kadet2a kadet2c kadet2n kadet2s"
-while getopts "r:e:b:o:c:t:h" opt; do
+reps=3 epochs=10 build="$top/build" out="" coretype="" models="mlp" only=""
+while getopts "r:e:b:o:c:m:t:h" opt; do
     case "$opt" in
         r) reps=$OPTARG ;;
         e) epochs=$OPTARG ;;
         b) build=$OPTARG ;;
         o) out=$OPTARG ;;
         c) coretype=$OPTARG ;;
-        t) trainers=$OPTARG ;;
+        m) models=$OPTARG ;;
+        t) only=$OPTARG ;;
         *) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
     esac
 done
@@ -48,11 +54,7 @@ if [ ! -x "$kadet" ]; then
     echo "train-dist.sh: $kadet not found (hack/build.sh release)" >&2
     exit 1
 fi
-case " $trainers " in
-*" ddp2 "*) need_torch=1 ;;
-*) need_torch=0 ;;
-esac
-if [ "$need_torch" = 1 ] && ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     "$top/hack/deps.sh" --bench # the DDP peer needs Debian's python3-torch
 fi
 if [ -z "$out" ]; then
@@ -67,10 +69,17 @@ case "$coretype" in
     *) export OPENBLAS_CORETYPE="$coretype" ;;
 esac
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-auto}" >&2
+for m in $models; do
+    case "$m" in
+        mlp|cnn) ;;
+        *) echo "train-dist.sh: unknown model $m (mlp or cnn)" >&2; exit 2 ;;
+    esac
+done
 manifest="$top/manifests/samples/fashion-mnist.yaml"
+cnn_manifest="$top/manifests/samples/fashion-mnist-cnn.yaml"
 # variant FILE SED SETTING: a copy of the sample edited by SED, checked to hold SETTING.
 variant() {
-    sed "$2" "$manifest" >"$1"
+    sed "$2" "${4:-$manifest}" >"$1"
     if ! grep -q "$3" "$1"; then
         echo "train-dist.sh: could not set $3 in a copy of $manifest" >&2
         exit 1
@@ -89,11 +98,18 @@ variant "$adapt_manifest" \
 curve_manifest="$out/fashion-mnist-curve.yaml"
 variant "$curve_manifest" 's/^  checkpoint:/  security: {dataPlane: curve}\n  checkpoint:/' \
     'dataPlane: curve'
+cnn_bf16_manifest="$out/fashion-mnist-cnn-bf16.yaml"
+variant "$cnn_bf16_manifest" 's/sync: {mode: allreduce}/sync: {mode: allreduce, compression: bf16}/' \
+    'compression: bf16' "$cnn_manifest"
 # kadet_run MANIFEST AGENTS: trainer $t's repetition $i (seed $i).
 kadet_run() {
     "$kadet" run "$1" --agents "$2" --epochs "$epochs" --seed "$i" --quiet --log-level warn \
         --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1
 }
+trainers=""
+case " $models " in *" mlp "*) trainers="kadet2 kadet1 ddp2 kadet2f kadet2a kadet2c kadet2n kadet2s" ;; esac
+case " $models " in *" cnn "*) trainers="$trainers cnn-kadet2 cnn-kadet1 cnn-ddp2 cnn-kadet2c" ;; esac
+[ -z "$only" ] || trainers=$only
 i=1
 while [ "$i" -le "$reps" ]; do
     for t in $trainers; do
@@ -107,6 +123,11 @@ while [ "$i" -le "$reps" ]; do
             kadet2s) kadet_run "$curve_manifest" 2 ;;
             ddp2) /usr/bin/python3 "$top/hack/bench/train-dist-ddp.py" --procs 2 \
                       --epochs "$epochs" --seed "$i" --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
+            cnn-kadet2) kadet_run "$cnn_manifest" 2 ;;
+            cnn-kadet1) kadet_run "$cnn_manifest" 1 ;;
+            cnn-kadet2c) kadet_run "$cnn_bf16_manifest" 2 ;;
+            cnn-ddp2) /usr/bin/python3 "$top/hack/bench/train-dist-ddp.py" --procs 2 --model cnn \
+                      --epochs "$epochs" --seed "$i" --summary-json "$out/$t.$i.json" >"$out/$t.$i.log" 2>&1 ;;
         esac || {
             echo "train-dist.sh: trainer $t (repetition $i) failed; its log:" >&2
             tail -20 "$out/$t.$i.log" >&2
@@ -119,59 +140,77 @@ done
 /usr/bin/python3 - "$out" "$reps" "$trainers" <<'PY'
 import json, statistics, sys
 out, reps, ran = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
-def stats(t):
-    sps, t88, acc = [], [], []
+
+def per_rep(t):
+    return [statistics.median([60000 / e["epoch_seconds"] for e in
+                               json.load(open(f"{out}/{t}.{i}.json"))["epoch_log"][1:]] or
+                              [60000 / json.load(open(f"{out}/{t}.{i}.json"))
+                               ["epoch_log"][0]["epoch_seconds"]])
+            for i in range(1, reps + 1)]
+
+def stats(t, thr):
+    tacc, acc = [], []
     for i in range(1, reps + 1):
         s = json.load(open(f"{out}/{t}.{i}.json"))
-        log = s["epoch_log"]
-        sps.append(statistics.median([60000 / e["epoch_seconds"] for e in log[1:]] or
-                                     [60000 / log[0]["epoch_seconds"]]))
-        hit = [e["train_seconds"] for e in log if e["accuracy"] >= 0.88]
-        t88.append(hit[0] if hit else float("inf"))
+        hit = [e["train_seconds"] for e in s["epoch_log"] if e["accuracy"] >= thr]
+        tacc.append(hit[0] if hit else float("inf"))
         acc.append(s["test_accuracy"])
-    return statistics.median(sps), statistics.median(t88), statistics.median(acc)
-order = [t for t in ("kadet2", "kadet2f", "kadet1", "ddp2", "kadet2a", "kadet2c", "kadet2n",
-                    "kadet2s") if t in ran]
-r = {t: stats(t) for t in order}
-names = {"kadet2": "kadet, 2 agents (exchange auto: gradients)",
-         "kadet2f": "kadet, 2 agents (exchange factors)", "kadet1": "kadet, 1 agent",
-         "ddp2": "PyTorch DDP gloo, 2 processes",
-         "kadet2a": "kadet, 2 agents, adaptive batch size (batch 64 -> final %s)",
-         "kadet2c": "kadet, 2 agents, bf16 compression (exchange auto: gradients)",
-         "kadet2n": "kadet, 2 agents, security none (no keys)",
-         "kadet2s": "kadet, 2 agents, data plane curve (encrypted)"}
-if "kadet2a" in r:
-    final_batch = [json.load(open(f"{out}/kadet2a.{i}.json")).get("batch", 0)
-                   for i in range(1, reps + 1)]
-    names["kadet2a"] %= "/".join(str(b) for b in final_batch)
-names["kadet2"] = names["kadet2"].replace("(exchange", "(security default: authenticated; "
-                                          "exchange")
-print("| trainer | samples/s | t0.88 (s) | final acc |")
-print("|---|---:|---:|---:|")
-for t in order:
-    s, t88, a = r[t]
-    print(f"| {names[t]} | {s:.0f} | {'-' if t88 == float('inf') else f'{t88:.1f}'} | {a:.4f} |")
-print()
-if all(t in r for t in ("kadet2", "kadet1", "ddp2")):
-    k2, k1, d2 = r["kadet2"][0], r["kadet1"][0], r["ddp2"][0]
-    print(f"kadet 2 agents / DDP 2 processes: {k2 / d2:.2f}x samples/s; "
-          f"kadet 2 agents / kadet 1 agent: {k2 / k1:.2f}x samples/s")
-    if "kadet2c" in r:
-        c2 = r["kadet2c"][0]
-        print(f"with bf16 compression: kadet 2 agents / kadet 1 agent: {c2 / k1:.2f}x "
-              f"samples/s; / DDP (float32): {c2 / d2:.2f}x")
-if "kadet2n" in r:
-    n2 = r["kadet2n"][0]
-    # Per repetition too: the runs of one repetition are back to back, so a ratio within
-    # a repetition is less exposed to the load moving between repetitions.
-    def per_rep(t):
-        return [statistics.median([60000 / e["epoch_seconds"] for e in
-                                   json.load(open(f"{out}/{t}.{i}.json"))["epoch_log"][1:]])
-                for i in range(1, reps + 1)]
-    base = per_rep("kadet2n")
-    for t, what in (("kadet2", "default (authenticated)"), ("kadet2s", "curve")):
-        if t in r:
-            rr = [a / b for a, b in zip(per_rep(t), base)]
-            print(f"security {what} / none: {r[t][0] / n2:.3f}x samples/s (medians); per "
-                  f"repetition {', '.join(f'{x:.3f}' for x in rr)}")
+    return statistics.median(per_rep(t)), statistics.median(tacc), statistics.median(acc)
+
+def table(order, names, thr):
+    order = [t for t in order if t in ran]
+    r = {t: stats(t, thr) for t in order}
+    print(f"| trainer | samples/s | t{thr} (s) | final acc |")
+    print("|---|---:|---:|---:|")
+    for t in order:
+        s, ta, a = r[t]
+        print(f"| {names[t]} | {s:.0f} | {'-' if ta == float('inf') else f'{ta:.1f}'} | {a:.4f} |")
+    return r
+
+mlp = ("kadet2", "kadet2f", "kadet1", "ddp2", "kadet2a", "kadet2c", "kadet2n", "kadet2s")
+if any(t in ran for t in mlp):
+    names = {"kadet2": "kadet, 2 agents (security default: authenticated; exchange auto: "
+                       "gradients)",
+             "kadet2f": "kadet, 2 agents (exchange factors)", "kadet1": "kadet, 1 agent",
+             "ddp2": "PyTorch DDP gloo, 2 processes",
+             "kadet2a": "kadet, 2 agents, adaptive batch size (batch 64 -> final %s)",
+             "kadet2c": "kadet, 2 agents, bf16 compression (exchange auto: gradients)",
+             "kadet2n": "kadet, 2 agents, security none (no keys)",
+             "kadet2s": "kadet, 2 agents, data plane curve (encrypted)"}
+    if "kadet2a" in ran:
+        final_batch = [json.load(open(f"{out}/kadet2a.{i}.json")).get("batch", 0)
+                       for i in range(1, reps + 1)]
+        names["kadet2a"] %= "/".join(str(b) for b in final_batch)
+    print("MLP 784-256-128-10:")
+    r = table(mlp, names, 0.88)
+    print()
+    if all(t in r for t in ("kadet2", "kadet1", "ddp2")):
+        k2, k1, d2 = r["kadet2"][0], r["kadet1"][0], r["ddp2"][0]
+        print(f"kadet 2 agents / DDP 2 processes: {k2 / d2:.2f}x samples/s; "
+              f"kadet 2 agents / kadet 1 agent: {k2 / k1:.2f}x samples/s")
+        if "kadet2c" in r:
+            c2 = r["kadet2c"][0]
+            print(f"with bf16 compression: kadet 2 agents / kadet 1 agent: {c2 / k1:.2f}x "
+                  f"samples/s; / DDP (float32): {c2 / d2:.2f}x")
+    if "kadet2n" in r:
+        # Per repetition too: the runs of one repetition are back to back, so a ratio within
+        # a repetition is less exposed to the load moving between repetitions.
+        n2 = r["kadet2n"][0]
+        base = per_rep("kadet2n")
+        for t, what in (("kadet2", "default (authenticated)"), ("kadet2s", "curve")):
+            if t in r:
+                rr = [a / b for a, b in zip(per_rep(t), base)]
+                print(f"security {what} / none: {r[t][0] / n2:.3f}x samples/s (medians); per "
+                      f"repetition {', '.join(f'{x:.3f}' for x in rr)}")
+cnn = ("cnn-kadet2", "cnn-kadet1", "cnn-ddp2", "cnn-kadet2c")
+if any(t in ran for t in cnn):
+    names = {"cnn-kadet2": "kadet, 2 agents", "cnn-kadet1": "kadet, 1 agent",
+             "cnn-ddp2": "PyTorch DDP gloo, 2 processes",
+             "cnn-kadet2c": "kadet, 2 agents, bf16 compression"}
+    print("\nCNN conv3x3(32) relu maxpool2 conv3x3(64) relu maxpool2 dense(128) relu dense(10):")
+    r = table(cnn, names, 0.91)
+    if all(t in r for t in ("cnn-kadet2", "cnn-kadet1", "cnn-ddp2")):
+        k2, k1, d2 = r["cnn-kadet2"][0], r["cnn-kadet1"][0], r["cnn-ddp2"][0]
+        print(f"\nCNN: kadet 2 agents / DDP 2 processes: {k2 / d2:.2f}x samples/s; "
+              f"kadet 2 agents / kadet 1 agent: {k2 / k1:.2f}x samples/s")
 PY

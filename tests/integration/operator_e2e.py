@@ -9,8 +9,9 @@ Running; the scheduler scales it up while the fake nodes have room (a Scaled eve
 a second job arrives and the first is scaled down to make room (a Scaled event "to a
 smaller count"); both reach Succeeded with test accuracy >= 0.85 in status.progress, the
 second with a checkpoint directory that cannot be created (CheckpointFailing True and one
-Warning event; the first's condition is False);
-kubectl delete; every pod and Service is collected."""
+Warning event; the first's condition is False); then the CNN sample
+(manifests/samples/fashion-mnist-cnn.yaml, declared layers) trains one epoch to Succeeded
+with test accuracy >= 0.80; kubectl delete; every pod and Service is collected."""
 
 import json
 import os
@@ -23,10 +24,10 @@ TOP = h.TOP
 EPOCHS = int(os.environ.get("KADET_E2E_EPOCHS", "3"))
 
 
-def job_from_sample(name, cluster, agents, epochs, policy="greedy"):
+def job_from_sample(name, cluster, agents, epochs, policy="greedy", sample="fashion-mnist.yaml"):
     conv = os.path.join(h.BIN, "kd-yaml2json")
     import subprocess
-    out = subprocess.run([conv, os.path.join(TOP, "manifests", "samples", "fashion-mnist.yaml")],
+    out = subprocess.run([conv, os.path.join(TOP, "manifests", "samples", sample)],
                          capture_output=True, text=True, timeout=30)
     check(out.returncode == 0, "kd-yaml2json: " + out.stderr)
     j = json.loads(out.stdout)[0]
@@ -119,8 +120,17 @@ def main():
                 check(not warned, "%s: CheckpointFailing event %r" % (name, warned))
             check(any(e["reason"] == "Succeeded" for e in c.events(name)),
                   name + " Succeeded event")
-        c.kubectl("delete", "aj", "fm-a", "fm-b", "--wait=false")
-        for name in ("fm-a", "fm-b"):
+        # The CNN sample, one epoch (compute-bound: about 16x the MLP's work per sample).
+        c.kubectl("apply", "-f", "-", stdin=json.dumps(job_from_sample(
+            "fm-cnn", c, (1, 2), 1, sample="fashion-mnist-cnn.yaml")))
+        st = wait_for(lambda: status(c, "fm-cnn").get("phase") in ("Succeeded", "Failed")
+                      and status(c, "fm-cnn"), 240, "fm-cnn finished")
+        check(st["phase"] == "Succeeded", "fm-cnn ended %s: %r" % (st["phase"], st))
+        acc = st.get("progress", {}).get("accuracy", 0)
+        print("fm-cnn Succeeded: accuracy %.4f after %.1f s" % (acc, time.time() - t0))
+        check(acc >= 0.80, "fm-cnn test accuracy %.4f < 0.80 after one epoch" % acc)
+        c.kubectl("delete", "aj", "fm-a", "fm-b", "fm-cnn", "--wait=false")
+        for name in ("fm-a", "fm-b", "fm-cnn"):
             wait_for(lambda: not c.pods(name)
                      and c.get_json("service", name + "-coordinator") is None, 30,
                      name + " pods and Service collected")

@@ -210,7 +210,7 @@ static void test_errors_name_the_path_and_value(void **state)
     expect_error(HEAD "spec: {training: {model: {hidden: [256, x]}}}\n",
                  "spec.training.model.hidden[1]: expected an integer in [1, 65536], got \"x\"");
     expect_error(HEAD "spec: {training: {model: {type: cnn}}}\n",
-                 "spec.training.model.type: expected one of mlp, got \"cnn\"");
+                 "spec.training.model.type: expected one of mlp, sequential, got \"cnn\"");
     expect_error(HEAD "spec: {training: {dataset: {format: parquet}}}\n",
                  "spec.training.dataset.format: expected one of idx, csv, got \"parquet\"");
     expect_error(HEAD "spec: {training: {sync: {mode: ring}}}\n",
@@ -536,6 +536,121 @@ static void test_random_manifest_edits_never_crash(void **state)
     free(text);
 }
 
+#define LAYERS(list) HEAD "spec: {training: {model: {layers: " list "}}}\n"
+
+/* model.layers: the CNN sample decodes with its shapes; errors name layer and field. */
+static void test_layers_decode_and_shapes_are_checked(void **state)
+{
+    (void)state;
+    char path[1024];
+    const char *src = getenv("KADET_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/manifests/samples/fashion-mnist-cnn.yaml", src ? src : ".");
+    json_t *docs = NULL;
+    char err[256];
+    assert_int_equal(kd_yaml_load_file(path, 0, &docs, err, sizeof err), KD_OK);
+    kd_agentjob j;
+    if (kd_agentjob_decode(json_array_get(docs, 0), &j, err, sizeof err) != KD_OK)
+        fail_msg("%s", err);
+    json_decref(docs);
+    assert_int_equal(j.n_layers, 10);
+    assert_string_equal(j.model_type, "sequential");
+    assert_int_equal(j.layers[0].type, KD_LAYER_CONV2D);
+    assert_int_equal(j.layers[0].units, 32);
+    assert_int_equal(j.layers[0].kernel, 3);
+    assert_int_equal(j.layers[0].stride, 1);
+    assert_int_equal(j.layers[2].type, KD_LAYER_MAXPOOL2D);
+    assert_int_equal(j.layers[2].stride, 2);
+    assert_int_equal(j.layers[9].units, 10);
+    assert_int_equal(j.input_shape.c, 1);
+    assert_int_equal(j.input_shape.h, 28);
+    kd_spec_shape out[KD_SPEC_MAX_LAYERS];
+    assert_int_equal(kd_spec_layer_shapes(j.layers, j.n_layers, j.input_shape, out, "l", err,
+                                          sizeof err), KD_OK);
+    assert_int_equal(out[5].c, 64);
+    assert_int_equal(out[5].h, 5);
+    assert_int_equal(out[6].c, 1600);
+    assert_false(kd_spec_layers_as_mlp(&j, NULL, NULL));
+    uint64_t h_cnn = kd_spec_model_hash(&j);
+    j.layers[3].kernel = 2; /* another architecture */
+    assert_true(kd_spec_model_hash(&j) != h_cnn);
+    kd_agentjob_free(&j);
+
+    /* A list of dense layers is an MLP (the runtime trains it as one). */
+    decode_ok(LAYERS("[{type: flatten}, {type: dense, units: 64}, {type: relu}, "
+                     "{type: dense, units: 10}]"), &j);
+    int hidden[KD_SPEC_MAX_HIDDEN], nh = 0;
+    assert_true(kd_spec_layers_as_mlp(&j, hidden, &nh));
+    assert_int_equal(nh, 1);
+    assert_int_equal(hidden[0], 64);
+    kd_agentjob_free(&j);
+    /* The mlp shorthand still decodes as before. */
+    decode_ok(HEAD "spec: {training: {model: {type: mlp, hidden: [32]}}}\n", &j);
+    assert_int_equal(j.n_layers, 0);
+    assert_int_equal(j.n_hidden, 1);
+    kd_agentjob_free(&j);
+    /* csv with an input shape. */
+    decode_ok(HEAD "spec: {training: {dataset: {format: csv}, model: {inputShape: [2, 4, 4], "
+                   "layers: [{type: conv2d, filters: 3, kernel: 3, padding: 1}, "
+                   "{type: avgpool2d, size: 2}, {type: dropout, rate: 0.5}, "
+                   "{type: dense, units: 3}]}}}\n", &j);
+    assert_int_equal(j.input_shape.c, 2);
+    assert_true(j.layers[2].rate == 0.5);
+    kd_agentjob_free(&j);
+
+    expect_error(LAYERS("[{type: conv2d, filters: 8, kernel: 3}, {type: maxpool2d, size: 4}, "
+                        "{type: conv2d, filters: 8, kernel: 7}, {type: dense, units: 10}]"),
+                 "spec.training.model.layers[2].kernel: 7 is larger than its 6x6 input");
+    expect_error(LAYERS("[{type: conv2d, filters: 8, kernel: 31, padding: 1}, "
+                        "{type: dense, units: 10}]"),
+                 "spec.training.model.layers[0].kernel: 31 is larger than its 28x28 input "
+                 "(30x30 padded)");
+    expect_error(LAYERS("[{type: maxpool2d, size: 29}, {type: dense, units: 10}]"),
+                 "spec.training.model.layers[0].size: 29 is larger than its 28x28 input");
+    expect_error(LAYERS("[{type: dense, units: 10}, {type: relu}]"),
+                 "spec.training.model.layers[1].type: the last layer must be dense (its "
+                 "units are the classes), got relu");
+    expect_error(LAYERS("[{type: conv2d, filters: 8}, {type: dense, units: 10}]"),
+                 "spec.training.model.layers[0].kernel: required");
+    expect_error(LAYERS("[{type: dense, units: 10, kernel: 3}]"),
+                 "spec.training.model.layers[0].kernel: not a field of a dense layer");
+    expect_error(LAYERS("[{type: conv2d, filters: 8, kernel: 3, stride: 0}, "
+                        "{type: dense, units: 10}]"),
+                 "spec.training.model.layers[0].stride: expected an integer in [1, 255], "
+                 "got 0");
+    expect_error(LAYERS("[{type: dropout, rate: 1}, {type: dense, units: 10}]"),
+                 "spec.training.model.layers[0].rate: expected a number in [0, 1), got 1");
+    expect_error(LAYERS("[{type: lstm}]"),
+                 "spec.training.model.layers[0].type: expected one of dense, conv2d, "
+                 "maxpool2d, avgpool2d, flatten, relu, dropout, batchnorm, got \"lstm\"");
+    expect_error(LAYERS("[{type: batchnorm}, {type: dense, units: 10}]"),
+                 "spec.training.model.layers[0].type: batchnorm is not supported yet (its "
+                 "batch statistics would differ between agent counts; docs/training.md)");
+    expect_error(LAYERS("[]"),
+                 "spec.training.model.layers: expected a list of 1 to 32 layers, got []");
+    expect_error(LAYERS("[{type: dense, units: 1}]"),
+                 "spec.training.model.layers[0].units: the last layer's units are the "
+                 "classes, at least 2, got 1");
+    expect_error(HEAD "spec: {training: {model: {type: mlp, layers: [{type: dense, units: "
+                      "10}]}}}\n",
+                 "spec.training.model.layers: type mlp takes hidden, not layers (drop type, "
+                 "or use type: sequential)");
+    expect_error(HEAD "spec: {training: {model: {hidden: [3], layers: [{type: dense, units: "
+                      "10}]}}}\n",
+                 "spec.training.model.hidden: a sequential model takes layers, not hidden");
+    expect_error(HEAD "spec: {training: {dataset: {format: csv}, model: {layers: "
+                      "[{type: conv2d, filters: 3, kernel: 3}, {type: dense, units: 3}]}}}\n",
+                 "spec.training.model.layers[0]: conv2d needs an image input, but the "
+                 "dataset's samples are flat vectors (set spec.training.model.inputShape)");
+    expect_error(HEAD "spec: {training: {model: {inputShape: [1, 0, 3], layers: "
+                      "[{type: dense, units: 3}]}}}\n",
+                 "spec.training.model.inputShape: expected [channels, height, width] or "
+                 "[features], at most 65536 values in all, got [1,0,3]");
+    expect_error(HEAD "spec: {training: {model: {layers: [{type: conv2d, filters: 3, kernel: "
+                      "3}, {type: dense, units: 3}]}, sync: {exchange: factors}}}\n",
+                 "spec.training.sync.exchange: factors applies to a model of dense layers "
+                 "only (layers[0] is conv2d); use gradients or auto");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -550,6 +665,7 @@ int main(void)
         cmocka_unit_test(test_batch_ceiling),
         cmocka_unit_test(test_quantities),
         cmocka_unit_test(test_random_manifest_edits_never_crash),
+        cmocka_unit_test(test_layers_decode_and_shapes_are_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
