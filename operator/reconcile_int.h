@@ -15,6 +15,7 @@
 #define RC_MAX_WORKERS 64
 #define RC_DELETED_MAX 16      /* pod uids remembered per job after we deleted them */
 #define RC_DELETED_TTL_S 120.0 /* ... for this long (the cache catches up well before) */
+#define RC_COUNTED_MAX 32      /* uids of failed pods counted lately (a ring) */
 
 extern const kube_resource RC_AGENTJOBS;
 
@@ -28,6 +29,9 @@ typedef struct rc_jobstate {
     int failures;                      /* failures this operator counted (status.failures
                                           as written; the cache may lag behind it) */
     double last_failure_at;            /* when it counted the last one, 0 = never */
+    char counted[RC_COUNTED_MAX][64];  /* uids of the failed pods it counted (written to
+                                          status.failedPods; the cache may lag) */
+    int counted_next;                  /* the ring's next slot */
 } rc_jobstate;
 
 struct rc_controller {
