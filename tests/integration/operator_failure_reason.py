@@ -95,6 +95,10 @@ def main():
             [p for p in c.pods("nodata") if not p["metadata"].get("deletionTimestamp")]),
             60, "only the failed pods left (cleanPodPolicy Running)")
         names = sorted(p["metadata"]["name"] for p in fp)
+        for e in sorted(c.events("nodata"), key=lambda e: e.get("lastTimestamp") or ""):
+            if e["reason"] in ("Created", "Deleted", "Failed"):
+                print("  event %s %s: %s" % (e.get("lastTimestamp"), e["reason"],
+                                            e["message"][:90]))
         print("failed pods kept after the end: %s" % ", ".join(names))
         check(len(names) == 4 and len(set(names)) == 4, "four failed pods: %r" % names)
         check(all(WANT in term_message(p) for p in fp), "each keeps its termination message")
