@@ -93,6 +93,80 @@ static int was_counted(rc_controller *c, const char *key, const json_t *counted,
     return found;
 }
 
+/* Remembers that worker pod `name` was created (it is expected in the cache). */
+static void expect_created(rc_controller *c, const char *key, const char *name, long index,
+                           double now)
+{
+    pthread_mutex_lock(&c->mu);
+    rc_jobstate *s = kube_map_get(c->jobs, key);
+    if (s != NULL) {
+        int slot = 0;
+        for (int i = 0; i < RC_CREATED_MAX; i++) {
+            if (s->created_at[i] <= 0) {
+                slot = i;
+                break;
+            }
+            if (s->created_at[i] < s->created_at[slot])
+                slot = i;
+        }
+        snprintf(s->created[slot], sizeof s->created[slot], "%s", name);
+        s->created_index[slot] = index;
+        s->created_at[slot] = now;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Forgets the expectation of `name` (we deleted it before the cache showed it). */
+static void forget_created(rc_controller *c, const char *key, const char *name)
+{
+    pthread_mutex_lock(&c->mu);
+    rc_jobstate *s = kube_map_get(c->jobs, key);
+    for (int i = 0; s != NULL && i < RC_CREATED_MAX; i++)
+        if (s->created_at[i] > 0 && strcmp(s->created[i], name) == 0)
+            s->created_at[i] = 0;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Adds the worker pods we created that the cache does not show yet, as pending pods
+ * without a uid, so that the plan counts them (no second replacement under the next
+ * number); an expectation ends when the cache shows the pod, or after
+ * RC_CREATED_TTL_S. */
+static int add_expected(rc_controller *c, const char *key, double now, rc_pod **pods, size_t *n,
+                        size_t *cap)
+{
+    int rc = KD_OK;
+    pthread_mutex_lock(&c->mu);
+    rc_jobstate *s = kube_map_get(c->jobs, key);
+    for (int i = 0; s != NULL && i < RC_CREATED_MAX; i++) {
+        if (s->created_at[i] <= 0)
+            continue;
+        int seen = now - s->created_at[i] > RC_CREATED_TTL_S;
+        for (size_t k = 0; k < *n && !seen; k++)
+            seen = strcmp((*pods)[k].name, s->created[i]) == 0;
+        if (seen) {
+            s->created_at[i] = 0;
+            continue;
+        }
+        if (*n == *cap) {
+            size_t nc = *cap ? *cap * 2 : 8;
+            rc_pod *np = realloc(*pods, nc * sizeof *np);
+            if (np == NULL) {
+                rc = KD_ENOMEM;
+                break;
+            }
+            *pods = np;
+            *cap = nc;
+        }
+        rc_pod *rp = &(*pods)[(*n)++];
+        memset(rp, 0, sizeof *rp);
+        snprintf(rp->name, sizeof rp->name, "%s", s->created[i]);
+        rp->index = s->created_index[i];
+        rp->state = RC_POD_PENDING;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
 /* The job's pods from the pod cache (pods of an older job of the same name are not its:
  * the garbage collector removes them); `counted` is the cached status.failedPods.
  * *pods is malloc'ed. */
@@ -133,6 +207,8 @@ static int gather_pods(rc_controller *c, const char *key, const char *ns, const 
         }
     }
     json_decref(all);
+    if (rc == KD_OK)
+        rc = add_expected(c, key, now, pods, n, &cap);
     return rc;
 }
 
@@ -258,6 +334,8 @@ static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
         const rc_pod *pod = &in->pods[p->del[i]];
         kube_delete_opts dopt = {.precondition_uid = pod->uid[0] ? pod->uid : NULL};
         kube_error e;
+        if (pod->uid[0] == '\0')
+            forget_created(c, x->key, pod->name); /* one we created, not yet cached */
         int rc = kube_delete(c->opt.client, &KUBE_PODS, x->ns, pod->name, &dopt, NULL, &e);
         if (rc == KD_ENOTFOUND || rc == KD_ECONFLICT)
             continue; /* already gone, or a newer pod of that name */
@@ -267,7 +345,8 @@ static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
                 first_err = rc;
             continue;
         }
-        rc_mark_deleted(c, x->key, pod->uid, in->now);
+        if (pod->uid[0] != '\0')
+            rc_mark_deleted(c, x->key, pod->uid, in->now);
         char msg[1024];
         snprintf(msg, sizeof msg, "deleted pod %s (%s)", pod->name,
                  rc_delete_why_name(p->why[i]));
@@ -316,6 +395,10 @@ static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
         int rc = podspec_worker_pod(x->job, x->spec, &c->opt.podspec, next, &obj, err, sizeof err);
         if (rc == KD_OK)
             rc = create_obj(x, &KUBE_PODS, obj, "worker pod");
+        const char *pname =
+            json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
+        if (rc == KD_OK && pname != NULL)
+            expect_created(c, x->key, pname, next, in->now);
         json_decref(obj);
         obj = NULL;
         if (rc != KD_OK) {

@@ -101,6 +101,11 @@ def main():
                                             e["message"][:90]))
         print("failed pods kept after the end: %s" % ", ".join(names))
         check(len(names) == 4 and len(set(names)) == 4, "four failed pods: %r" % names)
+        # One replacement per failure: no worker created twice under two numbers by a sync
+        # on a pod cache that had not shown the first yet (then scaled down again).
+        created = sorted(e["message"].split()[-1] for e in c.events("nodata")
+                         if e["reason"] == "Created" and "worker pod" in e["message"])
+        check(created == names, "workers created %r, failed %r" % (created, names))
         check(all(WANT in term_message(p) for p in fp), "each keeps its termination message")
         st = e2e.status(c, "nodata")
         counted = sorted(x["name"] for x in st.get("failedPods") or [])
