@@ -15,6 +15,9 @@
 #define RC_MAX_WORKERS 64
 #define RC_DELETED_MAX 16      /* pod uids remembered per job after we deleted them */
 #define RC_DELETED_TTL_S 120.0 /* ... for this long (the cache catches up well before) */
+#define RC_COUNTED_MAX 32      /* uids of failed pods counted lately (a ring) */
+#define RC_CREATED_MAX 16      /* worker pods created and not yet seen in the cache ... */
+#define RC_CREATED_TTL_S 30.0  /* ... expected for this long */
 
 extern const kube_resource RC_AGENTJOBS;
 
@@ -28,6 +31,14 @@ typedef struct rc_jobstate {
     int failures;                      /* failures this operator counted (status.failures
                                           as written; the cache may lag behind it) */
     double last_failure_at;            /* when it counted the last one, 0 = never */
+    char counted[RC_COUNTED_MAX][64];  /* uids of the failed pods it counted (written to
+                                          status.failedPods; the cache may lag) */
+    int counted_next;                  /* the ring's next slot */
+    char created[RC_CREATED_MAX][254]; /* worker pods we created that the pod cache has
+                                          not shown yet (a sync on that cache would
+                                          create another under the next number) */
+    long created_index[RC_CREATED_MAX];
+    double created_at[RC_CREATED_MAX]; /* when (0 = free slot) */
 } rc_jobstate;
 
 struct rc_controller {

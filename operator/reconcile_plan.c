@@ -3,8 +3,11 @@
  * reconcile_plan.h). The rules, in order of precedence:
  *   finished (Succeeded/Failed) > invalid spec > suspend > deadline > backoff limit >
  *   coordinator exited 0 > normal operation (ensure Service, coordinator, workers).
- * Failed pods are always deleted and counted first, so a job that runs out of
- * backoff in this sync already sees the failure that pushed it over.
+ * Failed pods are counted first (once each: rc_pod.counted), so a job that runs out
+ * of backoff in this sync already sees the failure that pushed it over. They are not
+ * deleted: they stay, for kubectl logs, until the job ends and cleanPodPolicy applies
+ * (replacement workers get new numbers). The coordinator has one name (the Service's),
+ * so a failed coordinator stays through its backoff and is deleted for its replacement.
  */
 #include "reconcile_plan.h"
 
@@ -33,7 +36,8 @@ int rc_phase_parse(const char *name)
 
 const char *rc_delete_why_name(rc_delete_why w)
 {
-    static const char *const n[] = {"scale down", "failed", "suspend", "cleanPodPolicy"};
+    static const char *const n[] = {"scale down", "failed, replaced", "suspend",
+                                    "cleanPodPolicy"};
     return (unsigned)w < 4 ? n[w] : "?";
 }
 
@@ -249,7 +253,8 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
     size_t n = in->n_pods > 0 ? in->n_pods : 1;
     p->del = calloc(n, sizeof *p->del);
     p->why = calloc(n, sizeof *p->why);
-    if (p->del == NULL || p->why == NULL)
+    p->counted = calloc(n, sizeof *p->counted);
+    if (p->del == NULL || p->why == NULL || p->counted == NULL)
         return KD_ENOMEM;
 
     const rc_pod *coord = NULL;
@@ -258,7 +263,10 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
     for (size_t i = 0; i < in->n_pods; i++) {
         const rc_pod *pod = &in->pods[i];
         if (pod->coordinator) {
-            if (coord == NULL || (coord->deleting && !pod->deleting))
+            /* A failed coordinator (kept until its replacement is due) is the one seen
+             * only when there is no other. */
+            if (coord == NULL || (coord->deleting && !pod->deleting) ||
+                (coord->state == RC_POD_FAILED && pod->state != RC_POD_FAILED))
                 coord = pod;
             continue;
         }
@@ -326,12 +334,14 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
     if (in->has_phase && in->phase == RC_FAILED && in->failed_invalid)
         add_cond(p, "Failed", 0, "SpecValid", "the spec was corrected");
 
-    /* Failed pods are deleted and counted whatever happens next. */
+    /* Failed pods are counted whatever happens next, each once; they stay (kubectl logs)
+     * until the job ends. A pod we deleted (scale down, suspend) that then reports Failed
+     * is not a failure. */
     const rc_pod *failed = NULL; /* one that failed now, with a message if any has one */
     for (size_t i = 0; i < in->n_pods; i++) {
-        if (!in->pods[i].deleting && in->pods[i].state == RC_POD_FAILED) {
-            del(p, i, RC_DEL_FAILED);
-            p->new_failures++;
+        if (!in->pods[i].deleting && in->pods[i].state == RC_POD_FAILED &&
+            !in->pods[i].counted) {
+            p->counted[p->new_failures++] = i;
             if (failed == NULL || (failed->message[0] == '\0' && in->pods[i].message[0]))
                 failed = &in->pods[i];
         }
@@ -412,6 +422,11 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
             p->requeue_s = wait;
     }
     p->create_coordinator = coord == NULL && !p->backoff;
+    /* The failed coordinator's name is its replacement's: it goes when that is due (the
+     * replacement is created by the sync that sees it gone). */
+    if (coord != NULL && coord->state == RC_POD_FAILED && !coord->deleting && !p->backoff)
+        del(p, (size_t)(coord - in->pods), RC_DEL_FAILED);
+    int coord_up = coord != NULL && coord->state != RC_POD_FAILED;
     int created = p->create_service || p->create_coordinator;
     /* A worker that exited 0 unasked got DONE from the coordinator: the job is finishing,
      * so no replacements are started. */
@@ -444,7 +459,7 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
     } else if (coord_running && workers_ready > 0) {
         p->phase = RC_RUNNING;
         add_cond(p, "Running", 1, "Training", "%d of %d agents ready", p->ready, p->desired);
-    } else if (p->backoff && (coord == NULL || workers_live < p->desired)) {
+    } else if (p->backoff && (!coord_up || workers_live < p->desired)) {
         p->phase = RC_PENDING;
         add_cond(p, "Running", 0, "BackOff",
                  "replacing the failed pods in %.0f s (failure %d of backoffLimit %d)",
@@ -465,9 +480,12 @@ void rc_plan_free(rc_plan *p)
         return;
     free(p->del);
     free(p->why);
+    free(p->counted);
     p->del = NULL;
     p->why = NULL;
+    p->counted = NULL;
     p->n_delete = 0;
+    p->new_failures = 0;
 }
 
 rc_ckpt_state rc_ckpt_parse(const char *text)

@@ -52,6 +52,9 @@ typedef struct rc_pod {
     char message[RC_TERM_MSG_MAX]; /* its termination message (the runtime's fatal error,
                                       or the end of its log), "" = none */
     char ip[64];        /* status.podIP or "" */
+    int counted;        /* a failed pod already counted in status.failures (its uid is in
+                           status.failedPods, or this operator counted it): failed pods
+                           stay until the job ends, so each is counted once */
 } rc_pod;
 
 /* Decodes a pod object of job `job` into *out. Returns 1 when the pod belongs to the job
@@ -102,7 +105,8 @@ typedef struct rc_input {
 
 typedef enum rc_delete_why {
     RC_DEL_SCALE_DOWN = 0, /* more workers than desired: the newest go */
-    RC_DEL_FAILED = 1,     /* the pod failed: counted, then replaced */
+    RC_DEL_FAILED = 1,     /* a failed coordinator, counted, makes room for its
+                              replacement (the same name) once the backoff is over */
     RC_DEL_SUSPEND = 2,    /* runPolicy.suspend */
     RC_DEL_CLEANUP = 3     /* cleanPodPolicy after the job finished */
 } rc_delete_why;
@@ -121,9 +125,9 @@ typedef struct rc_plan {
     rc_phase phase;            /* phase to write */
     int desired;               /* status.agents.desired to write */
     int ready;                 /* status.agents.ready to write */
-    int failures;              /* status.failures to write, assuming every failed pod in
-                                  `del` is deleted now (the executor counts real deletes) */
-    int new_failures;          /* failed pods found by this sync */
+    int failures;              /* status.failures to write: in->failures + new_failures */
+    int new_failures;          /* failed pods counted by this sync ... */
+    size_t *counted;           /* ... indexes into rc_input.pods (not counted before) */
     int backoff;               /* 1: failed pods are not replaced yet (requeue_s says when) */
     int set_start;             /* write startTime = now */
     int set_completion;        /* write completionTime = now */

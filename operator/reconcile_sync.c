@@ -68,10 +68,111 @@ static int owned_by(const json_t *obj, const char *uid)
     return 0;
 }
 
+/* 1 when the failed pod `uid` is counted already: listed in status.failedPods
+ * (`counted`, the status as cached) or counted by this operator (a cache that has not
+ * seen that status write yet). */
+static int was_counted(rc_controller *c, const char *key, const json_t *counted,
+                       const char *uid)
+{
+    size_t i;
+    json_t *e;
+    if (uid[0] == '\0')
+        return 0;
+    json_array_foreach(counted, i, e)
+    {
+        const char *u = json_string_value(json_object_get(e, "uid"));
+        if (u != NULL && strcmp(u, uid) == 0)
+            return 1;
+    }
+    int found = 0;
+    pthread_mutex_lock(&c->mu);
+    rc_jobstate *s = kube_map_get(c->jobs, key);
+    for (int k = 0; s != NULL && k < RC_COUNTED_MAX && !found; k++)
+        found = strcmp(s->counted[k], uid) == 0;
+    pthread_mutex_unlock(&c->mu);
+    return found;
+}
+
+/* Remembers that worker pod `name` was created (it is expected in the cache). */
+static void expect_created(rc_controller *c, const char *key, const char *name, long index,
+                           double now)
+{
+    pthread_mutex_lock(&c->mu);
+    rc_jobstate *s = kube_map_get(c->jobs, key);
+    if (s != NULL) {
+        int slot = 0;
+        for (int i = 0; i < RC_CREATED_MAX; i++) {
+            if (s->created_at[i] <= 0) {
+                slot = i;
+                break;
+            }
+            if (s->created_at[i] < s->created_at[slot])
+                slot = i;
+        }
+        snprintf(s->created[slot], sizeof s->created[slot], "%s", name);
+        s->created_index[slot] = index;
+        s->created_at[slot] = now;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Forgets the expectation of `name` (we deleted it before the cache showed it). */
+static void forget_created(rc_controller *c, const char *key, const char *name)
+{
+    pthread_mutex_lock(&c->mu);
+    rc_jobstate *s = kube_map_get(c->jobs, key);
+    for (int i = 0; s != NULL && i < RC_CREATED_MAX; i++)
+        if (s->created_at[i] > 0 && strcmp(s->created[i], name) == 0)
+            s->created_at[i] = 0;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Adds the worker pods we created that the cache does not show yet, as pending pods
+ * without a uid, so that the plan counts them (no second replacement under the next
+ * number); an expectation ends when the cache shows the pod, or after
+ * RC_CREATED_TTL_S. */
+static int add_expected(rc_controller *c, const char *key, double now, rc_pod **pods, size_t *n,
+                        size_t *cap)
+{
+    int rc = KD_OK;
+    pthread_mutex_lock(&c->mu);
+    rc_jobstate *s = kube_map_get(c->jobs, key);
+    for (int i = 0; s != NULL && i < RC_CREATED_MAX; i++) {
+        if (s->created_at[i] <= 0)
+            continue;
+        int seen = now - s->created_at[i] > RC_CREATED_TTL_S;
+        for (size_t k = 0; k < *n && !seen; k++)
+            seen = strcmp((*pods)[k].name, s->created[i]) == 0;
+        if (seen) {
+            s->created_at[i] = 0;
+            continue;
+        }
+        if (*n == *cap) {
+            size_t nc = *cap ? *cap * 2 : 8;
+            rc_pod *np = realloc(*pods, nc * sizeof *np);
+            if (np == NULL) {
+                rc = KD_ENOMEM;
+                break;
+            }
+            *pods = np;
+            *cap = nc;
+        }
+        rc_pod *rp = &(*pods)[(*n)++];
+        memset(rp, 0, sizeof *rp);
+        snprintf(rp->name, sizeof rp->name, "%s", s->created[i]);
+        rp->index = s->created_index[i];
+        rp->state = RC_POD_PENDING;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
 /* The job's pods from the pod cache (pods of an older job of the same name are not its:
- * the garbage collector removes them). *pods is malloc'ed. */
+ * the garbage collector removes them); `counted` is the cached status.failedPods.
+ * *pods is malloc'ed. */
 static int gather_pods(rc_controller *c, const char *key, const char *ns, const char *name,
-                       const char *uid, double now, rc_pod **pods, size_t *n)
+                       const char *uid, const json_t *counted, double now, rc_pod **pods,
+                       size_t *n)
 {
     *pods = NULL;
     *n = 0;
@@ -101,10 +202,13 @@ static int gather_pods(rc_controller *c, const char *key, const char *ns, const 
             rc_pod *rp = &(*pods)[*n];
             if (!rp->deleting && rc_was_deleted(c, key, rp->uid, now))
                 rp->deleting = 1;
+            rp->counted = rp->state == RC_POD_FAILED && was_counted(c, key, counted, rp->uid);
             (*n)++;
         }
     }
     json_decref(all);
+    if (rc == KD_OK)
+        rc = add_expected(c, key, now, pods, n, &cap);
     return rc;
 }
 
@@ -136,7 +240,7 @@ typedef struct sync_ctx {
     const char *key, *ns, *name;
     const json_t *job;
     const kd_agentjob *spec;
-    int failures_counted;   /* failed pods actually deleted by this sync */
+    int failures_counted;   /* failed pods counted by this sync (plan.counted) */
     const rc_pod *last_failed; /* the last of them (with a message, if one has it) */
     char scaled_msg[640];   /* the Scaled event, sent once the status recording it is
                                written (a conflict retries the sync: no duplicate) */
@@ -217,11 +321,21 @@ static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
     char err[512];
     int first_err = KD_OK;
     json_t *obj = NULL;
-    /* Deletions first: failed pods are counted only when our delete removed them. */
+    /* The failed pods this sync counts: they stay; their Warning events are sent once
+     * the status that counts them is written. */
+    for (int i = 0; i < p->new_failures; i++) {
+        const rc_pod *pod = &in->pods[p->counted[i]];
+        x->failures_counted++;
+        if (x->last_failed == NULL || pod->message[0] != '\0')
+            x->last_failed = pod;
+    }
+    /* Deletions first. */
     for (size_t i = 0; i < p->n_delete; i++) {
         const rc_pod *pod = &in->pods[p->del[i]];
         kube_delete_opts dopt = {.precondition_uid = pod->uid[0] ? pod->uid : NULL};
         kube_error e;
+        if (pod->uid[0] == '\0')
+            forget_created(c, x->key, pod->name); /* one we created, not yet cached */
         int rc = kube_delete(c->opt.client, &KUBE_PODS, x->ns, pod->name, &dopt, NULL, &e);
         if (rc == KD_ENOTFOUND || rc == KD_ECONFLICT)
             continue; /* already gone, or a newer pod of that name */
@@ -231,26 +345,14 @@ static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
                 first_err = rc;
             continue;
         }
-        rc_mark_deleted(c, x->key, pod->uid, in->now);
+        if (pod->uid[0] != '\0')
+            rc_mark_deleted(c, x->key, pod->uid, in->now);
         char msg[1024];
-        if (p->why[i] == RC_DEL_FAILED) {
-            x->failures_counted++;
-            if (x->last_failed == NULL || pod->message[0] != '\0')
-                x->last_failed = pod;
-            snprintf(msg, sizeof msg,
-                     "%s pod %s failed (exit code %d%s%s); failures %d, backoffLimit %d",
-                     pod->coordinator ? "coordinator" : "agent", pod->name, pod->exit_code,
-                     pod->message[0] ? ": " : "", pod->message,
-                     in->failures + x->failures_counted, in->backoff_limit);
-            KD_WARN("pod failed job=%s pod=%s exit=%d", x->key, pod->name, pod->exit_code);
-            record_event(c, x->job, 1, "Failed", msg);
-        } else {
-            snprintf(msg, sizeof msg, "deleted pod %s (%s)", pod->name,
-                     rc_delete_why_name(p->why[i]));
-            KD_INFO("deleted job=%s pod=%s why=\"%s\"", x->key, pod->name,
-                    rc_delete_why_name(p->why[i]));
-            record_event(c, x->job, 0, "Deleted", msg);
-        }
+        snprintf(msg, sizeof msg, "deleted pod %s (%s)", pod->name,
+                 rc_delete_why_name(p->why[i]));
+        KD_INFO("deleted job=%s pod=%s why=\"%s\"", x->key, pod->name,
+                rc_delete_why_name(p->why[i]));
+        record_event(c, x->job, 0, "Deleted", msg);
     }
     if (p->delete_job) {
         kube_delete_opts dopt = {.propagation = "Background"};
@@ -293,6 +395,10 @@ static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
         int rc = podspec_worker_pod(x->job, x->spec, &c->opt.podspec, next, &obj, err, sizeof err);
         if (rc == KD_OK)
             rc = create_obj(x, &KUBE_PODS, obj, "worker pod");
+        const char *pname =
+            json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
+        if (rc == KD_OK && pname != NULL)
+            expect_created(c, x->key, pname, next, in->now);
         json_decref(obj);
         obj = NULL;
         if (rc != KD_OK) {
@@ -402,6 +508,39 @@ static void checkpoint_condition(sync_ctx *x, json_t *st, long gen, const char *
     }
 }
 
+/* After the status counting them is written: the operator's own record (when and how
+ * many, which uids; a sync from a cache that has not seen the write yet must neither cut
+ * the backoff short nor count a pod again), and one Warning event per failed pod. */
+static void remember_failures(sync_ctx *x, const rc_input *in, const rc_plan *p)
+{
+    rc_controller *c = x->c;
+    pthread_mutex_lock(&c->mu);
+    rc_jobstate *s = kube_map_get(c->jobs, x->key);
+    if (s != NULL) {
+        s->failures = in->failures + x->failures_counted;
+        s->last_failure_at = in->now;
+        for (int k = 0; k < x->failures_counted; k++) {
+            snprintf(s->counted[s->counted_next], sizeof s->counted[0], "%s",
+                     in->pods[p->counted[k]].uid);
+            s->counted_next = (s->counted_next + 1) % RC_COUNTED_MAX;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    for (int k = 0; k < x->failures_counted; k++) {
+        const rc_pod *pod = &in->pods[p->counted[k]];
+        char msg[1024];
+        snprintf(msg, sizeof msg,
+                 "%s pod %s failed (exit code %d%s%s); failures %d, backoffLimit %d; the pod "
+                 "stays for kubectl logs until %s",
+                 pod->coordinator ? "coordinator" : "agent", pod->name, pod->exit_code,
+                 pod->message[0] ? ": " : "", pod->message, in->failures + k + 1,
+                 in->backoff_limit,
+                 pod->coordinator ? "its replacement is due" : "the job ends");
+        KD_WARN("pod failed job=%s pod=%s exit=%d", x->key, pod->name, pod->exit_code);
+        record_event(c, x->job, 1, "Failed", msg);
+    }
+}
+
 static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, double *requeue_s)
 {
     rc_controller *c = x->c;
@@ -418,17 +557,27 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
         json_object_set_new(st, "agents", json_pack("{s:i, s:i}", "desired", p->desired,
                                                     "ready", p->ready));
         json_object_set_new(st, "failures", json_integer(in->failures + x->failures_counted));
-    }
-    /* When and why the last pod failed: the backoff counts from it, and the Failed
-     * condition quotes it once the pod is gone. */
-    if (x->failures_counted > 0) {
-        pthread_mutex_lock(&c->mu);
-        rc_jobstate *s = kube_map_get(c->jobs, x->key);
-        if (s != NULL) {
-            s->failures = in->failures + x->failures_counted;
-            s->last_failure_at = in->now;
+        /* The failed pods counted, while they exist: written with the count in one status
+         * write, so a restarted operator (or a retried sync) never counts one twice. */
+        json_t *fp = json_array();
+        if (fp == NULL) {
+            json_decref(st);
+            return KD_ENOMEM;
         }
-        pthread_mutex_unlock(&c->mu);
+        for (size_t i = 0; i < in->n_pods; i++) {
+            int now_counted = 0;
+            for (int k = 0; k < x->failures_counted && !now_counted; k++)
+                now_counted = p->counted[k] == i;
+            if (in->pods[i].counted || now_counted)
+                json_array_append_new(fp, json_pack("{s:s, s:s}", "name", in->pods[i].name,
+                                                    "uid", in->pods[i].uid));
+        }
+        if (json_array_size(fp) > 0)
+            json_object_set_new(st, "failedPods", fp);
+        else {
+            json_object_del(st, "failedPods");
+            json_decref(fp);
+        }
     }
     if (x->last_failed != NULL) {
         const rc_pod *f = x->last_failed;
@@ -526,6 +675,8 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
                                         patch, NULL, &e)
                            : KD_ENOMEM;
         json_decref(patch);
+        if (rc == KD_OK && x->failures_counted > 0)
+            remember_failures(x, in, p);
         if (rc == KD_ENOTFOUND)
             rc = KD_OK; /* deleted meanwhile */
         else if (rc == KD_ECONFLICT)
@@ -668,7 +819,8 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     in.now = now;
     rc_pod *pods = NULL;
     size_t npods = 0;
-    int rc = gather_pods(c, key, ns, name, uid, now, &pods, &npods);
+    int rc = gather_pods(c, key, ns, name, uid, json_object_get(st, "failedPods"), now, &pods,
+                         &npods);
     in.pods = pods;
     in.n_pods = npods;
 

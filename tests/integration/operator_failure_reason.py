@@ -7,7 +7,9 @@ message; the fake kubelet reports it as the kubelet does; the operator quotes it
 Warning Event, in status.lastFailure and in the Failed condition, and replaces the
 workers with an exponential backoff (10 s, 20 s, 40 s), so the job is Failed after the
 fourth failure, about 70 s after the apply. Prints that time (the figure: under 2
-minutes)."""
+minutes). The failed pods stay (kubectl logs) while the job runs, each counted once
+(status.failedPods), the replacements under new names; once the job is Failed,
+cleanPodPolicy Running keeps them and All (set afterwards) removes them."""
 
 import datetime
 import json
@@ -31,8 +33,35 @@ def main():
         op.wait_ready()
         j = e2e.job_from_sample("nodata", c, (1, 1), 1)
         j["spec"]["training"]["dataset"]["path"] = "/nonexistent/fashion-mnist"
+        check(j["spec"]["runPolicy"].get("cleanPodPolicy", "Running") == "Running",
+              "the sample keeps cleanPodPolicy Running")
         t0 = time.time()
         c.kubectl("apply", "-f", "-", stdin=json.dumps(j))
+
+        def failed_pods():
+            return [p for p in c.pods("nodata") if p.get("status", {}).get("phase") == "Failed"]
+
+        def term_message(p):
+            for cs in p.get("status", {}).get("containerStatuses") or []:
+                t = (cs.get("state") or {}).get("terminated") or {}
+                if t.get("message"):
+                    return t["message"]
+            return ""
+
+        # While the job runs: the first failed pod is still listed, with its cause, and
+        # counted once (status.failedPods) while the replacement backs off.
+        first = wait_for(lambda: e2e.status(c, "nodata").get("phase") != "Failed"
+                         and e2e.status(c, "nodata").get("failures", 0) >= 1
+                         and failed_pods(), 60, "a failed pod listed while the job runs")
+        st = e2e.status(c, "nodata")
+        name0 = first[0]["metadata"]["name"]
+        print("failed pod kept while the job runs: %s (%s)" % (name0, term_message(first[0])))
+        check(st.get("phase") != "Failed", "still running: %r" % st.get("phase"))
+        check(WANT in term_message(first[0]), "termination message of %s: %r"
+              % (name0, term_message(first[0])))
+        counted = [x["name"] for x in st.get("failedPods") or []]
+        check(name0 in counted or st.get("failures", 0) >= 2,
+              "status.failedPods %r names %s" % (counted, name0))
         st = wait_for(lambda: e2e.status(c, "nodata").get("phase") == "Failed"
                       and e2e.status(c, "nodata"), 240, "nodata Failed")
         took = time.time() - t0
@@ -60,6 +89,38 @@ def main():
               "replacements backed off 10, 20, 40 s: gaps %r" % gaps)
         desc = c.kubectl("describe", "agentjob", "nodata").stdout
         check(WANT in desc, "kubectl describe shows the cause")
+        # The job ended: cleanPodPolicy Running removed the pods that ran, the four failed
+        # ones stay, each under its own name, with its termination message, counted once.
+        fp = wait_for(lambda: (lambda ps: len(ps) == len(failed_pods()) and ps)(
+            [p for p in c.pods("nodata") if not p["metadata"].get("deletionTimestamp")]),
+            60, "only the failed pods left (cleanPodPolicy Running)")
+        names = sorted(p["metadata"]["name"] for p in fp)
+        for e in sorted(c.events("nodata"), key=lambda e: e.get("lastTimestamp") or ""):
+            if e["reason"] in ("Created", "Deleted", "Failed"):
+                print("  event %s %s: %s" % (e.get("lastTimestamp"), e["reason"],
+                                            e["message"][:90]))
+        print("failed pods kept after the end: %s" % ", ".join(names))
+        check(len(names) == 4 and len(set(names)) == 4, "four failed pods: %r" % names)
+        # One replacement per failure: no worker created twice under two numbers by a sync
+        # on a pod cache that had not shown the first yet (then scaled down again).
+        created = sorted(e["message"].split()[-1] for e in c.events("nodata")
+                         if e["reason"] == "Created" and "worker pod" in e["message"])
+        check(created == names, "workers created %r, failed %r" % (created, names))
+        check(all(WANT in term_message(p) for p in fp), "each keeps its termination message")
+        st = e2e.status(c, "nodata")
+        counted = sorted(x["name"] for x in st.get("failedPods") or [])
+        check(counted == names and st["failures"] == 4,
+              "status.failedPods %r, failures %r" % (counted, st["failures"]))
+        # cleanPodPolicy All (applied to a finished job, as on each of its syncs): gone.
+        c.kubectl("patch", "agentjob", "nodata", "--type=merge", "-p",
+                  json.dumps({"spec": {"runPolicy": {"cleanPodPolicy": "All"}}}))
+        wait_for(lambda: not [p for p in c.pods("nodata")
+                              if not p["metadata"].get("deletionTimestamp")],
+                 60, "failed pods removed by cleanPodPolicy All")
+        st = e2e.status(c, "nodata")
+        check(st["failures"] == 4 and st["phase"] == "Failed",
+              "count unchanged after the cleanup: %r" % st.get("failures"))
+        print("cleanPodPolicy All removed them; failures still 4")
         c.kubectl("delete", "agentjob", "nodata")
         wait_for(lambda: not c.pods("nodata"), 30, "pods collected")
     print("ok")

@@ -183,7 +183,16 @@ static void test_scale_down_deletes_the_newest_workers(void **state)
     rc_plan_free(&p);
 }
 
-static void test_failed_worker_is_counted_deleted_and_replaced(void **state)
+/* 1 when the plan counts the pod named `name` as a new failure. */
+static int counts(const rc_plan *p, const rc_input *in, const char *name)
+{
+    for (int i = 0; i < p->new_failures; i++)
+        if (strcmp(in->pods[p->counted[i]].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+static void test_failed_worker_is_counted_once_kept_and_replaced(void **state)
 {
     (void)state;
     rc_input in = base();
@@ -197,7 +206,8 @@ static void test_failed_worker_is_counted_deleted_and_replaced(void **state)
     in.n_pods = 3;
     rc_plan p;
     assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
-    assert_true(deletes(&p, &in, "j-worker-1", RC_DEL_FAILED));
+    assert_true(counts(&p, &in, "j-worker-1"));
+    assert_int_equal(p.n_delete, 0); /* it stays, for kubectl logs */
     assert_int_equal(p.new_failures, 1);
     assert_int_equal(p.failures, 2);
     /* The replacement backs off: 20 s after the second failure. */
@@ -205,25 +215,99 @@ static void test_failed_worker_is_counted_deleted_and_replaced(void **state)
     assert_int_equal(p.n_create, 0);
     assert_true(p.requeue_s > 19.9 && p.requeue_s <= 20.0);
     assert_int_equal(p.phase, RC_RUNNING); /* the others train on */
+    assert_int_equal(p.ready, 1);
     rc_plan_free(&p);
-    /* The next syncs: the failed pod is gone, the failure recorded at NOW. */
-    rc_pod later[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
-                      pod("j-worker-0", 0, 0, RC_POD_RUNNING)};
-    later[1].index = 1; /* the highest index seen stays with the live pods here */
-    in.pods = later;
-    in.n_pods = 2;
+    /* The next syncs: the failed pod is still there, counted (status.failedPods). */
+    pods[2].counted = 1;
     in.failures = 2;
     in.last_failure_time = NOW;
     in.now = NOW + 19;
     assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.new_failures, 0);
+    assert_int_equal(p.failures, 2);
     assert_int_equal(p.n_create, 0);
+    assert_int_equal(p.n_delete, 0);
     assert_true(p.requeue_s > 0.9 && p.requeue_s <= 1.0);
     rc_plan_free(&p);
     in.now = NOW + 20;
     assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
     assert_false(p.backoff);
+    assert_int_equal(p.failures, 2);
+    assert_int_equal(p.n_delete, 0);
+    /* One replacement (the failed pod is not an agent), under a new name: j-worker-2. */
     assert_int_equal(p.n_create, 1);
     assert_int_equal(p.first_index, 2);
+    rc_plan_free(&p);
+    /* With the replacement running, the failed pod is neither an agent nor a candidate
+     * for scaling down: 2 desired, 2 live, nothing to do; down to 1, the newest live goes. */
+    rc_pod three[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                      pod("j-worker-0", 0, 0, RC_POD_RUNNING),
+                      pod("j-worker-1", 0, 1, RC_POD_FAILED),
+                      pod("j-worker-2", 0, 2, RC_POD_RUNNING)};
+    three[2].counted = 1;
+    in.pods = three;
+    in.n_pods = 4;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_create, 0);
+    assert_int_equal(p.n_delete, 0);
+    assert_int_equal(p.ready, 2);
+    assert_int_equal(p.phase, RC_RUNNING);
+    rc_plan_free(&p);
+    in.sched_desired = 1;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_delete, 1);
+    assert_true(deletes(&p, &in, "j-worker-2", RC_DEL_SCALE_DOWN));
+    rc_plan_free(&p);
+    /* A pod we deleted (scale down) that reports Failed while it stops is no failure. */
+    three[3].state = RC_POD_FAILED;
+    three[3].deleting = 1;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.new_failures, 0);
+    assert_int_equal(p.failures, 2);
+    rc_plan_free(&p);
+}
+
+static void test_failed_coordinator_stays_through_its_backoff(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.has_phase = 1;
+    in.phase = RC_RUNNING;
+    in.sched_desired = 1;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_FAILED),
+                     pod("j-worker-0", 0, 0, RC_POD_RUNNING)};
+    in.pods = pods;
+    in.n_pods = 2;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(counts(&p, &in, "j-coordinator"));
+    assert_int_equal(p.failures, 1);
+    assert_int_equal(p.n_delete, 0);
+    assert_false(p.create_coordinator);
+    assert_int_equal(p.phase, RC_PENDING);
+    assert_string_equal(cond(&p, "Running")->reason, "BackOff");
+    rc_plan_free(&p);
+    /* Its backoff over, it is deleted (its name is its replacement's), counted once. */
+    pods[0].counted = 1;
+    in.failures = 1;
+    in.last_failure_time = NOW;
+    in.now = NOW + 10;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.new_failures, 0);
+    assert_int_equal(p.failures, 1);
+    assert_true(deletes(&p, &in, "j-coordinator", RC_DEL_FAILED));
+    assert_false(p.create_coordinator); /* the sync that sees it gone creates it */
+    rc_plan_free(&p);
+    pods[0].deleting = 1;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_delete, 0);
+    assert_false(p.create_coordinator);
+    rc_plan_free(&p);
+    in.pods = &pods[1];
+    in.n_pods = 1;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(p.create_coordinator);
     rc_plan_free(&p);
 }
 
@@ -348,19 +432,52 @@ static void test_failures_past_backoff_limit_fail_the_job_and_clean_up(void **st
     assert_string_equal(p.event_reason, "Failed");
     assert_true(p.event_warning);
     assert_non_null(strstr(p.event_message, "backoffLimit 3"));
-    /* cleanPodPolicy Running: the running pods go, the failed one as a failure. */
+    /* The failure that pushed it over is counted; cleanPodPolicy Running: the running
+     * pods go, the failed one stays (kubectl logs). */
+    assert_true(counts(&p, &in, "j-worker-1"));
+    assert_int_equal(p.n_delete, 2);
     assert_true(deletes(&p, &in, "j-coordinator", RC_DEL_CLEANUP));
     assert_true(deletes(&p, &in, "j-worker-0", RC_DEL_CLEANUP));
-    assert_true(deletes(&p, &in, "j-worker-1", RC_DEL_FAILED));
+    assert_false(deletes(&p, &in, "j-worker-1", RC_DEL_CLEANUP));
     assert_int_equal(p.n_create, 0);
     assert_false(p.create_coordinator);
     rc_plan_free(&p);
-    /* cleanPodPolicy All: the failed pod is deleted once (as a failure). */
+    /* cleanPodPolicy All: every pod, the failed one too (once). */
     in.clean = RC_CLEAN_ALL;
     assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
     assert_int_equal(p.n_delete, 3);
-    assert_true(deletes(&p, &in, "j-worker-1", RC_DEL_FAILED));
+    assert_true(deletes(&p, &in, "j-worker-1", RC_DEL_CLEANUP));
     rc_plan_free(&p);
+    /* cleanPodPolicy None: nothing. */
+    in.clean = RC_CLEAN_NONE;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_int_equal(p.n_delete, 0);
+    rc_plan_free(&p);
+    /* The job Failed (later syncs): the counted failed pods are kept or removed per
+     * cleanPodPolicy, never counted again. */
+    pods[2].counted = 1;
+    pods[0].state = RC_POD_FAILED;
+    pods[1].deleting = 1;
+    pods[0].counted = 0; /* the coordinator failed after the job did: not counted */
+    in.phase = RC_FAILED;
+    in.failures = 4;
+    in.completion_time = NOW;
+    for (int pol = RC_CLEAN_RUNNING; pol <= RC_CLEAN_NONE; pol++) {
+        in.clean = (rc_clean)pol;
+        assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+        assert_int_equal(p.new_failures, 0);
+        assert_int_equal(p.failures, 4);
+        assert_int_equal(p.n_delete, pol == RC_CLEAN_ALL ? 2 : 0);
+        assert_int_equal(deletes(&p, &in, "j-worker-1", RC_DEL_CLEANUP), pol == RC_CLEAN_ALL);
+        assert_int_equal(deletes(&p, &in, "j-coordinator", RC_DEL_CLEANUP),
+                         pol == RC_CLEAN_ALL);
+        rc_plan_free(&p);
+    }
+    pods[0].state = RC_POD_RUNNING;
+    pods[1].deleting = 0;
+    pods[2].counted = 0;
+    in.phase = RC_RUNNING;
+    in.completion_time = 0;
     in.clean = RC_CLEAN_RUNNING;
     /* Exactly at the limit the job goes on. */
     in.failures = 2;
@@ -690,7 +807,8 @@ int main(void)
         cmocka_unit_test(test_scheduler_zero_waits_for_capacity),
         cmocka_unit_test(test_scale_up_numbers_after_the_highest_index_ever_seen),
         cmocka_unit_test(test_scale_down_deletes_the_newest_workers),
-        cmocka_unit_test(test_failed_worker_is_counted_deleted_and_replaced),
+        cmocka_unit_test(test_failed_worker_is_counted_once_kept_and_replaced),
+        cmocka_unit_test(test_failed_coordinator_stays_through_its_backoff),
         cmocka_unit_test(test_failures_past_backoff_limit_fail_the_job_and_clean_up),
         cmocka_unit_test(test_coordinator_exit_zero_succeeds_with_each_clean_policy),
         cmocka_unit_test(test_worker_done_means_no_replacements),
