@@ -52,7 +52,14 @@ typedef struct rc_pod {
     char message[RC_TERM_MSG_MAX]; /* its termination message (the runtime's fatal error,
                                       or the end of its log), "" = none */
     char ip[64];        /* status.podIP or "" */
+    int node_lost;      /* bound to a node that is gone or not Ready (rc_node_lost): deleted
+                           at once and replaced, never counted as a failure */
 } rc_pod;
+
+/* 1 when a pod bound to this node (NULL = not in the cache) has lost it: the node is
+ * gone, or its Ready condition is not True (NotReady, Unknown, missing). A cordoned node
+ * (spec.unschedulable) is not lost: its pods keep running. Pure. */
+int rc_node_lost(const json_t *node);
 
 /* Decodes a pod object of job `job` into *out. Returns 1 when the pod belongs to the job
  * (label kadet.io/job-name and a known kadet.io/role), 0 otherwise. Pure. */
@@ -104,7 +111,8 @@ typedef enum rc_delete_why {
     RC_DEL_SCALE_DOWN = 0, /* more workers than desired: the newest go */
     RC_DEL_FAILED = 1,     /* the pod failed: counted, then replaced */
     RC_DEL_SUSPEND = 2,    /* runPolicy.suspend */
-    RC_DEL_CLEANUP = 3     /* cleanPodPolicy after the job finished */
+    RC_DEL_CLEANUP = 3,    /* cleanPodPolicy after the job finished */
+    RC_DEL_NODE_LOST = 4   /* its node is gone or NotReady: deleted at once, replaced */
 } rc_delete_why;
 
 #define RC_COND_MAX 5
