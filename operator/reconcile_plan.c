@@ -343,6 +343,18 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
         add_cond(p, "Valid", 1, "SpecValid", "the spec is valid%s", unknown);
     if (in->has_phase && in->phase == RC_FAILED && in->failed_invalid)
         add_cond(p, "Failed", 0, "SpecValid", "the spec was corrected");
+    /* PolicyHonored: whether spec.scheduling.policy is the one deciding (issue 16 part 6;
+     * one cluster policy allocates the shared capacity, docs/operator.md section 4). */
+    if (in->spec_policy != NULL && in->sched_policy != NULL) {
+        if (strcmp(in->spec_policy, in->sched_policy) != 0)
+            add_cond(p, "PolicyHonored", 0, "ClusterPolicy",
+                     "spec.scheduling.policy %s is ignored: the cluster's policy %s allocates "
+                     "the shared capacity for every job in one decision (kadet run uses %s)",
+                     in->spec_policy, in->sched_policy, in->spec_policy);
+        else
+            add_cond(p, "PolicyHonored", 1, "ClusterPolicy",
+                     "spec.scheduling.policy %s is the cluster's policy", in->spec_policy);
+    }
 
     /* Failed pods are deleted and counted whatever happens next. */
     const rc_pod *failed = NULL; /* one that failed now, with a message if any has one */

@@ -115,11 +115,12 @@ typedef enum rc_delete_why {
     RC_DEL_NODE_LOST = 4   /* its node is gone or NotReady: deleted at once, replaced */
 } rc_delete_why;
 
-#define RC_COND_MAX 5
+#define RC_COND_MAX 6
 #define RC_MSG_MAX 512
 
 typedef struct rc_condition {
-    const char *type;   /* Valid, Running, Suspended, Succeeded, Failed (static strings) */
+    const char *type;   /* Valid, PolicyHonored, Running, Suspended, Succeeded, Failed
+                           (static strings) */
     int status;         /* 1 = "True", 0 = "False" */
     const char *reason; /* static string */
     char message[RC_MSG_MAX];

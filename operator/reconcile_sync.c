@@ -678,7 +678,11 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     in.status_desired = int_or(json_object_get(json_object_get(st, "agents"), "desired"), -1);
     in.sched_desired = -1;
     rc_sched_info si;
-    in.spec_policy = in.valid ? kd_spec_policy_name(spec.policy) : NULL;
+    /* Only a policy the job chose (the default rl is no choice) is reported as honoured
+     * or ignored. */
+    const json_t *chosen = json_object_get(
+        json_object_get(json_object_get(job, "spec"), "scheduling"), "policy");
+    in.spec_policy = in.valid && json_is_string(chosen) ? kd_spec_policy_name(spec.policy) : NULL;
     if (c->opt.sched_lookup != NULL && c->opt.sched_lookup(c->opt.sched_ud, key, &si)) {
         in.sched_desired = si.desired;
         in.sched_policy = si.policy;

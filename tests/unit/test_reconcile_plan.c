@@ -292,6 +292,39 @@ static void test_node_lost_reads_the_ready_condition(void **state)
     json_decref(n);
 }
 
+/* PolicyHonored says whether the job's own policy decides (issue 16 part 6). */
+static void test_policy_honored_condition(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.sched_desired = 1;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                     pod("j-worker-0", 0, 0, RC_POD_RUNNING)};
+    in.pods = pods;
+    in.n_pods = 2;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_null(cond(&p, "PolicyHonored")); /* no choice made, no decision yet */
+    rc_plan_free(&p);
+    in.spec_policy = "rl";
+    in.sched_policy = "greedy";
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    const rc_condition *c = cond(&p, "PolicyHonored");
+    assert_non_null(c);
+    assert_int_equal(c->status, 0);
+    assert_string_equal(c->reason, "ClusterPolicy");
+    assert_non_null(strstr(c->message, "spec.scheduling.policy rl is ignored"));
+    assert_non_null(strstr(c->message, "greedy"));
+    rc_plan_free(&p);
+    in.spec_policy = "greedy";
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    c = cond(&p, "PolicyHonored");
+    assert_non_null(c);
+    assert_int_equal(c->status, 1);
+    rc_plan_free(&p);
+}
+
 static void test_backoff_doubles_and_is_capped(void **state)
 {
     (void)state;
@@ -772,6 +805,7 @@ int main(void)
         cmocka_unit_test(test_valid_condition_names_unknown_fields),
         cmocka_unit_test(test_pods_on_a_lost_node_are_replaced_without_counting),
         cmocka_unit_test(test_node_lost_reads_the_ready_condition),
+        cmocka_unit_test(test_policy_honored_condition),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
