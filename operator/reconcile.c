@@ -194,7 +194,8 @@ static void enqueue_owner(rc_controller *c, json_t *obj)
 /* Every job with a pod bound to this node: its pods may have to be replaced. */
 static void enqueue_node_pods(rc_controller *c, json_t *node)
 {
-    const char *name = json_string_value(json_object_get(json_object_get(node, "metadata"), "name"));
+    const json_t *md = json_object_get(node, "metadata");
+    const char *name = json_string_value(json_object_get(md, "name"));
     if (name == NULL || c->caches.pods == NULL)
         return;
     json_t *all = informer_list(c->caches.pods);
