@@ -191,6 +191,25 @@ static void enqueue_owner(rc_controller *c, json_t *obj)
     }
 }
 
+/* Every job with a pod bound to this node: its pods may have to be replaced. */
+static void enqueue_node_pods(rc_controller *c, json_t *node)
+{
+    const json_t *md = json_object_get(node, "metadata");
+    const char *name = json_string_value(json_object_get(md, "name"));
+    if (name == NULL || c->caches.pods == NULL)
+        return;
+    json_t *all = informer_list(c->caches.pods);
+    size_t i;
+    json_t *p;
+    json_array_foreach(all, i, p)
+    {
+        const char *on = json_string_value(json_object_get(json_object_get(p, "spec"), "nodeName"));
+        if (on != NULL && strcmp(on, name) == 0)
+            enqueue_owner(c, p);
+    }
+    json_decref(all);
+}
+
 static void owned_add(void *ud, json_t *obj)
 {
     enqueue_owner(ud, obj);
@@ -224,15 +243,23 @@ static void node_add(void *ud, json_t *obj)
 
 static void node_update(void *ud, json_t *o, json_t *n)
 {
-    if (!json_equal(json_object_get(json_object_get(o, "status"), "allocatable"),
-                    json_object_get(json_object_get(n, "status"), "allocatable")))
+    /* Capacity, cordon (spec.unschedulable) or readiness changed: the scheduler decides
+     * again, and the jobs with pods on a node that stopped being Ready are synced so that
+     * those pods are replaced (rc_node_lost). Heartbeats alone change none of these. */
+    int lost_changed = rc_node_lost(o) != rc_node_lost(n);
+    if (lost_changed || !json_equal(json_object_get(json_object_get(o, "status"), "allocatable"),
+                                    json_object_get(json_object_get(n, "status"), "allocatable")) ||
+        json_is_true(json_object_get(json_object_get(o, "spec"), "unschedulable")) !=
+            json_is_true(json_object_get(json_object_get(n, "spec"), "unschedulable")))
         poke(ud);
+    if (lost_changed)
+        enqueue_node_pods(ud, n);
 }
 
 static void node_delete(void *ud, json_t *obj, int unknown)
 {
-    (void)obj;
     (void)unknown;
+    enqueue_node_pods(ud, obj);
     poke(ud);
 }
 

@@ -37,8 +37,24 @@ int rc_phase_parse(const char *name)
 const char *rc_delete_why_name(rc_delete_why w)
 {
     static const char *const n[] = {"scale down", "failed, replaced", "suspend",
-                                    "cleanPodPolicy"};
-    return (unsigned)w < 4 ? n[w] : "?";
+                                    "cleanPodPolicy", "node lost"};
+    return (unsigned)w < 5 ? n[w] : "?";
+}
+
+int rc_node_lost(const json_t *node)
+{
+    if (node == NULL)
+        return 1;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(json_object_get(node, "status"), "conditions"), i, c)
+    {
+        const char *t = json_string_value(json_object_get(c, "type"));
+        const char *st = json_string_value(json_object_get(c, "status"));
+        if (t != NULL && strcmp(t, "Ready") == 0)
+            return st == NULL || strcmp(st, "True") != 0;
+    }
+    return 1;
 }
 
 static void copy_str(char *dst, size_t len, const char *src)
@@ -178,7 +194,8 @@ static void del(rc_plan *p, size_t i, rc_delete_why why)
 
 static int live(const rc_pod *pod)
 {
-    return !pod->deleting && (pod->state == RC_POD_PENDING || pod->state == RC_POD_RUNNING);
+    return !pod->deleting && !pod->node_lost &&
+           (pod->state == RC_POD_PENDING || pod->state == RC_POD_RUNNING);
 }
 
 /* cleanPodPolicy on a finished job. */
@@ -333,12 +350,31 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
         add_cond(p, "Valid", 1, "SpecValid", "the spec is valid%s", unknown);
     if (in->has_phase && in->phase == RC_FAILED && in->failed_invalid)
         add_cond(p, "Failed", 0, "SpecValid", "the spec was corrected");
+    /* PolicyHonored: whether spec.scheduling.policy is the one deciding (issue 16 part 6;
+     * one cluster policy allocates the shared capacity, docs/operator.md section 4). */
+    if (in->spec_policy != NULL && in->sched_policy != NULL) {
+        if (strcmp(in->spec_policy, in->sched_policy) != 0)
+            add_cond(p, "PolicyHonored", 0, "ClusterPolicy",
+                     "spec.scheduling.policy %s is ignored: the cluster's policy %s allocates "
+                     "the shared capacity for every job in one decision (kadet run uses %s)",
+                     in->spec_policy, in->sched_policy, in->spec_policy);
+        else
+            add_cond(p, "PolicyHonored", 1, "ClusterPolicy",
+                     "spec.scheduling.policy %s is the cluster's policy", in->spec_policy);
+    }
 
     /* Failed pods are counted whatever happens next, each once; they stay (kubectl logs)
      * until the job ends. A pod we deleted (scale down, suspend) that then reports Failed
      * is not a failure. */
     const rc_pod *failed = NULL; /* one that failed now, with a message if any has one */
     for (size_t i = 0; i < in->n_pods; i++) {
+        /* A pod that lost its node is gone with it, whatever its last status says: it is
+         * replaced and not counted against backoffLimit (the job did nothing wrong). */
+        if (!in->pods[i].deleting && in->pods[i].node_lost &&
+            in->pods[i].state != RC_POD_SUCCEEDED) {
+            del(p, i, RC_DEL_NODE_LOST);
+            continue;
+        }
         if (!in->pods[i].deleting && in->pods[i].state == RC_POD_FAILED &&
             !in->pods[i].counted) {
             p->counted[p->new_failures++] = i;
@@ -451,7 +487,8 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
     }
     if (created && in->start_time <= 0)
         p->set_start = 1;
-    int coord_running = coord != NULL && !coord->deleting && coord->state == RC_POD_RUNNING;
+    int coord_running = coord != NULL && !coord->deleting && !coord->node_lost &&
+                        coord->state == RC_POD_RUNNING;
     if (p->desired == 0) {
         p->phase = RC_PENDING;
         add_cond(p, "Running", 0, "WaitingForCapacity",

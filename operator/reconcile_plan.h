@@ -55,7 +55,14 @@ typedef struct rc_pod {
     int counted;        /* a failed pod already counted in status.failures (its uid is in
                            status.failedPods, or this operator counted it): failed pods
                            stay until the job ends, so each is counted once */
+    int node_lost;      /* bound to a node that is gone or not Ready (rc_node_lost): deleted
+                           at once and replaced, never counted as a failure */
 } rc_pod;
+
+/* 1 when a pod bound to this node (NULL = not in the cache) has lost it: the node is
+ * gone, or its Ready condition is not True (NotReady, Unknown, missing). A cordoned node
+ * (spec.unschedulable) is not lost: its pods keep running. Pure. */
+int rc_node_lost(const json_t *node);
 
 /* Decodes a pod object of job `job` into *out. Returns 1 when the pod belongs to the job
  * (label kadet.io/job-name and a known kadet.io/role), 0 otherwise. Pure. */
@@ -108,14 +115,16 @@ typedef enum rc_delete_why {
     RC_DEL_FAILED = 1,     /* a failed coordinator, counted, makes room for its
                               replacement (the same name) once the backoff is over */
     RC_DEL_SUSPEND = 2,    /* runPolicy.suspend */
-    RC_DEL_CLEANUP = 3     /* cleanPodPolicy after the job finished */
+    RC_DEL_CLEANUP = 3,    /* cleanPodPolicy after the job finished */
+    RC_DEL_NODE_LOST = 4   /* its node is gone or NotReady: deleted at once, replaced */
 } rc_delete_why;
 
-#define RC_COND_MAX 5
+#define RC_COND_MAX 6
 #define RC_MSG_MAX 512
 
 typedef struct rc_condition {
-    const char *type;   /* Valid, Running, Suspended, Succeeded, Failed (static strings) */
+    const char *type;   /* Valid, PolicyHonored, Running, Suspended, Succeeded, Failed
+                           (static strings) */
     int status;         /* 1 = "True", 0 = "False" */
     const char *reason; /* static string */
     char message[RC_MSG_MAX];

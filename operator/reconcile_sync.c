@@ -167,6 +167,20 @@ static int add_expected(rc_controller *c, const char *key, double now, rc_pod **
     return rc;
 }
 
+/* 1 when the pod is bound to a node that the node cache no longer holds or that is not
+ * Ready (docs/operator.md "Node changes"); 0 when unbound, or without a synced node cache. */
+static int pod_node_lost(rc_controller *c, const json_t *pod)
+{
+    const char *node = json_string_value(json_object_get(json_object_get(pod, "spec"), "nodeName"));
+    if (node == NULL || node[0] == '\0' || c->caches.nodes == NULL ||
+        !informer_has_synced(c->caches.nodes))
+        return 0;
+    json_t *obj = informer_get(c->caches.nodes, node);
+    int lost = rc_node_lost(obj);
+    json_decref(obj);
+    return lost;
+}
+
 /* The job's pods from the pod cache (pods of an older job of the same name are not its:
  * the garbage collector removes them); `counted` is the cached status.failedPods.
  * *pods is malloc'ed. */
@@ -203,6 +217,7 @@ static int gather_pods(rc_controller *c, const char *key, const char *ns, const 
             if (!rp->deleting && rc_was_deleted(c, key, rp->uid, now))
                 rp->deleting = 1;
             rp->counted = rp->state == RC_POD_FAILED && was_counted(c, key, counted, rp->uid);
+            rp->node_lost = pod_node_lost(c, p);
             (*n)++;
         }
     }
@@ -333,6 +348,12 @@ static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
     for (size_t i = 0; i < p->n_delete; i++) {
         const rc_pod *pod = &in->pods[p->del[i]];
         kube_delete_opts dopt = {.precondition_uid = pod->uid[0] ? pod->uid : NULL};
+        if (p->why[i] == RC_DEL_NODE_LOST) {
+            /* No kubelet will confirm a graceful delete on a lost node: remove the object
+             * now (as kubectl delete --force), so the replacement is not held back. */
+            dopt.set_grace = 1;
+            dopt.grace_period_s = 0;
+        }
         kube_error e;
         if (pod->uid[0] == '\0')
             forget_created(c, x->key, pod->name); /* one we created, not yet cached */
@@ -352,7 +373,8 @@ static int execute(sync_ctx *x, const rc_input *in, const rc_plan *p)
                  rc_delete_why_name(p->why[i]));
         KD_INFO("deleted job=%s pod=%s why=\"%s\"", x->key, pod->name,
                 rc_delete_why_name(p->why[i]));
-        record_event(c, x->job, 0, "Deleted", msg);
+        record_event(c, x->job, p->why[i] == RC_DEL_NODE_LOST,
+                     p->why[i] == RC_DEL_NODE_LOST ? "NodeLost" : "Deleted", msg);
     }
     if (p->delete_job) {
         kube_delete_opts dopt = {.propagation = "Background"};
@@ -810,7 +832,11 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     in.status_desired = int_or(json_object_get(json_object_get(st, "agents"), "desired"), -1);
     in.sched_desired = -1;
     rc_sched_info si;
-    in.spec_policy = in.valid ? kd_spec_policy_name(spec.policy) : NULL;
+    /* Only a policy the job chose (the default rl is no choice) is reported as honoured
+     * or ignored. */
+    const json_t *chosen = json_object_get(
+        json_object_get(json_object_get(job, "spec"), "scheduling"), "policy");
+    in.spec_policy = in.valid && json_is_string(chosen) ? kd_spec_policy_name(spec.policy) : NULL;
     if (c->opt.sched_lookup != NULL && c->opt.sched_lookup(c->opt.sched_ud, key, &si)) {
         in.sched_desired = si.desired;
         in.sched_policy = si.policy;

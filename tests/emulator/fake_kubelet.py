@@ -16,6 +16,14 @@ object goes once the process is gone. Service names resolve through a hosts-styl
 
 Without --run-pods, pods run "forever", unless annotated with
 emulator.kadet.io/run-seconds (and emulator.kadet.io/exit-code, default 0).
+
+Node changes (docs/emulator.md "Node changes"): every Node in the API labelled
+emulator.kadet.io/fake-node=true is one of this kubelet's nodes (its capacity from its own
+status.allocatable; names starting with --node-prefix and a dash), so a test adds a node by creating one; a cordoned node
+(spec.unschedulable) gets no new pods; a node annotated emulator.kadet.io/not-ready=true
+reports Ready=False and its pods' processes die (a machine that stopped; their pod objects
+stay as last written, as on a real cluster); a deleted node's processes die the same way,
+and its pod objects are force-deleted --pod-gc-seconds later (the pod garbage collector).
 """
 
 import argparse
@@ -42,6 +50,10 @@ class Kubelet:
         os.makedirs(os.path.join(self.work_dir, "hosts"), exist_ok=True)
         os.makedirs(os.path.join(self.work_dir, "pods"), exist_ok=True)
         self.nodes = ["%s-%d" % (args.node_prefix, i) for i in range(args.nodes)]
+        self.capacity = {}        # node -> (cpu milli, memory bytes) from its allocatable
+        self.cordoned, self.down = set(), set()
+        self.gone_since = {}      # node deleted from the API -> time first seen gone
+        self.node_ready = {}      # node -> (ready, lastTransitionTime)
         self.cpu_milli = kubelet_pods.parse_cpu(args.cpu)
         self.mem_bytes = kubelet_pods.parse_memory(args.memory)
         self.runs = {}            # pod uid -> kubelet_pods.PodRun
@@ -56,6 +68,8 @@ class Kubelet:
         self.pods = Informer(self.client, "/api/v1%s/pods" % ns, self.wake.set, self.stop, "pods")
         self.services = Informer(self.client, "/api/v1%s/services" % ns, self.wake.set,
                                  self.stop, "services")
+        self.node_informer = Informer(self.client, "/api/v1/nodes", self.wake.set, self.stop,
+                                      "nodes")
 
     # ------------------------------------------------------------ nodes
 
@@ -77,9 +91,14 @@ class Kubelet:
                                                     "architecture": "amd64",
                                                     "containerRuntimeVersion": "fake://1"}}}
 
-    def node_conditions(self, ready):
+    def node_conditions(self, ready, name=None):
         t = now_rfc3339()
-        if self.ready_state != ready:
+        if name is not None:
+            prev = self.node_ready.get(name)
+            if prev is None or prev[0] != ready:
+                self.node_ready[name] = (ready, t)
+            self.ready_state, self.transition_time = self.node_ready[name]
+        elif self.ready_state != ready:
             # lastTransitionTime changes only when Ready flips, as on a real node.
             self.ready_state, self.transition_time = ready, t
         conds = [{"type": c, "status": "False", "reason": "KubeletHasSufficient" + c[:-8]
@@ -108,14 +127,68 @@ class Kubelet:
                                         {"status": obj["status"]})
         self.heartbeat()
 
-    def heartbeat(self, ready=True):
+    def refresh_nodes(self):
+        """The node set from the API: fake nodes added, cordoned, marked not ready or
+        deleted since the last pass. Returns the nodes whose Ready status must be
+        written now (new, or their not-ready annotation changed)."""
+        if not self.node_informer.synced.is_set():
+            return []
+        api = {}
+        for n in self.node_informer.items():
+            md = n.get("metadata", {})
+            if ((md.get("labels") or {}).get("emulator.kadet.io/fake-node") == "true"
+                    and md.get("name", "").startswith(self.args.node_prefix + "-")):
+                api[md["name"]] = n
+        now = time.time()
+        for name in self.nodes:
+            if name not in api and name not in self.gone_since:
+                self.gone_since[name] = now
+                log("node gone", node=name)
+        changed = []
+        for name, n in api.items():
+            self.gone_since.pop(name, None)
+            alloc = n.get("status", {}).get("allocatable") or {}
+            try:
+                cap = (kubelet_pods.parse_cpu(alloc.get("cpu", self.args.cpu)),
+                       kubelet_pods.parse_memory(alloc.get("memory", self.args.memory)))
+            except ValueError:
+                cap = (self.cpu_milli, self.mem_bytes)
+            if name not in self.nodes:
+                log("node adopted", node=name, cpu_m=cap[0], memory=cap[1])
+                changed.append(name)
+            self.capacity[name] = cap
+            if n.get("spec", {}).get("unschedulable"):
+                self.cordoned.add(name)
+            else:
+                self.cordoned.discard(name)
+            down = (n["metadata"].get("annotations") or {}).get(
+                "emulator.kadet.io/not-ready") == "true"
+            if down != (name in self.down):
+                (self.down.add if down else self.down.discard)(name)
+                log("node not ready" if down else "node ready again", node=name)
+                changed.append(name)
+        self.nodes = sorted(api)
+        return changed
+
+    def pod_gc(self, pods):
+        """Force-deletes pods bound to nodes deleted more than --pod-gc-seconds ago."""
+        now = time.time()
+        for name, since in list(self.gone_since.items()):
+            if now - since < self.args.pod_gc_seconds:
+                continue
+            for p in pods:
+                if p.get("spec", {}).get("nodeName") == name:
+                    self.finish_delete(p)
+            del self.gone_since[name]
+
+    def heartbeat(self, ready=True, only=None):
         """Node conditions, and the node's Lease in kube-node-lease as a real kubelet
         renews it (skipped where that namespace does not exist)."""
         now_micro = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-        for name in self.nodes:
+        for name in (only if only is not None else self.nodes):
             try:
-                self.client.merge_patch("/api/v1/nodes/%s/status" % name,
-                                        {"status": {"conditions": self.node_conditions(ready)}})
+                self.client.merge_patch("/api/v1/nodes/%s/status" % name, {"status": {
+                    "conditions": self.node_conditions(ready and name not in self.down, name)}})
                 lease = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/" + name
                 spec = {"holderIdentity": name, "leaseDurationSeconds": 40,
                         "renewTime": now_micro}
@@ -126,7 +199,8 @@ class Kubelet:
             except KubeError as e:
                 if e.code != 409:
                     log("heartbeat failed", node=name, error=e)
-        self.last_heartbeat = time.time()
+        if only is None:
+            self.last_heartbeat = time.time()
 
     # ------------------------------------------------------------ scheduling
 
@@ -145,7 +219,13 @@ class Kubelet:
                 used[node][0] += cpu
                 used[node][1] += mem
                 used[node][2] += 1
-        labels = {n: self.node_object(n)["metadata"]["labels"] for n in self.nodes}
+        labels = {}
+        for n in self.node_informer.items():
+            md = n.get("metadata", {})
+            labels[md.get("name")] = md.get("labels") or {}
+        for n in self.nodes:
+            labels.setdefault(n, self.node_object(n)["metadata"]["labels"])
+        cap = {n: self.capacity.get(n, (self.cpu_milli, self.mem_bytes)) for n in self.nodes}
         pending = [p for p in pods if not p.get("spec", {}).get("nodeName")
                    and p["metadata"]["uid"] not in self.assumed
                    and not p["metadata"].get("deletionTimestamp")
@@ -157,8 +237,8 @@ class Kubelet:
         for p in pending:
             cpu, mem = kubelet_pods.pod_requests(p)
             sel = p.get("spec", {}).get("nodeSelector") or {}
-            fits = [n for n in self.nodes
-                    if used[n][0] + cpu <= self.cpu_milli and used[n][1] + mem <= self.mem_bytes
+            fits = [n for n in self.nodes if n not in self.cordoned and n not in self.down
+                    and used[n][0] + cpu <= cap[n][0] and used[n][1] + mem <= cap[n][1]
                     and used[n][2] < self.args.max_pods
                     and all(labels[n].get(k) == v for k, v in sel.items())]
             key = p["metadata"]["uid"]
@@ -168,7 +248,7 @@ class Kubelet:
                 if key not in self.unschedulable and self.mark_unschedulable(p, cpu, mem):
                     self.unschedulable.add(key)
                 continue
-            node = max(fits, key=lambda n: (self.cpu_milli - used[n][0], n))
+            node = max(fits, key=lambda n: (cap[n][0] - used[n][0], n))
             ns, name = p["metadata"]["namespace"], p["metadata"]["name"]
             try:
                 self.client.request("POST", "/api/v1/namespaces/%s/pods/%s/binding" % (ns, name),
@@ -210,8 +290,10 @@ class Kubelet:
         return "%s.%d.%d" % (self.args.ip_prefix, hi % 256, lo + 1)
 
     def sync_pods(self, pods):
+        # Pods on a node that is not ready or gone are nobody's: their processes die.
+        up = set(self.nodes) - self.down
         mine = {p["metadata"]["uid"]: p for p in pods
-                if p.get("spec", {}).get("nodeName") in self.nodes}
+                if p.get("spec", {}).get("nodeName") in up}
         for uid, run in list(self.runs.items()):
             if uid not in mine:
                 # The pod object is gone (force deletion): stop at once.
@@ -302,6 +384,9 @@ class Kubelet:
 
     def run(self):
         self.register_nodes()
+        self.node_informer.start()
+        self.node_informer.synced.wait(30)
+        self.refresh_nodes()
         self.pods.start()
         self.services.start()
         self.pods.synced.wait(30)
@@ -315,7 +400,11 @@ class Kubelet:
             self.wake.wait(0.2)
             self.wake.clear()
             try:
+                changed = self.refresh_nodes()
+                if changed:
+                    self.heartbeat(only=changed)
                 pods = self.pods.items()
+                self.pod_gc(pods)
                 if not self.args.no_bind:
                     self.schedule(pods)
                 self.sync_pods(pods)
@@ -368,6 +457,8 @@ def main(argv=None):
                    help="first two octets of pod addresses (127.x)")
     p.add_argument("--work-dir", default=None, help="logs and hosts files (default: temp)")
     p.add_argument("--heartbeat", type=float, default=10.0)
+    p.add_argument("--pod-gc-seconds", type=float, default=40.0,
+                   help="force-delete pods of a deleted node this long after (PodGC)")
     p.add_argument("--ready-file", default=None, help="written once the kubelet is syncing")
     args = p.parse_args(argv)
     if not args.kubeconfig:

@@ -103,6 +103,10 @@ def main():
                     "(spec.scheduling.policy rl is used by kadet run)")
             check((want in msg) == (name == "fm-b"),
                   "%s Valid condition: %r" % (name, msg))
+            ph = [x for x in st.get("conditions", []) if x["type"] == "PolicyHonored"]
+            check(ph and ph[0]["status"] == ("False" if name == "fm-b" else "True")
+                  and ph[0]["reason"] == "ClusterPolicy",
+                  "%s PolicyHonored condition %r" % (name, ph))
             check(st["progress"].get("batchSize") == 64,
                   "%s status.progress.batchSize %r is the sample's per-agent batch"
                   % (name, st["progress"].get("batchSize")))

@@ -311,6 +311,104 @@ static void test_failed_coordinator_stays_through_its_backoff(void **state)
     rc_plan_free(&p);
 }
 
+/* Pods whose node is gone or NotReady are deleted at once and replaced, failed or not,
+ * and never counted against backoffLimit (issue 16 part 7). */
+static void test_pods_on_a_lost_node_are_replaced_without_counting(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.sched_desired = 3;
+    in.backoff_limit = 0;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                     pod("j-worker-0", 0, 0, RC_POD_RUNNING),
+                     pod("j-worker-1", 0, 1, RC_POD_RUNNING),
+                     pod("j-worker-2", 0, 2, RC_POD_FAILED)};
+    pods[2].node_lost = 1;
+    pods[3].node_lost = 1;
+    in.pods = pods;
+    in.n_pods = 4;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(deletes(&p, &in, "j-worker-1", RC_DEL_NODE_LOST));
+    assert_true(deletes(&p, &in, "j-worker-2", RC_DEL_NODE_LOST));
+    assert_int_equal(p.n_delete, 2);
+    assert_int_equal(p.new_failures, 0);
+    assert_int_equal(p.failures, 0);
+    assert_false(p.backoff);
+    assert_int_equal(p.phase, RC_RUNNING); /* backoffLimit 0 and still running */
+    assert_int_equal(p.n_create, 2);       /* replacements now, numbered after 2 */
+    assert_int_equal(p.first_index, 3);
+    assert_int_equal(p.ready, 1);
+    assert_string_equal(rc_delete_why_name(RC_DEL_NODE_LOST), "node lost");
+    rc_plan_free(&p);
+    /* A lost coordinator is deleted; the new one waits until the old object is gone. */
+    rc_pod lost_coord[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                           pod("j-worker-0", 0, 0, RC_POD_RUNNING)};
+    lost_coord[0].node_lost = 1;
+    in.pods = lost_coord;
+    in.n_pods = 2;
+    in.sched_desired = 1;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(deletes(&p, &in, "j-coordinator", RC_DEL_NODE_LOST));
+    assert_int_equal(p.failures, 0);
+    assert_false(p.create_coordinator);
+    assert_int_equal(p.phase, RC_PENDING);
+    rc_plan_free(&p);
+}
+
+static void test_node_lost_reads_the_ready_condition(void **state)
+{
+    (void)state;
+    assert_true(rc_node_lost(NULL));
+    json_t *n = json_loads("{\"spec\":{\"unschedulable\":true},\"status\":{\"conditions\":["
+                           "{\"type\":\"MemoryPressure\",\"status\":\"False\"},"
+                           "{\"type\":\"Ready\",\"status\":\"True\"}]}}", 0, NULL);
+    assert_non_null(n);
+    assert_false(rc_node_lost(n)); /* cordoned: its pods keep running */
+    json_t *ready = json_array_get(json_object_get(json_object_get(n, "status"), "conditions"), 1);
+    json_object_set_new(ready, "status", json_string("Unknown"));
+    assert_true(rc_node_lost(n));
+    json_object_set_new(ready, "status", json_string("False"));
+    assert_true(rc_node_lost(n));
+    json_array_remove(json_object_get(json_object_get(n, "status"), "conditions"), 1);
+    assert_true(rc_node_lost(n)); /* no Ready condition at all */
+    json_decref(n);
+}
+
+/* PolicyHonored says whether the job's own policy decides (issue 16 part 6). */
+static void test_policy_honored_condition(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.have_service = 1;
+    in.sched_desired = 1;
+    rc_pod pods[] = {pod("j-coordinator", 1, -1, RC_POD_RUNNING),
+                     pod("j-worker-0", 0, 0, RC_POD_RUNNING)};
+    in.pods = pods;
+    in.n_pods = 2;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_null(cond(&p, "PolicyHonored")); /* no choice made, no decision yet */
+    rc_plan_free(&p);
+    in.spec_policy = "rl";
+    in.sched_policy = "greedy";
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    const rc_condition *c = cond(&p, "PolicyHonored");
+    assert_non_null(c);
+    assert_int_equal(c->status, 0);
+    assert_string_equal(c->reason, "ClusterPolicy");
+    assert_non_null(strstr(c->message, "spec.scheduling.policy rl is ignored"));
+    assert_non_null(strstr(c->message, "greedy"));
+    rc_plan_free(&p);
+    in.spec_policy = "greedy";
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    c = cond(&p, "PolicyHonored");
+    assert_non_null(c);
+    assert_int_equal(c->status, 1);
+    rc_plan_free(&p);
+}
+
 static void test_backoff_doubles_and_is_capped(void **state)
 {
     (void)state;
@@ -823,6 +921,9 @@ int main(void)
         cmocka_unit_test(test_failed_condition_quotes_the_last_failure),
         cmocka_unit_test(test_termination_message_keeps_its_last_line),
         cmocka_unit_test(test_valid_condition_names_unknown_fields),
+        cmocka_unit_test(test_pods_on_a_lost_node_are_replaced_without_counting),
+        cmocka_unit_test(test_node_lost_reads_the_ready_condition),
+        cmocka_unit_test(test_policy_honored_condition),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
