@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kd_clock.h"
 #include "kd_error.h"
 #include "kd_sched.h"
 #include "sched_qtable.h"
@@ -246,13 +247,6 @@ static void options_for(const sim_cli *cli, sched_options *o, int learn, int epi
         o->epsilon_decay = pow(o->epsilon_min / o->epsilon, 1.0 / (0.7 * episodes_decisions));
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int train(const sim_cli *cli, sim_model *m)
 {
     char err[512], list[4096];
@@ -294,7 +288,7 @@ static int train(const sim_cli *cli, sim_model *m)
         }
         sched_rl_set_epsilon(p, o.epsilon);
     }
-    double t0 = now_s();
+    double t0 = kd_mono_s();
     for (int e = 0; e < cli->train; e++) {
         int k = e % nw;
         if (sim_run(m, &wl[k], &cli->cfg, p, &res, NULL, err, sizeof(err)) != KD_OK &&
@@ -316,7 +310,7 @@ static int train(const sim_cli *cli, sim_model *m)
             rc = 1;
         } else if (!cli->quiet) {
             fprintf(stderr, "trained %d episodes in %.1fs, table saved to %s\n", cli->train,
-                    now_s() - t0, cli->qtable);
+                    kd_mono_s() - t0, cli->qtable);
         }
     }
     sched_policy_free(&p);
@@ -403,9 +397,9 @@ int main(int argc, char **argv)
             if (sched_qtable_load(p, qt, err, sizeof(err)) != KD_OK)
                 fprintf(stderr, "kadet-sim: warning: %s; rl falls back to greedy\n", err);
         }
-        double t0 = now_s();
+        double t0 = kd_mono_s();
         int rr = sim_run(&m, &w, &cli.cfg, p, &r, jct, err, sizeof(err));
-        double el = now_s() - t0;
+        double el = kd_mono_s() - t0;
         sched_policy_free(&p);
         if (rr != KD_OK) {
             fprintf(stderr, "kadet-sim: %s: %s\n", name, err);
