@@ -16,6 +16,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "kd_clock.h"
 #include "kd_curve.h"
 #include "kd_error.h"
 #include "kd_log.h"
@@ -53,13 +54,6 @@ struct progress {
     char op_pub[KD_CURVE_KEY_LEN + 1]; /* the operator's keypair, "" = none */
     char op_sec[KD_CURVE_KEY_LEN + 1];
 };
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void sub_free(void *v)
 {
@@ -318,7 +312,7 @@ static void *progress_main(void *arg)
                 s->info = info;
                 s->have_info = 1;
 
-                double now = mono();
+                double now = kd_mono_s();
                 if (now - s->last_notify >= p->opt.notify_interval_s) {
                     s->last_notify = now;
                     snprintf(notify_key, sizeof notify_key, "%s", r->keys[i]);

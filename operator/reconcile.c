@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kd_clock.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_spec.h"
@@ -329,12 +330,9 @@ static void *worker_main(void *arg)
             wq_add_after(c->q, key, 50);
         } else {
             double requeue_s = 0;
-            struct timespec t0, t1;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
+            double t0 = kd_mono_s();
             int rc = rc_sync(c, key, &requeue_s);
-            clock_gettime(CLOCK_MONOTONIC, &t1);
-            opm_observe(c->opt.metrics->reconcile_seconds, NULL,
-                        (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+            opm_observe(c->opt.metrics->reconcile_seconds, NULL, kd_mono_s() - t0);
             atomic_fetch_add(&c->syncs, 1);
             if (rc == KD_OK) {
                 wq_forget(c->q, key);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kd_clock.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_spec.h"
@@ -53,13 +54,6 @@ struct schedhost {
     int inited;               /* mu and cv initialised */
     atomic_long rounds;
 };
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static char *dup_or_empty(const char *s)
 {
@@ -418,7 +412,7 @@ static void run_round(schedhost *h)
     agent_index ai = {kube_map_new(NULL), kube_map_new(NULL)};
     sched_node *sn = NULL;
     int nn = 0, n = 0;
-    double now = mono(), wall = (double)time(NULL);
+    double now = kd_mono_s(), wall = (double)time(NULL);
     h->round++;
     if (jobs == NULL || pods == NULL || nodes == NULL || rj == NULL || sj == NULL ||
         dec == NULL || ai.current == NULL || ai.in_snapshot == NULL)
@@ -600,20 +594,14 @@ out:
 static void *host_main(void *arg)
 {
     schedhost *h = arg;
-    double next = mono(), last_round = -1e9;
+    double next = kd_mono_s(), last_round = -1e9;
     pthread_mutex_lock(&h->mu);
     while (!h->stop) {
-        double now = mono();
+        double now = kd_mono_s();
         if (!h->poked && now < next) {
             double wait = next - now;
             struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += (time_t)wait;
-            ts.tv_nsec += (long)((wait - floor(wait)) * 1e9);
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            kd_mono_after(wait, &ts);
             pthread_cond_timedwait(&h->cv, &h->mu, &ts);
             continue;
         }
@@ -624,7 +612,7 @@ static void *host_main(void *arg)
             h->poked = 0;
             pthread_mutex_unlock(&h->mu);
             double wait = h->opt.debounce_s;
-            double gap = last_round + SH_MIN_GAP_S - mono();
+            double gap = last_round + SH_MIN_GAP_S - kd_mono_s();
             if (gap > wait)
                 wait = gap;
             struct timespec d = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
@@ -642,18 +630,18 @@ static void *host_main(void *arg)
                 load_table(h);
                 pthread_mutex_lock(&h->mu);
                 h->loaded = 1;
-                h->last_persist = mono();
+                h->last_persist = kd_mono_s();
                 pthread_mutex_unlock(&h->mu);
             }
             run_round(h);
-            last_round = mono();
-            if (mono() - h->last_persist >= h->opt.persist_interval_s) {
+            last_round = kd_mono_s();
+            if (kd_mono_s() - h->last_persist >= h->opt.persist_interval_s) {
                 save_table(h);
-                h->last_persist = mono();
+                h->last_persist = kd_mono_s();
             }
         }
         /* Caches still filling: look again soon rather than a whole interval later. */
-        next = mono() + (acting && !synced ? 0.2 : h->opt.interval_s);
+        next = kd_mono_s() + (acting && !synced ? 0.2 : h->opt.interval_s);
         pthread_mutex_lock(&h->mu);
     }
     pthread_mutex_unlock(&h->mu);

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "kd_clock.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_wire.h"
@@ -26,9 +27,7 @@
 
 double comm_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    return kd_mono_s();
 }
 
 /* libzmq applies ZMQ_SNDBUF to TCP sockets only: an ipc:// (Unix) socket keeps the

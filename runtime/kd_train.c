@@ -19,14 +19,13 @@
 #include <xmmintrin.h>
 #endif
 
+#include "kd_clock.h"
 #include "kd_error.h"
 #include "kd_par.h"
 
 double kd_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return kd_mono_s();
 }
 
 const char *kd_blas_info(void)

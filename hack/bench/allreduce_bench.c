@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "kd_clock.h"
 #include "comm.h"
 #include "kd_error.h"
 
@@ -31,13 +32,6 @@ typedef struct shared {
     char ep[MAX_PROCS][128];
     double t[MAX_ITERS]; /* rank 0's per-iteration seconds */
 } shared;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int cmp(const void *a, const void *b)
 {
@@ -73,13 +67,13 @@ static int child(shared *sh, int rank, int procs, size_t n, int iters, size_t ch
         buf[i] = (float)(i % 97) * 0.01f;
     int warm = 3;
     for (int it = 0; it < warm + iters; it++) {
-        double t0 = now();
+        double t0 = kd_mono_s();
         if (kd_comm_allreduce(c, buf, n, (uint64_t)it, err, sizeof err) != KD_OK) {
             fprintf(stderr, "rank %d: %s\n", rank, err);
             return 1;
         }
         if (rank == 0 && it >= warm)
-            sh->t[it - warm] = now() - t0;
+            sh->t[it - warm] = kd_mono_s() - t0;
     }
     free(buf);
     kd_comm_close(&c);
@@ -94,9 +88,9 @@ static double memcpy_gbs(size_t bytes)
     memset(b, 2, bytes);
     double best = 1e9;
     for (int i = 0; i < 20; i++) {
-        double t0 = now();
+        double t0 = kd_mono_s();
         memcpy(b, a, bytes);
-        double dt = now() - t0;
+        double dt = kd_mono_s() - t0;
         if (dt < best)
             best = dt;
         a[i] = b[bytes - 1 - i]; /* keep the copies observable */

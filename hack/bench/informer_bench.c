@@ -11,6 +11,7 @@
  * Usage: kube-informer-bench --kubeconfig FILE [--pods N] [--changes M] [--page P]
  * Prints one line per figure; exit status 1 if the run itself failed.
  */
+#include "kd_clock.h"
 #include "informer.h"
 #include "kd_error.h"
 #include "kd_log.h"
@@ -22,13 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 /* VmRSS / VmHWM in MiB from /proc/self/status. */
 static double proc_mib(const char *field)
@@ -69,7 +63,7 @@ static void on_update(void *ud, json_t *old_obj, json_t *obj)
     if (v == NULL) {
         return;
     }
-    double t = now_ms();
+    double t = kd_mono_ms();
     pthread_mutex_lock(&l->mu);
     if (atol(v) == l->want) {
         l->seen_at = t;
@@ -150,11 +144,11 @@ int main(int argc, char **argv)
         return 1;
     }
     kube_config_clear(&cfg);
-    double t_load = now_ms();
+    double t_load = kd_mono_ms();
     if (bulk_load(c, pods) != KD_OK) {
         return 1;
     }
-    printf("bulk-loaded %ld pods in %.2f s\n", pods, (now_ms() - t_load) / 1000.0);
+    printf("bulk-loaded %ld pods in %.2f s\n", pods, (kd_mono_ms() - t_load) / 1000.0);
     double rss0 = proc_mib("VmRSS");
 
     struct latency lat = {.want = -1};
@@ -163,13 +157,13 @@ int main(int argc, char **argv)
     informer_handlers h = {.on_update = on_update, .ud = &lat};
     informer_options o = {.label_selector = "app=bench", .page_size = page};
     informer *inf = NULL;
-    double t0 = now_ms();
+    double t0 = kd_mono_ms();
     if (informer_new(c, &KUBE_PODS, &o, &h, &inf) != KD_OK || informer_start(inf) != KD_OK ||
         informer_wait_synced(inf, 120000) != KD_OK) {
         fprintf(stderr, "informer_bench: the informer did not sync\n");
         return 1;
     }
-    double sync_s = (now_ms() - t0) / 1000.0;
+    double sync_s = (kd_mono_ms() - t0) / 1000.0;
     size_t cached = informer_size(inf);
     printf("initial sync: %zu pods in %.2f s (page size %ld); client RSS %.1f MiB after "
            "sync (%.1f MiB before), peak %.1f MiB\n",
@@ -186,7 +180,7 @@ int main(int argc, char **argv)
         lat.want = k;
         lat.seen_at = 0;
         pthread_mutex_unlock(&lat.mu);
-        double sent = now_ms();
+        double sent = kd_mono_ms();
         kube_error e;
         int rc = kube_patch(c, &KUBE_PODS, "default", "bench-0", NULL, patch, NULL, &e);
         json_decref(patch);

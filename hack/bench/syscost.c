@@ -22,12 +22,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
+#include "kd_clock.h"
 
 static void pin(int cpu)
 {
@@ -56,11 +51,11 @@ static double ping_pong(int a, int b, int n)
         _exit(0);
     }
     pin(a);
-    double t = now_s();
+    double t = kd_mono_s();
     for (int i = 0; i < n; i++)
         if (write(up[1], &c, 1) != 1 || read(down[0], &c, 1) != 1)
             break;
-    t = now_s() - t;
+    t = kd_mono_s() - t;
     waitpid(pid, NULL, 0);
     close(up[0]);
     close(up[1]);
@@ -83,7 +78,7 @@ static int zmq_side(const char *in_ep, const char *out_ep, int first, size_t siz
     double t = 0;
     for (int i = 0; ok && i < n + 2; i++) {
         if (i == 2)
-            t = now_s();
+            t = kd_mono_s();
         if (first)
             ok = zmq_send(out, buf, size, 0) == (int)size &&
                  zmq_recv(in, buf, size, 0) == (int)size;
@@ -91,7 +86,7 @@ static int zmq_side(const char *in_ep, const char *out_ep, int first, size_t siz
             ok = zmq_recv(in, buf, size, 0) == (int)size &&
                  zmq_send(out, buf, size, 0) == (int)size;
     }
-    *secs = now_s() - t;
+    *secs = kd_mono_s() - t;
     zmq_close(in);
     zmq_close(out); /* the default linger delivers the last message before the exit */
     zmq_ctx_term(ctx);
@@ -131,21 +126,21 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    double t = now_s();
+    double t = kd_mono_s();
     for (int i = 0; i < n; i++)
         syscall(SYS_getpid);
-    printf("syscall getpid      %7.2f us\n", (now_s() - t) / n * 1e6);
-    t = now_s();
+    printf("syscall getpid      %7.2f us\n", (kd_mono_s() - t) / n * 1e6);
+    t = kd_mono_s();
     for (int i = 0; i < n; i++)
         sched_yield();
-    printf("syscall sched_yield %7.2f us\n", (now_s() - t) / n * 1e6);
+    printf("syscall sched_yield %7.2f us\n", (kd_mono_s() - t) / n * 1e6);
     int fd = eventfd(0, EFD_NONBLOCK);
     if (fd >= 0) {
         struct pollfd p = {fd, POLLIN, 0};
-        t = now_s();
+        t = kd_mono_s();
         for (int i = 0; i < n; i++)
             poll(&p, 1, 0);
-        printf("syscall poll        %7.2f us\n", (now_s() - t) / n * 1e6);
+        printf("syscall poll        %7.2f us\n", (kd_mono_s() - t) / n * 1e6);
         close(fd);
     }
     int rounds = n / 10 > 0 ? n / 10 : 1;

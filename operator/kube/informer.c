@@ -7,6 +7,7 @@
  */
 #include "informer.h"
 
+#include "kd_clock.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kube_backoff.h"
@@ -113,10 +114,7 @@ int informer_new(kube_client *c, const kube_resource *r, const informer_options 
 static int nap(informer *inf, double ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long long ns = (long long)ts.tv_nsec + (long long)(ms * 1e6);
-    ts.tv_sec += (time_t)(ns / 1000000000LL);
-    ts.tv_nsec = (long)(ns % 1000000000LL);
+    kd_mono_after(ms / 1e3, &ts);
     pthread_mutex_lock(&inf->mu);
     while (!atomic_load(&inf->stop)) {
         if (pthread_cond_timedwait(&inf->cond, &inf->mu, &ts) != 0) {
@@ -351,13 +349,6 @@ static int relist(informer *inf)
     return rc;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void *run(void *arg)
 {
     informer *inf = arg;
@@ -387,7 +378,7 @@ static void *run(void *arg)
         inf->stats.watches++;
         long before = inf->stats.events + inf->stats.bookmarks;
         pthread_mutex_unlock(&inf->mu);
-        double t0 = now_s();
+        double t0 = kd_mono_s();
         kube_error e;
         int rc = kube_watch_run(inf->watch, &inf->res, inf->ns, &wo, on_event, inf, &e);
         if (rc == KD_ESHUTDOWN || atomic_load(&inf->stop)) {
@@ -407,10 +398,10 @@ static void *run(void *arg)
             need_list = 1;
             continue;
         }
-        if (progressed || now_s() - t0 > 1.0) {
+        if (progressed || kd_mono_s() - t0 > 1.0) {
             kube_backoff_reset(&inf->backoff);
         }
-        if (rc == KD_OK && (progressed || now_s() - t0 > 1.0)) {
+        if (rc == KD_OK && (progressed || kd_mono_s() - t0 > 1.0)) {
             continue; /* normal end of a stream: reconnect at once */
         }
         double wait = kube_backoff_next(&inf->backoff);
@@ -452,10 +443,7 @@ int informer_has_synced(informer *inf)
 int informer_wait_synced(informer *inf, long timeout_ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long long ns = (long long)ts.tv_nsec + (long long)(timeout_ms > 0 ? timeout_ms : 0) * 1000000LL;
-    ts.tv_sec += (time_t)(ns / 1000000000LL);
-    ts.tv_nsec = (long)(ns % 1000000000LL);
+    kd_mono_after(timeout_ms > 0 ? (double)timeout_ms / 1e3 : 0, &ts);
     pthread_mutex_lock(&inf->mu);
     int rc = KD_OK;
     while (!inf->synced) {

@@ -4,6 +4,7 @@
  */
 #include "leader.h"
 
+#include "kd_clock.h"
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kube_backoff.h"
@@ -32,13 +33,6 @@ struct leader_elector {
     double observed_mono;      /* monotonic time at which observed_rv was first seen */
     uint64_t rng;
 };
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static double wall_s(void)
 {
@@ -119,7 +113,7 @@ int leader_new(kube_client *c, const leader_options *opts, leader_elector **out,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&le->cond, &ca);
     pthread_condattr_destroy(&ca);
-    le->rng = (uint64_t)(mono_s() * 1e9) ^ (uint64_t)(uintptr_t)le;
+    le->rng = (uint64_t)(kd_mono_s() * 1e9) ^ (uint64_t)(uintptr_t)le;
     *out = le;
     return KD_OK;
 }
@@ -278,10 +272,7 @@ static void release(leader_elector *le)
 static int nap(leader_elector *le, double s)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long long ns = (long long)ts.tv_nsec + (long long)(s * 1e9);
-    ts.tv_sec += (time_t)(ns / 1000000000LL);
-    ts.tv_nsec = (long)(ns % 1000000000LL);
+    kd_mono_after(s, &ts);
     pthread_mutex_lock(&le->mu);
     while (!atomic_load(&le->stop)) {
         if (pthread_cond_timedwait(&le->cond, &le->mu, &ts) != 0) {
@@ -298,7 +289,7 @@ static void *run(void *arg)
     while (!atomic_load(&le->stop)) {
         /* Candidate: try every retry period, jittered by up to 20% like client-go. */
         for (;;) {
-            int rc = leader_try_acquire_or_renew(le, wall_s(), mono_s());
+            int rc = leader_try_acquire_or_renew(le, wall_s(), kd_mono_s());
             if (rc == KD_OK) {
                 break;
             }
@@ -315,11 +306,11 @@ static void *run(void *arg)
         if (le->o.on_started != NULL) {
             le->o.on_started(le->o.ud);
         }
-        double last_renew = mono_s();
+        double last_renew = kd_mono_s();
         while (!nap(le, le->o.retry_period_s)) {
-            int rc = leader_try_acquire_or_renew(le, wall_s(), mono_s());
+            int rc = leader_try_acquire_or_renew(le, wall_s(), kd_mono_s());
             if (rc == KD_OK) {
-                last_renew = mono_s();
+                last_renew = kd_mono_s();
                 continue;
             }
             if (rc == KD_ESHUTDOWN) {
@@ -327,7 +318,7 @@ static void *run(void *arg)
             }
             KD_WARN("leader renew failed lease=%s/%s err=%s", le->ns, le->name,
                     kd_strerror(rc));
-            if (rc == KD_ECONFLICT || mono_s() - last_renew >= le->o.renew_deadline_s) {
+            if (rc == KD_ECONFLICT || kd_mono_s() - last_renew >= le->o.renew_deadline_s) {
                 /* Someone else holds it now, or we could not renew in time: whatever
                  * we do as leader must stop before the lease can pass to another. */
                 break;

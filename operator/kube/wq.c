@@ -9,6 +9,7 @@
  */
 #include "wq.h"
 
+#include "kd_clock.h"
 #include "kd_error.h"
 #include "kube_backoff.h"
 #include "kube_map.h"
@@ -49,13 +50,6 @@ struct wq {
     double max_ms;
     int shutdown;
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 int wq_new(const wq_options *opts, wq **out)
 {
@@ -222,7 +216,7 @@ static int add_after_locked(wq *q, const char *key, double delay_ms)
     if (delay_ms <= 0) {
         return add_locked(q, key);
     }
-    uint64_t when = now_ns() + (uint64_t)(delay_ms * 1e6);
+    uint64_t when = kd_mono_ns() + (uint64_t)(delay_ms * 1e6);
     struct delayed *d = kube_map_get(q->waiting, key);
     if (d != NULL) {
         if (when < d->when) {
@@ -325,7 +319,7 @@ static uint64_t promote_due(wq *q, uint64_t now)
 static int get_locked(wq *q, char **key, uint64_t deadline)
 {
     for (;;) {
-        uint64_t next = promote_due(q, now_ns());
+        uint64_t next = promote_due(q, kd_mono_ns());
         if (q->head != NULL) {
             break;
         }
@@ -339,7 +333,7 @@ static int get_locked(wq *q, char **key, uint64_t deadline)
         if (wake == 0) {
             pthread_cond_wait(&q->cond, &q->mu);
         } else {
-            if (deadline != 0 && now_ns() >= deadline) {
+            if (deadline != 0 && kd_mono_ns() >= deadline) {
                 return KD_ETIMEOUT;
             }
             struct timespec ts = {(time_t)(wake / 1000000000ULL),
@@ -381,7 +375,7 @@ int wq_get(wq *q, char **key)
 int wq_get_timed(wq *q, char **key, long timeout_ms)
 {
     *key = NULL;
-    uint64_t deadline = now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000ULL;
+    uint64_t deadline = kd_mono_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000ULL;
     pthread_mutex_lock(&q->mu);
     int rc = get_locked(q, key, deadline != 0 ? deadline : 1);
     pthread_mutex_unlock(&q->mu);

@@ -8,26 +8,11 @@
 
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kd_error.h"
-
-/* Writes detail text without depending on kd_common (the core links only libc/libm). */
-static int sched_errf(char *buf, size_t len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int sched_errf(char *buf, size_t len, int code, const char *fmt, ...)
-{
-    if (buf && len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
 
 void sched_options_default(sched_options *o)
 {
@@ -55,30 +40,30 @@ void sched_options_default(sched_options *o)
 static int sched_options_check(const sched_options *o, char *err, size_t errlen)
 {
     if (!(o->cooldown_s >= 0) || !isfinite(o->cooldown_s))
-        return sched_errf(err, errlen, KD_EINVAL, "cooldown_s must be >= 0");
+        return kd_errf(err, errlen, KD_EINVAL, "cooldown_s must be >= 0");
     if (!(o->alpha >= 0) || !(o->beta >= 0) || !isfinite(o->alpha) || !isfinite(o->beta))
-        return sched_errf(err, errlen, KD_EINVAL, "alpha and beta must be finite and >= 0");
+        return kd_errf(err, errlen, KD_EINVAL, "alpha and beta must be finite and >= 0");
     if (o->n_las < 0 || o->n_las > SCHED_LAS_MAX)
-        return sched_errf(err, errlen, KD_EINVAL, "n_las must be in [0, %d]", SCHED_LAS_MAX);
+        return kd_errf(err, errlen, KD_EINVAL, "n_las must be in [0, %d]", SCHED_LAS_MAX);
     for (int i = 0; i < o->n_las; i++)
         if (!(o->las_s[i] > 0) || !isfinite(o->las_s[i]) || (i > 0 && o->las_s[i] <= o->las_s[i - 1]))
-            return sched_errf(err, errlen, KD_EINVAL,
+            return kd_errf(err, errlen, KD_EINVAL,
                               "tiresias thresholds must be positive and ascending");
     if (o->max_step < 1 || o->max_step > 2)
-        return sched_errf(err, errlen, KD_EINVAL, "max_step must be 1 or 2, got %d",
+        return kd_errf(err, errlen, KD_EINVAL, "max_step must be 1 or 2, got %d",
                           o->max_step);
     if (!(o->lr > 0 && o->lr <= 1))
-        return sched_errf(err, errlen, KD_EINVAL, "lr must be in (0, 1]");
+        return kd_errf(err, errlen, KD_EINVAL, "lr must be in (0, 1]");
     if (!(o->gamma >= 0 && o->gamma < 1))
-        return sched_errf(err, errlen, KD_EINVAL, "gamma must be in [0, 1)");
+        return kd_errf(err, errlen, KD_EINVAL, "gamma must be in [0, 1)");
     if (!(o->epsilon >= 0 && o->epsilon <= 1) || !(o->epsilon_min >= 0 && o->epsilon_min <= 1))
-        return sched_errf(err, errlen, KD_EINVAL, "epsilon and epsilon_min must be in [0, 1]");
+        return kd_errf(err, errlen, KD_EINVAL, "epsilon and epsilon_min must be in [0, 1]");
     if (!(o->epsilon_decay > 0 && o->epsilon_decay <= 1))
-        return sched_errf(err, errlen, KD_EINVAL, "epsilon_decay must be in (0, 1]");
+        return kd_errf(err, errlen, KD_EINVAL, "epsilon_decay must be in (0, 1]");
     if (!(o->prior_k >= 0 && o->prior_k <= 10))
-        return sched_errf(err, errlen, KD_EINVAL, "prior_k must be in [0, 10]");
+        return kd_errf(err, errlen, KD_EINVAL, "prior_k must be in [0, 10]");
     if (o->min_visits < 1 || !(o->margin >= 0) || !isfinite(o->margin))
-        return sched_errf(err, errlen, KD_EINVAL, "min_visits must be >= 1 and margin >= 0");
+        return kd_errf(err, errlen, KD_EINVAL, "min_visits must be >= 1 and margin >= 0");
     return KD_OK;
 }
 
@@ -94,13 +79,13 @@ int sched_policy_create(const char *name, const sched_options *opt, sched_policy
     int kind = -1, rc;
 
     if (!out)
-        return sched_errf(err, errlen, KD_EINVAL, "no output pointer");
+        return kd_errf(err, errlen, KD_EINVAL, "no output pointer");
     *out = NULL;
     for (size_t i = 0; name && i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(name, names[i].name) == 0)
             kind = (int)names[i].kind;
     if (kind < 0)
-        return sched_errf(err, errlen, KD_EINVAL,
+        return kd_errf(err, errlen, KD_EINVAL,
                           "unknown policy '%s' (static, tiresias, fair, greedy, pollux, rl)",
                           name ? name : "(null)");
     if (opt)
@@ -113,7 +98,7 @@ int sched_policy_create(const char *name, const sched_options *opt, sched_policy
 
     sched_policy *p = calloc(1, sizeof(*p));
     if (!p)
-        return sched_errf(err, errlen, KD_ENOMEM, "out of memory");
+        return kd_errf(err, errlen, KD_ENOMEM, "out of memory");
     p->kind = (enum sched_kind)kind;
     snprintf(p->name, sizeof(p->name), "%s", name);
     p->o = o;
@@ -123,7 +108,7 @@ int sched_policy_create(const char *name, const sched_options *opt, sched_policy
         p->rng = 0x2545f4914f6cdd1dULL;
     if (p->kind == SCHED_RL && sched_rl_create(p) != KD_OK) {
         free(p);
-        return sched_errf(err, errlen, KD_ENOMEM, "out of memory for the rl table");
+        return kd_errf(err, errlen, KD_ENOMEM, "out of memory for the rl table");
     }
     *out = p;
     return KD_OK;
@@ -611,59 +596,59 @@ void sched_finish(sched_policy *p, const sched_snapshot *s, sched_decision *out,
 static int sched_check(const sched_policy *p, const sched_snapshot *s, char *err, size_t errlen)
 {
     if (!s)
-        return sched_errf(err, errlen, KD_EINVAL, "no snapshot");
+        return kd_errf(err, errlen, KD_EINVAL, "no snapshot");
     if (s->n_nodes < 0 || s->n_jobs < 0 || (s->n_nodes > 0 && !s->nodes) ||
         (s->n_jobs > 0 && !s->jobs))
-        return sched_errf(err, errlen, KD_EINVAL, "snapshot counts and arrays disagree");
+        return kd_errf(err, errlen, KD_EINVAL, "snapshot counts and arrays disagree");
     if (!(s->interval_s > 0) || !isfinite(s->interval_s))
-        return sched_errf(err, errlen, KD_EINVAL, "interval_s must be > 0");
+        return kd_errf(err, errlen, KD_EINVAL, "interval_s must be > 0");
     if (!(s->restart_s >= 0) || !isfinite(s->restart_s))
-        return sched_errf(err, errlen, KD_EINVAL, "restart_s must be >= 0");
+        return kd_errf(err, errlen, KD_EINVAL, "restart_s must be >= 0");
     for (int i = 0; i < s->n_nodes; i++) {
         const sched_node *n = &s->nodes[i];
         if (!isfinite(n->cpu) || !isfinite(n->mem))
-            return sched_errf(err, errlen, KD_EINVAL, "node %d: capacity not finite", i);
+            return kd_errf(err, errlen, KD_EINVAL, "node %d: capacity not finite", i);
     }
     for (int i = 0; i < s->n_jobs; i++) {
         const sched_job *j = &s->jobs[i];
         const char *id = j->id ? j->id : "";
         if (j->min < 1 || j->max < j->min)
-            return sched_errf(err, errlen, KD_EINVAL,
+            return kd_errf(err, errlen, KD_EINVAL,
                               "job %d (%s): need 1 <= min <= max, got min=%d max=%d", i, id,
                               j->min, j->max);
         if (j->pin < 0 || j->request < 0 || j->current < 0 || j->n_tp < 0 ||
             (j->n_tp > 0 && !j->tp))
-            return sched_errf(err, errlen, KD_EINVAL,
+            return kd_errf(err, errlen, KD_EINVAL,
                               "job %d (%s): negative pin, request, current or n_tp", i, id);
         if (!isfinite(j->age_s) || !isfinite(j->attained_s) || !isfinite(j->since_change_s) ||
             !isfinite(j->progress) || !isfinite(j->remaining) || !isfinite(j->alpha) ||
             !isfinite(j->beta) || !isfinite(j->cpu_per_agent) || !isfinite(j->mem_per_agent))
-            return sched_errf(err, errlen, KD_EINVAL, "job %d (%s): a field is not finite", i,
+            return kd_errf(err, errlen, KD_EINVAL, "job %d (%s): a field is not finite", i,
                               id);
         if (j->progress < 0 || j->progress > 1)
-            return sched_errf(err, errlen, KD_EINVAL, "job %d (%s): progress %g not in [0,1]",
+            return kd_errf(err, errlen, KD_EINVAL, "job %d (%s): progress %g not in [0,1]",
                               i, id, j->progress);
         for (int t = 0; t < j->n_tp; t++)
             if (j->tp[t].agents < 1 || !(j->tp[t].samples_per_s > 0) ||
                 !isfinite(j->tp[t].samples_per_s))
-                return sched_errf(err, errlen, KD_EINVAL,
+                return kd_errf(err, errlen, KD_EINVAL,
                                   "job %d (%s): throughput point %d needs agents >= 1 and "
                                   "0 < samples/s < inf", i, id, t);
         if (j->n_goodput < 0 || (j->n_goodput > 0 && !j->goodput) || j->restarts < 0)
-            return sched_errf(err, errlen, KD_EINVAL,
+            return kd_errf(err, errlen, KD_EINVAL,
                               "job %d (%s): negative n_goodput or restarts, or no table", i, id);
         for (int t = 0; t < j->n_goodput; t++)
             if (!(j->goodput[t] >= 0) || !isfinite(j->goodput[t]))
-                return sched_errf(err, errlen, KD_EINVAL,
+                return kd_errf(err, errlen, KD_EINVAL,
                                   "job %d (%s): goodput at %d agents must be finite and >= 0",
                                   i, id, t + 1);
         if (p->kind == SCHED_RL) {
             if (!j->id || j->id[0] == '\0' || strlen(j->id) >= SCHED_ID_MAX)
-                return sched_errf(err, errlen, KD_EINVAL,
+                return kd_errf(err, errlen, KD_EINVAL,
                                   "job %d: rl needs an id of 1..%d bytes", i, SCHED_ID_MAX - 1);
             for (int k = 0; k < i; k++)
                 if (strcmp(s->jobs[k].id, j->id) == 0)
-                    return sched_errf(err, errlen, KD_EINVAL, "job id '%s' appears twice",
+                    return kd_errf(err, errlen, KD_EINVAL, "job id '%s' appears twice",
                                       j->id);
         }
     }
@@ -723,12 +708,12 @@ int sched_decide(sched_policy *p, const sched_snapshot *s, sched_decision *out, 
                  size_t errlen)
 {
     if (!p || !out)
-        return sched_errf(err, errlen, KD_EINVAL, "no policy or no output array");
+        return kd_errf(err, errlen, KD_EINVAL, "no policy or no output array");
     int rc = sched_check(p, s, err, errlen);
     if (rc != KD_OK)
         return rc;
     if (sched_grow(p, s->n_jobs, s->n_nodes) != KD_OK)
-        return sched_errf(err, errlen, KD_ENOMEM, "out of memory");
+        return kd_errf(err, errlen, KD_ENOMEM, "out of memory");
     for (int i = 0; i < s->n_jobs; i++) {
         memset(&out[i], 0, sizeof(out[i]));
         p->want[i] = 0;
@@ -758,7 +743,7 @@ int sched_decide(sched_policy *p, const sched_snapshot *s, sched_decision *out, 
     case SCHED_RL:
         rc = sched_policy_rl(p, s, out);
         if (rc != KD_OK)
-            return sched_errf(err, errlen, rc, "rl: out of memory");
+            return kd_errf(err, errlen, rc, "rl: out of memory");
         break;
     }
     return KD_OK;

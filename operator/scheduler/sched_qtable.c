@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,19 +31,6 @@ static const char *const sched_qt_feature_names[6] = {"count", "efficiency", "fr
                                                       "queue", "progress", "time_left"};
 static const int sched_qt_dims[6] = {SCHED_F_COUNT, SCHED_F_EFF,  SCHED_F_FREE,
                                      SCHED_F_QUEUE, SCHED_F_PROG, SCHED_F_TIME};
-
-static int qt_errf(char *buf, size_t len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int qt_errf(char *buf, size_t len, int code, const char *fmt, ...)
-{
-    if (buf && len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
 
 static int qt_is_rl(const sched_policy *p)
 {
@@ -117,10 +103,10 @@ static int qt_cluster_to_json(const sched_rlc *c, json_t *doc)
 int sched_qtable_to_json(const sched_policy *p, json_t **out, char *err, size_t errlen)
 {
     if (!out)
-        return qt_errf(err, errlen, KD_EINVAL, "no output pointer");
+        return kd_errf(err, errlen, KD_EINVAL, "no output pointer");
     *out = NULL;
     if (!qt_is_rl(p))
-        return qt_errf(err, errlen, KD_EINVAL, "only the rl policy has a Q-table");
+        return kd_errf(err, errlen, KD_EINVAL, "only the rl policy has a Q-table");
     const sched_rl *rl = p->rl;
     json_t *doc = json_object(), *feats, *acts, *entries;
     /* the containers go into doc at once so that one json_decref(doc) frees everything */
@@ -188,7 +174,7 @@ int sched_qtable_to_json(const sched_policy *p, json_t **out, char *err, size_t 
     return KD_OK;
 nomem:
     json_decref(doc);
-    return qt_errf(err, errlen, KD_ENOMEM, "out of memory serialising the Q-table");
+    return kd_errf(err, errlen, KD_ENOMEM, "out of memory serialising the Q-table");
 }
 
 /* Reads an array of exactly n numbers (integers when ints) into out. */
@@ -211,36 +197,36 @@ static int qt_parse_cluster(sched_rlc *c, const json_t *cl, char *err, size_t er
 {
     double v[SCHED_C_ACTIONS], q[SCHED_C_ACTIONS], q2[SCHED_C_ACTIONS], n[SCHED_C_ACTIONS];
     if (!json_is_object(cl))
-        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: version 2 needs a \"cluster\" object");
+        return kd_errf(err, errlen, KD_EFORMAT, "Q-table: version 2 needs a \"cluster\" object");
     const json_t *feats = json_object_get(cl, "features");
     for (int f = 0; f < 4; f++) {
         const json_t *d = json_is_object(feats) ? json_object_get(feats, sched_qt_c_feature_names[f])
                                                 : NULL;
         if (!json_is_integer(d) || json_integer_value(d) != sched_qt_c_dims[f])
-            return qt_errf(err, errlen, KD_EFORMAT,
+            return kd_errf(err, errlen, KD_EFORMAT,
                            "Q-table: cluster feature \"%s\" must have %d buckets",
                            sched_qt_c_feature_names[f], sched_qt_c_dims[f]);
     }
     const json_t *acts = json_object_get(cl, "actions");
     if (!json_is_array(acts) || json_array_size(acts) != SCHED_C_ACTIONS)
-        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: cluster \"actions\" must list %d",
+        return kd_errf(err, errlen, KD_EFORMAT, "Q-table: cluster \"actions\" must list %d",
                        SCHED_C_ACTIONS);
     for (int a = 0; a < SCHED_C_ACTIONS; a++) {
         const json_t *x = json_array_get(acts, (size_t)a);
         if (!json_is_string(x) || strcmp(json_string_value(x), sched_qt_c_actions[a]) != 0)
-            return qt_errf(err, errlen, KD_EFORMAT, "Q-table: cluster action %d must be \"%s\"",
+            return kd_errf(err, errlen, KD_EFORMAT, "Q-table: cluster action %d must be \"%s\"",
                            a, sched_qt_c_actions[a]);
     }
     const json_t *hold = json_object_get(cl, "hold");
     if (!json_is_integer(hold) || json_integer_value(hold) != SCHED_C_HOLD)
-        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: cluster \"hold\" must be %d",
+        return kd_errf(err, errlen, KD_EFORMAT, "Q-table: cluster \"hold\" must be %d",
                        SCHED_C_HOLD);
     const json_t *upd = json_object_get(cl, "updates");
     if (upd && (!json_is_integer(upd) || json_integer_value(upd) < 0))
-        return qt_errf(err, errlen, KD_ERANGE, "Q-table: cluster \"updates\" must be >= 0");
+        return kd_errf(err, errlen, KD_ERANGE, "Q-table: cluster \"updates\" must be >= 0");
     const json_t *entries = json_object_get(cl, "entries");
     if (!json_is_array(entries) || json_array_size(entries) > SCHED_C_STATES)
-        return qt_errf(err, errlen, KD_EFORMAT,
+        return kd_errf(err, errlen, KD_EFORMAT,
                        "Q-table: cluster \"entries\" must be an array of at most %d",
                        SCHED_C_STATES);
     for (size_t e = 0; e < json_array_size(entries); e++) {
@@ -249,24 +235,24 @@ static int qt_parse_cluster(sched_rlc *c, const json_t *cl, char *err, size_t er
             qt_numbers(json_object_get(en, "n"), SCHED_C_ACTIONS, 1, n) != 0 ||
             qt_numbers(json_object_get(en, "q"), SCHED_C_ACTIONS, 0, q) != 0 ||
             qt_numbers(json_object_get(en, "q2"), SCHED_C_ACTIONS, 0, q2) != 0)
-            return qt_errf(err, errlen, KD_EFORMAT,
+            return kd_errf(err, errlen, KD_EFORMAT,
                            "Q-table: cluster entry %zu needs s[4], n, q, q2[%d]", e,
                            SCHED_C_ACTIONS);
         int st = 0;
         for (int f = 0; f < 4; f++) {
             if (v[f] < 0 || v[f] >= sched_qt_c_dims[f])
-                return qt_errf(err, errlen, KD_ERANGE,
+                return kd_errf(err, errlen, KD_ERANGE,
                                "Q-table: cluster entry %zu: %s = %g out of [0, %d)", e,
                                sched_qt_c_feature_names[f], v[f], sched_qt_c_dims[f]);
             st = st * sched_qt_c_dims[f] + (int)v[f];
         }
         for (int a = 0; a < SCHED_C_ACTIONS; a++)
             if (c->visits[st * SCHED_C_ACTIONS + a] > 0)
-                return qt_errf(err, errlen, KD_EFORMAT,
+                return kd_errf(err, errlen, KD_EFORMAT,
                                "Q-table: cluster entry %zu: state listed twice", e);
         for (int a = 0; a < SCHED_C_ACTIONS; a++) {
             if (n[a] < 0 || n[a] > 4e9)
-                return qt_errf(err, errlen, KD_ERANGE,
+                return kd_errf(err, errlen, KD_ERANGE,
                                "Q-table: cluster entry %zu: visit count out of range", e);
             int x = st * SCHED_C_ACTIONS + a;
             c->visits[x] = (unsigned)n[a];
@@ -284,15 +270,15 @@ static int qt_parse(sched_policy *p, const json_t *doc, char *err, size_t errlen
     double v[6];
 
     if (!json_is_object(doc))
-        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: not a JSON object");
+        return kd_errf(err, errlen, KD_EFORMAT, "Q-table: not a JSON object");
     const json_t *fmt = json_object_get(doc, "format");
     if (!json_is_string(fmt) || strcmp(json_string_value(fmt), SCHED_QT_FORMAT) != 0)
-        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: \"format\" is not \"%s\"",
+        return kd_errf(err, errlen, KD_EFORMAT, "Q-table: \"format\" is not \"%s\"",
                        SCHED_QT_FORMAT);
     const json_t *ver = json_object_get(doc, "version");
     if (!json_is_integer(ver) || json_integer_value(ver) < 1 ||
         json_integer_value(ver) > SCHED_QT_VERSION)
-        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: unsupported \"version\" (want 1..%d)",
+        return kd_errf(err, errlen, KD_EFORMAT, "Q-table: unsupported \"version\" (want 1..%d)",
                        SCHED_QT_VERSION);
     if (json_integer_value(ver) >= 2) {
         int rc = qt_parse_cluster(&rl->c, json_object_get(doc, "cluster"), err, errlen);
@@ -301,66 +287,66 @@ static int qt_parse(sched_policy *p, const json_t *doc, char *err, size_t errlen
     }
     const json_t *feats = json_object_get(doc, "features");
     if (!json_is_object(feats))
-        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: \"features\" missing");
+        return kd_errf(err, errlen, KD_EFORMAT, "Q-table: \"features\" missing");
     for (int f = 0; f < 6; f++) {
         const json_t *d = json_object_get(feats, sched_qt_feature_names[f]);
         if (!json_is_integer(d) || json_integer_value(d) != sched_qt_dims[f])
-            return qt_errf(err, errlen, KD_EFORMAT,
+            return kd_errf(err, errlen, KD_EFORMAT,
                            "Q-table: feature \"%s\" must have %d buckets (table was written "
                            "for another state encoding)", sched_qt_feature_names[f],
                            sched_qt_dims[f]);
     }
     if (qt_numbers(json_object_get(doc, "actions"), SCHED_N_ACTIONS, 1, v) != 0 ||
         v[0] != -2 || v[1] != -1 || v[2] != 0 || v[3] != 1 || v[4] != 2)
-        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: \"actions\" must be [-2,-1,0,1,2]");
+        return kd_errf(err, errlen, KD_EFORMAT, "Q-table: \"actions\" must be [-2,-1,0,1,2]");
     const json_t *eps = json_object_get(doc, "epsilon");
     if (eps && (!json_is_number(eps) || !(json_number_value(eps) >= 0) ||
                 json_number_value(eps) > 1))
-        return qt_errf(err, errlen, KD_ERANGE, "Q-table: \"epsilon\" must be in [0, 1]");
+        return kd_errf(err, errlen, KD_ERANGE, "Q-table: \"epsilon\" must be in [0, 1]");
     const json_t *upd = json_object_get(doc, "updates");
     if (upd && (!json_is_integer(upd) || json_integer_value(upd) < 0))
-        return qt_errf(err, errlen, KD_ERANGE, "Q-table: \"updates\" must be >= 0");
+        return kd_errf(err, errlen, KD_ERANGE, "Q-table: \"updates\" must be >= 0");
     const json_t *entries = json_object_get(doc, "entries");
     if (!json_is_array(entries))
-        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: \"entries\" is not an array");
+        return kd_errf(err, errlen, KD_EFORMAT, "Q-table: \"entries\" is not an array");
     if (json_array_size(entries) > (size_t)SCHED_N_STATES)
-        return qt_errf(err, errlen, KD_ERANGE, "Q-table: more entries than states (%d)",
+        return kd_errf(err, errlen, KD_ERANGE, "Q-table: more entries than states (%d)",
                        SCHED_N_STATES);
 
     for (size_t e = 0; e < json_array_size(entries); e++) {
         const json_t *en = json_array_get(entries, e);
         double q[SCHED_N_ACTIONS], q2[SCHED_N_ACTIONS], n[SCHED_N_ACTIONS];
         if (!json_is_object(en) || qt_numbers(json_object_get(en, "s"), 6, 1, v) != 0)
-            return qt_errf(err, errlen, KD_EFORMAT,
+            return kd_errf(err, errlen, KD_EFORMAT,
                            "Q-table: entry %zu: \"s\" must be 6 integers", e);
         int s = 0;
         for (int f = 0; f < 6; f++) {
             if (v[f] < 0 || v[f] >= sched_qt_dims[f])
-                return qt_errf(err, errlen, KD_ERANGE,
+                return kd_errf(err, errlen, KD_ERANGE,
                                "Q-table: entry %zu: feature %s = %g out of [0, %d)", e,
                                sched_qt_feature_names[f], v[f], sched_qt_dims[f]);
             s = s * sched_qt_dims[f] + (int)v[f];
         }
         if (qt_numbers(json_object_get(en, "n"), SCHED_N_ACTIONS, 1, n) != 0)
-            return qt_errf(err, errlen, KD_EFORMAT,
+            return kd_errf(err, errlen, KD_EFORMAT,
                            "Q-table: entry %zu: \"n\" must be %d integers", e, SCHED_N_ACTIONS);
         if (qt_numbers(json_object_get(en, "q"), SCHED_N_ACTIONS, 0, q) != 0)
-            return qt_errf(err, errlen, KD_EFORMAT,
+            return kd_errf(err, errlen, KD_EFORMAT,
                            "Q-table: entry %zu: \"q\" must be %d finite numbers", e,
                            SCHED_N_ACTIONS);
         const json_t *q2j = json_object_get(en, "q2");
         if (q2j && qt_numbers(q2j, SCHED_N_ACTIONS, 0, q2) != 0)
-            return qt_errf(err, errlen, KD_EFORMAT,
+            return kd_errf(err, errlen, KD_EFORMAT,
                            "Q-table: entry %zu: \"q2\" must be %d finite numbers", e,
                            SCHED_N_ACTIONS);
         size_t base = (size_t)s * SCHED_N_ACTIONS;
         for (int a = 0; a < SCHED_N_ACTIONS; a++)
             if (rl->visits[base + a] > 0)
-                return qt_errf(err, errlen, KD_EFORMAT, "Q-table: entry %zu: state listed twice",
+                return kd_errf(err, errlen, KD_EFORMAT, "Q-table: entry %zu: state listed twice",
                                e);
         for (int a = 0; a < SCHED_N_ACTIONS; a++) {
             if (n[a] < 0 || n[a] > 4e9)
-                return qt_errf(err, errlen, KD_ERANGE,
+                return kd_errf(err, errlen, KD_ERANGE,
                                "Q-table: entry %zu: visit count %g out of range", e, n[a]);
             /* a table without q2 seeds both Double-Q tables; one with q2 loaded into a
              * single-table policy keeps their mean */
@@ -380,7 +366,7 @@ static int qt_parse(sched_policy *p, const json_t *doc, char *err, size_t errlen
 int sched_qtable_from_json(sched_policy *p, const json_t *doc, char *err, size_t errlen)
 {
     if (!qt_is_rl(p))
-        return qt_errf(err, errlen, KD_EINVAL, "only the rl policy has a Q-table");
+        return kd_errf(err, errlen, KD_EINVAL, "only the rl policy has a Q-table");
     sched_rl_clear(p->rl);
     int rc = qt_parse(p, doc, err, errlen);
     if (rc != KD_OK)
@@ -392,7 +378,7 @@ int sched_qtable_dumps(const sched_policy *p, char **out, char *err, size_t errl
 {
     json_t *doc;
     if (!out)
-        return qt_errf(err, errlen, KD_EINVAL, "no output pointer");
+        return kd_errf(err, errlen, KD_EINVAL, "no output pointer");
     *out = NULL;
     int rc = sched_qtable_to_json(p, &doc, err, errlen);
     if (rc != KD_OK)
@@ -400,7 +386,7 @@ int sched_qtable_dumps(const sched_policy *p, char **out, char *err, size_t errl
     *out = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
     json_decref(doc);
     if (!*out)
-        return qt_errf(err, errlen, KD_ENOMEM, "out of memory serialising the Q-table");
+        return kd_errf(err, errlen, KD_ENOMEM, "out of memory serialising the Q-table");
     return KD_OK;
 }
 
@@ -408,15 +394,15 @@ int sched_qtable_loads(sched_policy *p, const char *text, char *err, size_t errl
 {
     json_error_t je;
     if (!qt_is_rl(p))
-        return qt_errf(err, errlen, KD_EINVAL, "only the rl policy has a Q-table");
+        return kd_errf(err, errlen, KD_EINVAL, "only the rl policy has a Q-table");
     if (!text) {
         sched_rl_clear(p->rl);
-        return qt_errf(err, errlen, KD_EINVAL, "Q-table: no text");
+        return kd_errf(err, errlen, KD_EINVAL, "Q-table: no text");
     }
     json_t *doc = json_loads(text, JSON_REJECT_DUPLICATES, &je);
     if (!doc) {
         sched_rl_clear(p->rl);
-        return qt_errf(err, errlen, KD_EPARSE, "Q-table: invalid JSON at line %d column %d: %s",
+        return kd_errf(err, errlen, KD_EPARSE, "Q-table: invalid JSON at line %d column %d: %s",
                        je.line, je.column, je.text);
     }
     int rc = sched_qtable_from_json(p, doc, err, errlen);
@@ -432,12 +418,12 @@ int sched_qtable_save(const sched_policy *p, const char *path, char *err, size_t
         return rc;
     if (!path || snprintf(tmp, sizeof(tmp), "%s.tmpXXXXXX", path) >= (int)sizeof(tmp)) {
         free(text);
-        return qt_errf(err, errlen, KD_EINVAL, "Q-table: bad path");
+        return kd_errf(err, errlen, KD_EINVAL, "Q-table: bad path");
     }
     int fd = mkstemp(tmp);
     if (fd < 0) {
         free(text);
-        return qt_errf(err, errlen, KD_EIO, "Q-table: cannot create %s: %s", tmp,
+        return kd_errf(err, errlen, KD_EIO, "Q-table: cannot create %s: %s", tmp,
                        strerror(errno));
     }
     /* mkstemp creates 0600; the table is meant to be read by others (chart, ConfigMap) */
@@ -457,7 +443,7 @@ int sched_qtable_save(const sched_policy *p, const char *path, char *err, size_t
     if (!ok || rename(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);
-        return qt_errf(err, errlen, KD_EIO, "Q-table: cannot write %s: %s", path, strerror(e));
+        return kd_errf(err, errlen, KD_EIO, "Q-table: cannot write %s: %s", path, strerror(e));
     }
     return KD_OK;
 }
@@ -466,11 +452,11 @@ int sched_qtable_load(sched_policy *p, const char *path, char *err, size_t errle
 {
     json_error_t je;
     if (!qt_is_rl(p))
-        return qt_errf(err, errlen, KD_EINVAL, "only the rl policy has a Q-table");
+        return kd_errf(err, errlen, KD_EINVAL, "only the rl policy has a Q-table");
     json_t *doc = path ? json_load_file(path, JSON_REJECT_DUPLICATES, &je) : NULL;
     if (!doc) {
         sched_rl_clear(p->rl);
-        return qt_errf(err, errlen, path && je.line < 0 ? KD_EIO : KD_EPARSE,
+        return kd_errf(err, errlen, path && je.line < 0 ? KD_EIO : KD_EPARSE,
                        "Q-table %s: %s%s (line %d column %d)", path ? path : "(null)",
                        je.line < 0 ? "cannot read: " : "invalid JSON: ", je.text, je.line,
                        je.column);

@@ -25,7 +25,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,19 +42,6 @@ static const struct {
     const char *app;
     double max_lb;
 } gp_app_limits[] = {{"yolov3", 8}};
-
-static int gp_errf(char *buf, size_t len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int gp_errf(char *buf, size_t len, int code, const char *fmt, ...)
-{
-    if (buf && len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
 
 /* Normalises a digit string in place to its lexicographically smallest rotation. */
 static void gp_rotate_min(char *id)
@@ -118,7 +104,7 @@ static int gp_read_perf(const char *path, int scal, gp_buf *prow, gp_buf *grow, 
     char line[GP_LINE_MAX], *f[GP_FIELDS];
     FILE *fp = fopen(path, "r");
     if (!fp)
-        return gp_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
+        return kd_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
     int lineno = 0, rows = 0, rc = KD_OK;
     while (fgets(line, sizeof(line), fp)) {
         lineno++;
@@ -127,7 +113,7 @@ static int gp_read_perf(const char *path, int scal, gp_buf *prow, gp_buf *grow, 
         int nf = sim_csv_split(line, f, GP_FIELDS);
         double v[5];
         if (nf != (scal ? 5 : 4)) {
-            rc = gp_errf(err, errlen, KD_EPARSE, "%s:%d: want %d fields", path, lineno,
+            rc = kd_errf(err, errlen, KD_EPARSE, "%s:%d: want %d fields", path, lineno,
                          scal ? 5 : 4);
             break;
         }
@@ -136,19 +122,19 @@ static int gp_read_perf(const char *path, int scal, gp_buf *prow, gp_buf *grow, 
             bad |= sim_csv_num(f[i], &v[i]) != 0;
         double lb = v[nf - 3], step = v[nf - 2], sync = v[nf - 1];
         if (bad || !(lb > 0) || !(step > 0) || sync < 0 || sync > step) {
-            rc = gp_errf(err, errlen, KD_ERANGE, "%s:%d: bad numbers", path, lineno);
+            rc = kd_errf(err, errlen, KD_ERANGE, "%s:%d: bad numbers", path, lineno);
             break;
         }
         if (scal) {
             if (v[0] < 1 || v[1] < v[0] || v[1] > 100000 || v[0] != floor(v[0]) ||
                 v[1] != floor(v[1])) {
-                rc = gp_errf(err, errlen, KD_ERANGE, "%s:%d: bad node or replica count",
+                rc = kd_errf(err, errlen, KD_ERANGE, "%s:%d: bad node or replica count",
                              path, lineno);
                 break;
             }
             sim_grow *g = gp_push(grow);
             if (!g) {
-                rc = gp_errf(err, errlen, KD_ENOMEM, "out of memory");
+                rc = kd_errf(err, errlen, KD_ENOMEM, "out of memory");
                 break;
             }
             *g = (sim_grow){(int)v[0], (int)v[1], lb, step, sync};
@@ -158,13 +144,13 @@ static int gp_read_perf(const char *path, int scal, gp_buf *prow, gp_buf *grow, 
             for (size_t i = 0; ok && i < k; i++)
                 ok = isdigit((unsigned char)f[0][i]) && f[0][i] != '0';
             if (!ok) {
-                rc = gp_errf(err, errlen, KD_ERANGE, "%s:%d: bad placement '%s'", path, lineno,
+                rc = kd_errf(err, errlen, KD_ERANGE, "%s:%d: bad placement '%s'", path, lineno,
                              f[0]);
                 break;
             }
             sim_prow *r = gp_push(prow);
             if (!r) {
-                rc = gp_errf(err, errlen, KD_ENOMEM, "out of memory");
+                rc = kd_errf(err, errlen, KD_ENOMEM, "out of memory");
                 break;
             }
             memcpy(r->id, f[0], k + 1);
@@ -176,10 +162,10 @@ static int gp_read_perf(const char *path, int scal, gp_buf *prow, gp_buf *grow, 
         rows++;
     }
     if (rc == KD_OK && ferror(fp))
-        rc = gp_errf(err, errlen, KD_EIO, "%s: read error", path);
+        rc = kd_errf(err, errlen, KD_EIO, "%s: read error", path);
     fclose(fp);
     if (rc == KD_OK && rows == 0)
-        rc = gp_errf(err, errlen, KD_EFORMAT, "%s: no data rows", path);
+        rc = kd_errf(err, errlen, KD_EFORMAT, "%s: no data rows", path);
     return rc;
 }
 
@@ -190,7 +176,7 @@ static int gp_read_validation(const char *path, double **prog, double **sqr, dou
     char line[GP_LINE_MAX], *f[GP_FIELDS];
     FILE *fp = fopen(path, "r");
     if (!fp)
-        return gp_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
+        return kd_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
     int lineno = 0, cap = 0, rc = KD_OK;
     *n = 0;
     *prog = *sqr = *var = NULL;
@@ -203,13 +189,13 @@ static int gp_read_validation(const char *path, double **prog, double **sqr, dou
         if (nf != 5 || sim_csv_num(f[0], &v[0]) || sim_csv_num(f[3], &v[3]) ||
             sim_csv_num(f[4], &v[4]) || v[0] < 0 || v[3] < 0 || v[4] < 0 ||
             (*n > 0 && v[0] < (*prog)[*n - 1])) {
-            rc = gp_errf(err, errlen, KD_EPARSE,
+            rc = kd_errf(err, errlen, KD_EPARSE,
                          "%s:%d: want progress (not decreasing),iteration,metric,"
                          "grad_sqr>=0,grad_var>=0", path, lineno);
             break;
         }
         if (*n == GP_EPOCHS_MAX) {
-            rc = gp_errf(err, errlen, KD_ERANGE, "%s: more than %d epochs", path,
+            rc = kd_errf(err, errlen, KD_ERANGE, "%s: more than %d epochs", path,
                          GP_EPOCHS_MAX);
             break;
         }
@@ -225,7 +211,7 @@ static int gp_read_validation(const char *path, double **prog, double **sqr, dou
             if (c)
                 *var = c;
             if (!a || !b || !c) {
-                rc = gp_errf(err, errlen, KD_ENOMEM, "out of memory");
+                rc = kd_errf(err, errlen, KD_ENOMEM, "out of memory");
                 break;
             }
         }
@@ -236,7 +222,7 @@ static int gp_read_validation(const char *path, double **prog, double **sqr, dou
     }
     fclose(fp);
     if (rc == KD_OK && *n == 0)
-        rc = gp_errf(err, errlen, KD_EFORMAT, "%s: no epochs", path);
+        rc = kd_errf(err, errlen, KD_EFORMAT, "%s: no epochs", path);
     if (rc != KD_OK) {
         free(*prog);
         free(*sqr);
@@ -301,13 +287,13 @@ int sim_gp_load(sim_app *a, const char *traces_dir, char *err, size_t errlen)
 
     a->gp = NULL;
     if (!g)
-        return gp_errf(err, errlen, KD_ENOMEM, "out of memory");
+        return kd_errf(err, errlen, KD_ENOMEM, "out of memory");
     snprintf(path, sizeof(path), "%s/%s/placements.csv", traces_dir, a->name);
     rc = gp_read_perf(path, 0, &prow, &grow, err, errlen);
     if (rc == KD_OK) {
         qsort(prow.p, (size_t)prow.n, sizeof(sim_prow), gp_cmp_prow);
         if (gp_group(prow.p, prow.n, &grow) != 0)
-            rc = gp_errf(err, errlen, KD_ENOMEM, "out of memory");
+            rc = kd_errf(err, errlen, KD_ENOMEM, "out of memory");
     }
     if (rc == KD_OK) {
         snprintf(path, sizeof(path), "%s/%s/scalability.csv", traces_dir, a->name);
@@ -332,7 +318,7 @@ int sim_gp_load(sim_app *a, const char *traces_dir, char *err, size_t errlen)
         rc = gp_read_validation(path, &vp[at], &vs[at], &vv[at], &vn[at], err, errlen);
     }
     if (rc == KD_OK && nv == 0)
-        rc = gp_errf(err, errlen, KD_EFORMAT, "%s/%s: no validation traces", traces_dir,
+        rc = kd_errf(err, errlen, KD_EFORMAT, "%s/%s: no validation traces", traces_dir,
                      a->name);
     if (rc == KD_OK) {
         g->prow = prow.p;
@@ -364,7 +350,7 @@ int sim_gp_load(sim_app *a, const char *traces_dir, char *err, size_t errlen)
         g->var = malloc(sizeof(double) * (size_t)nv * (size_t)g->n_ep);
         g->prog = malloc(sizeof(double) * (size_t)(g->n_ep + 1));
         if (!g->sqr || !g->var || !g->prog) {
-            rc = gp_errf(err, errlen, KD_ENOMEM, "out of memory");
+            rc = kd_errf(err, errlen, KD_ENOMEM, "out of memory");
         } else {
             g->prog[0] = 0;
             for (int e = 0; e < g->n_ep; e++) {
@@ -377,14 +363,14 @@ int sim_gp_load(sim_app *a, const char *traces_dir, char *err, size_t errlen)
             }
             for (int e = 0; e < g->n_ep; e++)
                 if (!(g->prog[e + 1] > g->prog[e])) {
-                    rc = gp_errf(err, errlen, KD_EFORMAT,
+                    rc = kd_errf(err, errlen, KD_EFORMAT,
                                  "%s/%s: validation progress does not grow at epoch %d",
                                  traces_dir, a->name, e + 1);
                     break;
                 }
         }
         if (rc == KD_OK && !(g->min_lb <= g->max_lb))
-            rc = gp_errf(err, errlen, KD_EFORMAT, "%s/%s: no local batch measured", traces_dir,
+            rc = kd_errf(err, errlen, KD_EFORMAT, "%s/%s: no local batch measured", traces_dir,
                          a->name);
     }
     for (int i = 0; i < nv; i++) {

@@ -9,18 +9,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "kd_clock.h"
+#include "kd_cli.h"
+#include "kd_clock.h"
 #include "kd_error.h"
 #include "kd_sched.h"
+#include "opconfig.h"
 #include "sched_qtable.h"
 #include "sim.h"
 
 #ifndef KADET_QTABLE_DEFAULT
 #define KADET_QTABLE_DEFAULT "qtable-default.json"
-#endif
-#ifndef KADET_POLLUX_DEFAULT
-#define KADET_POLLUX_DEFAULT "../shared/data/pollux"
 #endif
 
 /* Returns the next comma-separated item of *cur (NUL-terminating it in place) or NULL. */
@@ -40,49 +42,6 @@ static char *next_item(char **cur)
     return item;
 }
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-        "usage: kadet-sim --workload CSV [--policy P[,P...]] [options]\n"
-        "       kadet-sim --train EPISODES --train-workloads CSV[,CSV...] --qtable OUT [options]\n"
-        "\n"
-        "Replays a workload (name,time,application,num_replicas,batch_size) on a simulated\n"
-        "cluster under each policy and reports average, p50 and p99 job completion time,\n"
-        "makespan, utilisation and rescales per job.\n"
-        "\n"
-        "  --workload CSV        workload to replay\n"
-        "  --traces DIR          Pollux traces (default $KADET_POLLUX_DIR/traces, else\n"
-        "                        %s/traces)\n"
-        "  --policy LIST         static, tiresias, fair, greedy, pollux, rl (comma list;\n"
-        "                        default rl)\n"
-        "  --qtable FILE         rl: table to load (default $KADET_QTABLE, else the shipped\n"
-        "                        %s); with --train: where to save\n"
-        "  --summary-json PATH   write {avg_jct,p50_jct,p99_jct,makespan,utilization,rescales}\n"
-        "                        (one object per policy when several are given)\n"
-        "  --jobs-csv PATH       write policy,name,application,arrival,replicas,batch,jct\n"
-        "  --train N             train rl for N episodes (workloads taken in turn)\n"
-        "  --train-workloads L   comma list of workload CSVs to train on\n"
-        "  --train-init FILE     continue training from this table (its epsilon is reset)\n"
-        "  --nodes N             nodes (16)          --slots N      agent slots per node (4)\n"
-        "  --interval S          scheduling interval seconds (60)\n"
-        "  --restart S           stall on every change of a job's count (30)\n"
-        "  --max-factor F        a job may grow to ceil(F * num_replicas) agents (2)\n"
-        "  --alpha A --beta B    reward weights on time and cost (1, 0)\n"
-        "  --cooldown S          seconds between two changes of one job (0)\n"
-        "  --seed N              rl exploration seed (1)   --double-q   Double Q-learning\n"
-        "  --min-visits N        rl: updates before a learned Q counts (300)\n"
-        "  --margin M            rl: relative Q advantage needed to depart from greedy (0)\n"
-        "  --batch-model M       fixed (default): a job keeps its batch and its length in\n"
-        "                        iterations; goodput: the Pollux artifact's model (step time\n"
-        "                        per placement, progress at gain / step time per epoch, batch\n"
-        "                        re-chosen by elastic policies' jobs)\n"
-        "  --tiresias-thresholds L  tiresias queue limits in agent-hours, ascending comma\n"
-        "                        list (1,10; the artifact: 16)\n"
-        "  --trace-job NAME      print every decision about job NAME to stderr\n"
-        "  --quiet               only the table          --help\n",
-        KADET_POLLUX_DEFAULT, KADET_QTABLE_DEFAULT);
-}
-
 typedef struct sim_cli {
     const char *workload, *traces, *policies, *qtable, *summary, *train_wl, *jobs_csv;
     const char *train_init; /* table to continue training from */
@@ -94,22 +53,81 @@ typedef struct sim_cli {
     sim_config cfg;
 } sim_cli;
 
-static int parse_num(const char *opt, const char *v, double lo, double hi, double *out)
+/* --batch-model: fixed or goodput (target: sim_config.batch_model). */
+static int set_batch_model(void *target, const char *v, char *err, size_t errlen)
 {
-    char *end;
-    errno = 0;
-    double x = v ? strtod(v, &end) : 0;
-    if (!v || end == v || *end != '\0' || errno || !isfinite(x) || x < lo || x > hi) {
-        fprintf(stderr, "kadet-sim: %s needs a number in [%g, %g], got '%s'\n", opt, lo, hi,
-                v ? v : "");
-        return -1;
-    }
-    *out = x;
-    return 0;
+    int *model = target;
+    if (strcmp(v, "fixed") == 0)
+        *model = SIM_BATCH_FIXED;
+    else if (strcmp(v, "goodput") == 0)
+        *model = SIM_BATCH_GOODPUT;
+    else
+        return kd_errf(err, errlen, KD_EINVAL, "expected fixed or goodput, got \"%s\"", v);
+    return KD_OK;
 }
 
+/* --tiresias-thresholds: ascending agent-hours, stored as seconds (target: sim_cli). */
+static int set_las(void *target, const char *v, char *err, size_t errlen)
+{
+    sim_cli *cli = target;
+    char buf[256], *cur = buf;
+    if (strlen(v) >= sizeof(buf))
+        return kd_errf(err, errlen, KD_ERANGE, "too long (at most %zu characters)",
+                       sizeof(buf) - 1);
+    snprintf(buf, sizeof(buf), "%s", v);
+    int n = 0;
+    for (char *tok = next_item(&cur); tok; tok = next_item(&cur)) {
+        char *end;
+        errno = 0;
+        double x = strtod(tok, &end);
+        if (n == SCHED_LAS_MAX)
+            return kd_errf(err, errlen, KD_ERANGE, "at most %d thresholds", SCHED_LAS_MAX);
+        if (end == tok || *end != '\0' || errno || !isfinite(x) || x < 1e-6 || x > 1e9)
+            return kd_errf(err, errlen, KD_EINVAL,
+                           "expected agent-hours in 1e-06..1e+09, got \"%s\"", tok);
+        if (n > 0 && x * 3600.0 <= cli->las_s[n - 1])
+            return kd_errf(err, errlen, KD_EINVAL, "thresholds must ascend, got \"%s\"", v);
+        cli->las_s[n++] = x * 3600.0;
+    }
+    if (n == 0)
+        return kd_errf(err, errlen, KD_EINVAL, "needs at least one value");
+    cli->n_las = n;
+    return KD_OK;
+}
+
+static const char sim_summary[] =
+    "Replays a workload (CSV: name,time,application,num_replicas,batch_size) on a simulated\n"
+    "cluster under each policy and reports average, p50 and p99 job completion time,\n"
+    "makespan, utilisation and rescales per job; or, with --train, trains the rl policy\n"
+    "over a set of workloads and saves its Q-table in the format kadet-operator loads.\n"
+    "\n"
+    "  kadet-sim --workload CSV [--policy P[,P...]] [options]\n"
+    "  kadet-sim --train EPISODES --train-workloads CSV[,CSV...] --qtable OUT [options]";
+
+static const char sim_footer[] =
+    "Traces (per-application step times and statistical efficiency) come from the Pollux\n"
+    "artifact (OSDI'21; this project keeps them in shared/data/pollux, see its SOURCE.md).\n"
+    "kadet-sim looks for them, in order, in:\n"
+    "  1. --traces DIR\n"
+    "  2. $KADET_POLLUX_DIR/traces\n"
+    "  3. the traces folder beside the workload's folder (DIR/../traces for DIR/W.csv: the\n"
+    "     artifact's layout, workloads/ and traces/ side by side; with --train, the first\n"
+    "     training workload's)\n"
+    "and says where it looked when none is there.\n"
+    "\n"
+    "environment:\n"
+    "  KADET_POLLUX_DIR   the Pollux data folder (holding traces/), see above\n"
+    "  KADET_QTABLE       rl: the table to load when --qtable is not given; without either\n"
+    "                     the shipped table (share/kadet/qtable-default.json beside the\n"
+    "                     binary's bin/, then /usr/share/kadet, then the source tree's)\n"
+    "\n"
+    "exit status: 0 done, 1 a run or a write failed, 2 bad usage or input.\n";
+
+/* Parses argv into cli. Returns 0 to run, 1 when help or the version was printed (exit
+ * 0), 2 on a usage error (already reported). */
 static int parse_args(int argc, char **argv, sim_cli *cli)
 {
+    long long train, nodes, slots, min_visits, seed;
     memset(cli, 0, sizeof(*cli));
     sim_config_default(&cli->cfg);
     cli->policies = "rl";
@@ -117,111 +135,160 @@ static int parse_args(int argc, char **argv, sim_cli *cli)
     cli->min_visits = -1;
     cli->margin = -1;
     cli->n_las = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double x;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            exit(0);
-        } else if (strcmp(a, "--quiet") == 0) {
-            cli->quiet = 1;
-            continue;
-        } else if (strcmp(a, "--double-q") == 0) {
-            cli->double_q = 1;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "kadet-sim: %s needs a value (or unknown option)\n", a);
-            return -1;
-        }
-        i++;
-        if (strcmp(a, "--workload") == 0) cli->workload = v;
-        else if (strcmp(a, "--traces") == 0) cli->traces = v;
-        else if (strcmp(a, "--policy") == 0) cli->policies = v;
-        else if (strcmp(a, "--qtable") == 0) cli->qtable = v;
-        else if (strcmp(a, "--summary-json") == 0) cli->summary = v;
-        else if (strcmp(a, "--train-workloads") == 0) cli->train_wl = v;
-        else if (strcmp(a, "--jobs-csv") == 0) cli->jobs_csv = v;
-        else if (strcmp(a, "--train-init") == 0) cli->train_init = v;
-        else if (strcmp(a, "--train") == 0) {
-            if (parse_num(a, v, 1, 1e6, &x)) return -1;
-            cli->train = (int)x;
-        } else if (strcmp(a, "--nodes") == 0) {
-            if (parse_num(a, v, 1, 10000, &x)) return -1;
-            cli->cfg.nodes = (int)x;
-        } else if (strcmp(a, "--slots") == 0) {
-            if (parse_num(a, v, 1, 1024, &x)) return -1;
-            cli->cfg.slots = (int)x;
-        } else if (strcmp(a, "--interval") == 0) {
-            if (parse_num(a, v, 1, 86400, &cli->cfg.interval_s)) return -1;
-        } else if (strcmp(a, "--restart") == 0) {
-            if (parse_num(a, v, 0, 86400, &cli->cfg.restart_s)) return -1;
-        } else if (strcmp(a, "--max-factor") == 0) {
-            if (parse_num(a, v, 1, 1000, &cli->cfg.max_factor)) return -1;
-        } else if (strcmp(a, "--alpha") == 0) {
-            if (parse_num(a, v, 0, 1e6, &cli->cfg.alpha)) return -1;
-        } else if (strcmp(a, "--beta") == 0) {
-            if (parse_num(a, v, 0, 1e6, &cli->cfg.beta)) return -1;
-        } else if (strcmp(a, "--cooldown") == 0) {
-            if (parse_num(a, v, 0, 86400, &cli->cooldown)) return -1;
-        } else if (strcmp(a, "--min-visits") == 0) {
-            if (parse_num(a, v, 1, 1e9, &x)) return -1;
-            cli->min_visits = (int)x;
-        } else if (strcmp(a, "--margin") == 0) {
-            if (parse_num(a, v, 0, 1e3, &cli->margin)) return -1;
-        } else if (strcmp(a, "--batch-model") == 0) {
-            if (strcmp(v, "fixed") == 0) {
-                cli->cfg.batch_model = SIM_BATCH_FIXED;
-            } else if (strcmp(v, "goodput") == 0) {
-                cli->cfg.batch_model = SIM_BATCH_GOODPUT;
-            } else {
-                fprintf(stderr, "kadet-sim: --batch-model is fixed or goodput, got '%s'\n", v);
-                return -1;
-            }
-        } else if (strcmp(a, "--tiresias-thresholds") == 0) {
-            char buf[256], *cur = buf;
-            if (strlen(v) >= sizeof(buf)) {
-                fprintf(stderr, "kadet-sim: --tiresias-thresholds too long\n");
-                return -1;
-            }
-            snprintf(buf, sizeof(buf), "%s", v);
-            cli->n_las = 0;
-            for (char *tok = next_item(&cur); tok; tok = next_item(&cur)) {
-                if (cli->n_las == SCHED_LAS_MAX) {
-                    fprintf(stderr, "kadet-sim: at most %d tiresias thresholds\n",
-                            SCHED_LAS_MAX);
-                    return -1;
-                }
-                if (parse_num(a, tok, 1e-6, 1e9, &x)) return -1;
-                if (cli->n_las > 0 && x * 3600.0 <= cli->las_s[cli->n_las - 1]) {
-                    fprintf(stderr, "kadet-sim: --tiresias-thresholds must ascend\n");
-                    return -1;
-                }
-                cli->las_s[cli->n_las++] = x * 3600.0;
-            }
-            if (cli->n_las == 0) {
-                fprintf(stderr, "kadet-sim: --tiresias-thresholds needs at least one value\n");
-                return -1;
-            }
-        } else if (strcmp(a, "--trace-job") == 0) {
-            cli->cfg.trace_job = v;
-        } else if (strcmp(a, "--seed") == 0) {
-            if (parse_num(a, v, 0, 1e15, &x)) return -1;
-            cli->seed = (long)x;
-        } else {
-            fprintf(stderr, "kadet-sim: unknown option %s (see --help)\n", a);
-            return -1;
-        }
+    train = 0;
+    nodes = cli->cfg.nodes;
+    slots = cli->cfg.slots;
+    min_visits = -1;
+    seed = cli->seed;
+    const kd_cli_opt opts[] = {
+        {.name = "workload", .type = KD_CLI_STR, .target = &cli->workload, .metavar = "CSV",
+         .help = "workload to replay"},
+        {.name = "policy", .type = KD_CLI_STR, .target = &cli->policies, .metavar = "LIST",
+         .help = "comma list of static, tiresias, fair, greedy, pollux, rl", .def = "rl"},
+        {.name = "traces", .type = KD_CLI_STR, .target = &cli->traces, .metavar = "DIR",
+         .help = "Pollux traces folder (search order below)"},
+        {.name = "qtable", .type = KD_CLI_STR, .target = &cli->qtable, .metavar = "FILE",
+         .help = "rl: table to load (else $KADET_QTABLE, the shipped one); --train: saved here"},
+        {.name = "summary-json", .type = KD_CLI_STR, .target = &cli->summary,
+         .metavar = "PATH",
+         .help = "write avg_jct, p50_jct, p99_jct, makespan, utilization, rescales as JSON"},
+        {.name = "jobs-csv", .type = KD_CLI_STR, .target = &cli->jobs_csv, .metavar = "PATH",
+         .help = "write one row per job (policy,name,application,arrival,...,jct)"},
+        {.name = "train", .type = KD_CLI_INT, .target = &train, .lo = 1, .hi = 1e6,
+         .metavar = "EPISODES", .help = "train rl for EPISODES episodes (workloads in turn)"},
+        {.name = "train-workloads", .type = KD_CLI_STR, .target = &cli->train_wl,
+         .metavar = "CSV[,CSV...]", .help = "workloads to train on"},
+        {.name = "train-init", .type = KD_CLI_STR, .target = &cli->train_init,
+         .metavar = "FILE", .help = "continue training from this table (its epsilon is reset)"},
+        {.name = "nodes", .type = KD_CLI_INT, .target = &nodes, .lo = 1, .hi = 10000,
+         .help = "nodes", .def = "16"},
+        {.name = "slots", .type = KD_CLI_INT, .target = &slots, .lo = 1, .hi = 1024,
+         .help = "agent slots per node", .def = "4"},
+        {.name = "interval", .type = KD_CLI_DBL, .target = &cli->cfg.interval_s, .lo = 1,
+         .hi = 86400, .metavar = "SECONDS", .help = "scheduling interval", .def = "60"},
+        {.name = "restart", .type = KD_CLI_DBL, .target = &cli->cfg.restart_s, .lo = 0,
+         .hi = 86400, .metavar = "SECONDS", .help = "stall on every change of a job's count",
+         .def = "30"},
+        {.name = "max-factor", .type = KD_CLI_DBL, .target = &cli->cfg.max_factor, .lo = 1,
+         .hi = 1000, .metavar = "F", .help = "a job may grow to ceil(F * num_replicas) agents",
+         .def = "2"},
+        {.name = "alpha", .type = KD_CLI_DBL, .target = &cli->cfg.alpha, .lo = 0, .hi = 1e6,
+         .metavar = "A", .help = "reward weight on time", .def = "1"},
+        {.name = "beta", .type = KD_CLI_DBL, .target = &cli->cfg.beta, .lo = 0, .hi = 1e6,
+         .metavar = "B", .help = "reward weight on cost", .def = "0"},
+        {.name = "cooldown", .type = KD_CLI_DBL, .target = &cli->cooldown, .lo = 0,
+         .hi = 86400, .metavar = "SECONDS", .help = "seconds between two changes of one job",
+         .def = "0"},
+        {.name = "seed", .type = KD_CLI_INT, .target = &seed, .lo = 0, .hi = 1e15,
+         .help = "rl exploration seed", .def = "1"},
+        {.name = "double-q", .type = KD_CLI_FLAG, .target = &cli->double_q,
+         .help = "rl: Double Q-learning"},
+        {.name = "min-visits", .type = KD_CLI_INT, .target = &min_visits, .lo = 1, .hi = 1e9,
+         .help = "rl: updates before a learned Q counts", .def = "300"},
+        {.name = "margin", .type = KD_CLI_DBL, .target = &cli->margin, .lo = 0, .hi = 1e3,
+         .metavar = "M", .help = "rl: relative Q advantage needed to depart from greedy",
+         .def = "0"},
+        {.name = "batch-model", .type = KD_CLI_FUNC, .target = &cli->cfg.batch_model,
+         .set = set_batch_model, .metavar = "fixed|goodput",
+         .help = "fixed: a job keeps its batch and length; goodput: the Pollux artifact's",
+         .def = "fixed"},
+        {.name = "tiresias-thresholds", .type = KD_CLI_FUNC, .target = cli, .set = set_las,
+         .metavar = "H[,H...]",
+         .help = "tiresias queue limits in agent-hours, ascending (the artifact: 16)",
+         .def = "1,10"},
+        {.name = "trace-job", .type = KD_CLI_STR, .target = &cli->cfg.trace_job,
+         .metavar = "NAME", .help = "print every decision about job NAME to stderr"},
+        {.name = "quiet", .type = KD_CLI_FLAG, .target = &cli->quiet,
+         .help = "print only the table"},
+    };
+    const kd_cli kc = {.prog = "kadet-sim", .args = "", .summary = sim_summary, .opts = opts,
+                       .n_opts = (int)(sizeof(opts) / sizeof(opts[0])), .footer = sim_footer};
+    kd_cli_action action;
+    int first;
+    char err[512];
+    if (kd_cli_parse(&kc, argc, argv, &action, &first, err, sizeof(err)) != KD_OK)
+        return kd_cli_fail(&kc, err);
+    if (action == KD_CLI_HELP) {
+        kd_cli_usage(&kc, stdout);
+        return 1;
     }
-    if (!cli->workload && !cli->train) {
-        fprintf(stderr, "kadet-sim: --workload CSV is required (see --help)\n");
-        return -1;
+    if (action == KD_CLI_VERSION) {
+        printf("kadet-sim %s\n", KADET_VERSION);
+        return 1;
     }
-    if (cli->train && (!cli->train_wl || !cli->qtable)) {
-        fprintf(stderr, "kadet-sim: --train needs --train-workloads and --qtable OUT\n");
-        return -1;
+    if (first < argc) {
+        snprintf(err, sizeof(err), "unexpected argument '%s'", argv[first]);
+        return kd_cli_fail(&kc, err);
     }
+    cli->train = (int)train;
+    cli->cfg.nodes = (int)nodes;
+    cli->cfg.slots = (int)slots;
+    cli->min_visits = (int)min_visits;
+    cli->seed = (long)seed;
+    if (!cli->workload && !cli->train)
+        return kd_cli_fail(&kc, "--workload CSV is required");
+    if (cli->train && (!cli->train_wl || !cli->qtable))
+        return kd_cli_fail(&kc, "--train needs --train-workloads and --qtable OUT");
     return 0;
+}
+
+static int is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The traces folder, in the order --help gives: --traces, $KADET_POLLUX_DIR/traces, the
+ * traces folder beside the workload's folder (the artifact's layout). */
+static int find_traces(const sim_cli *cli, char *out, size_t n, char *err, size_t errlen)
+{
+    const char *env = getenv("KADET_POLLUX_DIR");
+    if (cli->traces) {
+        if (snprintf(out, n, "%s", cli->traces) >= (int)n)
+            return kd_errf(err, errlen, KD_ERANGE, "--traces: path too long");
+        return KD_OK;
+    }
+    if (env && env[0]) {
+        if (snprintf(out, n, "%s/traces", env) >= (int)n)
+            return kd_errf(err, errlen, KD_ERANGE, "KADET_POLLUX_DIR: path too long");
+        return KD_OK;
+    }
+    /* the first workload named: --workload, else the first of --train-workloads */
+    char wl[2048];
+    const char *src = cli->workload ? cli->workload : cli->train_wl;
+    size_t len = src ? strcspn(src, cli->workload ? "" : ",") : 0;
+    if (len == 0 || len >= sizeof(wl))
+        return kd_errf(err, errlen, KD_ENOTFOUND,
+                       "no Pollux traces: give --traces DIR or set KADET_POLLUX_DIR");
+    memcpy(wl, src, len);
+    wl[len] = '\0';
+    char *slash = strrchr(wl, '/');
+    const char *dir = ".";
+    if (slash) {
+        *slash = '\0';
+        dir = wl[0] ? wl : "/";
+    }
+    if (snprintf(out, n, "%s/../traces", dir) >= (int)n)
+        return kd_errf(err, errlen, KD_ERANGE, "workload path too long");
+    if (is_dir(out))
+        return KD_OK;
+    return kd_errf(err, errlen, KD_ENOTFOUND,
+                   "no Pollux traces: no --traces, KADET_POLLUX_DIR unset, and no %s; give "
+                   "--traces DIR or set KADET_POLLUX_DIR to the Pollux data folder (the "
+                   "artifact's, holding traces/; see kadet-sim --help)",
+                   out);
+}
+
+/* The shipped rl table as kadet-operator finds it (<prefix>/share/kadet beside the
+ * binary's bin/, then /usr/share/kadet), else the source tree's. */
+static const char *shipped_qtable(char *buf, size_t n)
+{
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    exe[len > 0 ? len : 0] = '\0';
+    if (opc_find_qtable(exe, OPC_QTABLE_SYSTEM, buf, n) == KD_OK)
+        return buf;
+    return KADET_QTABLE_DEFAULT;
 }
 
 static void options_for(const sim_cli *cli, sched_options *o, int learn, int episodes_decisions)
@@ -244,13 +311,6 @@ static void options_for(const sim_cli *cli, sched_options *o, int learn, int epi
     }
     if (learn && episodes_decisions > 0) /* floor after 70% of the decisions given */
         o->epsilon_decay = pow(o->epsilon_min / o->epsilon, 1.0 / (0.7 * episodes_decisions));
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static int train(const sim_cli *cli, sim_model *m)
@@ -294,7 +354,7 @@ static int train(const sim_cli *cli, sim_model *m)
         }
         sched_rl_set_epsilon(p, o.epsilon);
     }
-    double t0 = now_s();
+    double t0 = kd_mono_s();
     for (int e = 0; e < cli->train; e++) {
         int k = e % nw;
         if (sim_run(m, &wl[k], &cli->cfg, p, &res, NULL, err, sizeof(err)) != KD_OK &&
@@ -316,7 +376,7 @@ static int train(const sim_cli *cli, sim_model *m)
             rc = 1;
         } else if (!cli->quiet) {
             fprintf(stderr, "trained %d episodes in %.1fs, table saved to %s\n", cli->train,
-                    now_s() - t0, cli->qtable);
+                    kd_mono_s() - t0, cli->qtable);
         }
     }
     sched_policy_free(&p);
@@ -345,14 +405,13 @@ int main(int argc, char **argv)
     double *jct = NULL;
     FILE *jobs_fp = NULL;
 
-    if (parse_args(argc, argv, &cli) != 0)
+    rc = parse_args(argc, argv, &cli);
+    if (rc != 0)
+        return rc == 1 ? 0 : 2;
+    if (find_traces(&cli, traces, sizeof(traces), err, sizeof(err)) != KD_OK) {
+        fprintf(stderr, "kadet-sim: %s\n", err);
         return 2;
-    if (cli.traces)
-        snprintf(traces, sizeof(traces), "%s", cli.traces);
-    else if (getenv("KADET_POLLUX_DIR"))
-        snprintf(traces, sizeof(traces), "%s/traces", getenv("KADET_POLLUX_DIR"));
-    else
-        snprintf(traces, sizeof(traces), "%s/traces", KADET_POLLUX_DEFAULT);
+    }
     sim_model_init(&m, traces);
 
     if (cli.train) {
@@ -397,15 +456,17 @@ int main(int argc, char **argv)
             break;
         }
         if (strcmp(name, "rl") == 0) {
+            char shipped[4096];
             const char *qt = cli.qtable ? cli.qtable
-                             : getenv("KADET_QTABLE") ? getenv("KADET_QTABLE")
-                                                      : KADET_QTABLE_DEFAULT;
+                             : getenv("KADET_QTABLE") && getenv("KADET_QTABLE")[0]
+                                 ? getenv("KADET_QTABLE")
+                                 : shipped_qtable(shipped, sizeof(shipped));
             if (sched_qtable_load(p, qt, err, sizeof(err)) != KD_OK)
                 fprintf(stderr, "kadet-sim: warning: %s; rl falls back to greedy\n", err);
         }
-        double t0 = now_s();
+        double t0 = kd_mono_s();
         int rr = sim_run(&m, &w, &cli.cfg, p, &r, jct, err, sizeof(err));
-        double el = now_s() - t0;
+        double el = kd_mono_s() - t0;
         sched_policy_free(&p);
         if (rr != KD_OK) {
             fprintf(stderr, "kadet-sim: %s: %s\n", name, err);

@@ -13,7 +13,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,19 +21,6 @@
 
 #define SIM_LINE_MAX 512
 #define SIM_FIELDS 8
-
-static int sim_errf(char *buf, size_t len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int sim_errf(char *buf, size_t len, int code, const char *fmt, ...)
-{
-    if (buf && len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
 
 /* Splits line in place at commas; trims the newline. Returns the field count. */
 static int sim_split(char *line, char **f, int max)
@@ -104,7 +90,7 @@ static int sim_read_perf(sim_app *a, sim_acc *acc, const char *path, int scal, c
     char line[SIM_LINE_MAX], *f[SIM_FIELDS];
     FILE *fp = fopen(path, "r");
     if (!fp)
-        return sim_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
+        return kd_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
     int lineno = 0, rows = 0, rc = KD_OK;
     while (fgets(line, sizeof(line), fp)) {
         lineno++;
@@ -119,18 +105,18 @@ static int sim_read_perf(sim_app *a, sim_acc *acc, const char *path, int scal, c
             double sync;
             if (nf != 5 || sim_num(f[0], &v[0]) || sim_num(f[1], &v[1]) || sim_num(f[2], &v[2]) ||
                 sim_num(f[3], &v[3]) || sim_num(f[4], &sync)) {
-                rc = sim_errf(err, errlen, KD_EPARSE, "%s:%d: want 5 numbers", path, lineno);
+                rc = kd_errf(err, errlen, KD_EPARSE, "%s:%d: want 5 numbers", path, lineno);
                 break;
             }
             k = v[0] >= 1 && v[0] <= 100000 ? (int)v[0] : -1;
             n = v[1] >= 1 && v[1] <= 100000 ? (int)v[1] : -1;
             if (sim_add_row(a, acc, n, k, v[2], v[3], sync) != 0) {
-                rc = sim_errf(err, errlen, KD_ERANGE, "%s:%d: values out of range", path, lineno);
+                rc = kd_errf(err, errlen, KD_ERANGE, "%s:%d: values out of range", path, lineno);
                 break;
             }
         } else {
             if (nf != 4 || sim_num(f[1], &v[1]) || sim_num(f[2], &v[2]) || sim_num(f[3], &v[3])) {
-                rc = sim_errf(err, errlen, KD_EPARSE, "%s:%d: want placement and 3 numbers", path,
+                rc = kd_errf(err, errlen, KD_EPARSE, "%s:%d: want placement and 3 numbers", path,
                               lineno);
                 break;
             }
@@ -143,7 +129,7 @@ static int sim_read_perf(sim_app *a, sim_acc *acc, const char *path, int scal, c
                 k++;
             }
             if (n <= 0 || sim_add_row(a, acc, n, k, v[1], v[2], v[3]) != 0) {
-                rc = sim_errf(err, errlen, KD_ERANGE, "%s:%d: bad placement or values", path,
+                rc = kd_errf(err, errlen, KD_ERANGE, "%s:%d: bad placement or values", path,
                               lineno);
                 break;
             }
@@ -151,10 +137,10 @@ static int sim_read_perf(sim_app *a, sim_acc *acc, const char *path, int scal, c
         rows++;
     }
     if (rc == KD_OK && ferror(fp))
-        rc = sim_errf(err, errlen, KD_EIO, "%s: read error", path);
+        rc = kd_errf(err, errlen, KD_EIO, "%s: read error", path);
     fclose(fp);
     if (rc == KD_OK && rows == 0)
-        rc = sim_errf(err, errlen, KD_EFORMAT, "%s: no data rows", path);
+        rc = kd_errf(err, errlen, KD_EFORMAT, "%s: no data rows", path);
     return rc;
 }
 
@@ -164,7 +150,7 @@ static int sim_read_validation(const char *path, double *iters, char *err, size_
     char line[SIM_LINE_MAX], *f[SIM_FIELDS];
     FILE *fp = fopen(path, "r");
     if (!fp)
-        return sim_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
+        return kd_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
     int lineno = 0;
     double last = -1;
     while (fgets(line, sizeof(line), fp)) {
@@ -174,13 +160,13 @@ static int sim_read_validation(const char *path, double *iters, char *err, size_
         double v;
         if (sim_split(line, f, SIM_FIELDS) < 2 || sim_num(f[1], &v) || v < 0) {
             fclose(fp);
-            return sim_errf(err, errlen, KD_EPARSE, "%s:%d: bad iteration", path, lineno);
+            return kd_errf(err, errlen, KD_EPARSE, "%s:%d: bad iteration", path, lineno);
         }
         last = v;
     }
     fclose(fp);
     if (!(last > 0))
-        return sim_errf(err, errlen, KD_EFORMAT, "%s: no epochs", path);
+        return kd_errf(err, errlen, KD_EFORMAT, "%s: no epochs", path);
     *iters = last;
     return KD_OK;
 }
@@ -198,7 +184,7 @@ int sim_app_load(sim_app *a, const char *traces_dir, const char *app, char *err,
     int rc;
 
     if (!acc)
-        return sim_errf(err, errlen, KD_ENOMEM, "out of memory");
+        return kd_errf(err, errlen, KD_ENOMEM, "out of memory");
     memset(a, 0, sizeof(*a));
     snprintf(a->name, sizeof(a->name), "%s", app);
     snprintf(path, sizeof(path), "%s/%s/placements.csv", traces_dir, app);
@@ -236,14 +222,14 @@ int sim_app_load(sim_app *a, const char *traces_dir, const char *app, char *err,
     }
     free(acc);
     if (a->sync[1][1] < 0)
-        return sim_errf(err, errlen, KD_EFORMAT, "%s/%s: no single-agent measurement",
+        return kd_errf(err, errlen, KD_EFORMAT, "%s/%s: no single-agent measurement",
                         traces_dir, app);
 
     /* validation traces: validation-<B>.csv */
     snprintf(path, sizeof(path), "%s/%s", traces_dir, app);
     DIR *d = opendir(path);
     if (!d)
-        return sim_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
+        return kd_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
     struct dirent *de;
     rc = KD_OK;
     while (rc == KD_OK && (de = readdir(d)) != NULL) {
@@ -259,7 +245,7 @@ int sim_app_load(sim_app *a, const char *traces_dir, const char *app, char *err,
     }
     closedir(d);
     if (rc == KD_OK && a->n_bsz == 0)
-        rc = sim_errf(err, errlen, KD_EFORMAT, "%s/%s: no validation-<B>.csv", traces_dir, app);
+        rc = kd_errf(err, errlen, KD_EFORMAT, "%s/%s: no validation-<B>.csv", traces_dir, app);
     if (rc == KD_OK && sim_gp_load(a, traces_dir, a->gp_err, sizeof(a->gp_err)) != KD_OK)
         a->gp = NULL; /* only --batch-model goodput needs it; gp_err says why */
     return rc;
@@ -377,13 +363,13 @@ static int sim_model_app(sim_model *m, const char *name, char *err, size_t errle
             return i;
     for (const char *c = name; *c; c++)
         if (!isalnum((unsigned char)*c) && *c != '_' && *c != '-')
-            return sim_errf(err, errlen, KD_EINVAL, "application name '%s' is not a plain name",
+            return kd_errf(err, errlen, KD_EINVAL, "application name '%s' is not a plain name",
                             name);
     if (name[0] == '\0' || strlen(name) >= sizeof(m->apps[0].name))
-        return sim_errf(err, errlen, KD_EINVAL, "bad application name");
+        return kd_errf(err, errlen, KD_EINVAL, "bad application name");
     sim_app *na = realloc(m->apps, sizeof(*na) * (size_t)(m->n_apps + 1));
     if (!na)
-        return sim_errf(err, errlen, KD_ENOMEM, "out of memory");
+        return kd_errf(err, errlen, KD_ENOMEM, "out of memory");
     m->apps = na;
     int rc = sim_app_load(&m->apps[m->n_apps], m->traces_dir, name, err, errlen);
     if (rc != KD_OK) {
@@ -407,7 +393,7 @@ int sim_workload_load(sim_workload *w, sim_model *m, const char *path, char *err
     memset(w, 0, sizeof(*w));
     FILE *fp = fopen(path, "r");
     if (!fp)
-        return sim_errf(err, errlen, KD_EIO, "workload %s: %s", path, strerror(errno));
+        return kd_errf(err, errlen, KD_EIO, "workload %s: %s", path, strerror(errno));
     while (fgets(line, sizeof(line), fp)) {
         lineno++;
         int nf = sim_split(line, f, SIM_FIELDS);
@@ -415,7 +401,7 @@ int sim_workload_load(sim_workload *w, sim_model *m, const char *path, char *err
             if (nf != 5 || strcmp(f[0], "name") != 0 || strcmp(f[1], "time") != 0 ||
                 strcmp(f[2], "application") != 0 || strcmp(f[3], "num_replicas") != 0 ||
                 strcmp(f[4], "batch_size") != 0) {
-                rc = sim_errf(err, errlen, KD_EFORMAT,
+                rc = kd_errf(err, errlen, KD_EFORMAT,
                               "workload %s: header must be name,time,application,"
                               "num_replicas,batch_size", path);
                 break;
@@ -427,7 +413,7 @@ int sim_workload_load(sim_workload *w, sim_model *m, const char *path, char *err
         double t, r, b;
         if (nf != 5 || sim_num(f[1], &t) || sim_num(f[3], &r) || sim_num(f[4], &b) || t < 0 ||
             r < 1 || r > 100000 || b < 1 || b > 1e9 || r != floor(r) || b != floor(b)) {
-            rc = sim_errf(err, errlen, KD_EPARSE,
+            rc = kd_errf(err, errlen, KD_EPARSE,
                           "workload %s:%d: want name,time>=0,application,replicas>=1,batch>=1",
                           path, lineno);
             break;
@@ -441,7 +427,7 @@ int sim_workload_load(sim_workload *w, sim_model *m, const char *path, char *err
             cap = cap ? cap * 2 : 64;
             sim_wjob *nj = realloc(w->jobs, sizeof(*nj) * (size_t)cap);
             if (!nj) {
-                rc = sim_errf(err, errlen, KD_ENOMEM, "out of memory");
+                rc = kd_errf(err, errlen, KD_ENOMEM, "out of memory");
                 break;
             }
             w->jobs = nj;
@@ -455,7 +441,7 @@ int sim_workload_load(sim_workload *w, sim_model *m, const char *path, char *err
     }
     fclose(fp);
     if (rc == KD_OK && w->n_jobs == 0)
-        rc = sim_errf(err, errlen, KD_EFORMAT, "workload %s: no jobs", path);
+        rc = kd_errf(err, errlen, KD_EFORMAT, "workload %s: no jobs", path);
     if (rc != KD_OK) {
         sim_workload_free(w);
         return rc;

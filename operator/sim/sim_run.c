@@ -18,7 +18,6 @@
 #include "sim.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,19 +45,6 @@ typedef struct sim_js {
     int atomic, accum;     /* local batch per step and accumulation steps */
     int adaptive;          /* 1 = the job re-chooses its batch */
 } sim_js;
-
-static int sim_errf(char *buf, size_t len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int sim_errf(char *buf, size_t len, int code, const char *fmt, ...)
-{
-    if (buf && len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
 
 void sim_config_default(sim_config *c)
 {
@@ -233,11 +219,11 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
 
     memset(r, 0, sizeof(*r));
     if (!js || !place || !free_slots || !active || !nodes || !sj || !dec || !jct) {
-        rc = sim_errf(err, errlen, KD_ENOMEM, "out of memory");
+        rc = kd_errf(err, errlen, KD_ENOMEM, "out of memory");
         goto out;
     }
     if (c->nodes < 1 || c->slots < 1 || !(c->interval_s > 0) || !(c->restart_s >= 0)) {
-        rc = sim_errf(err, errlen, KD_EINVAL, "bad cluster settings");
+        rc = kd_errf(err, errlen, KD_EINVAL, "bad cluster settings");
         goto out;
     }
     for (int k = 0; k < c->nodes; k++) {
@@ -258,14 +244,14 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
         size_t len = (size_t)(g->max_epochs + 1) * (size_t)cap;
         gtab[a] = malloc(sizeof(double) * len);
         if (!gtab[a]) {
-            rc = sim_errf(err, errlen, KD_ENOMEM, "out of memory");
+            rc = kd_errf(err, errlen, KD_ENOMEM, "out of memory");
             goto out;
         }
         for (size_t e = 0; e < len; e++)
             gtab[a][e] = NAN;
     }
     if (gpm && (!plv || !gtab)) {
-        rc = sim_errf(err, errlen, KD_ENOMEM, "out of memory");
+        rc = kd_errf(err, errlen, KD_ENOMEM, "out of memory");
         goto out;
     }
     double ideal_sum = 0;
@@ -275,7 +261,7 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
         if (gpm) {
             const sim_app *ap = &m->apps[wj->app];
             if (!ap->gp) {
-                rc = sim_errf(err, errlen, KD_EFORMAT, "goodput model of %s: %s", ap->name,
+                rc = kd_errf(err, errlen, KD_EFORMAT, "goodput model of %s: %s", ap->name,
                               ap->gp_err);
                 goto out;
             }
@@ -474,7 +460,7 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
     /* statistics over finished jobs */
     double *sorted = calloc((size_t)nj, sizeof(double));
     if (!sorted) {
-        rc = sim_errf(err, errlen, KD_ENOMEM, "out of memory");
+        rc = kd_errf(err, errlen, KD_ENOMEM, "out of memory");
         goto out;
     }
     double sum = 0, resc = 0;
@@ -504,7 +490,7 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
     if (!isfinite(r->min_slack))
         r->min_slack = 0;
     if (left > 0)
-        rc = sim_errf(err, errlen, KD_ETIMEOUT,
+        rc = kd_errf(err, errlen, KD_ETIMEOUT,
                       "%d of %d jobs unfinished after %.0f simulated seconds", left, nj, horizon);
 out:
     sched_episode_end(p);

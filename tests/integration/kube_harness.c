@@ -3,6 +3,7 @@
  * emulator is spawned with posix_spawnp so that "python3" is looked up on PATH, its
  * output goes to DIR/emulator.log, and readiness is the DIR/ready file it writes last.
  */
+#include "kd_clock.h"
 #include "kube_harness.h"
 
 #include "kd_error.h"
@@ -23,9 +24,7 @@ extern char **environ;
 
 double kh_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    return kd_mono_ms();
 }
 
 void kh_sleep_ms(double ms)

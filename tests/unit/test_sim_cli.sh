@@ -63,4 +63,40 @@ if "$SIM" --workload "$DATA/workload-toy.csv" --traces "$DATA/traces" --policy o
     fail "unknown policy accepted"
 fi
 grep -q "unknown policy" "$TMP/err" || fail "unknown policy message"
+# the common command line: --help and --version exit 0, --opt=value, errors name the
+# option and its range, the help names the traces' variable and no built-in path
+"$SIM" --help >"$TMP/help" || fail "--help exit status"
+grep -q KADET_POLLUX_DIR "$TMP/help" || fail "help does not name KADET_POLLUX_DIR"
+grep -q KADET_QTABLE "$TMP/help" || fail "help does not name KADET_QTABLE"
+grep -q -- "--tiresias-thresholds H" "$TMP/help" || fail "help lacks a named metavariable"
+grep -q "$KADET_SOURCE_DIR" "$TMP/help" && fail "help shows a path baked in at build time"
+"$SIM" -h >/dev/null || fail "-h exit status"
+"$SIM" --version >"$TMP/out" || fail "--version exit status"
+grep -q '^kadet-sim ' "$TMP/out" || fail "--version output: $(cat "$TMP/out")"
+"$SIM" --workload="$DATA/workload-toy.csv" --traces="$DATA/traces" --nodes=2 \
+    --policy=greedy --quiet >"$TMP/out" || fail "--opt=value"
+grep -q '^greedy ' "$TMP/out" || fail "no table row with --opt=value"
+set +e
+"$SIM" --workload "$DATA/workload-toy.csv" --nodes=0 2>"$TMP/err"; rc=$?
+set -e
+[ "$rc" -eq 2 ] || fail "out-of-range value exit $rc"
+grep -q -- "--nodes: 0 is outside 1..10000" "$TMP/err" || fail "range message: $(cat "$TMP/err")"
+if "$SIM" --workload "$DATA/workload-toy.csv" --nodse 2 2>"$TMP/err"; then
+    fail "misspelt option accepted"
+fi
+grep -q "did you mean --nodes" "$TMP/err" || fail "no suggestion: $(cat "$TMP/err")"
+
+# relative paths, and the traces found beside the workload's folder (the artifact layout)
+mkdir -p "$TMP/p/workloads" "$TMP/run"
+cp "$DATA/workload-toy.csv" "$TMP/p/workloads/w.csv"
+ln -s "$DATA/traces" "$TMP/p/traces"
+(cd "$TMP/run" && env -u KADET_POLLUX_DIR "$SIM" --workload ../p/workloads/w.csv --nodes 2 \
+    --policy greedy --quiet >"$TMP/out") || fail "relative workload with traces beside it"
+grep -q '^greedy ' "$TMP/out" || fail "no table row for the relative workload"
+rm "$TMP/p/traces"
+if (cd "$TMP/run" && env -u KADET_POLLUX_DIR "$SIM" --workload ../p/workloads/w.csv \
+    2>"$TMP/err"); then
+    fail "ran without traces"
+fi
+grep -q "KADET_POLLUX_DIR" "$TMP/err" || fail "no hint where traces come from: $(cat "$TMP/err")"
 echo "kadet-sim cli: ok"

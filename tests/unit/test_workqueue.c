@@ -14,15 +14,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "kd_clock.h"
 #include "kd_error.h"
 #include "wq.h"
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static char *must_get(wq *q)
 {
@@ -152,12 +146,12 @@ static void test_rate_limited_delay_doubles_per_failure_and_forget_resets(void *
     assert_true(wq_rate_delay_ms(q, 30) == 60);
     double expect[] = {10, 20, 40};
     for (int i = 0; i < 3; i++) {
-        double t0 = now_ms();
+        double t0 = kd_mono_ms();
         assert_int_equal(wq_add_rate_limited(q, "job"), KD_OK);
         assert_int_equal(wq_len(q), 0);
         assert_int_equal(wq_delayed_len(q), 1);
         char *k = must_get(q);
-        double waited = now_ms() - t0;
+        double waited = kd_mono_ms() - t0;
         assert_string_equal(k, "job");
         assert_true(waited >= expect[i] - 1.0);
         wq_done(q, k);
@@ -205,13 +199,13 @@ static void test_delayed_key_added_twice_keeps_the_earlier_time(void **state)
     (void)state;
     wq *q;
     assert_int_equal(wq_new(NULL, &q), KD_OK);
-    double t0 = now_ms();
+    double t0 = kd_mono_ms();
     wq_add_after(q, "k", 5000);
     wq_add_after(q, "k", 20);
     wq_add_after(q, "k", 3000);
     assert_int_equal(wq_delayed_len(q), 1);
     char *k = must_get(q);
-    assert_true(now_ms() - t0 < 1000);
+    assert_true(kd_mono_ms() - t0 < 1000);
     wq_done(q, k);
     free(k);
     assert_int_equal(wq_delayed_len(q), 0);
