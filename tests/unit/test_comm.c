@@ -534,7 +534,9 @@ static void test_dead_peer_times_out(void **state)
     assert_int_equal(kd_comm_allreduce(c, v, 1000, 1, err, sizeof err), KD_ETIMEOUT);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double dt = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
-    assert_true(dt >= 0.25 && dt < 2.0);
+    /* Not before the timeout; the upper bound only says it does not hang (a loaded
+     * machine can delay the wake-up by seconds: timings belong in benchmarks). */
+    assert_true(dt >= 0.25 && dt < 30.0);
     assert_non_null(strstr(err, "silent"));
     kd_comm_stats st;
     kd_comm_get_stats(c, &st);
