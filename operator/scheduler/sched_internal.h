@@ -38,13 +38,15 @@ typedef struct sched_pending {
 #define SCHED_C_GP 2     /* jobs carry goodput tables (half or more): no, yes */
 #define SCHED_C_SPREAD 3 /* longest / median estimated time left: <10, <100, >=100 */
 #define SCHED_C_STATES (SCHED_C_JOBS * SCHED_C_QUEUE * SCHED_C_GP * SCHED_C_SPREAD)
-#define SCHED_C_ACTIONS 7 /* 0 = greedy with the per-job table; 1..4 = goodput allocation
+#define SCHED_C_ACTIONS 9 /* 0 = greedy with the per-job table; 1..4 = goodput allocation
                              (pollux's search) with job weights (time left)^-k, k below;
-                             5, 6 = as 0 with greedy's time term raised to sched_c_pow */
+                             5..8 = as 0 with greedy's time term raised to sched_c_pow and
+                             its restart stall priced sched_c_rs times */
 #define SCHED_C_ACTIONS_V2 5 /* actions in a version 2 table (0..4) */
 #define SCHED_C_HOLD 10   /* decisions one cluster action is kept */
 extern const double sched_c_k[SCHED_C_ACTIONS];
 extern const double sched_c_pow[SCHED_C_ACTIONS]; /* greedy's time-term power (0..4: 1) */
+extern const double sched_c_rs[SCHED_C_ACTIONS];  /* greedy's restart price factor (0..4: 1) */
 
 typedef struct sched_rlc {
     double q1[SCHED_C_STATES * SCHED_C_ACTIONS];
@@ -89,6 +91,7 @@ struct sched_policy {
     double *pxg;           /* pollux: goodput cache, sum over jobs of (hi + 1) entries */
     size_t cap_pxg;        /* allocated entries of pxg */
     double g_pow;          /* greedy's time-term power (sched_scale.tpow); 0 = 1 */
+    double g_rs;           /* greedy prices a restart g_rs times its stall; 0 = 1 */
     double px_k;           /* pollux's search: weight job terms by (time left)^-px_k (0 =
                               Pollux's objective; rl's cluster layer sets it) */
     double *ncpu, *nmem;   /* per node: capacity left while packing */

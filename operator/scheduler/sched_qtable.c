@@ -22,13 +22,14 @@
 
 #define SCHED_QT_FORMAT "kadet-qtable"
 #define SCHED_QT_VERSION 3 /* 2 adds "cluster" (the cluster layer), 3 its greedy rules
-                            * with a time-term power (actions 5, 6); 1 and 2 are still read */
+                            * with a time-term power or restart price (actions 5..8); 1 and
+                            * 2 are still read */
 
 static const char *const sched_qt_c_feature_names[4] = {"jobs", "queue", "goodput", "spread"};
 static const int sched_qt_c_dims[4] = {SCHED_C_JOBS, SCHED_C_QUEUE, SCHED_C_GP, SCHED_C_SPREAD};
 static const char *const sched_qt_c_actions[SCHED_C_ACTIONS] = {
     "greedy-table", "goodput-k0", "goodput-k0.5", "goodput-k1", "goodput-k2",
-    "greedy-table-p0.5", "greedy-table-p0.3"};
+    "greedy-table-p0.5", "greedy-table-p0.3", "greedy-table-r10", "greedy-table-p0.5-r4"};
 
 static const char *const sched_qt_feature_names[6] = {"count", "efficiency", "free",
                                                       "queue", "progress", "time_left"};

@@ -282,10 +282,12 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
             rl->epsilon = fmax(p->o.epsilon_min, rl->epsilon * p->o.epsilon_decay);
         return KD_OK;
     }
-    p->g_pow = sched_c_pow[ca]; /* rules 5, 6: greedy with a time-term power below 1 */
-    char tag[24] = "";
-    if (p->g_pow != 1)
-        snprintf(tag, sizeof(tag), " (time power %.1f)", p->g_pow);
+    /* rules 5..8: greedy with a time-term power below 1 and/or restarts priced higher */
+    p->g_pow = sched_c_pow[ca];
+    p->g_rs = sched_c_rs[ca];
+    char tag[48] = "";
+    if (p->g_pow != 1 || p->g_rs != 1)
+        snprintf(tag, sizeof(tag), " (time power %.1f, restart x%.0f)", p->g_pow, p->g_rs);
     sched_greedy_alloc(p, s, NULL);
     memcpy(scr->greedy, p->want, sizeof(int) * (size_t)s->n_jobs);
 
@@ -399,6 +401,7 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
     if (deviations > 0)
         sched_greedy_alloc(p, s, scr->fixed);
     p->g_pow = 0;
+    p->g_rs = 0;
     for (int i = 0; i < s->n_jobs; i++)
         if (out[i].reason[0] == '\0')
             snprintf(out[i].reason, SCHED_REASON_MAX, p->want[i] > 0

@@ -8,7 +8,8 @@
  * moderated by the per-job table (sched_rl.c), or the goodput allocation of pollux's
  * search with each job's term weighted by (time left)^-k for k in sched_c_k, or greedy
  * with its time term raised to a power below 1 (sched_c_pow: short jobs' lead over long
- * ones counts less). The rule
+ * ones counts less) and/or its restart stall priced several times (sched_c_rs: fewer
+ * changes). The rule
  * moves agents between jobs and, through the goodput tables, sets their batch. The
  * reward is the whole cluster's: minus the jobs in the system over the held interval
  * (job-hours), the quantity whose sum over a workload is the sum of its JCTs, so a rule
@@ -20,8 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-const double sched_c_k[SCHED_C_ACTIONS] = {0, 0, 0.5, 1, 2, 0, 0};
-const double sched_c_pow[SCHED_C_ACTIONS] = {1, 1, 1, 1, 1, 0.5, 0.3};
+const double sched_c_k[SCHED_C_ACTIONS] = {0, 0, 0.5, 1, 2, 0, 0, 0, 0};
+const double sched_c_pow[SCHED_C_ACTIONS] = {1, 1, 1, 1, 1, 0.5, 0.3, 1, 0.5};
+const double sched_c_rs[SCHED_C_ACTIONS] = {1, 1, 1, 1, 1, 1, 1, 10, 4};
 
 /* the goodput rules (pollux's search) */
 static int rlc_goodput_rule(int a)
@@ -80,7 +82,7 @@ static int rlc_state(sched_policy *p, const sched_snapshot *s)
 }
 
 /* With goodput tables (feature 1) the rules are the goodput ones only: greedy's
- * throughput utility cannot see the batch. Without them only the greedy rules (0, 5, 6)
+ * throughput utility cannot see the batch. Without them only the greedy rules (0, 5..8)
  * are offered: the goodput rules would run on the speed model's throughput, where
  * pollux's objective measured 1.07x greedy and weights k >= 1 starved long jobs, and a
  * cluster layer trained with them was 1.10x greedy held out (fixed model, 1.0x). */
