@@ -326,7 +326,6 @@ void sched_scale_init(sched_scale *sc, const sched_snapshot *s, const sched_opti
     double inv_t = 0, inv_c = 0;
     int cnt = 0, running = 0;
     sc->interval_s = s->interval_s;
-    sc->tpow = 1;
     for (int i = 0; i < s->n_jobs; i++)
         running += s->jobs[i].current > 0;
     /* over the running jobs; over everyone at min when nothing runs yet */
@@ -343,7 +342,7 @@ void sched_scale_init(sched_scale *sc, const sched_snapshot *s, const sched_opti
     sc->inv_c_mean = cnt > 0 ? inv_c / cnt : 1;
 }
 
-/* Greedy's objective: U = alpha * ((1/T) / mean(1/T))^tpow + beta * (1/n) / mean(1/n), T the job's
+/* Greedy's objective: U = alpha * (1/T) / mean(1/T) + beta * (1/n) / mean(1/n), T the job's
  * estimated time to finish at n agents (plus extra_s, a restart stall); the means run over
  * the running jobs (over all jobs at min when none runs). Dividing by the means makes both
  * terms about 1 for a typical job of this snapshot, so beta prices an agent relative to
@@ -357,8 +356,6 @@ double sched_utility(const sched_scale *sc, const sched_job *j, int n, const sch
     double beta = j->beta >= 0 ? j->beta : o->beta;
     double t = sched_time_left(j, n, o->prior_k);
     double time_term = isfinite(t) ? (1.0 / fmax(t + extra_s, 1.0)) / sc->inv_t_mean : 0;
-    if (sc->tpow != 1 && time_term > 0)
-        time_term = pow(time_term, sc->tpow);
     return alpha * time_term + beta * (1.0 / n) / sc->inv_c_mean;
 }
 

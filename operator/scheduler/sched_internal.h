@@ -38,15 +38,10 @@ typedef struct sched_pending {
 #define SCHED_C_GP 2     /* jobs carry goodput tables (half or more): no, yes */
 #define SCHED_C_SPREAD 3 /* longest / median estimated time left: <10, <100, >=100 */
 #define SCHED_C_STATES (SCHED_C_JOBS * SCHED_C_QUEUE * SCHED_C_GP * SCHED_C_SPREAD)
-#define SCHED_C_ACTIONS 9 /* 0 = greedy with the per-job table; 1..4 = goodput allocation
-                             (pollux's search) with job weights (time left)^-k, k below;
-                             5..8 = as 0 with greedy's time term raised to sched_c_pow and
-                             its restart stall priced sched_c_rs times */
-#define SCHED_C_ACTIONS_V2 5 /* actions in a version 2 table (0..4) */
+#define SCHED_C_ACTIONS 5 /* 0 = greedy with the per-job table; 1..4 = goodput allocation
+                             (pollux's search) with job weights (time left)^-k, k below */
 #define SCHED_C_HOLD 10   /* decisions one cluster action is kept */
 extern const double sched_c_k[SCHED_C_ACTIONS];
-extern const double sched_c_pow[SCHED_C_ACTIONS]; /* greedy's time-term power (0..4: 1) */
-extern const double sched_c_rs[SCHED_C_ACTIONS];  /* greedy's restart price factor (0..4: 1) */
 
 typedef struct sched_rlc {
     double q1[SCHED_C_STATES * SCHED_C_ACTIONS];
@@ -90,8 +85,6 @@ struct sched_policy {
     double *aux;           /* 2 x cap_jobs: pollux's restart penalties, then job weights */
     double *pxg;           /* pollux: goodput cache, sum over jobs of (hi + 1) entries */
     size_t cap_pxg;        /* allocated entries of pxg */
-    double g_pow;          /* greedy's time-term power (sched_scale.tpow); 0 = 1 */
-    double g_rs;           /* greedy prices a restart g_rs times its stall; 0 = 1 */
     double px_k;           /* pollux's search: weight job terms by (time left)^-px_k (0 =
                               Pollux's objective; rl's cluster layer sets it) */
     double *ncpu, *nmem;   /* per node: capacity left while packing */
@@ -131,7 +124,6 @@ typedef struct sched_scale {
     double inv_t_mean;     /* mean of 1/T over running jobs (all jobs at min if none) */
     double inv_c_mean;     /* mean of 1/agents over the same jobs */
     double interval_s;     /* the snapshot's decision interval */
-    double tpow;           /* the time term is ((1/T) / mean(1/T))^tpow; 1 = greedy */
 } sched_scale;
 
 void sched_scale_init(sched_scale *sc, const sched_snapshot *s, const sched_options *o);

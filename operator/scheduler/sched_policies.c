@@ -192,10 +192,6 @@ void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fix
     const sched_options *o = &p->o;
 
     sched_scale_init(&sc, s, o);
-    if (p->g_pow > 0)
-        sc.tpow = p->g_pow; /* rl's cluster layer: a power below 1 favours short jobs less */
-    if (p->g_rs > 0)
-        rs *= p->g_rs; /* rl's cluster layer: changes priced above their stall */
     sched_pack_init(&pk, s, p->ncpu, p->nmem, p->nslots);
     /* fixed counts first: they are not the greedy's to change */
     for (int i = 0; i < s->n_jobs; i++) {

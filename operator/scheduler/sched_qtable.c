@@ -21,15 +21,12 @@
 #include "sched_internal.h"
 
 #define SCHED_QT_FORMAT "kadet-qtable"
-#define SCHED_QT_VERSION 3 /* 2 adds "cluster" (the cluster layer), 3 its greedy rules
-                            * with a time-term power or restart price (actions 5..8); 1 and
-                            * 2 are still read */
+#define SCHED_QT_VERSION 2 /* 2 adds "cluster" (the cluster layer); 1 is still read */
 
 static const char *const sched_qt_c_feature_names[4] = {"jobs", "queue", "goodput", "spread"};
 static const int sched_qt_c_dims[4] = {SCHED_C_JOBS, SCHED_C_QUEUE, SCHED_C_GP, SCHED_C_SPREAD};
 static const char *const sched_qt_c_actions[SCHED_C_ACTIONS] = {
-    "greedy-table", "goodput-k0", "goodput-k0.5", "goodput-k1", "goodput-k2",
-    "greedy-table-p0.5", "greedy-table-p0.3", "greedy-table-r10", "greedy-table-p0.5-r4"};
+    "greedy-table", "goodput-k0", "goodput-k0.5", "goodput-k1", "goodput-k2"};
 
 static const char *const sched_qt_feature_names[6] = {"count", "efficiency", "free",
                                                       "queue", "progress", "time_left"};
@@ -210,15 +207,11 @@ static int qt_numbers(const json_t *arr, int n, int ints, double *out)
     return 0;
 }
 
-/* A version 2 table lists the first SCHED_C_ACTIONS_V2 actions; the others stay unvisited. */
-static int qt_parse_cluster(sched_rlc *c, const json_t *cl, long version, char *err,
-                            size_t errlen)
+static int qt_parse_cluster(sched_rlc *c, const json_t *cl, char *err, size_t errlen)
 {
     double v[SCHED_C_ACTIONS], q[SCHED_C_ACTIONS], q2[SCHED_C_ACTIONS], n[SCHED_C_ACTIONS];
-    int na = version == 2 ? SCHED_C_ACTIONS_V2 : SCHED_C_ACTIONS;
     if (!json_is_object(cl))
-        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: version %ld needs a \"cluster\" object",
-                       version);
+        return qt_errf(err, errlen, KD_EFORMAT, "Q-table: version 2 needs a \"cluster\" object");
     const json_t *feats = json_object_get(cl, "features");
     for (int f = 0; f < 4; f++) {
         const json_t *d = json_is_object(feats) ? json_object_get(feats, sched_qt_c_feature_names[f])
@@ -229,10 +222,10 @@ static int qt_parse_cluster(sched_rlc *c, const json_t *cl, long version, char *
                            sched_qt_c_feature_names[f], sched_qt_c_dims[f]);
     }
     const json_t *acts = json_object_get(cl, "actions");
-    if (!json_is_array(acts) || json_array_size(acts) != (size_t)na)
+    if (!json_is_array(acts) || json_array_size(acts) != SCHED_C_ACTIONS)
         return qt_errf(err, errlen, KD_EFORMAT, "Q-table: cluster \"actions\" must list %d",
-                       na);
-    for (int a = 0; a < na; a++) {
+                       SCHED_C_ACTIONS);
+    for (int a = 0; a < SCHED_C_ACTIONS; a++) {
         const json_t *x = json_array_get(acts, (size_t)a);
         if (!json_is_string(x) || strcmp(json_string_value(x), sched_qt_c_actions[a]) != 0)
             return qt_errf(err, errlen, KD_EFORMAT, "Q-table: cluster action %d must be \"%s\"",
@@ -253,11 +246,12 @@ static int qt_parse_cluster(sched_rlc *c, const json_t *cl, long version, char *
     for (size_t e = 0; e < json_array_size(entries); e++) {
         const json_t *en = json_array_get(entries, e);
         if (!json_is_object(en) || qt_numbers(json_object_get(en, "s"), 4, 1, v) != 0 ||
-            qt_numbers(json_object_get(en, "n"), na, 1, n) != 0 ||
-            qt_numbers(json_object_get(en, "q"), na, 0, q) != 0 ||
-            qt_numbers(json_object_get(en, "q2"), na, 0, q2) != 0)
+            qt_numbers(json_object_get(en, "n"), SCHED_C_ACTIONS, 1, n) != 0 ||
+            qt_numbers(json_object_get(en, "q"), SCHED_C_ACTIONS, 0, q) != 0 ||
+            qt_numbers(json_object_get(en, "q2"), SCHED_C_ACTIONS, 0, q2) != 0)
             return qt_errf(err, errlen, KD_EFORMAT,
-                           "Q-table: cluster entry %zu needs s[4], n, q, q2[%d]", e, na);
+                           "Q-table: cluster entry %zu needs s[4], n, q, q2[%d]", e,
+                           SCHED_C_ACTIONS);
         int st = 0;
         for (int f = 0; f < 4; f++) {
             if (v[f] < 0 || v[f] >= sched_qt_c_dims[f])
@@ -270,7 +264,7 @@ static int qt_parse_cluster(sched_rlc *c, const json_t *cl, long version, char *
             if (c->visits[st * SCHED_C_ACTIONS + a] > 0)
                 return qt_errf(err, errlen, KD_EFORMAT,
                                "Q-table: cluster entry %zu: state listed twice", e);
-        for (int a = 0; a < na; a++) {
+        for (int a = 0; a < SCHED_C_ACTIONS; a++) {
             if (n[a] < 0 || n[a] > 4e9)
                 return qt_errf(err, errlen, KD_ERANGE,
                                "Q-table: cluster entry %zu: visit count out of range", e);
@@ -301,8 +295,7 @@ static int qt_parse(sched_policy *p, const json_t *doc, char *err, size_t errlen
         return qt_errf(err, errlen, KD_EFORMAT, "Q-table: unsupported \"version\" (want 1..%d)",
                        SCHED_QT_VERSION);
     if (json_integer_value(ver) >= 2) {
-        int rc = qt_parse_cluster(&rl->c, json_object_get(doc, "cluster"),
-                                  (long)json_integer_value(ver), err, errlen);
+        int rc = qt_parse_cluster(&rl->c, json_object_get(doc, "cluster"), err, errlen);
         if (rc != KD_OK)
             return rc;
     }

@@ -4,11 +4,11 @@
  * (operator/scheduler/qtable-default.json). Separate from kd_sched.h because it needs
  * jansson while the policy core needs only libc and libm.
  *
- * Format (docs/scheduler.md): {"format": "kadet-qtable", "version": 3, "features": {...},
+ * Format (docs/scheduler.md): {"format": "kadet-qtable", "version": 2, "features": {...},
  * "actions": [-2,-1,0,1,2], "double_q": bool, "epsilon": e, "updates": n,
  * "entries": [{"s": [count, eff, free, queue, progress], "n": visits, "q": [...],
  * "q2": [...]}], "cluster": {the cluster layer, same entry layout}}; only visited states
- * are stored. Versions 1 (no "cluster") and 2 (cluster actions 0..4 only) are still read.
+ * are stored. Version 1 (no "cluster") is still read.
  *
  * A table that fails validation is rejected as a whole with a readable error; the policy
  * then holds an empty table, so every state is unvisited and rl decides like greedy.

@@ -266,7 +266,7 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
         return KD_ENOMEM;
     /* the cluster layer picks the rule; 0 = greedy moderated by the per-job table below */
     int ca = sched_rlc_step(p, s);
-    if (ca >= 1 && ca <= 4) {
+    if (ca > 0) {
         char why[SCHED_REASON_MAX];
         rl->n_pend = 0; /* per-job transitions do not span another rule's decisions */
         p->px_k = sched_c_k[ca];
@@ -282,12 +282,6 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
             rl->epsilon = fmax(p->o.epsilon_min, rl->epsilon * p->o.epsilon_decay);
         return KD_OK;
     }
-    /* rules 5..8: greedy with a time-term power below 1 and/or restarts priced higher */
-    p->g_pow = sched_c_pow[ca];
-    p->g_rs = sched_c_rs[ca];
-    char tag[48] = "";
-    if (p->g_pow != 1 || p->g_rs != 1)
-        snprintf(tag, sizeof(tag), " (time power %.1f, restart x%.0f)", p->g_pow, p->g_rs);
     sched_greedy_alloc(p, s, NULL);
     memcpy(scr->greedy, p->want, sizeof(int) * (size_t)s->n_jobs);
 
@@ -393,20 +387,18 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
             deviations++;
         }
         snprintf(out[i].reason, SCHED_REASON_MAX,
-                 "rl%s %s: %+d at %d agents (Q=%.3f, greedy %+d), est. %.0fs left", tag, how, d,
+                 "rl %s: %+d at %d agents (Q=%.3f, greedy %+d), est. %.0fs left", how, d,
                  j->current, sched_rl_q(rl, st, (d < -2 ? -2 : d > 2 ? 2 : d) + 2), g_full,
                  sched_time_left(j, j->current, p->o.prior_k));
     }
     /* greedy hands out what the deviations leave (or take) among the other jobs */
     if (deviations > 0)
         sched_greedy_alloc(p, s, scr->fixed);
-    p->g_pow = 0;
-    p->g_rs = 0;
     for (int i = 0; i < s->n_jobs; i++)
         if (out[i].reason[0] == '\0')
             snprintf(out[i].reason, SCHED_REASON_MAX, p->want[i] > 0
-                     ? "rl%s: greedy admission with %d agents" : "rl%s: queued (%d agents do not fit)",
-                     tag, p->want[i] > 0 ? p->want[i] : s->jobs[i].min);
+                     ? "rl: greedy admission with %d agents" : "rl: queued (%d agents do not fit)",
+                     p->want[i] > 0 ? p->want[i] : s->jobs[i].min);
     sched_finish(p, s, out, 0, 1);
 
     if (p->o.learn) {

@@ -6,10 +6,7 @@
  * wait without agents, whether jobs report goodput, how far apart their estimated times
  * left are) and chooses the allocation rule for the next SCHED_C_HOLD decisions: greedy
  * moderated by the per-job table (sched_rl.c), or the goodput allocation of pollux's
- * search with each job's term weighted by (time left)^-k for k in sched_c_k, or greedy
- * with its time term raised to a power below 1 (sched_c_pow: short jobs' lead over long
- * ones counts less) and/or its restart stall priced several times (sched_c_rs: fewer
- * changes). The rule
+ * search with each job's term weighted by (time left)^-k for k in sched_c_k. The rule
  * moves agents between jobs and, through the goodput tables, sets their batch. The
  * reward is the whole cluster's: minus the jobs in the system over the held interval
  * (job-hours), the quantity whose sum over a workload is the sum of its JCTs, so a rule
@@ -21,15 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const double sched_c_k[SCHED_C_ACTIONS] = {0, 0, 0.5, 1, 2, 0, 0, 0, 0};
-const double sched_c_pow[SCHED_C_ACTIONS] = {1, 1, 1, 1, 1, 0.5, 0.3, 1, 0.5};
-const double sched_c_rs[SCHED_C_ACTIONS] = {1, 1, 1, 1, 1, 1, 1, 10, 4};
-
-/* the goodput rules (pollux's search) */
-static int rlc_goodput_rule(int a)
-{
-    return a >= 1 && a <= 4;
-}
+const double sched_c_k[SCHED_C_ACTIONS] = {0, 0, 0.5, 1, 2};
 
 #define SCHED_C_MIN_VISITS 10 /* evaluation trusts an action after this many updates */
 
@@ -82,13 +71,13 @@ static int rlc_state(sched_policy *p, const sched_snapshot *s)
 }
 
 /* With goodput tables (feature 1) the rules are the goodput ones only: greedy's
- * throughput utility cannot see the batch. Without them only the greedy rules (0, 5..8)
- * are offered: the goodput rules would run on the speed model's throughput, where
- * pollux's objective measured 1.07x greedy and weights k >= 1 starved long jobs, and a
- * cluster layer trained with them was 1.10x greedy held out (fixed model, 1.0x). */
+ * throughput utility cannot see the batch. Without them only rule 0 is offered: the
+ * goodput rules would run on the speed model's throughput, where pollux's objective
+ * measured 1.07x greedy and weights k >= 1 starved long jobs, and a cluster layer
+ * trained with them was 1.10x greedy held out (fixed model, 1.0x). */
 static int rlc_allowed(int st, int a)
 {
-    return ((st / SCHED_C_SPREAD) % SCHED_C_GP == 1) ? rlc_goodput_rule(a) : !rlc_goodput_rule(a);
+    return ((st / SCHED_C_SPREAD) % SCHED_C_GP == 1) ? a != 0 : a == 0;
 }
 
 static double rlc_q(const sched_rlc *c, int x)
@@ -154,7 +143,7 @@ static int rlc_backoff(const sched_rlc *c, int st)
     }
     best = rlc_allowed(st, 0) ? 0 : 1;
     for (int a = best + 1; a < SCHED_C_ACTIONS; a++)
-        if (rlc_allowed(st, a) && votes[a] > votes[best])
+        if (votes[a] > votes[best])
             best = a;
     return best;
 }
@@ -176,20 +165,17 @@ int sched_rlc_step(sched_policy *p, const sched_snapshot *s)
         rlc_update(p, c->state, c->action, c->reward, st);
     int a;
     if (p->o.learn) {
-        int allowed[SCHED_C_ACTIONS], na = 0;
-        for (int b = 0; b < SCHED_C_ACTIONS; b++)
-            if (rlc_allowed(st, b))
-                allowed[na++] = b;
+        int lo = rlc_allowed(st, 0) ? 0 : 1, hi = rlc_allowed(st, 1) ? SCHED_C_ACTIONS : 1;
         if (sched_rand(p) < p->rl->epsilon) {
-            int k = (int)(sched_rand(p) * na);
-            a = allowed[k < na ? k : na - 1];
+            a = lo + (int)(sched_rand(p) * (hi - lo));
+            if (a >= hi)
+                a = hi - 1;
         } else {
             /* unvisited actions keep Q = 0 above any negative value: tried first */
-            a = allowed[0];
-            for (int k = 1; k < na; k++)
-                if (rlc_q(c, st * SCHED_C_ACTIONS + allowed[k]) >
-                    rlc_q(c, st * SCHED_C_ACTIONS + a))
-                    a = allowed[k];
+            a = lo;
+            for (int b = lo + 1; b < hi; b++)
+                if (rlc_q(c, st * SCHED_C_ACTIONS + b) > rlc_q(c, st * SCHED_C_ACTIONS + a))
+                    a = b;
         }
     } else {
         a = rlc_argmax(c, NULL, st, SCHED_C_MIN_VISITS);

@@ -596,42 +596,6 @@ static void test_rl_cluster_layer(void **state)
     assert_non_null(strstr(err, "cluster action"));
     free(bad);
     sched_policy_free(&p);
-
-    /* version 3: where jobs report no goodput the greedy rules 0, 5..8 (time power and
-     * restart price) are offered; the back-off takes the one trained best (6), never a
-     * goodput rule */
-    const char *v3 =
-        "{\"format\":\"kadet-qtable\",\"version\":3,"
-        "\"features\":{\"count\":6,\"efficiency\":4,\"free\":4,\"queue\":4,"
-        "\"progress\":3,\"time_left\":4},\"actions\":[-2,-1,0,1,2],\"entries\":[],"
-        "\"cluster\":{\"features\":{\"jobs\":5,\"queue\":4,\"goodput\":2,\"spread\":3},"
-        "\"actions\":[\"greedy-table\",\"goodput-k0\",\"goodput-k0.5\",\"goodput-k1\","
-        "\"goodput-k2\",\"greedy-table-p0.5\",\"greedy-table-p0.3\",\"greedy-table-r10\","
-        "\"greedy-table-p0.5-r4\"],\"hold\":10,\"updates\":30,"
-        "\"entries\":[{\"s\":[4,3,0,2],\"n\":[10,10,0,0,0,10,10,10,0],"
-        "\"q\":[-5,0,0,0,0,-6,-1,-2,0],\"q2\":[-5,0,0,0,0,-6,-1,-2,0]}]}}";
-    p = make("rl", NULL);
-    if (sched_qtable_loads(p, v3, err, sizeof(err)) != KD_OK)
-        fail_msg("v3 table: %s", err);
-    decide_ok(p, &s, d);
-    for (int i = 0; i < 2; i++) {
-        assert_null(strstr(d[i].reason, "goodput rule"));
-        assert_non_null(strstr(d[i].reason, "time power 0.3, restart x1"));
-    }
-    assert_true(d[1].desired >= 1);
-    /* the round trip keeps all seven actions */
-    char *text = NULL;
-    assert_int_equal(sched_qtable_dumps(p, &text, err, sizeof(err)), KD_OK);
-    assert_non_null(strstr(text, "greedy-table-p0.3"));
-    free(text);
-    /* a version 3 table listing only version 2's five actions is refused */
-    bad = strdup(v2);
-    ver = strstr(bad, "\"version\":2");
-    ver[10] = '3';
-    assert_int_equal(sched_qtable_loads(p, bad, err, sizeof(err)), KD_EFORMAT);
-    assert_non_null(strstr(err, "must list 9"));
-    free(bad);
-    sched_policy_free(&p);
 }
 
 static void test_qtable_round_trip(void **state)
