@@ -29,6 +29,8 @@ struct informer {
     long page_size;
     long watch_timeout_s;
     int keep_managed_fields;
+    void (*transform)(json_t *obj, void *ud); /* optional, see informer_options */
+    void *transform_ud;
     informer_handlers h;
     kube_backoff backoff;       /* used only by the thread */
     kube_watch *watch;
@@ -100,6 +102,8 @@ int informer_new(kube_client *c, const kube_resource *r, const informer_options 
     inf->res.namespaced = r->namespaced;
     inf->page_size = o.page_size > 0 ? o.page_size : 500;
     inf->keep_managed_fields = o.keep_managed_fields;
+    inf->transform = o.transform;
+    inf->transform_ud = o.transform_ud;
     inf->watch_timeout_s = o.watch_timeout_s > 0 ? o.watch_timeout_s : 300;
     kube_backoff_init(&inf->backoff, o.backoff_base_ms > 0 ? o.backoff_base_ms : 100,
                       o.backoff_max_ms > 0 ? o.backoff_max_ms : 30000, 2.0, 0.5, 0);
@@ -146,6 +150,9 @@ static void trim(informer *inf, json_t *obj)
 {
     if (!inf->keep_managed_fields) {
         json_object_del(json_object_get(obj, "metadata"), "managedFields");
+    }
+    if (inf->transform != NULL) {
+        inf->transform(obj, inf->transform_ud);
     }
 }
 

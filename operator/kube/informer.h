@@ -49,6 +49,12 @@ typedef struct informer_options {
     int keep_managed_fields;     /* 1: cache metadata.managedFields (dropped by default:
                                   * server-side-apply bookkeeping that controllers do not
                                   * read and that can double an object's size) */
+    /* Optional, like client-go's transform functions: called on every object (listed or
+     * watched, keys already readable) before it enters the cache, on the informer's
+     * thread while the object is still its own; it may delete members the cache's
+     * readers never look at, and must keep metadata.name/namespace/resourceVersion. */
+    void (*transform)(json_t *obj, void *ud);
+    void *transform_ud;
 } informer_options;
 
 typedef struct informer_stats {

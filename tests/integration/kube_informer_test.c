@@ -334,6 +334,55 @@ static void test_failing_list_is_retried_until_synced(void **state)
     kube_client_free(&once);
 }
 
+/* The transform drops data.drop (and counts its calls) */
+static void drop_member(json_t *obj, void *ud)
+{
+    (*(int *)ud)++;
+    json_object_del(json_object_get(obj, "data"), "drop");
+}
+
+static void put_tf(const char *name)
+{
+    kube_error e;
+    json_t *o = json_pack("{s:s,s:s,s:{s:s,s:{s:s}},s:{s:s,s:s}}", "apiVersion", "v1", "kind",
+                          "ConfigMap", "metadata", "name", name, "labels", "app", "tf", "data",
+                          "keep", "k", "drop", "a large member the cache does not need");
+    assert_int_equal(kube_create(cli, &KUBE_CONFIGMAPS, NULL, o, NULL, &e), KD_OK);
+    json_decref(o);
+}
+
+static void assert_transformed(informer *inf, const char *key)
+{
+    json_t *o = informer_get(inf, key);
+    assert_non_null(o);
+    json_t *data = json_object_get(o, "data");
+    assert_string_equal(json_string_value(json_object_get(data, "keep")), "k");
+    assert_null(json_object_get(data, "drop"));
+    json_decref(o);
+}
+
+static void test_transform_applies_to_listed_and_watched_objects(void **state)
+{
+    (void)state;
+    int calls = 0;
+    put_tf("tf-listed");
+    informer_options o = {.label_selector = "app=tf", .transform = drop_member,
+                          .transform_ud = &calls};
+    informer *inf = NULL;
+    assert_int_equal(informer_new(cli, &KUBE_CONFIGMAPS, &o, NULL, &inf), KD_OK);
+    assert_int_equal(informer_start(inf), KD_OK);
+    assert_int_equal(informer_wait_synced(inf, 10000), KD_OK);
+    assert_transformed(inf, "default/tf-listed");
+    put_tf("tf-watched");
+    double t0 = kh_now_ms();
+    while (informer_size(inf) < 2 && kh_now_ms() - t0 < 10000.0)
+        kh_sleep_ms(20);
+    assert_int_equal(informer_size(inf), 2);
+    assert_transformed(inf, "default/tf-watched");
+    informer_free(&inf);
+    assert_true(calls >= 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -341,6 +390,7 @@ int main(void)
         cmocka_unit_test(test_expired_version_relists_with_tombstones),
         cmocka_unit_test(test_bookmarks_advance_version_and_stop_is_prompt),
         cmocka_unit_test(test_failing_list_is_retried_until_synced),
+        cmocka_unit_test(test_transform_applies_to_listed_and_watched_objects),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
