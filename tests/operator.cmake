@@ -58,7 +58,7 @@ set_tests_properties(operator_e2e_recovery PROPERTIES SKIP_RETURN_CODE 77)
 # Node added, then a node with workers lost during training (issue 16 part 7).
 kd_add_script_test(NAME operator_nodes
   COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_nodes.py
-  LABELS e2e integration slow TIMEOUT 400)
+  LABELS e2e integration slow TIMEOUT 900)
 set_tests_properties(operator_nodes PROPERTIES SKIP_RETURN_CODE 77)
 kd_add_script_test(NAME operator_failure_reason
   COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_failure_reason.py
