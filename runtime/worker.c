@@ -515,6 +515,11 @@ static int apply_world(worker *w, const kd_ctl_msg *msg)
             (unsigned long long)(w->scale_step + w->warmup), w->factors ? "factors" : "gradients",
             kd_spec_compression_name(w->bf16 ? KD_SPEC_COMPRESSION_BF16
                                              : KD_SPEC_COMPRESSION_NONE));
+    /* An epoch report sent just before this world formed carried the old generation, which
+     * the coordinator refuses (only the current world's evaluating rank reports): rank 0
+     * sends its latest one again in this world; the coordinator takes only a newer epoch. */
+    if (w->rank == 0 && w->last_eval != NULL)
+        ctl_send(w, KD_WIRE_METRICS, w->last_eval);
     return (int)state;
 }
 
