@@ -30,8 +30,7 @@ typedef struct dec {
 
 /* ---- messages ------------------------------------------------------------------------ */
 
-/* The value as it appears in JSON, shortened, for "got ..." in messages. */
-static void show(const json_t *v, char *out, size_t len)
+void kd_spec_show(const json_t *v, char *out, size_t len)
 {
     char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
     if (!s) {
@@ -48,7 +47,7 @@ static void show(const json_t *v, char *out, size_t len)
 static int fail(dec *d, const char *path, const char *expect, const json_t *got)
 {
     char g[64];
-    show(got, g, sizeof g);
+    kd_spec_show(got, g, sizeof g);
     return kd_errf(d->err, d->errlen, KD_EINVALID_OBJECT, "%s: expected %s, got %s", path,
                    expect, g);
 }

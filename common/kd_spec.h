@@ -208,6 +208,10 @@ uint64_t kd_spec_model_hash(const kd_agentjob *j);
  * factors exchange). Fills hidden[KD_SPEC_MAX_HIDDEN] / n_hidden when not NULL. */
 int kd_spec_layers_as_mlp(const kd_agentjob *j, int *hidden, int *n_hidden);
 
+/* The value as it appears in JSON, shortened to 48 characters, for "got ..." in the
+ * decoder's messages (kd_spec.c and kd_spec_model.c). */
+void kd_spec_show(const json_t *v, char *out, size_t len);
+
 /* "conv2d", "dense", ... */
 const char *kd_spec_layer_name(kd_spec_layer_type t);
 

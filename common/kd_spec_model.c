@@ -54,20 +54,6 @@ static const char *const *fields_of(kd_spec_layer_type t)
     }
 }
 
-static void shown(const json_t *v, char *out, size_t len)
-{
-    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-    if (!s) {
-        snprintf(out, len, "an unprintable value");
-        return;
-    }
-    if (strlen(s) > 48)
-        snprintf(out, len, "%.45s...", s);
-    else
-        snprintf(out, len, "%s", s);
-    free(s);
-}
-
 /* An integer field in [lo, hi]; absent leaves *out as it is. */
 static int layer_int(const json_t *o, const char *key, const char *lp, long lo, long hi,
                      int *out, char *err, size_t errlen)
@@ -78,7 +64,7 @@ static int layer_int(const json_t *o, const char *key, const char *lp, long lo, 
     double x = json_is_number(v) ? json_number_value(v) : NAN;
     if (!isfinite(x) || x != floor(x) || x < (double)lo || x > (double)hi) {
         char g[64];
-        shown(v, g, sizeof g);
+        kd_spec_show(v, g, sizeof g);
         return kd_errf(err, errlen, KD_EINVALID_OBJECT,
                        "%s.%s: expected an integer in [%ld, %ld], got %s", lp, key, lo, hi, g);
     }
@@ -92,7 +78,7 @@ static int decode_layer(const json_t *o, const char *lp, kd_spec_layer *l, char 
     memset(l, 0, sizeof *l);
     if (!json_is_object(o)) {
         char g[64];
-        shown(o, g, sizeof g);
+        kd_spec_show(o, g, sizeof g);
         return kd_errf(err, errlen, KD_EINVALID_OBJECT,
                        "%s: expected a layer object such as {type: dense, units: 10}, got %s",
                        lp, g);
@@ -105,7 +91,7 @@ static int decode_layer(const json_t *o, const char *lp, kd_spec_layer *l, char 
     if (type < 0) {
         char g[64];
         if (t)
-            shown(t, g, sizeof g);
+            kd_spec_show(t, g, sizeof g);
         return kd_errf(err, errlen, KD_EINVALID_OBJECT,
                        "%s.type: expected one of dense, conv2d, maxpool2d, avgpool2d, "
                        "flatten, relu, dropout, batchnorm, got %s", lp, t ? g : "nothing");
@@ -164,7 +150,7 @@ static int decode_layer(const json_t *o, const char *lp, kd_spec_layer *l, char 
         double x = json_is_number(r) ? json_number_value(r) : NAN;
         if (!isfinite(x) || x < 0.0 || x >= 1.0) {
             char g[64];
-            shown(r, g, sizeof g);
+            kd_spec_show(r, g, sizeof g);
             return kd_errf(err, errlen, KD_EINVALID_OBJECT,
                            "%s.rate: expected a number in [0, 1), got %s", lp, g);
         }
@@ -256,7 +242,7 @@ int kd_spec_decode_layers(const json_t *list, const char *path, kd_agentjob *j, 
     if (!json_is_array(list) || json_array_size(list) < 1 ||
         json_array_size(list) > KD_SPEC_MAX_LAYERS) {
         char g[64];
-        shown(list, g, sizeof g);
+        kd_spec_show(list, g, sizeof g);
         return kd_errf(err, errlen, KD_EINVALID_OBJECT,
                        "%s: expected a list of 1 to %d layers, got %s", path,
                        KD_SPEC_MAX_LAYERS, g);

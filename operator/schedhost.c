@@ -19,6 +19,7 @@
 #include "kd_log.h"
 #include "kd_spec.h"
 #include "kube_map.h"
+#include "reconcile_plan.h"
 #include "sched_qtable.h"
 
 #define SH_MAX_TP 16
@@ -132,20 +133,12 @@ void schedhost_pod_requests(const json_t *pod, double *cpu_millis, double *mem_b
     }
 }
 
+/* New agents may go to a node that is Ready (not lost, the reconciler's rule) and not
+ * cordoned. */
 static int node_usable(const json_t *node)
 {
-    if (json_is_true(json_object_get(json_object_get(node, "spec"), "unschedulable")))
-        return 0;
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(json_object_get(node, "status"), "conditions"), i, c)
-    {
-        const char *t = json_string_value(json_object_get(c, "type"));
-        const char *s = json_string_value(json_object_get(c, "status"));
-        if (t != NULL && strcmp(t, "Ready") == 0)
-            return s != NULL && strcmp(s, "True") == 0;
-    }
-    return 0;
+    return !json_is_true(json_object_get(json_object_get(node, "spec"), "unschedulable")) &&
+           !rc_node_lost(node);
 }
 
 int schedhost_build_nodes(const json_t *nodes, const json_t *pods,

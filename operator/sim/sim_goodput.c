@@ -25,6 +25,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -388,31 +389,41 @@ int sim_gp_load(sim_app *a, const char *traces_dir, char *err, size_t errlen)
     return KD_OK;
 }
 
-/* Linear interpolation in lb over rows sorted by lb; clamped at the ends. */
+/* Linear interpolation in lb over n rows sorted by lb (clamped at the ends), of the field
+ * at offset v in rows `stride` bytes apart whose lb is at offset lb: sim_prow and
+ * sim_grow both carry (lb, step, sync). */
+static double gp_field(const void *rows, size_t stride, size_t off, int i)
+{
+    double v;
+    memcpy(&v, (const char *)rows + stride * (size_t)i + off, sizeof v);
+    return v;
+}
+
+static double gp_lerp(const void *r, size_t stride, size_t lb, size_t v, int n, double x)
+{
+    if (x <= gp_field(r, stride, lb, 0))
+        return gp_field(r, stride, v, 0);
+    for (int i = 1; i < n; i++) {
+        double hi = gp_field(r, stride, lb, i);
+        if (x <= hi) {
+            double lo = gp_field(r, stride, lb, i - 1);
+            double a = gp_field(r, stride, v, i - 1), b = gp_field(r, stride, v, i);
+            return a + (x - lo) / (hi - lo) * (b - a);
+        }
+    }
+    return gp_field(r, stride, v, n - 1);
+}
+
 static double gp_lerp_prow(const sim_prow *r, int n, double x, int sync)
 {
-    if (x <= r[0].lb)
-        return sync ? r[0].sync : r[0].step;
-    for (int i = 1; i < n; i++)
-        if (x <= r[i].lb) {
-            double t = (x - r[i - 1].lb) / (r[i].lb - r[i - 1].lb);
-            double a = sync ? r[i - 1].sync : r[i - 1].step, b = sync ? r[i].sync : r[i].step;
-            return a + t * (b - a);
-        }
-    return sync ? r[n - 1].sync : r[n - 1].step;
+    return gp_lerp(r, sizeof *r, offsetof(sim_prow, lb),
+                   sync ? offsetof(sim_prow, sync) : offsetof(sim_prow, step), n, x);
 }
 
 static double gp_lerp_grow(const sim_grow *r, int n, double x, int sync)
 {
-    if (x <= r[0].lb)
-        return sync ? r[0].sync : r[0].step;
-    for (int i = 1; i < n; i++)
-        if (x <= r[i].lb) {
-            double t = (x - r[i - 1].lb) / (r[i].lb - r[i - 1].lb);
-            double a = sync ? r[i - 1].sync : r[i - 1].step, b = sync ? r[i].sync : r[i].step;
-            return a + t * (b - a);
-        }
-    return sync ? r[n - 1].sync : r[n - 1].step;
+    return gp_lerp(r, sizeof *r, offsetof(sim_grow, lb),
+                   sync ? offsetof(sim_grow, sync) : offsetof(sim_grow, step), n, x);
 }
 
 /* Step and sync at k nodes, replicas n (real), local batch lb: linear between the
