@@ -35,6 +35,7 @@ typedef struct run_args {
     long max_samples;         /* --max-samples, 0 = all */
     int quiet;                /* --quiet: no per-epoch lines */
     int allow_unknown;        /* --allow-unknown-fields */
+    const char *plot;         /* --plot FILE (.png or .svg) */
 } run_args;
 
 /* Options of `kadet run --in-process` through the common command-line layer (kd_cli.h);
@@ -66,6 +67,9 @@ static int parse_args(int argc, char **argv, run_args *a)
          .help = "no per-epoch lines, only the summary"},
         {.name = "allow-unknown-fields", .type = KD_CLI_FLAG, .target = &a->allow_unknown,
          .help = "train a manifest with unknown fields under spec (default: refused)"},
+        {.name = "plot", .type = KD_CLI_STR, .target = &a->plot, .metavar = "FILE",
+         .help = "draw loss, test accuracy and samples/s against time into FILE (.png or "
+                 ".svg; needs gnuplot)"},
     };
     kd_cli cli = {
         .prog = "kadet run --in-process",
@@ -110,14 +114,33 @@ static int parse_args(int argc, char **argv, run_args *a)
     return 0;
 }
 
-/* The same line as the distributed launcher's (run_output.h); arg is the batch. */
-static void print_epoch(void *arg, const kd_epoch_report *r)
+/* What the per-epoch callback needs: the batch for the line, whether to print it, and
+ * the epoch log that --plot draws (the records the coordinator keeps, run_output.h). */
+typedef struct epoch_sink {
+    int batch;
+    int print;
+    json_t *log; /* NULL without --plot */
+} epoch_sink;
+
+/* The same line as the distributed launcher's (run_output.h). */
+static void on_epoch(void *arg, const kd_epoch_report *r)
 {
-    kd_run_line line = {.t = r->wall_seconds, .epoch = r->epoch, .epochs = r->epochs,
-                        .agents = r->agents, .batch = *(const int *)arg, .lr = r->lr,
-                        .loss = r->train_loss, .evaluated = 1, .test_acc = r->test_accuracy,
-                        .samples_per_s = r->samples_per_second};
-    kd_run_line_print(stdout, &line);
+    epoch_sink *s = arg;
+    if (s->print) {
+        kd_run_line line = {.t = r->wall_seconds, .epoch = r->epoch, .epochs = r->epochs,
+                            .agents = r->agents, .batch = s->batch, .lr = r->lr,
+                            .loss = r->train_loss, .evaluated = 1,
+                            .test_acc = r->test_accuracy,
+                            .samples_per_s = r->samples_per_second};
+        kd_run_line_print(stdout, &line);
+    }
+    if (s->log != NULL)
+        json_array_append_new(s->log,
+                              json_pack("{s:i, s:f, s:i, s:f, s:f, s:f}", "epoch", r->epoch,
+                                        "wall_seconds", r->wall_seconds, "agents", r->agents,
+                                        "train_loss", r->train_loss, "accuracy",
+                                        r->test_accuracy, "samples_per_s",
+                                        r->samples_per_second));
 }
 
 /* Written to a temporary file then renamed, so readers never see half a summary. */
@@ -152,6 +175,11 @@ int kd_cmd_run(int argc, char **argv)
     int st = parse_args(argc, argv, &a);
     if (st != 0)
         return st == 1 ? 0 : st;
+    char err[512];
+    if (a.plot != NULL && kd_run_plot_check(a.plot, err, sizeof err) != KD_OK) {
+        fprintf(stderr, "kadet run: %s\n", err);
+        return 2;
+    }
     kd_log_set_component("run");
     kd_agentjob job;
     st = kd_launch_load_job(a.file, a.allow_unknown, &job);
@@ -187,14 +215,18 @@ int kd_cmd_run(int argc, char **argv)
         .seed = a.seed,
         .threads = threads,
         .max_train_samples = (size_t)a.max_samples,
-        .on_epoch = a.quiet ? NULL : print_epoch,
-        .on_epoch_arg = &job.batch_size,
     };
+    epoch_sink sink = {.batch = job.batch_size, .print = !a.quiet,
+                       .log = a.plot != NULL ? json_array() : NULL};
+    if (sink.print || sink.log != NULL) {
+        opt.on_epoch = on_epoch;
+        opt.on_epoch_arg = &sink;
+    }
     kd_train_result res;
-    char err[512];
     int rc = kd_train_single(&opt, &res, err, sizeof err);
     if (rc != KD_OK) {
         fprintf(stderr, "kadet run: %s\n", err);
+        json_decref(sink.log);
         kd_agentjob_free(&job);
         return 1;
     }
@@ -203,6 +235,17 @@ int kd_cmd_run(int argc, char **argv)
            job.namespace_, job.name, res.epochs, res.test_accuracy, res.train_loss,
            res.samples_per_second, res.agents, res.wall_seconds);
     st = 0;
+    if (a.plot != NULL) {
+        char title[300];
+        snprintf(title, sizeof title, "%s/%s", job.namespace_, job.name);
+        if (kd_run_plot(a.plot, title, sink.log, err, sizeof err) != KD_OK) {
+            fprintf(stderr, "kadet run: %s\n", err);
+            st = 1;
+        } else {
+            printf("plot: %s\n", a.plot);
+        }
+    }
+    json_decref(sink.log);
     if (a.summary_json && write_summary(a.summary_json, &res) != 0) {
         fprintf(stderr, "kadet run: cannot write %s: %s\n", a.summary_json, strerror(errno));
         st = 1;

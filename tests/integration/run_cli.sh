@@ -172,7 +172,15 @@ assert c["saved"] is True and c["failing"] is False and c["step"] > 0, c' \
       --max-samples 2000 --plot "$tmp/p.svg" "$sample"
     grep -q "<svg" "$tmp/p.svg" && grep -q "test accuracy" "$tmp/p.svg" ||
       { echo "FAIL plot-svg: no SVG with the accuracy panel"; fails=$((fails + 1)); }
+    # The in-process trainer draws the same picture from its own epochs.
+    rm -f "$tmp/p1.png"
+    check plot-in-process 0 "plot: $tmp/p1.png" "$kadet" run --in-process --epochs 2 \
+      --max-samples 2000 --plot "$tmp/p1.png" "$sample"
+    [ "$(head -c 4 "$tmp/p1.png" | od -An -tx1 | tr -d ' \n')" = 89504e47 ] ||
+      { echo "FAIL plot-in-process: not a PNG"; fails=$((fails + 1)); }
   fi
+  check plot-in-process-type 2 "--plot $tmp/p.pdf: the file must end in .png or .svg" \
+    "$kadet" run --in-process --plot "$tmp/p.pdf" "$sample"
   # Ctrl-C: the processes stop and the status is 130, as a shell reports SIGINT.
   "$kadet" run --agents 1 --epochs 50 "$sample" >"$tmp/int.out" 2>&1 &
   pid=$!
