@@ -24,6 +24,10 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dist_test as d  # noqa: E402  (shared helpers: binary, checkpoints, sample logs)
 
+# Under the sanitizers a CNN evaluation of the whole test split costs minutes on a busy
+# machine; the scenarios check parameters and sample coverage, so 1,000 test images do.
+DATA = d.DATA if not d.ASAN else d.small_test_split(1000)
+
 LAYERS = """      layers:
         - {type: conv2d, filters: 32, kernel: 3}
         - {type: relu}
@@ -46,7 +50,7 @@ metadata: {{name: cnn}}
 spec:
   agents: {{min: 1, max: 4}}
   training:
-    dataset: {{format: idx, path: {d.DATA}}}
+    dataset: {{format: idx, path: {DATA}}}
     model:
 {LAYERS}{extra_layers}        - {{type: dense, units: 10}}
     epochs: {epochs}
