@@ -20,6 +20,7 @@
 #include "kd_curve.h"
 #include "kd_error.h"
 #include "kd_log.h"
+#include "kd_metrics.h"
 #include "kube_map.h"
 #include "reconcile_plan.h"
 
@@ -93,82 +94,60 @@ int progress_new(const progress_options *o, progress **out)
     return KD_OK;
 }
 
-static int get_num(const json_t *o, const char *k, double *v)
-{
-    const json_t *x = json_object_get(o, k);
-    if (x == NULL)
-        return 0;
-    if (!json_is_number(x))
-        return -1;
-    *v = json_number_value(x);
-    return 0;
-}
-
-static int decode_obj(json_t *o, rc_progress_info *out);
+static int decode_msg(const kd_metrics *m, rc_progress_info *out);
 
 int progress_decode(const char *text, size_t len, rc_progress_info *out)
 {
-    json_error_t je;
-    json_t *o = json_loadb(text, len, 0, &je);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return -1;
-    }
-    return decode_obj(o, out);
+    kd_metrics *m = malloc(sizeof *m);
+    char err[256];
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    out->samples = -1;
+    if (m != NULL && kd_metrics_decode(text, len, m, err, sizeof err) == KD_OK)
+        rc = decode_msg(m, out);
+    free(m);
+    return rc;
 }
 
 int progress_decode_job(const char *text, size_t len, const char *key, rc_progress_info *out,
                         long *generation)
 {
-    json_error_t je;
-    json_t *o = json_loadb(text, len, 0, &je);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return -1;
-    }
-    const json_t *job = json_object_get(o, "job"), *gen = json_object_get(o, "generation");
-    if (!json_is_string(job) || !json_is_integer(gen) || json_integer_value(gen) < 0 ||
-        json_integer_value(gen) > 0xffffffffLL) {
-        json_decref(o);
-        return -1;
-    }
-    if (strcmp(json_string_value(job), key) != 0) {
-        json_decref(o);
-        return -2;
-    }
-    *generation = (long)json_integer_value(gen);
-    return decode_obj(o, out);
-}
-
-/* Takes the reference to o. */
-static int decode_obj(json_t *o, rc_progress_info *out)
-{
+    kd_metrics *m = malloc(sizeof *m);
+    char err[256];
+    int rc = -1;
     memset(out, 0, sizeof *out);
     out->samples = -1;
-    double epoch = 0, step = 0, agents = 0, samples = -1, batch = 0, evaluated = -1;
-    int bad = get_num(o, "epoch", &epoch) | get_num(o, "step", &step) |
-              get_num(o, "batch", &batch) |
-              get_num(o, "loss", &out->loss) | get_num(o, "accuracy", &out->accuracy) |
-              get_num(o, "samples_per_s", &out->samples_per_s) |
-              get_num(o, "agents", &agents) | get_num(o, "samples", &samples) |
-              get_num(o, "epochs_done", &evaluated);
-    out->checkpoint = (int)rc_ckpt_parse(json_string_value(json_object_get(o, "checkpoint")));
-    const char *ce = json_string_value(json_object_get(o, "checkpoint_error"));
-    if (ce != NULL)
-        snprintf(out->checkpoint_error, sizeof out->checkpoint_error, "%s", ce);
-    json_decref(o);
-    if (bad || epoch < 0 || epoch > 1e9 || step < 0 || step > 9e15 || agents < 0 ||
-        agents > 1e6 || out->accuracy < 0 || out->accuracy > 1 || out->samples_per_s < 0 ||
-        out->samples_per_s > 1e12 || out->loss < 0 || out->loss > 1e30 || out->loss != out->loss ||
-        batch < 0 || batch > 1 << 20)
-        return -1;
-    out->batch = (int)batch;
-    out->epoch = (long)epoch;
-    out->step = (long)step;
-    out->agents = (int)agents;
-    out->samples = samples >= 0 ? (long)samples : -1;
+    if (m != NULL && kd_metrics_decode(text, len, m, err, sizeof err) == KD_OK &&
+        (m->has & KD_MET_JOB) && (m->has & KD_MET_GENERATION)) {
+        if (strcmp(m->job, key) != 0)
+            rc = -2;
+        else {
+            *generation = (long)m->generation;
+            rc = decode_msg(m, out);
+        }
+    }
+    free(m);
+    return rc;
+}
+
+/* The reconciler's view of a decoded message. */
+static int decode_msg(const kd_metrics *m, rc_progress_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->batch = m->batch;
+    out->epoch = (long)m->epoch;
+    out->step = (long)m->step;
+    out->agents = m->agents;
+    out->loss = m->loss;
+    out->accuracy = m->accuracy;
+    out->samples_per_s = m->samples_per_s;
+    out->samples = (m->has & KD_MET_SAMPLES) ? (long)m->samples : -1;
+    out->checkpoint = (int)rc_ckpt_parse((m->has & KD_MET_CHECKPOINT) ? m->checkpoint : NULL);
+    if (m->has & KD_MET_CHECKPOINT_ERROR)
+        snprintf(out->checkpoint_error, sizeof out->checkpoint_error, "%s",
+                 m->checkpoint_error);
     /* A coordinator without epochs_done: its accuracy is 0 until the first evaluation. */
-    out->evaluated = evaluated >= 0 ? evaluated > 0 : out->accuracy > 0;
+    out->evaluated = (m->has & KD_MET_EPOCHS_DONE) ? m->epochs_done > 0 : out->accuracy > 0;
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include "comm_ctl.h"
 #include "coordinator.h"
 #include "kd_curve.h"
+#include "kd_metrics.h"
 #include "kd_spec.h"
 
 #define MAX_MEMBERS 256
@@ -102,6 +103,8 @@ typedef struct coord {
     double train_seconds;    /* sum of epoch times */
     uint64_t samples_trained;
     json_t *epoch_log;       /* [{epoch, accuracy, wall_seconds, agents}] (owned) */
+    kd_metrics_epoch last_epoch; /* the last record of epoch_log (valid when have_last_epoch) */
+    int have_last_epoch;
     FILE *range_log;
 } coord;
 

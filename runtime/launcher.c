@@ -26,6 +26,7 @@
 #include "kd_curve.h"
 #include "kd_error.h"
 #include "kd_log.h"
+#include "kd_metrics.h"
 #include "kd_train.h"
 #include "launcher.h"
 #include "kd_sched.h"
@@ -385,20 +386,19 @@ static void record_speed(launch *l, int agents, double speed)
 
 /* The progress line of an evaluated epoch, from its record in the coordinator's metrics
  * (last_epoch: epoch, accuracy, train_loss, lr, samples_per_s, agents, batch). */
-static void print_epoch(launch *l, const json_t *rec, int epochs)
+static void print_epoch(launch *l, const kd_metrics_epoch *rec, int epochs)
 {
-    json_t *lr = json_object_get(rec, "lr");
     kd_run_line line = {
         .t = kd_now() - l->t0,
-        .epoch = (int)json_integer_value(json_object_get(rec, "epoch")),
+        .epoch = rec->epoch,
         .epochs = epochs,
-        .agents = (int)json_integer_value(json_object_get(rec, "agents")),
-        .batch = (int)json_integer_value(json_object_get(rec, "batch")),
-        .lr = json_is_number(lr) ? json_number_value(lr) : -1.0,
-        .loss = json_number_value(json_object_get(rec, "train_loss")),
+        .agents = rec->agents,
+        .batch = rec->batch,
+        .lr = (rec->has & KD_MET_EPOCH_LR) ? rec->lr : -1.0,
+        .loss = rec->train_loss,
         .evaluated = 1,
-        .test_acc = json_number_value(json_object_get(rec, "accuracy")),
-        .samples_per_s = json_number_value(json_object_get(rec, "samples_per_s")),
+        .test_acc = rec->accuracy,
+        .samples_per_s = rec->samples_per_s,
     };
     if (l->o->quiet)
         return;
@@ -408,21 +408,19 @@ static void print_epoch(launch *l, const json_t *rec, int epochs)
 }
 
 /* A line while an epoch runs, when no epoch ended for a while (long epochs). */
-static void print_running(launch *l, const json_t *o, int epochs)
+static void print_running(launch *l, const kd_metrics *m)
 {
-    json_t *lr = json_object_get(o, "lr");
-    long long done = json_integer_value(json_object_get(o, "epochs_done"));
     kd_run_line line = {
         .t = kd_now() - l->t0,
-        .epoch = (int)json_integer_value(json_object_get(o, "epoch")),
-        .epochs = epochs,
-        .agents = (int)json_integer_value(json_object_get(o, "agents")),
-        .batch = (int)json_integer_value(json_object_get(o, "batch")),
-        .lr = json_is_number(lr) ? json_number_value(lr) : -1.0,
-        .loss = json_number_value(json_object_get(o, "loss")),
-        .evaluated = done > 0,
-        .test_acc = json_number_value(json_object_get(o, "accuracy")),
-        .samples_per_s = json_number_value(json_object_get(o, "samples_per_s")),
+        .epoch = (int)m->epoch,
+        .epochs = m->epochs,
+        .agents = m->agents,
+        .batch = m->batch,
+        .lr = (m->has & KD_MET_LR) ? m->lr : -1.0,
+        .loss = m->loss,
+        .evaluated = m->epochs_done > 0,
+        .test_acc = m->accuracy,
+        .samples_per_s = m->samples_per_s,
         .in_progress = 1,
     };
     kd_run_line_print(stdout, &line);
@@ -433,21 +431,21 @@ static void print_running(launch *l, const json_t *o, int epochs)
 
 static void on_metrics(launch *l, const char *text, size_t len)
 {
-    json_error_t e;
-    json_t *o = json_loadb(text, len, 0, &e);
-    if (!json_is_object(o)) {
-        json_decref(o);
+    kd_metrics *m = malloc(sizeof *m);
+    char err[256];
+    if (m == NULL)
+        return;
+    if (kd_metrics_decode(text, len, m, err, sizeof err) != KD_OK) {
+        KD_DEBUG("run: metrics dropped: %s", err);
+        free(m);
         return;
     }
-    int agents = (int)json_integer_value(json_object_get(o, "agents"));
-    int epoch = (int)json_integer_value(json_object_get(o, "epoch"));
-    int epochs = (int)json_integer_value(json_object_get(o, "epochs"));
-    double sps = json_number_value(json_object_get(o, "samples_per_s"));
-    const char *state = json_string_value(json_object_get(o, "state"));
-    long long step = (long long)json_integer_value(json_object_get(o, "step"));
-    const char *ckpt = json_string_value(json_object_get(o, "checkpoint"));
+    int agents = m->agents, epoch = (int)m->epoch, epochs = m->epochs;
+    double sps = m->samples_per_s;
+    const char *state = (m->has & KD_MET_STATE) ? m->state : NULL;
+    const char *ckpt = (m->has & KD_MET_CHECKPOINT) ? m->checkpoint : NULL;
     if (ckpt != NULL && strcmp(ckpt, "failing") == 0 && !l->ckpt_warned) {
-        const char *why = json_string_value(json_object_get(o, "checkpoint_error"));
+        const char *why = (m->has & KD_MET_CHECKPOINT_ERROR) ? m->checkpoint_error : NULL;
         fprintf(stderr,
                 "kadet run: warning: checkpoints cannot be written (%s); training goes on, "
                 "but a restarted coordinator would resume from an older checkpoint or from "
@@ -458,18 +456,16 @@ static void on_metrics(launch *l, const char *text, size_t len)
         fprintf(stderr, "kadet run: checkpoints are written again\n");
         l->ckpt_warned = 0;
     }
-    if (step > l->last_step) {
-        l->last_step = step;
+    if (m->step > l->last_step) {
+        l->last_step = m->step;
         l->worker_failures = 0;
     }
     /* Every newly evaluated epoch gets its line (the coordinator publishes at each). */
-    const json_t *rec = json_object_get(o, "last_epoch");
-    if (json_is_object(rec) &&
-        json_integer_value(json_object_get(rec, "epoch")) > l->printed_epoch)
-        print_epoch(l, rec, epochs);
+    if ((m->has & KD_MET_LAST_EPOCH) && m->last_epoch.epoch > l->printed_epoch)
+        print_epoch(l, &m->last_epoch, epochs);
     if (state != NULL && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0)) {
         l->finished = l->end_printed = 1;
-        json_decref(o);
+        free(m);
         return;
     }
     if (state != NULL && strcmp(state, "running") == 0) {
@@ -482,9 +478,9 @@ static void on_metrics(launch *l, const char *text, size_t len)
         if (epochs > 0)
             l->progress = (double)(epoch - 1) / epochs;
         if (!l->o->quiet && kd_now() - l->last_line >= LAUNCH_QUIET_LINE_S)
-            print_running(l, o, epochs);
+            print_running(l, m);
     }
-    int batch = (int)json_integer_value(json_object_get(o, "batch"));
+    int batch = m->batch;
     if (l->last_batch > 0 && batch != l->last_batch && state != NULL &&
         strcmp(state, "running") == 0) {
         printf("[%6.1fs] batch %d -> %d per agent (adaptive: measured gradient noise)\n",
@@ -495,7 +491,7 @@ static void on_metrics(launch *l, const char *text, size_t len)
         l->last_agents = agents;
         l->last_batch = batch;
     }
-    json_decref(o);
+    free(m);
 }
 
 static int read_endpoints(launch *l, const char *path)
@@ -738,10 +734,12 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
             break;
         zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
         zmq_poll(&it, 1, 100);
-        char buf[4096];
+        static char buf[KD_METRICS_TEXT_MAX];
         int len;
+        /* A frame longer than the buffer was truncated by zmq_recv: not a message. */
         while ((len = zmq_recv(sub, buf, sizeof buf, ZMQ_DONTWAIT)) > 0)
-            on_metrics(l, buf, (size_t)len < sizeof buf ? (size_t)len : sizeof buf);
+            if ((size_t)len <= sizeof buf)
+                on_metrics(l, buf, (size_t)len);
         reap(l, &coord_status);
         /* Workers that fail again and again before a step is trained (a missing dataset,
          * a model that does not fit) would otherwise be respawned for ever. */
