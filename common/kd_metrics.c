@@ -76,6 +76,7 @@ static const field config_fields[] = {
     CI("batch", batch, 1, 1 << 20),
     CN("samples_per_s", samples_per_s, 0, 1e12),
     CN("step_ms", step_ms, 0, 1e9),
+    CN("compute_ms", compute_ms, 0, 1e9),
 };
 
 #define NFIELDS(t) (sizeof(t) / sizeof((t)[0]))

@@ -82,6 +82,8 @@ typedef struct kd_metrics_config {
     int batch;             /* per-agent batch, 1..2^20 */
     double samples_per_s;  /* training samples per second (smoothed), 0..1e12 */
     double step_ms;        /* wall time of one step (smoothed), 0..1e9 */
+    double compute_ms;     /* the part of it that grows with the batch (forward and
+                              backward; smoothed), 0..1e9 */
 } kd_metrics_config;
 
 /* One metrics message. Ranges are the decoder's checks. */

@@ -21,6 +21,7 @@
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_metrics.h"
+#include "kd_wire.h"
 #include "kube_map.h"
 #include "reconcile_plan.h"
 
@@ -39,6 +40,8 @@ typedef struct sub {
     rc_progress_info info;
     sched_tp tp[PROGRESS_MAX_TP];
     int n_tp;
+    sched_cfg cfg[KD_METRICS_MAX_CONFIGS]; /* the coordinator's configuration table */
+    int n_cfg;
     double last_notify;
 } sub;
 
@@ -109,16 +112,16 @@ int progress_decode(const char *text, size_t len, rc_progress_info *out)
     return rc;
 }
 
-int progress_decode_job(const char *text, size_t len, const char *key, rc_progress_info *out,
-                        long *generation)
+/* progress_decode_job into a caller's kd_metrics as well (the configuration table). */
+static int decode_job(const char *text, size_t len, const char *key, rc_progress_info *out,
+                      long *generation, kd_metrics *m)
 {
-    kd_metrics *m = malloc(sizeof *m);
     char err[256];
     int rc = -1;
     memset(out, 0, sizeof *out);
     out->samples = -1;
-    if (m != NULL && kd_metrics_decode(text, len, m, err, sizeof err) == KD_OK &&
-        (m->has & KD_MET_JOB) && (m->has & KD_MET_GENERATION)) {
+    if (kd_metrics_decode(text, len, m, err, sizeof err) == KD_OK && (m->has & KD_MET_JOB) &&
+        (m->has & KD_MET_GENERATION)) {
         if (strcmp(m->job, key) != 0)
             rc = -2;
         else {
@@ -126,6 +129,14 @@ int progress_decode_job(const char *text, size_t len, const char *key, rc_progre
             rc = decode_msg(m, out);
         }
     }
+    return rc;
+}
+
+int progress_decode_job(const char *text, size_t len, const char *key, rc_progress_info *out,
+                        long *generation)
+{
+    kd_metrics *m = malloc(sizeof *m);
+    int rc = m != NULL ? decode_job(text, len, key, out, generation, m) : -1;
     free(m);
     return rc;
 }
@@ -148,6 +159,7 @@ static int decode_msg(const kd_metrics *m, rc_progress_info *out)
                  m->checkpoint_error);
     /* A coordinator without epochs_done: its accuracy is 0 until the first evaluation. */
     out->evaluated = (m->has & KD_MET_EPOCHS_DONE) ? m->epochs_done > 0 : out->accuracy > 0;
+    out->noise_scale = (m->has & KD_MET_NOISE) ? m->noise_scale : 0;
     return 0;
 }
 
@@ -235,7 +247,8 @@ static void *progress_main(void *arg)
         return NULL;
     r->p = p;
     char *buf = malloc(PROGRESS_MSG_MAX + 1);
-    while (buf != NULL && !atomic_load(&p->stop)) {
+    kd_metrics *m = malloc(sizeof *m);
+    while (buf != NULL && m != NULL && !atomic_load(&p->stop)) {
         pthread_mutex_lock(&p->mu);
         r->n = 0;
         kube_map_foreach(p->subs, prepare, r);
@@ -257,9 +270,9 @@ static void *progress_main(void *arg)
                     break;
                 rc_progress_info info;
                 long gen = 0;
-                int d = n > PROGRESS_MSG_MAX ? -1
-                                             : progress_decode_job(buf, (size_t)n, r->keys[i],
-                                                                   &info, &gen);
+                int d = n > PROGRESS_MSG_MAX
+                            ? -1
+                            : decode_job(buf, (size_t)n, r->keys[i], &info, &gen, m);
                 if (d == -1) {
                     atomic_fetch_add(&p->dropped, 1);
                     continue;
@@ -290,6 +303,16 @@ static void *progress_main(void *arg)
                     add_tp(s, info.agents, info.samples_per_s);
                 s->info = info;
                 s->have_info = 1;
+                /* The coordinator's own table (smoothed there): the latest one stands. */
+                if (m->has & KD_MET_CONFIGS) {
+                    s->n_cfg = 0;
+                    for (int k = 0; k < m->n_configs; k++)
+                        if (m->configs[k].step_ms > 0)
+                            s->cfg[s->n_cfg++] =
+                                (sched_cfg){m->configs[k].agents, m->configs[k].batch,
+                                            m->configs[k].step_ms / 1000.0,
+                                            m->configs[k].compute_ms / 1000.0};
+                }
 
                 double now = kd_mono_s();
                 if (now - s->last_notify >= p->opt.notify_interval_s) {
@@ -306,6 +329,7 @@ static void *progress_main(void *arg)
         r->n = 0;
     }
     free(buf);
+    free(m);
     free(r);
     return NULL;
 }
@@ -390,6 +414,7 @@ void progress_forget(progress *p, const char *key)
         s->want[0] = '\0';
         s->have_info = 0;
         s->n_tp = 0;
+        s->n_cfg = 0;
     }
     pthread_mutex_unlock(&p->mu);
 }
@@ -412,6 +437,63 @@ int progress_throughput(progress *p, const char *key, sched_tp *tp, int max)
     int n = 0;
     for (int i = 0; s != NULL && i < s->n_tp && n < max; i++)
         tp[n++] = s->tp[i];
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+int progress_send_batch(progress *p, const char *key, const char *endpoint, int batch,
+                        char *err, size_t errlen)
+{
+    char job_pub[KD_CURVE_KEY_LEN + 1] = "", op_pub[KD_CURVE_KEY_LEN + 1],
+         op_sec[KD_CURVE_KEY_LEN + 1];
+    pthread_mutex_lock(&p->mu);
+    sub *s = kube_map_get(p->subs, key);
+    if (s != NULL)
+        memcpy(job_pub, s->key_want, sizeof job_pub);
+    memcpy(op_pub, p->op_pub, sizeof op_pub);
+    memcpy(op_sec, p->op_sec, sizeof op_sec);
+    pthread_mutex_unlock(&p->mu);
+    /* The coordinator takes BATCH only from the operator's key: without CURVE it would
+     * refuse it, so nothing is sent. */
+    if (job_pub[0] == '\0' || op_pub[0] == '\0')
+        return kd_errf(err, errlen, KD_EINVAL, "no CURVE keys for job %s: batch not sent", key);
+    json_t *body = json_pack("{s:i}", "batch", batch);
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL)
+        return KD_ENOMEM;
+    /* One short-lived DEALER on the shared context (contexts are thread-safe, this socket
+     * is used by this thread only); the linger lets the handshake and the message go out
+     * after the close. */
+    void *sock = zmq_socket(p->zctx, ZMQ_DEALER);
+    int rc = KD_OK, linger = 2000;
+    if (sock == NULL) {
+        free(text);
+        return kd_errf(err, errlen, KD_ENOMEM, "socket: %s", zmq_strerror(zmq_errno()));
+    }
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    kd_wire_hdr h = {.type = KD_WIRE_BATCH, .sender = KD_WIRE_NO_RANK,
+                     .payload_len = (uint32_t)strlen(text)};
+    unsigned char hdr[KD_WIRE_HDR_SIZE];
+    kd_wire_encode(&h, hdr);
+    if (kd_curve_client(sock, job_pub, op_pub, op_sec) != 0 || zmq_connect(sock, endpoint) != 0 ||
+        zmq_send(sock, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(sock, text, strlen(text), ZMQ_DONTWAIT) < 0)
+        rc = kd_errf(err, errlen, KD_ENETWORK, "batch to %s: %s", endpoint,
+                     zmq_strerror(zmq_errno()));
+    zmq_close(sock);
+    memset(op_sec, 0, sizeof op_sec);
+    free(text);
+    return rc;
+}
+
+int progress_configs(progress *p, const char *key, sched_cfg *cfg, int max)
+{
+    pthread_mutex_lock(&p->mu);
+    sub *s = kube_map_get(p->subs, key);
+    int n = 0;
+    for (int i = 0; s != NULL && s->have_info && i < s->n_cfg && n < max; i++)
+        cfg[n++] = s->cfg[i];
     pthread_mutex_unlock(&p->mu);
     return n;
 }
@@ -464,6 +546,15 @@ void progress_watch_cb(void *ud, const char *key, const char *endpoint)
 void progress_job_key_cb(void *ud, const char *key, const char *job_public)
 {
     progress_set_job_key(ud, key, job_public);
+}
+
+int progress_send_batch_cb(void *ud, const char *key, const char *endpoint, int batch)
+{
+    char err[256];
+    int rc = progress_send_batch(ud, key, endpoint, batch, err, sizeof err);
+    if (rc != KD_OK)
+        KD_DEBUG("batch not sent job=%s err=\"%s\"", key, err);
+    return rc;
 }
 
 void progress_operator_key_cb(void *ud, const char *public_key, const char *secret_key)

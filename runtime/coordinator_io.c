@@ -147,6 +147,17 @@ void coord_publish(coord *c, const char *state_name)
      * last one's record, so that `kadet run` prints a line for every epoch even when two
      * end between two publications. */
     m.epochs_done = c->epochs_done;
+    /* What a goodput model of the job needs: the measured gradient noise (when the
+     * adaptive batch has measured it) and the throughput per configuration run. */
+    if (c->gns_reports > 0 && isfinite(c->gns_g2) && isfinite(c->gns_s)) {
+        m.has |= KD_MET_NOISE;
+        m.noise_scale = fmin(coord_batch_noise(c), 1e30);
+        m.noise_g2 = fmax(-1e30, fmin(c->gns_g2, 1e30));
+        m.noise_s = fmax(-1e30, fmin(c->gns_s, 1e30));
+    }
+    m.has |= KD_MET_CONFIGS;
+    m.n_configs = c->n_cfgs;
+    memcpy(m.configs, c->cfgs, (size_t)c->n_cfgs * sizeof c->cfgs[0]);
     if (c->have_last_epoch) {
         m.has |= KD_MET_LAST_EPOCH;
         m.last_epoch = c->last_epoch;
@@ -280,6 +291,7 @@ void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
     }
     if (mb->rank == 0 && msg->h.generation == c->gen) {
         coord_batch_observe(c, b);
+        coord_configs_observe(c, b, kd_now());
         json_t *copy = json_deep_copy(b);
         json_object_set_new(copy, "epoch", json_integer(msg->h.epoch));
         json_object_set_new(copy, "step", json_integer((json_int_t)msg->h.step));

@@ -27,6 +27,8 @@
 #include "kd_error.h"
 #include "kd_log.h"
 #include "kd_metrics.h"
+#include "kd_spec.h"
+#include "kd_wire.h"
 #include "kd_train.h"
 #include "launcher.h"
 #include "kd_sched.h"
@@ -73,6 +75,20 @@ typedef struct launch {
     cpu_set_t avail;         /* CPUs this process may use */
     int cpus[CPU_SETSIZE];   /* their numbers, in order */
     int blocks;              /* CPU blocks of --threads CPUs each; 0 = no binding */
+    /* Co-adaptation (docs/scheduler.md): the coordinator's measurements, the goodput
+     * model built from them, and the batch the policy chose with the count, sent to the
+     * coordinator as the operator would (BATCH, with this run's operator key). */
+    sched_cfg cfg[SCHED_GP_MAX_CFG]; /* measured configurations (metrics' configs) */
+    int n_cfg;
+    double noise;            /* the coordinator's noise scale, 0 = not measured */
+    int cur_batch;           /* per-agent batch of the running world */
+    double goodput[MAX_WORKERS]; /* goodput model at 1..n agents ... */
+    int gbatch[MAX_WORKERS]; /* ... with the batch chosen for each count */
+    int decided_batch;       /* the policy's batch, 0 = it does not choose */
+    double batch_sent_at;    /* when BATCH was last sent */
+    char op_pub[KD_CURVE_KEY_LEN + 1], op_sec[KD_CURVE_KEY_LEN + 1]; /* "" = no keys */
+    const kd_curve_keys *keys; /* the job's keys (the coordinator's server key) */
+    void *ctl;               /* DEALER to the coordinator for BATCH, opened when needed */
 } launch;
 
 static volatile sig_atomic_t launch_sigint;
@@ -352,6 +368,23 @@ static int policy_decide(launch *l)
         .beta = job->weight_cost,
         .priority = job->priority,
     };
+    /* The goodput model from the coordinator's measurements, the batch within the job's
+     * bounds (a policy that allocates by goodput then chooses it with the count). */
+    if (l->n_cfg > 0) {
+        sched_goodput_in gi = {l->cfg, l->n_cfg, l->noise,
+                               l->decided_batch > 0 ? l->decided_batch
+                               : l->cur_batch > 0   ? l->cur_batch
+                                                    : job->batch_size,
+                               job->batch_size, kd_spec_batch_ceiling(job, job->batch_size),
+                               0.1};
+        int top = job->agents_max < MAX_WORKERS ? job->agents_max : MAX_WORKERS;
+        int ng = sched_goodput_table(&gi, top, l->goodput, l->gbatch);
+        if (ng > 0) {
+            sj.goodput = l->goodput;
+            sj.goodput_batch = job->adaptive_batch ? l->gbatch : NULL;
+            sj.n_goodput = ng;
+        }
+    }
     sched_snapshot s = {.nodes = &node, .n_nodes = 1, .jobs = &sj, .n_jobs = 1,
                         .interval_s = 5.0, .restart_s = 1.0};
     sched_decision d;
@@ -367,8 +400,51 @@ static int policy_decide(launch *l)
         if (strncmp(reason, name, nl) == 0 && strncmp(reason + nl, ": ", 2) == 0)
             reason += nl + 2;
         snprintf(l->why, sizeof l->why, "scheduler %s: %s", name, reason);
+        if (d.batch > 0 && d.batch != l->decided_batch)
+            KD_INFO("run: scheduler %s chose batch=%d agents=%d noise_scale=%.0f", name,
+                    d.batch, d.desired, l->noise);
+        if (d.batch > 0)
+            l->decided_batch = d.batch;
     }
     return d.desired > 0 ? d.desired : l->target;
+}
+
+/* Sends the policy's batch to the coordinator while the running world has another one,
+ * at most every 5 s: a BATCH message over CURVE with this run's operator key, the one
+ * sender the coordinator takes it from (docs/security.md). */
+static void send_batch(launch *l, void *zctx)
+{
+    if (l->decided_batch <= 0 || l->decided_batch == l->cur_batch || l->op_pub[0] == '\0' ||
+        l->ctl_ep[0] == '\0' || kd_now() - l->batch_sent_at < 5.0)
+        return;
+    l->batch_sent_at = kd_now();
+    if (l->ctl == NULL) {
+        int linger = 0;
+        l->ctl = zmq_socket(zctx, ZMQ_DEALER);
+        if (l->ctl == NULL)
+            return;
+        zmq_setsockopt(l->ctl, ZMQ_LINGER, &linger, sizeof linger);
+        if (kd_curve_client(l->ctl, l->keys->pub, l->op_pub, l->op_sec) != 0 ||
+            zmq_connect(l->ctl, l->ctl_ep) != 0) {
+            KD_WARN("run: cannot reach the coordinator for the batch: %s",
+                    zmq_strerror(zmq_errno()));
+            zmq_close(l->ctl);
+            l->ctl = NULL;
+            return;
+        }
+    }
+    char body[64];
+    int n = snprintf(body, sizeof body, "{\"batch\":%d}", l->decided_batch);
+    kd_wire_hdr h = {.type = KD_WIRE_BATCH, .sender = KD_WIRE_NO_RANK,
+                     .payload_len = (uint32_t)n};
+    unsigned char hdr[KD_WIRE_HDR_SIZE];
+    kd_wire_encode(&h, hdr);
+    if (zmq_send(l->ctl, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(l->ctl, body, (size_t)n, ZMQ_DONTWAIT) < 0)
+        KD_DEBUG("run: batch not sent: %s", zmq_strerror(zmq_errno()));
+    else
+        KD_INFO("run: batch %d sent to the coordinator (running %d)", l->decided_batch,
+                l->cur_batch);
 }
 
 static void record_speed(launch *l, int agents, double speed)
@@ -460,6 +536,16 @@ static void on_metrics(launch *l, const char *text, size_t len)
         l->last_step = m->step;
         l->worker_failures = 0;
     }
+    if (m->has & KD_MET_CONFIGS) {
+        l->n_cfg = 0;
+        for (int i = 0; i < m->n_configs && l->n_cfg < SCHED_GP_MAX_CFG; i++)
+            if (m->configs[i].step_ms > 0)
+                l->cfg[l->n_cfg++] = (sched_cfg){m->configs[i].agents, m->configs[i].batch,
+                                                 m->configs[i].step_ms / 1000.0,
+                                                 m->configs[i].compute_ms / 1000.0};
+    }
+    if (m->has & KD_MET_NOISE)
+        l->noise = m->noise_scale;
     /* Every newly evaluated epoch gets its line (the coordinator publishes at each). */
     if ((m->has & KD_MET_LAST_EPOCH) && m->last_epoch.epoch > l->printed_epoch)
         print_epoch(l, &m->last_epoch, epochs);
@@ -483,13 +569,19 @@ static void on_metrics(launch *l, const char *text, size_t len)
     int batch = m->batch;
     if (l->last_batch > 0 && batch != l->last_batch && state != NULL &&
         strcmp(state, "running") == 0) {
-        printf("[%6.1fs] batch %d -> %d per agent (adaptive: measured gradient noise)\n",
-               kd_now() - l->t0, l->last_batch, batch);
+        if (batch == l->decided_batch)
+            printf("[%6.1fs] batch %d -> %d per agent (scheduler %s: goodput with the "
+                   "measured gradient noise)\n",
+                   kd_now() - l->t0, l->last_batch, batch, sched_policy_name(l->policy));
+        else
+            printf("[%6.1fs] batch %d -> %d per agent (adaptive: measured gradient noise)\n",
+                   kd_now() - l->t0, l->last_batch, batch);
         fflush(stdout);
     }
     if (state != NULL && strcmp(state, "running") == 0) {
         l->last_agents = agents;
         l->last_batch = batch;
+        l->cur_batch = batch;
     }
     free(m);
 }
@@ -597,6 +689,26 @@ static void stop_all(launch *l)
     }
 }
 
+/* This run's operator keypair (the launcher hosts the policy, as the operator does):
+ * operator.pub next to the job's keys, so that the coordinator admits it and takes BATCH
+ * from it only. */
+static int write_operator_key(launch *l, const char *keydir, char *err, size_t errlen)
+{
+    char path[256];
+    if (zmq_curve_keypair(l->op_pub, l->op_sec) != 0)
+        return kd_errf(err, errlen, KD_EIO, "zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
+    snprintf(path, sizeof path, "%s/operator.pub", keydir);
+    FILE *f = fopen(path, "w");
+    int ok = f != NULL && fprintf(f, "%s\n", l->op_pub) > 0;
+    if (f != NULL && fclose(f) != 0)
+        ok = 0;
+    if (!ok) {
+        l->op_pub[0] = '\0';
+        return kd_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
+    }
+    return KD_OK;
+}
+
 int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
 {
     *summary_out = NULL;
@@ -640,6 +752,7 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
         char kerr[600] = "";
         errno = 0;
         if (mkdir(keydir, 0700) != 0 || kd_curve_make(keydir, kerr, sizeof kerr) != KD_OK ||
+            write_operator_key(l, keydir, kerr, sizeof kerr) != KD_OK ||
             kd_curve_load(keydir, &keys, kerr, sizeof kerr) != KD_OK) {
             fprintf(stderr, "kadet run: cannot make the job's keys in %s: %s\n", keydir,
                     kerr[0] != '\0' ? kerr : strerror(errno));
@@ -650,6 +763,7 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
             return 1;
         }
         setenv(KD_CURVE_ENV, keydir, 1);
+        l->keys = &keys;
         setenv("KADET_DATA_PLANE", kd_spec_data_plane_name(o->job->data_plane), 1);
     }
     char epfile[128], summary[128];
@@ -760,6 +874,8 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
             want = policy_decide(l);
             last_decide = kd_now();
         }
+        if (l->policy != NULL && l->keys != NULL)
+            send_batch(l, zctx);
         if (want != l->target) {
             printf("[%6.1fs] agents %d -> %d (%s)\n", t, l->target, want,
                    o->schedule != NULL ? "--agents-schedule" : l->why);
@@ -808,6 +924,9 @@ out:
     }
     if (sub != NULL)
         zmq_close(sub);
+    if (l->ctl != NULL)
+        zmq_close(l->ctl);
+    memset(l->op_sec, 0, sizeof l->op_sec);
     zmq_ctx_term(zctx);
     sched_policy_free(&l->policy);
     unlink(epfile);

@@ -51,8 +51,8 @@ static void fill(kd_metrics *m)
     m->noise_g2 = -0.25;
     m->noise_s = 7.5;
     m->n_configs = 2;
-    m->configs[0] = (kd_metrics_config){1, 64, 4000, 16};
-    m->configs[1] = (kd_metrics_config){3, 112, 9000.5, 37.25};
+    m->configs[0] = (kd_metrics_config){1, 64, 4000, 16, 12};
+    m->configs[1] = (kd_metrics_config){3, 112, 9000.5, 37.25, 20.5};
 }
 
 static void test_round_trip_keeps_every_field(void **state)
@@ -95,6 +95,7 @@ static void test_round_trip_keeps_every_field(void **state)
     assert_int_equal(b.configs[1].batch, 112);
     assert_float_equal(b.configs[1].samples_per_s, 9000.5, 1e-9);
     assert_float_equal(b.configs[1].step_ms, 37.25, 1e-9);
+    assert_float_equal(b.configs[1].compute_ms, 20.5, 1e-9);
 }
 
 static void test_absent_fields_are_not_zero(void **state)
@@ -150,7 +151,8 @@ static void test_hostile_input_is_refused(void **state)
         {"{\"last_epoch\": {\"epoch\": 1}}", "last_epoch.accuracy: missing"},
         {"{\"configs\": {}}", "configs: not an array"},
         {"{\"configs\": [1]}", "configs[0]: not an object"},
-        {"{\"configs\": [{\"agents\": 0, \"batch\": 8, \"samples_per_s\": 1, \"step_ms\": 1}]}",
+        {"{\"configs\": [{\"agents\": 0, \"batch\": 8, \"samples_per_s\": 1, \"step_ms\": 1, "
+         "\"compute_ms\": 1}]}",
          "configs[0].agents"},
         {"{\"configs\": [{\"agents\": 1, \"batch\": 8, \"samples_per_s\": 1}]}",
          "configs[0].step_ms: missing"},
@@ -191,7 +193,7 @@ static void test_huge_strings_and_tables(void **state)
     for (int i = 0; i <= KD_METRICS_MAX_CONFIGS; i++)
         off += (size_t)snprintf(big + off, sizeof big - off,
                                 "%s{\"agents\": %d, \"batch\": 8, \"samples_per_s\": 1, "
-                                "\"step_ms\": 1}", i ? "," : "", i + 1);
+                                "\"step_ms\": 1, \"compute_ms\": 1}", i ? "," : "", i + 1);
     snprintf(big + off, sizeof big - off, "]}");
     assert_int_equal(kd_metrics_decode(big, strlen(big), &m, err, sizeof err), KD_EINVAL);
     assert_non_null(strstr(err, "configs: 17 entries"));
@@ -217,7 +219,7 @@ static void test_huge_strings_and_tables(void **state)
     kd_metrics a;
     fill(&a);
     for (int i = 0; i < KD_METRICS_MAX_CONFIGS; i++)
-        a.configs[i] = (kd_metrics_config){i + 1, 8, 100.0 * (i + 1), 5};
+        a.configs[i] = (kd_metrics_config){i + 1, 8, 100.0 * (i + 1), 5, 4};
     a.n_configs = 1000;
     char *text = kd_metrics_encode(&a, NULL);
     assert_non_null(text);
