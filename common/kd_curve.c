@@ -266,8 +266,9 @@ static void zap_log_refusal(kd_zap *z, const char *domain, const char *address,
 
 /* Decides one ZAP request (frames as received) and returns the status code. */
 static int zap_decide(kd_zap *z, zmq_msg_t *f, int nf, const char **why, char *who,
-                      size_t wholen)
+                      size_t wholen, const char **uid)
 {
+    *uid = KD_ZAP_USER_JOB;
     char mech[16];
     frame_str(&f[5], mech, sizeof mech);
     snprintf(who, wholen, "%s", mech[0] ? mech : "none");
@@ -286,8 +287,12 @@ static int zap_decide(kd_zap *z, zmq_msg_t *f, int nf, const char **why, char *w
             snprintf(who, wholen, "%s", z85);
         if (sodium_memcmp(key, z->job_raw, 32) == 0)
             return 200;
-        if (metrics && z->keys.have_operator && sodium_memcmp(key, z->op_raw, 32) == 0)
+        /* The operator: its metrics subscription, and on the control socket the messages
+         * only it may send (BATCH); the coordinator tells it by the user id. */
+        if (!data && z->keys.have_operator && sodium_memcmp(key, z->op_raw, 32) == 0) {
+            *uid = KD_ZAP_USER_OPERATOR;
             return 200;
+        }
         *why = "public key not admitted";
         return 400;
     }
@@ -326,7 +331,8 @@ static void zap_answer(kd_zap *z, void *rep)
     if (nf >= 6) {
         const char *why = "malformed request";
         char who[48] = "none", address[64];
-        int status = zap_decide(z, f, nf, &why, who, sizeof who);
+        const char *user = KD_ZAP_USER_JOB;
+        int status = zap_decide(z, f, nf, &why, who, sizeof who, &user);
         frame_str(&f[3], address, sizeof address);
         char domain[32];
         frame_str(&f[2], domain, sizeof domain);
@@ -341,7 +347,7 @@ static void zap_answer(kd_zap *z, void *rep)
         zmq_send(rep, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
         zmq_send(rep, status == 200 ? "200" : "400", 3, ZMQ_SNDMORE);
         zmq_send(rep, status == 200 ? "OK" : why, status == 200 ? 2 : strlen(why), ZMQ_SNDMORE);
-        zmq_send(rep, status == 200 ? "job" : "", status == 200 ? 3 : 0, ZMQ_SNDMORE);
+        zmq_send(rep, status == 200 ? user : "", status == 200 ? strlen(user) : 0, ZMQ_SNDMORE);
         zmq_send(rep, "", 0, 0);
     } else if (nf > 0) {
         /* A REP socket must answer before it can receive again. */

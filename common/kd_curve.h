@@ -36,6 +36,10 @@
 /* ZAP domains: which keys a server socket admits. */
 #define KD_ZAP_CONTROL "kadet-control" /* coordinator ROUTER: the job key */
 #define KD_ZAP_METRICS "kadet-metrics" /* coordinator PUB: the job key or the operator's */
+/* The ZAP user id of an admitted peer (a message's "User-Id" property): a holder of the
+ * job key, or the operator (operator.pub: metrics, and BATCH on the control socket). */
+#define KD_ZAP_USER_JOB "job"
+#define KD_ZAP_USER_OPERATOR "operator"
 #define KD_ZAP_DATA "kadet-data"       /* worker PULL: the job key or the PLAIN credential */
 
 typedef struct kd_curve_keys {

@@ -51,7 +51,8 @@
     X(FINISHED, 12, KD_WIRE_BODY_JSON) /* w->c: reached the last epoch or the target */ \
     X(WELCOME, 13, KD_WIRE_BODY_JSON)  /* c->w: the job to train, answer to JOIN */    \
     X(READY, 14, KD_WIRE_BODY_JSON)    /* w->c: data loaded; {n_params, n_state, n_train} */ \
-    X(DATA_BF16, 15, KD_WIRE_BODY_PACKED) /* w->w: a chunk, some elements as bfloat16 */
+    X(DATA_BF16, 15, KD_WIRE_BODY_PACKED) /* w->w: a chunk, some elements as bfloat16 */ \
+    X(BATCH, 16, KD_WIRE_BODY_JSON)    /* operator->c: {batch} the scheduler's per-agent batch */
 
 typedef enum kd_wire_body {
     KD_WIRE_BODY_NONE = 0,  /* no payload frame allowed */
@@ -67,7 +68,7 @@ typedef enum kd_wire_type {
 #define KD_WIRE_TYPE_ENUM(name, num, body) KD_WIRE_##name = (num),
     KD_WIRE_TYPES(KD_WIRE_TYPE_ENUM)
 #undef KD_WIRE_TYPE_ENUM
-    KD_WIRE_TYPE_MAX = 15
+    KD_WIRE_TYPE_MAX = 16
 } kd_wire_type;
 
 /* Decoded header, in host order. */

@@ -457,6 +457,7 @@ int main(int argc, char **argv)
             .progress_ud = oc.pg,
             .progress_job_key = progress_job_key_cb,
             .progress_operator_key = progress_operator_key_cb,
+            .progress_send_batch = progress_send_batch_cb,
         };
         rc = rc_controller_new(&ro, &oc.rc, err, sizeof err);
     }

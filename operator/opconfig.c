@@ -325,13 +325,15 @@ static int set_metrics_addr(opc_config *c, const char *v, char *err, size_t n)
 
 static int set_policy(opc_config *c, const char *v, char *err, size_t n)
 {
-    static const char *policies[] = {"static", "tiresias", "fair", "greedy", "rl"};
+    static const char *policies[] = {"static", "tiresias", "fair", "greedy", "pollux", "rl"};
     for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++)
         if (strcmp(v, policies[i]) == 0)
             return set_str(c->scheduler_policy, sizeof c->scheduler_policy, v, "scheduler-policy",
                            err, n);
     return kd_errf(err, n, KD_EINVAL,
-                   "scheduler-policy: '%s' is not one of static, tiresias, fair, greedy, rl", v);
+                   "scheduler-policy: '%s' is not one of static, tiresias, fair, greedy, pollux, "
+                   "rl",
+                   v);
 }
 
 static int set_interval(opc_config *c, const char *v, char *err, size_t n)
@@ -487,7 +489,7 @@ static const opc_option opc_options[] = {
     {"metrics-addr", "KADET_METRICS_ADDR", ":8080", "ADDR",
      "listen address of /healthz, /readyz and /metrics (port 0: ephemeral)", set_metrics_addr},
     {"scheduler-policy", "KADET_SCHEDULER_POLICY", "rl", "POLICY",
-     "default policy: static, tiresias, fair, greedy or rl", set_policy},
+     "default policy: static, tiresias, fair, greedy, pollux or rl", set_policy},
     {"scheduler-interval", "KADET_SCHEDULER_INTERVAL", "10s", "DURATION",
      "period of scheduling rounds (they also run on job and node changes)", set_interval},
     {"weights", "KADET_SCHEDULER_WEIGHTS", "time=1.0,cost=0.1", "time=W,cost=W",

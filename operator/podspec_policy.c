@@ -345,8 +345,9 @@ int podspec_network_policy(const json_t *job, const kd_agentjob *spec, const pod
         json_decref(op_labels);
         return rc;
     }
-    /* From the job's own pods: every agent port. From the operator: the metrics port, the
-     * one it subscribes to. Everything else reaching the job's pods is dropped. */
+    /* From the job's own pods: every agent port. From the operator: the control port (its
+     * BATCH messages, admitted by its key) and the metrics port, the one it subscribes to.
+     * Everything else reaching the job's pods is dropped. */
     json_t *peers = json_pack(
         "{s:[{s:{s:{s:s}}}], s:[{s:s, s:i}, {s:s, s:i}, {s:s, s:i}]}", "from", "podSelector",
         "matchLabels", PODSPEC_LABEL_JOB, spec->name, "ports", "protocol", "TCP", "port",
@@ -358,7 +359,8 @@ int podspec_network_policy(const json_t *job, const kd_agentjob *spec, const pod
         json_object_set_new(from_op, "namespaceSelector",
                             json_pack("{s:{s:s}}", "matchLabels", "kubernetes.io/metadata.name",
                                       o->operator_namespace));
-    json_t *operator = json_pack("{s:[o], s:[{s:s, s:i}]}", "from", from_op, "ports", "protocol",
+    json_t *operator = json_pack("{s:[o], s:[{s:s, s:i}, {s:s, s:i}]}", "from", from_op, "ports",
+                                 "protocol", "TCP", "port", PODSPEC_CONTROL_PORT, "protocol",
                                  "TCP", "port", PODSPEC_METRICS_PORT);
     json_t *np = json_pack(
         "{s:s, s:s, s:{s:s, s:s, s:{s:s}, s:[o]}, s:{s:{s:{s:s}}, s:[s], s:[o, o]}}",

@@ -20,6 +20,8 @@
 #include "kd_curve.h"
 #include "kd_error.h"
 #include "kd_log.h"
+#include "kd_metrics.h"
+#include "kd_wire.h"
 #include "kube_map.h"
 #include "reconcile_plan.h"
 
@@ -38,6 +40,8 @@ typedef struct sub {
     rc_progress_info info;
     sched_tp tp[PROGRESS_MAX_TP];
     int n_tp;
+    sched_cfg cfg[KD_METRICS_MAX_CONFIGS]; /* the coordinator's configuration table */
+    int n_cfg;
     double last_notify;
 } sub;
 
@@ -93,82 +97,69 @@ int progress_new(const progress_options *o, progress **out)
     return KD_OK;
 }
 
-static int get_num(const json_t *o, const char *k, double *v)
-{
-    const json_t *x = json_object_get(o, k);
-    if (x == NULL)
-        return 0;
-    if (!json_is_number(x))
-        return -1;
-    *v = json_number_value(x);
-    return 0;
-}
-
-static int decode_obj(json_t *o, rc_progress_info *out);
+static int decode_msg(const kd_metrics *m, rc_progress_info *out);
 
 int progress_decode(const char *text, size_t len, rc_progress_info *out)
 {
-    json_error_t je;
-    json_t *o = json_loadb(text, len, 0, &je);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return -1;
+    kd_metrics *m = malloc(sizeof *m);
+    char err[256];
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    out->samples = -1;
+    if (m != NULL && kd_metrics_decode(text, len, m, err, sizeof err) == KD_OK)
+        rc = decode_msg(m, out);
+    free(m);
+    return rc;
+}
+
+/* progress_decode_job into a caller's kd_metrics as well (the configuration table). */
+static int decode_job(const char *text, size_t len, const char *key, rc_progress_info *out,
+                      long *generation, kd_metrics *m)
+{
+    char err[256];
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    out->samples = -1;
+    if (kd_metrics_decode(text, len, m, err, sizeof err) == KD_OK && (m->has & KD_MET_JOB) &&
+        (m->has & KD_MET_GENERATION)) {
+        if (strcmp(m->job, key) != 0)
+            rc = -2;
+        else {
+            *generation = (long)m->generation;
+            rc = decode_msg(m, out);
+        }
     }
-    return decode_obj(o, out);
+    return rc;
 }
 
 int progress_decode_job(const char *text, size_t len, const char *key, rc_progress_info *out,
                         long *generation)
 {
-    json_error_t je;
-    json_t *o = json_loadb(text, len, 0, &je);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return -1;
-    }
-    const json_t *job = json_object_get(o, "job"), *gen = json_object_get(o, "generation");
-    if (!json_is_string(job) || !json_is_integer(gen) || json_integer_value(gen) < 0 ||
-        json_integer_value(gen) > 0xffffffffLL) {
-        json_decref(o);
-        return -1;
-    }
-    if (strcmp(json_string_value(job), key) != 0) {
-        json_decref(o);
-        return -2;
-    }
-    *generation = (long)json_integer_value(gen);
-    return decode_obj(o, out);
+    kd_metrics *m = malloc(sizeof *m);
+    int rc = m != NULL ? decode_job(text, len, key, out, generation, m) : -1;
+    free(m);
+    return rc;
 }
 
-/* Takes the reference to o. */
-static int decode_obj(json_t *o, rc_progress_info *out)
+/* The reconciler's view of a decoded message. */
+static int decode_msg(const kd_metrics *m, rc_progress_info *out)
 {
     memset(out, 0, sizeof *out);
-    out->samples = -1;
-    double epoch = 0, step = 0, agents = 0, samples = -1, batch = 0, evaluated = -1;
-    int bad = get_num(o, "epoch", &epoch) | get_num(o, "step", &step) |
-              get_num(o, "batch", &batch) |
-              get_num(o, "loss", &out->loss) | get_num(o, "accuracy", &out->accuracy) |
-              get_num(o, "samples_per_s", &out->samples_per_s) |
-              get_num(o, "agents", &agents) | get_num(o, "samples", &samples) |
-              get_num(o, "epochs_done", &evaluated);
-    out->checkpoint = (int)rc_ckpt_parse(json_string_value(json_object_get(o, "checkpoint")));
-    const char *ce = json_string_value(json_object_get(o, "checkpoint_error"));
-    if (ce != NULL)
-        snprintf(out->checkpoint_error, sizeof out->checkpoint_error, "%s", ce);
-    json_decref(o);
-    if (bad || epoch < 0 || epoch > 1e9 || step < 0 || step > 9e15 || agents < 0 ||
-        agents > 1e6 || out->accuracy < 0 || out->accuracy > 1 || out->samples_per_s < 0 ||
-        out->samples_per_s > 1e12 || out->loss < 0 || out->loss > 1e30 || out->loss != out->loss ||
-        batch < 0 || batch > 1 << 20)
-        return -1;
-    out->batch = (int)batch;
-    out->epoch = (long)epoch;
-    out->step = (long)step;
-    out->agents = (int)agents;
-    out->samples = samples >= 0 ? (long)samples : -1;
+    out->batch = m->batch;
+    out->epoch = (long)m->epoch;
+    out->step = (long)m->step;
+    out->agents = m->agents;
+    out->loss = m->loss;
+    out->accuracy = m->accuracy;
+    out->samples_per_s = m->samples_per_s;
+    out->samples = (m->has & KD_MET_SAMPLES) ? (long)m->samples : -1;
+    out->checkpoint = (int)rc_ckpt_parse((m->has & KD_MET_CHECKPOINT) ? m->checkpoint : NULL);
+    if (m->has & KD_MET_CHECKPOINT_ERROR)
+        snprintf(out->checkpoint_error, sizeof out->checkpoint_error, "%s",
+                 m->checkpoint_error);
     /* A coordinator without epochs_done: its accuracy is 0 until the first evaluation. */
-    out->evaluated = evaluated >= 0 ? evaluated > 0 : out->accuracy > 0;
+    out->evaluated = (m->has & KD_MET_EPOCHS_DONE) ? m->epochs_done > 0 : out->accuracy > 0;
+    out->noise_scale = (m->has & KD_MET_NOISE) ? m->noise_scale : 0;
     return 0;
 }
 
@@ -256,7 +247,8 @@ static void *progress_main(void *arg)
         return NULL;
     r->p = p;
     char *buf = malloc(PROGRESS_MSG_MAX + 1);
-    while (buf != NULL && !atomic_load(&p->stop)) {
+    kd_metrics *m = malloc(sizeof *m);
+    while (buf != NULL && m != NULL && !atomic_load(&p->stop)) {
         pthread_mutex_lock(&p->mu);
         r->n = 0;
         kube_map_foreach(p->subs, prepare, r);
@@ -278,9 +270,9 @@ static void *progress_main(void *arg)
                     break;
                 rc_progress_info info;
                 long gen = 0;
-                int d = n > PROGRESS_MSG_MAX ? -1
-                                             : progress_decode_job(buf, (size_t)n, r->keys[i],
-                                                                   &info, &gen);
+                int d = n > PROGRESS_MSG_MAX
+                            ? -1
+                            : decode_job(buf, (size_t)n, r->keys[i], &info, &gen, m);
                 if (d == -1) {
                     atomic_fetch_add(&p->dropped, 1);
                     continue;
@@ -311,6 +303,16 @@ static void *progress_main(void *arg)
                     add_tp(s, info.agents, info.samples_per_s);
                 s->info = info;
                 s->have_info = 1;
+                /* The coordinator's own table (smoothed there): the latest one stands. */
+                if (m->has & KD_MET_CONFIGS) {
+                    s->n_cfg = 0;
+                    for (int k = 0; k < m->n_configs; k++)
+                        if (m->configs[k].step_ms > 0)
+                            s->cfg[s->n_cfg++] =
+                                (sched_cfg){m->configs[k].agents, m->configs[k].batch,
+                                            m->configs[k].step_ms / 1000.0,
+                                            m->configs[k].compute_ms / 1000.0};
+                }
 
                 double now = kd_mono_s();
                 if (now - s->last_notify >= p->opt.notify_interval_s) {
@@ -327,6 +329,7 @@ static void *progress_main(void *arg)
         r->n = 0;
     }
     free(buf);
+    free(m);
     free(r);
     return NULL;
 }
@@ -411,6 +414,7 @@ void progress_forget(progress *p, const char *key)
         s->want[0] = '\0';
         s->have_info = 0;
         s->n_tp = 0;
+        s->n_cfg = 0;
     }
     pthread_mutex_unlock(&p->mu);
 }
@@ -433,6 +437,63 @@ int progress_throughput(progress *p, const char *key, sched_tp *tp, int max)
     int n = 0;
     for (int i = 0; s != NULL && i < s->n_tp && n < max; i++)
         tp[n++] = s->tp[i];
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+int progress_send_batch(progress *p, const char *key, const char *endpoint, int batch,
+                        char *err, size_t errlen)
+{
+    char job_pub[KD_CURVE_KEY_LEN + 1] = "", op_pub[KD_CURVE_KEY_LEN + 1],
+         op_sec[KD_CURVE_KEY_LEN + 1];
+    pthread_mutex_lock(&p->mu);
+    sub *s = kube_map_get(p->subs, key);
+    if (s != NULL)
+        memcpy(job_pub, s->key_want, sizeof job_pub);
+    memcpy(op_pub, p->op_pub, sizeof op_pub);
+    memcpy(op_sec, p->op_sec, sizeof op_sec);
+    pthread_mutex_unlock(&p->mu);
+    /* The coordinator takes BATCH only from the operator's key: without CURVE it would
+     * refuse it, so nothing is sent. */
+    if (job_pub[0] == '\0' || op_pub[0] == '\0')
+        return kd_errf(err, errlen, KD_EINVAL, "no CURVE keys for job %s: batch not sent", key);
+    json_t *body = json_pack("{s:i}", "batch", batch);
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL)
+        return KD_ENOMEM;
+    /* One short-lived DEALER on the shared context (contexts are thread-safe, this socket
+     * is used by this thread only); the linger lets the handshake and the message go out
+     * after the close. */
+    void *sock = zmq_socket(p->zctx, ZMQ_DEALER);
+    int rc = KD_OK, linger = 2000;
+    if (sock == NULL) {
+        free(text);
+        return kd_errf(err, errlen, KD_ENOMEM, "socket: %s", zmq_strerror(zmq_errno()));
+    }
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    kd_wire_hdr h = {.type = KD_WIRE_BATCH, .sender = KD_WIRE_NO_RANK,
+                     .payload_len = (uint32_t)strlen(text)};
+    unsigned char hdr[KD_WIRE_HDR_SIZE];
+    kd_wire_encode(&h, hdr);
+    if (kd_curve_client(sock, job_pub, op_pub, op_sec) != 0 || zmq_connect(sock, endpoint) != 0 ||
+        zmq_send(sock, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(sock, text, strlen(text), ZMQ_DONTWAIT) < 0)
+        rc = kd_errf(err, errlen, KD_ENETWORK, "batch to %s: %s", endpoint,
+                     zmq_strerror(zmq_errno()));
+    zmq_close(sock);
+    memset(op_sec, 0, sizeof op_sec);
+    free(text);
+    return rc;
+}
+
+int progress_configs(progress *p, const char *key, sched_cfg *cfg, int max)
+{
+    pthread_mutex_lock(&p->mu);
+    sub *s = kube_map_get(p->subs, key);
+    int n = 0;
+    for (int i = 0; s != NULL && s->have_info && i < s->n_cfg && n < max; i++)
+        cfg[n++] = s->cfg[i];
     pthread_mutex_unlock(&p->mu);
     return n;
 }
@@ -485,6 +546,15 @@ void progress_watch_cb(void *ud, const char *key, const char *endpoint)
 void progress_job_key_cb(void *ud, const char *key, const char *job_public)
 {
     progress_set_job_key(ud, key, job_public);
+}
+
+int progress_send_batch_cb(void *ud, const char *key, const char *endpoint, int batch)
+{
+    char err[256];
+    int rc = progress_send_batch(ud, key, endpoint, batch, err, sizeof err);
+    if (rc != KD_OK)
+        KD_DEBUG("batch not sent job=%s err=\"%s\"", key, err);
+    return rc;
 }
 
 void progress_operator_key_cb(void *ud, const char *public_key, const char *secret_key)

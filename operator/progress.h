@@ -55,6 +55,16 @@ void progress_set_operator_key(progress *p, const char *public_key, const char *
 int progress_get(progress *p, const char *key, rc_progress_info *out);
 /* Measured throughput points of key into tp (at most max); returns how many. */
 int progress_throughput(progress *p, const char *key, sched_tp *tp, int max);
+/* The coordinator's measured configurations of key (agents, batch, step and compute
+ * time; its metrics' "configs", the latest table) into cfg (at most max); returns how
+ * many. The noise scale is in rc_progress_info.noise_scale. */
+int progress_configs(progress *p, const char *key, sched_cfg *cfg, int max);
+/* Sends the scheduler's per-agent batch to the job's coordinator (control endpoint, e.g.
+ * tcp://IP:7070): a BATCH message over CURVE with the operator's keypair, which the
+ * coordinator alone accepts it from (docs/security.md). KD_OK once queued; KD_EINVAL
+ * without the operator's and the job's keys (nothing is sent), KD_ENETWORK. */
+int progress_send_batch(progress *p, const char *key, const char *endpoint, int batch,
+                        char *err, size_t errlen);
 /* Malformed messages dropped since start. */
 long progress_dropped(progress *p);
 /* Decodes one metrics message (pure, for tests): 0 and *out on success, -1 otherwise. */
@@ -73,5 +83,6 @@ int progress_lookup_cb(void *ud, const char *key, rc_progress_info *out);
 void progress_watch_cb(void *ud, const char *key, const char *endpoint);
 void progress_job_key_cb(void *ud, const char *key, const char *job_public);
 void progress_operator_key_cb(void *ud, const char *public_key, const char *secret_key);
+int progress_send_batch_cb(void *ud, const char *key, const char *endpoint, int batch);
 
 #endif

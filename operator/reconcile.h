@@ -52,6 +52,7 @@ typedef struct rc_sched_info {
     char policy[32];
     char reason[160];
     double pred_speed, pred_cost, pred_reward;
+    int batch;              /* per-agent batch chosen with the count; 0 = not chosen */
 } rc_sched_info;
 /* Returns 1 and fills *out when a decision exists for key. */
 typedef int (*rc_sched_lookup_fn)(void *ud, const char *key, rc_sched_info *out);
@@ -65,6 +66,7 @@ typedef struct rc_progress_info {
     int checkpoint; /* an rc_ckpt_state (reconcile_plan.h): the metrics' "checkpoint" */
     char checkpoint_error[256]; /* the coordinator's error when it is failing */
     int evaluated; /* 1 once an epoch was evaluated; before, accuracy means nothing */
+    double noise_scale; /* the coordinator's gradient noise scale; 0 = not measured */
 } rc_progress_info;
 typedef int (*rc_progress_lookup_fn)(void *ud, const char *key, rc_progress_info *out);
 /* Tells the progress module where a job's coordinator publishes (NULL: stop). */
@@ -93,6 +95,9 @@ typedef struct rc_options {
     /* The operator's own keypair, the subscription's client key, given before the first
      * job key (progress_set_operator_key); NULL = not needed. Uses progress_ud. */
     void (*progress_operator_key)(void *ud, const char *pub, const char *sec);
+    /* Sends the scheduler's batch to a job's coordinator (progress_send_batch): KD_OK
+     * once sent; NULL = the operator never sets a batch. Uses progress_ud. */
+    int (*progress_send_batch)(void *ud, const char *key, const char *endpoint, int batch);
 } rc_options;
 
 typedef struct rc_controller rc_controller;

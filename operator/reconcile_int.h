@@ -27,6 +27,7 @@ typedef struct rc_jobstate {
     double deleted_at[RC_DELETED_MAX]; /* when (0 = free slot) */
     long next_index;                   /* worker numbers are never reused in a job */
     double last_progress_write;        /* time of the last status.progress change */
+    double last_batch_sent;            /* when the scheduler's batch was last sent */
     long last_invalid_gen;             /* generation whose InvalidSpec event was sent */
     int failures;                      /* failures this operator counted (status.failures
                                           as written; the cache may lag behind it) */

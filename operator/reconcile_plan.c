@@ -449,6 +449,22 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
      * does not burn the whole backoffLimit within a second. */
     p->desired = clamp_desired(in);
     p->create_service = !in->have_service;
+    /* The first pods only once the policy decided how many: a job that must wait gets no
+     * pod at all rather than one deleted a moment later. Should no decision come (a
+     * scheduler host that fails), the job starts at agents.min after RC_SCHED_WAIT_S. */
+    if (in->await_sched && in->sched_desired < 0 && in->status_desired < 0 &&
+        !(in->created_time > 0 && in->now - in->created_time >= RC_SCHED_WAIT_S)) {
+        p->awaiting = 1;
+        p->desired = 0;
+        p->phase = RC_PENDING;
+        double left = in->created_time > 0 ? in->created_time + RC_SCHED_WAIT_S - in->now
+                                           : RC_SCHED_WAIT_S;
+        if (p->requeue_s <= 0 || left < p->requeue_s)
+            p->requeue_s = left > 0.5 ? left : 0.5;
+        add_cond(p, "Running", 0, "AwaitingScheduler",
+                 "waiting for the scheduler's first decision (how many agents)");
+        return KD_OK;
+    }
     double failed_at = p->new_failures > 0 ? in->now : in->last_failure_time;
     double wait = p->failures > 0 && failed_at > 0
                       ? failed_at + rc_backoff_delay(p->failures) - in->now : 0;
@@ -457,7 +473,8 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
         if (p->requeue_s <= 0 || wait < p->requeue_s)
             p->requeue_s = wait;
     }
-    p->create_coordinator = coord == NULL && !p->backoff;
+    /* A job the scheduler queued (no agent) starts no coordinator either. */
+    p->create_coordinator = coord == NULL && !p->backoff && p->desired > 0;
     /* The failed coordinator's name is its replacement's: it goes when that is due (the
      * replacement is created by the sync that sees it gone). */
     if (coord != NULL && coord->state == RC_POD_FAILED && !coord->deleting && !p->backoff)

@@ -103,6 +103,11 @@ typedef struct rc_input {
     int sched_desired;         /* the scheduler host's last decision, -1 = none yet */
     const char *spec_policy;   /* spec.scheduling.policy, NULL when invalid */
     const char *sched_policy;  /* the policy that made that decision, NULL = none yet */
+    int sched_batch;           /* the per-agent batch it chose with the count, 0 = none */
+    int await_sched;           /* a scheduler host decides counts: a job never decided
+                                  creates no pod before its first decision (at most
+                                  RC_SCHED_WAIT_S after its creation) */
+    double created_time;       /* metadata.creationTimestamp (epoch s), 0 = unknown */
     /* cluster */
     int have_service;          /* the coordinator Service exists */
     const rc_pod *pods;
@@ -120,6 +125,7 @@ typedef enum rc_delete_why {
 } rc_delete_why;
 
 #define RC_COND_MAX 6
+#define RC_SCHED_WAIT_S 30.0 /* a new job waits this long at most for its first decision */
 #define RC_MSG_MAX 512
 
 typedef struct rc_condition {
@@ -133,6 +139,8 @@ typedef struct rc_condition {
 typedef struct rc_plan {
     rc_phase phase;            /* phase to write */
     int desired;               /* status.agents.desired to write */
+    int awaiting;              /* 1: no scheduling decision yet; status.agents is not
+                                  written, nothing is created */
     int ready;                 /* status.agents.ready to write */
     int failures;              /* status.failures to write: in->failures + new_failures */
     int new_failures;          /* failed pods counted by this sync ... */

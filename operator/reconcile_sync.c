@@ -491,6 +491,8 @@ static json_t *progress_json(const rc_progress_info *pi)
         json_object_set_new(o, "samples", json_integer(pi->samples));
     if (o != NULL && pi->batch > 0)
         json_object_set_new(o, "batchSize", json_integer(pi->batch));
+    if (o != NULL && pi->noise_scale > 0)
+        json_object_set_new(o, "noiseScale", json_real(pi->noise_scale));
     return o;
 }
 
@@ -576,8 +578,18 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
     rc_format_time(in->now, now, sizeof now);
     json_object_set_new(st, "phase", json_string(rc_phase_name(p->phase)));
     if (p->act) {
-        json_object_set_new(st, "agents", json_pack("{s:i, s:i}", "desired", p->desired,
-                                                    "ready", p->ready));
+        json_t *ag = p->awaiting ? NULL
+                                 : json_pack("{s:i, s:i}", "desired", p->desired, "ready",
+                                             p->ready);
+        /* The batch the scheduler chose with the count (pollux, rl by goodput); it stays
+         * once chosen, as the coordinator keeps it. */
+        const json_t *ob = json_object_get(json_object_get(old, "agents"), "desiredBatchSize");
+        int db = in->sched_batch > 0 ? in->sched_batch
+                                     : json_is_integer(ob) ? (int)json_integer_value(ob) : 0;
+        if (ag != NULL && db > 0)
+            json_object_set_new(ag, "desiredBatchSize", json_integer(db));
+        if (ag != NULL)
+            json_object_set_new(st, "agents", ag);
         json_object_set_new(st, "failures", json_integer(in->failures + x->failures_counted));
         /* The failed pods counted, while they exist: written with the count in one status
          * write, so a restarted operator (or a retried sync) never counts one twice. */
@@ -623,7 +635,7 @@ static int write_status(sync_ctx *x, const rc_input *in, const rc_plan *p, doubl
 
     /* The scaling record, and its Event, when the desired count changes. */
     int from = in->status_desired > 0 ? in->status_desired : 0;
-    int normal = p->act && (p->phase == RC_PENDING || p->phase == RC_RUNNING);
+    int normal = p->act && !p->awaiting && (p->phase == RC_PENDING || p->phase == RC_RUNNING);
     if (normal && p->desired != from) {
         rc_sched_info si;
         memset(&si, 0, sizeof si);
@@ -731,6 +743,36 @@ static void tell_job_key(rc_controller *c, const json_t *job, const char *key)
     memset(&kp, 0, sizeof kp);
 }
 
+/* The scheduler's batch to the running coordinator while its metrics show another one
+ * (level-based: a restarted coordinator gets it again), at most every
+ * RC_BATCH_RESEND_S per job. */
+#define RC_BATCH_RESEND_S 5.0
+static void send_batch(rc_controller *c, const char *key, const char *ip, int batch, double now,
+                       double *requeue_s)
+{
+    rc_progress_info pi;
+    if (batch <= 0 || c->opt.progress_send_batch == NULL || c->opt.progress_lookup == NULL ||
+        !c->opt.progress_lookup(c->opt.progress_ud, key, &pi) || pi.batch == batch)
+        return;
+    pthread_mutex_lock(&c->mu);
+    rc_jobstate *s = kube_map_get(c->jobs, key);
+    int due = s != NULL && now - s->last_batch_sent >= RC_BATCH_RESEND_S;
+    if (due)
+        s->last_batch_sent = now;
+    pthread_mutex_unlock(&c->mu);
+    if (!due) {
+        if (*requeue_s <= 0 || *requeue_s > RC_BATCH_RESEND_S)
+            *requeue_s = RC_BATCH_RESEND_S;
+        return;
+    }
+    char ep[128];
+    snprintf(ep, sizeof ep, "tcp://%s:%d", ip, PODSPEC_CONTROL_PORT);
+    if (c->opt.progress_send_batch(c->opt.progress_ud, key, ep, batch) == KD_OK)
+        KD_INFO("batch sent job=%s batch=%d running=%d", key, batch, pi.batch);
+    if (*requeue_s <= 0 || *requeue_s > RC_BATCH_RESEND_S)
+        *requeue_s = RC_BATCH_RESEND_S;
+}
+
 /* --- one sync ------------------------------------------------------------------------- */
 
 static void forget_job(rc_controller *c, const char *key)
@@ -831,6 +873,8 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     in.completion_time = rc_parse_time(json_string_value(json_object_get(st, "completionTime")));
     in.status_desired = int_or(json_object_get(json_object_get(st, "agents"), "desired"), -1);
     in.sched_desired = -1;
+    in.await_sched = c->opt.sched_lookup != NULL;
+    in.created_time = rc_parse_time(json_string_value(json_object_get(md, "creationTimestamp")));
     rc_sched_info si;
     /* Only a policy the job chose (the default rl is no choice) is reported as honoured
      * or ignored. */
@@ -840,6 +884,7 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
     if (c->opt.sched_lookup != NULL && c->opt.sched_lookup(c->opt.sched_ud, key, &si)) {
         in.sched_desired = si.desired;
         in.sched_policy = si.policy;
+        in.sched_batch = si.batch;
     }
     in.have_service = have_service(c, ns, name);
     in.now = now;
@@ -893,6 +938,8 @@ int rc_sync(rc_controller *c, const char *key, double *requeue_s)
                 coord = &pods[k];
         if (coord != NULL)
             tell_job_key(c, job, key);
+        if (coord != NULL && rc == KD_OK)
+            send_batch(c, key, coord->ip, in.sched_batch, now, requeue_s);
         if (c->opt.progress_watch != NULL) {
             char ep[128];
             snprintf(ep, sizeof ep, "tcp://%s:%d", coord != NULL ? coord->ip : "",

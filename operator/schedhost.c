@@ -54,6 +54,7 @@ struct schedhost {
     int round;
     int inited;               /* mu and cv initialised */
     atomic_long rounds;
+    double prior_k;           /* the policy's speed-model prior, for goodput models */
 };
 
 static char *dup_or_empty(const char *s)
@@ -82,6 +83,7 @@ int schedhost_new(const schedhost_options *o, const rc_caches *caches, schedhost
     h->jobs = kube_map_new(free);
     sched_options so;
     sched_options_default(&so);
+    h->prior_k = so.prior_k;
     so.alpha = o->weight_time >= 0 ? o->weight_time : so.alpha;
     so.beta = o->weight_cost >= 0 ? o->weight_cost : so.beta;
     so.learn = 1;           /* the operator keeps learning; the table is persisted */
@@ -288,10 +290,15 @@ static void save_table(schedhost *h)
 
 /* --- one round --------------------------------------------------------------------------- */
 
+#define SH_MAX_GOODPUT 256 /* agent counts a job's goodput table covers */
+
 typedef struct round_job {
     char key[600];
     kd_agentjob spec;
     sched_tp tp[SH_MAX_TP];
+    sched_cfg cfg[SCHED_GP_MAX_CFG];   /* measured configurations (progress) */
+    double goodput[SH_MAX_GOODPUT];    /* goodput model at 1..n agents ... */
+    int gbatch[SH_MAX_GOODPUT];        /* ... with the batch chosen for each count */
 } round_job;
 
 typedef struct agent_index {
@@ -479,14 +486,36 @@ static void run_round(schedhost *h)
         } else {
             j->since_change_s = -1;
         }
+        int decided_batch = st != NULL && st->have ? st->info.batch : 0;
         pthread_mutex_unlock(&h->mu);
         rc_progress_info pi;
         if (h->opt.progress != NULL) {
             j->n_tp = progress_throughput(h->opt.progress, r->key, r->tp, SH_MAX_TP);
             j->tp = r->tp;
-            if (progress_get(h->opt.progress, r->key, &pi) && r->spec.epochs > 0) {
+            int have_pi = progress_get(h->opt.progress, r->key, &pi);
+            if (have_pi && r->spec.epochs > 0) {
                 double f = (double)(pi.epoch > 0 ? pi.epoch - 1 : 0) / r->spec.epochs;
                 j->progress = f < 0 ? 0 : f > 1 ? 1 : f;
+            }
+            /* The goodput model from the coordinator's measurements (the same inputs
+             * kadet-sim's goodput model gives the policy): throughput per configuration
+             * and the noise scale; the batch within the job's declared bounds. */
+            int ncfg = progress_configs(h->opt.progress, r->key, r->cfg, SCHED_GP_MAX_CFG);
+            if (have_pi && ncfg > 0) {
+                sched_goodput_in gi = {r->cfg, ncfg, pi.noise_scale,
+                                       decided_batch > 0 ? decided_batch
+                                       : pi.batch > 0    ? pi.batch
+                                                         : r->spec.batch_size,
+                                       r->spec.batch_size,
+                                       kd_spec_batch_ceiling(&r->spec, r->spec.batch_size),
+                                       h->prior_k};
+                int top = j->max < SH_MAX_GOODPUT ? j->max : SH_MAX_GOODPUT;
+                int ng = sched_goodput_table(&gi, top, r->goodput, r->gbatch);
+                if (ng > 0) {
+                    j->goodput = r->goodput;
+                    j->goodput_batch = r->spec.adaptive_batch ? r->gbatch : NULL;
+                    j->n_goodput = ng;
+                }
             }
         }
         j->remaining = 0;
@@ -524,6 +553,9 @@ static void run_round(schedhost *h)
             st->info.pred_speed = dec[k].pred_speed;
             st->info.pred_cost = dec[k].pred_cost;
             st->info.pred_reward = dec[k].pred_reward;
+            if (dec[k].batch != st->info.batch && dec[k].desired > 0)
+                changed = 1; /* a new batch is a decision the reconciler must carry out */
+            st->info.batch = dec[k].desired > 0 ? dec[k].batch : st->info.batch;
         }
         pthread_mutex_unlock(&h->mu);
         count_action(h, sj[k].current, dec[k].desired, dec[k].reason);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kd_curve.h"
 #include "kd_error.h"
 
 void kd_ctl_msg_close(kd_ctl_msg *m)
@@ -43,6 +44,12 @@ int kd_ctl_recv(void *sock, int router, kd_ctl_msg *m, const char *source)
         size_t first = router ? 1 : 0;
         kd_wire_drop_reason why = KD_WIRE_DROP_FRAMES;
         int ok = total == n && n > first;
+        if (ok) {
+            /* The ZAP handler's user id (kd_curve.h): absent without a security
+             * mechanism, so only an authenticated operator is ever "operator". */
+            const char *uid = zmq_msg_gets(&frames[first], "User-Id");
+            m->from_operator = uid != NULL && strcmp(uid, KD_ZAP_USER_OPERATOR) == 0;
+        }
         if (ok && router) {
             size_t il = zmq_msg_size(&frames[0]);
             ok = il > 0 && il <= KD_CTL_IDENT_MAX;

@@ -27,6 +27,7 @@ typedef struct kd_ctl_msg {
     json_t *json;                           /* JSON body (new reference) or NULL */
     zmq_msg_t payload;                      /* float body when has_floats */
     int has_floats;                         /* payload holds a float frame */
+    int from_operator;                      /* admitted by ZAP with the operator's key */
 } kd_ctl_msg;
 
 /* Receives one valid message if there is one: KD_OK, or KD_EAGAIN when nothing valid is

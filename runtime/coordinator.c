@@ -579,6 +579,22 @@ static member *free_slot(coord *c, double now)
 
 static void on_message(coord *c, kd_ctl_msg *msg)
 {
+    /* The operator may send BATCH and nothing else; nobody else may send BATCH
+     * (docs/security.md): its peer is told apart by the ZAP handler's user id. */
+    if (msg->from_operator || msg->h.type == KD_WIRE_BATCH) {
+        static int logged;
+        if (msg->from_operator && msg->h.type == KD_WIRE_BATCH) {
+            coord_on_batch(c, msg);
+            return;
+        }
+        kd_wire_drop(KD_WIRE_DROP_SENDER, "control");
+        if (!logged)
+            KD_WARN("coordinator: refused %s from %s (only the operator sends BATCH, and "
+                    "only BATCH; further ones only counted)", kd_wire_type_name(msg->h.type),
+                    msg->from_operator ? "the operator" : "a peer that is not the operator");
+        logged = 1;
+        return;
+    }
     member *mb = find(c, msg->ident, msg->ident_len);
     if (mb == NULL && msg->h.type != KD_WIRE_JOIN) {
         /* A worker of a previous coordinator instance: ask it to join us. */

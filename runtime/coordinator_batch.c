@@ -54,6 +54,7 @@ void coord_batch_init(coord *c)
 
 void coord_batch_new_world(coord *c)
 {
+    c->cfg_skip = 1; /* the first report of a world includes its forming and warm-up */
     c->gns_steps = 0;
     c->step_a = c->step_k = 0;
     c->step_reports = 0;
@@ -108,6 +109,46 @@ void coord_batch_observe(coord *c, const json_t *b)
     c->gns_steps += (uint64_t)gsteps;
 }
 
+void coord_configs_observe(coord *c, const json_t *b, double now)
+{
+    long long steps, batch;
+    double sps, comp, comm, upd = 0, wall = 0;
+    if (c->world < 1 || kd_wire_get_int(b, "steps", 1, INT64_MAX, &steps) != 0 ||
+        kd_wire_get_int(b, "batch", 1, 1 << 20, &batch) != 0 ||
+        kd_wire_get_num(b, "samples_per_s", 0, 1e12, &sps) != 0 || sps <= 0 ||
+        kd_wire_get_num(b, "compute_s", 0, 1e9, &comp) != 0 ||
+        kd_wire_get_num(b, "comm_s", 0, 1e9, &comm) != 0 ||
+        optional_num(b, "wall_s", 1e9, &wall) != 0 ||
+        optional_num(b, "update_s", comp, &upd) != 0)
+        return;
+    if (c->cfg_skip > 0) {
+        c->cfg_skip--;
+        return;
+    }
+    /* A step's wall time: the window's, or its compute and exchange when not reported. */
+    double step_ms = (wall > comp + comm ? wall : comp + comm) * 1000.0 / (double)steps;
+    double compute_ms = (comp - upd) * 1000.0 / (double)steps;
+    if (step_ms > 1e9)
+        return;
+    int i = 0;
+    while (i < c->n_cfgs && !(c->cfgs[i].agents == c->world && c->cfgs[i].batch == batch))
+        i++;
+    if (i < c->n_cfgs) {
+        smooth(&c->cfgs[i].samples_per_s, sps, 0);
+        smooth(&c->cfgs[i].step_ms, step_ms, 0);
+        smooth(&c->cfgs[i].compute_ms, compute_ms, 0);
+    } else {
+        if (c->n_cfgs < KD_METRICS_MAX_CONFIGS)
+            i = c->n_cfgs++;
+        else
+            for (int k = i = 0; k < c->n_cfgs; k++)
+                if (c->cfg_used[k] < c->cfg_used[i])
+                    i = k;
+        c->cfgs[i] = (kd_metrics_config){c->world, (int)batch, sps, step_ms, compute_ms};
+    }
+    c->cfg_used[i] = now;
+}
+
 double coord_batch_noise(const coord *c)
 {
     if (c->gns_reports == 0 || c->gns_g2 <= 0 || c->gns_s <= 0)
@@ -122,8 +163,49 @@ static double goodput(const coord *c, double bn, double b)
     return w * b / (c->step_a * b + c->step_k) / (bn + w * b);
 }
 
+void coord_on_batch(coord *c, const kd_ctl_msg *msg)
+{
+    long long b;
+    if (kd_wire_get_int(msg->json, "batch", 1, 1 << 20, &b) != 0) {
+        kd_wire_drop(KD_WIRE_DROP_FIELD, "control");
+        return;
+    }
+    /* The job's declared bounds: training.batchSize up to adaptive.maxBatchSize (the
+     * spec's batch only, when the batch does not adapt). */
+    int lo = c->batch0, hi = c->adaptive_batch ? c->batch_max : c->batch0;
+    if (b < lo || b > hi) {
+        if (c->batch_refused != (int)b)
+            KD_WARN("coordinator: refused batch=%lld from the operator: outside the job's "
+                    "bounds [%d, %d] (training.batchSize, adaptive.maxBatchSize)", b, lo, hi);
+        c->batch_refused = (int)b;
+        return;
+    }
+    if (c->batch_decided != (int)b)
+        KD_INFO("coordinator: batch %d decided by the operator's scheduler (was %d)", (int)b,
+                c->batch);
+    c->batch_decided = (int)b;
+    /* Not training: the next world starts with it (coord_batch_decide moves a running
+     * world at its next boundary). */
+    if (c->st != C_RUNNING && c->st != C_DONE)
+        c->batch = (int)b;
+}
+
 int coord_batch_decide(coord *c, double now)
 {
+    /* Every epoch trained and evaluated (or the end under way): a new world would only
+     * delay the end, and the summary's batch would not be the last epoch's. */
+    if (c->finishing || (c->epochs > 0 && c->epochs_done >= c->epochs))
+        return 0;
+    /* The operator's scheduler decides: the coordinator's own choice stays out. */
+    if (c->batch_decided > 0) {
+        if (c->batch == c->batch_decided || now - c->batch_changed < MIN_INTERVAL_S)
+            return 0;
+        KD_INFO("coordinator: batch %d -> %d (the operator's scheduler)", c->batch,
+                c->batch_decided);
+        c->batch = c->batch_decided;
+        c->batch_changed = now;
+        return 1;
+    }
     /* With 2 or more agents, on fresh noise measurements of this world; with one agent,
      * on its own step times and the last noise estimate of a larger world (without an
      * exchange to amortise, a smaller batch usually pays there). */

@@ -8,6 +8,7 @@
 #include "comm_ctl.h"
 #include "coordinator.h"
 #include "kd_curve.h"
+#include "kd_metrics.h"
 #include "kd_spec.h"
 
 #define MAX_MEMBERS 256
@@ -67,6 +68,16 @@ typedef struct coord {
     double step_a, step_k;   /* step time model of the current world: a*batch + k */
     int step_reports;        /* reports folded into it */
     double batch_changed;    /* when the batch last changed */
+    /* Throughput per (agents, batch) configuration run, for the operator's goodput model
+     * (published in the metrics' configs): smoothed, the least recently updated entry
+     * replaced when full. */
+    kd_metrics_config cfgs[KD_METRICS_MAX_CONFIGS];
+    double cfg_used[KD_METRICS_MAX_CONFIGS]; /* when each entry was last updated */
+    int n_cfgs;
+    int cfg_skip;            /* reports of the current world still to skip (warm-up) */
+    int batch_decided;       /* the operator's scheduler's batch (BATCH), 0 = none: the
+                              * coordinator's own choice then stays out */
+    int batch_refused;       /* the last batch refused (logged once per value) */
     /* Sizes agreed by every READY worker. */
     size_t n_params, n_state, n_train;
     uint64_t fingerprint;
@@ -102,6 +113,8 @@ typedef struct coord {
     double train_seconds;    /* sum of epoch times */
     uint64_t samples_trained;
     json_t *epoch_log;       /* [{epoch, accuracy, wall_seconds, agents}] (owned) */
+    kd_metrics_epoch last_epoch; /* the last record of epoch_log (valid when have_last_epoch) */
+    int have_last_epoch;
     FILE *range_log;
 } coord;
 
@@ -113,6 +126,11 @@ void coord_batch_new_world(coord *c);
 void coord_batch_observe(coord *c, const json_t *metrics);
 /* The smoothed gradient noise scale Bn, 0 while unknown. */
 double coord_batch_noise(const coord *c);
+/* A BATCH message (the operator's, checked by the caller): takes its batch when it lies
+ * within the job's bounds, refuses it with a log line otherwise. */
+void coord_on_batch(coord *c, const kd_ctl_msg *msg);
+/* Folds rank 0's step report into the throughput table of the current configuration. */
+void coord_configs_observe(coord *c, const json_t *metrics, double now);
 /* Sets c->batch to a better per-agent batch and returns 1, or returns 0. */
 int coord_batch_decide(coord *c, double now);
 /* AdaScale's learning-rate gain for agents at the current batch against the base one. */

@@ -96,60 +96,77 @@ void coord_log_ranges(coord *c, pos from, pos to)
 
 void coord_publish(coord *c, const char *state_name)
 {
-    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f}",
-                          "job", c->job_id, "state", state_name, "generation", (int)c->gen,
-                          "agents", c->st == C_RUNNING ? c->world : 0, "epoch",
-                          (int)(c->st == C_DONE ? c->sp.epoch : c->start.epoch + 1), "step",
-                          (json_int_t)(c->st == C_DONE ? c->sp.step : c->start.step),
-                          "samples_per_s", 0.0, "compute_ms", 0.0, "comm_ms", 0.0, "loss",
-                          0.0, "accuracy", c->accuracy, "wall_seconds",
-                          kd_now() - c->t_start);
-    if (o == NULL)
-        return;
-    json_object_set_new(o, "epochs", json_integer(c->epochs));
-    json_object_set_new(o, "batch", json_integer(c->batch));
+    kd_metrics m;
+    memset(&m, 0, sizeof m);
+    m.has = KD_MET_JOB | KD_MET_STATE | KD_MET_GENERATION | KD_MET_AGENTS | KD_MET_EPOCH |
+            KD_MET_STEP | KD_MET_SAMPLES_PER_S | KD_MET_COMPUTE_MS | KD_MET_COMM_MS |
+            KD_MET_LOSS | KD_MET_ACCURACY | KD_MET_WALL_SECONDS | KD_MET_EPOCHS | KD_MET_BATCH |
+            KD_MET_CHECKPOINT | KD_MET_EPOCHS_DONE;
+    snprintf(m.job, sizeof m.job, "%s", c->job_id);
+    snprintf(m.state, sizeof m.state, "%s", state_name);
+    m.generation = c->gen;
+    m.agents = c->st == C_RUNNING ? c->world : 0;
+    m.epoch = c->st == C_DONE ? c->sp.epoch : c->start.epoch + 1;
+    m.step = (long long)(c->st == C_DONE ? c->sp.step : c->start.step);
+    m.accuracy = c->accuracy;
+    m.wall_seconds = kd_now() - c->t_start;
+    m.epochs = c->epochs;
+    m.batch = c->batch;
     /* "none": the job keeps no checkpoints; "failing": the last write failed (error in
      * checkpoint_error); "ok": writable (written, or the start probe passed). */
-    json_object_set_new(o, "checkpoint",
-                        json_string(coord_checkpoint_dir(c) == NULL ? "none"
-                                    : c->ckpt_failing               ? "failing"
-                                                                    : "ok"));
-    if (c->ckpt_failing)
-        json_object_set_new(o, "checkpoint_error", json_string(c->ckpt_error));
+    snprintf(m.checkpoint, sizeof m.checkpoint, "%s",
+             coord_checkpoint_dir(c) == NULL ? "none" : c->ckpt_failing ? "failing" : "ok");
+    if (c->ckpt_failing) {
+        m.has |= KD_MET_CHECKPOINT_ERROR;
+        snprintf(m.checkpoint_error, sizeof m.checkpoint_error, "%s", c->ckpt_error);
+    }
     const json_t *mt = c->last_metrics;
     if (mt != NULL && c->st == C_RUNNING) {
         long long steps = 0;
         double v;
         kd_wire_get_int(mt, "steps", 0, INT64_MAX, &steps);
         if (kd_wire_get_num(mt, "samples_per_s", 0, 1e12, &v) == 0)
-            json_object_set_new(o, "samples_per_s", json_real(v));
+            m.samples_per_s = v;
         if (steps > 0 && kd_wire_get_num(mt, "compute_s", 0, 1e9, &v) == 0)
-            json_object_set_new(o, "compute_ms", json_real(v * 1000.0 / steps));
+            m.compute_ms = v * 1000.0 / steps;
         if (steps > 0 && kd_wire_get_num(mt, "comm_s", 0, 1e9, &v) == 0)
-            json_object_set_new(o, "comm_ms", json_real(v * 1000.0 / steps));
+            m.comm_ms = v * 1000.0 / steps;
         if (kd_wire_get_num(mt, "loss", 0, 1e30, &v) == 0)
-            json_object_set_new(o, "loss", json_real(v));
+            m.loss = v;
         long long ep;
-        if (kd_wire_get_int(mt, "epoch", 0, INT32_MAX, &ep) == 0)
-            json_object_set_new(o, "epoch", json_integer(ep + 1));
-        if (kd_wire_get_int(mt, "step", 0, INT64_MAX, &ep) == 0)
-            json_object_set_new(o, "step", json_integer(ep));
-        if (kd_wire_get_num(mt, "lr", 0, 1e9, &v) == 0)
-            json_object_set_new(o, "lr", json_real(v));
+        if (kd_wire_get_int(mt, "epoch", 0, 999999999LL, &ep) == 0)
+            m.epoch = ep + 1;
+        if (kd_wire_get_int(mt, "step", 0, 9000000000000000LL, &ep) == 0)
+            m.step = ep;
+        if (kd_wire_get_num(mt, "lr", 0, 1e9, &v) == 0) {
+            m.has |= KD_MET_LR;
+            m.lr = v;
+        }
     }
     /* How many epochs have been evaluated (accuracy means nothing while it is 0) and the
      * last one's record, so that `kadet run` prints a line for every epoch even when two
      * end between two publications. */
-    json_object_set_new(o, "epochs_done", json_integer(c->epochs_done));
-    size_t n_log = json_array_size(c->epoch_log);
-    if (n_log > 0)
-        json_object_set(o, "last_epoch", json_array_get(c->epoch_log, n_log - 1));
-    char *text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    m.epochs_done = c->epochs_done;
+    /* What a goodput model of the job needs: the measured gradient noise (when the
+     * adaptive batch has measured it) and the throughput per configuration run. */
+    if (c->gns_reports > 0 && isfinite(c->gns_g2) && isfinite(c->gns_s)) {
+        m.has |= KD_MET_NOISE;
+        m.noise_scale = fmin(coord_batch_noise(c), 1e30);
+        m.noise_g2 = fmax(-1e30, fmin(c->gns_g2, 1e30));
+        m.noise_s = fmax(-1e30, fmin(c->gns_s, 1e30));
+    }
+    m.has |= KD_MET_CONFIGS;
+    m.n_configs = c->n_cfgs;
+    memcpy(m.configs, c->cfgs, (size_t)c->n_cfgs * sizeof c->cfgs[0]);
+    if (c->have_last_epoch) {
+        m.has |= KD_MET_LAST_EPOCH;
+        m.last_epoch = c->last_epoch;
+    }
+    char *text = kd_metrics_encode(&m, NULL);
     if (text != NULL) {
         zmq_send(c->pub, text, strlen(text), ZMQ_DONTWAIT);
         free(text);
     }
-    json_decref(o);
     c->last_pub = kd_now();
 }
 
@@ -246,19 +263,24 @@ void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
         c->samples_trained += c->n_train;
         /* train_seconds counts from the first world, so that start-up and data loading
          * (seconds, and not the trainer's speed) stay out of time-to-accuracy. */
-        json_array_append_new(c->epoch_log,
-                              json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:i, s:i}", "epoch",
-                                        (int)ed, "accuracy", acc, "train_loss", trl,
-                                        "wall_seconds", kd_now() - c->t_start,
-                                        "train_seconds", kd_now() - c->t_first_world,
-                                        "epoch_seconds", es, "agents", c->world, "batch",
-                                        c->batch));
-        json_t *rec = json_array_get(c->epoch_log, json_array_size(c->epoch_log) - 1);
+        kd_metrics_epoch rec = {.epoch = (int)ed, .accuracy = acc, .train_loss = trl,
+                                .wall_seconds = kd_now() - c->t_start,
+                                .train_seconds = kd_now() - c->t_first_world,
+                                .epoch_seconds = es, .agents = c->world, .batch = c->batch};
         double lr;
-        if (rec != NULL && kd_wire_get_num(b, "lr", 0, 1e9, &lr) == 0)
-            json_object_set_new(rec, "lr", json_real(lr));
-        if (rec != NULL && es > 0)
-            json_object_set_new(rec, "samples_per_s", json_real((double)c->n_train / es));
+        if (kd_wire_get_num(b, "lr", 0, 1e9, &lr) == 0) {
+            rec.has |= KD_MET_EPOCH_LR;
+            rec.lr = lr;
+        }
+        if (es > 0) {
+            rec.has |= KD_MET_EPOCH_SAMPLES_PER_S;
+            rec.samples_per_s = (double)c->n_train / es;
+        }
+        json_t *jr = kd_metrics_epoch_to_json(&rec);
+        if (jr != NULL)
+            json_array_append_new(c->epoch_log, jr);
+        c->last_epoch = rec;
+        c->have_last_epoch = 1;
         KD_INFO("coordinator: epoch done epoch=%lld accuracy=%.4f train_loss=%.4f agents=%d "
                 "seconds=%.2f", ed, acc, trl, c->world, es);
         /* At once rather than at the next second: every epoch gets its progress line. */
@@ -269,6 +291,7 @@ void coord_on_metrics(coord *c, member *mb, const kd_ctl_msg *msg)
     }
     if (mb->rank == 0 && msg->h.generation == c->gen) {
         coord_batch_observe(c, b);
+        coord_configs_observe(c, b, kd_now());
         json_t *copy = json_deep_copy(b);
         json_object_set_new(copy, "epoch", json_integer(msg->h.epoch));
         json_object_set_new(copy, "step", json_integer((json_int_t)msg->h.step));

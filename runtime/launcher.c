@@ -26,6 +26,9 @@
 #include "kd_curve.h"
 #include "kd_error.h"
 #include "kd_log.h"
+#include "kd_metrics.h"
+#include "kd_spec.h"
+#include "kd_wire.h"
 #include "kd_train.h"
 #include "launcher.h"
 #include "kd_sched.h"
@@ -72,6 +75,20 @@ typedef struct launch {
     cpu_set_t avail;         /* CPUs this process may use */
     int cpus[CPU_SETSIZE];   /* their numbers, in order */
     int blocks;              /* CPU blocks of --threads CPUs each; 0 = no binding */
+    /* Co-adaptation (docs/scheduler.md): the coordinator's measurements, the goodput
+     * model built from them, and the batch the policy chose with the count, sent to the
+     * coordinator as the operator would (BATCH, with this run's operator key). */
+    sched_cfg cfg[SCHED_GP_MAX_CFG]; /* measured configurations (metrics' configs) */
+    int n_cfg;
+    double noise;            /* the coordinator's noise scale, 0 = not measured */
+    int cur_batch;           /* per-agent batch of the running world */
+    double goodput[MAX_WORKERS]; /* goodput model at 1..n agents ... */
+    int gbatch[MAX_WORKERS]; /* ... with the batch chosen for each count */
+    int decided_batch;       /* the policy's batch, 0 = it does not choose */
+    double batch_sent_at;    /* when BATCH was last sent */
+    char op_pub[KD_CURVE_KEY_LEN + 1], op_sec[KD_CURVE_KEY_LEN + 1]; /* "" = no keys */
+    const kd_curve_keys *keys; /* the job's keys (the coordinator's server key) */
+    void *ctl;               /* DEALER to the coordinator for BATCH, opened when needed */
 } launch;
 
 static volatile sig_atomic_t launch_sigint;
@@ -351,6 +368,23 @@ static int policy_decide(launch *l)
         .beta = job->weight_cost,
         .priority = job->priority,
     };
+    /* The goodput model from the coordinator's measurements, the batch within the job's
+     * bounds (a policy that allocates by goodput then chooses it with the count). */
+    if (l->n_cfg > 0) {
+        sched_goodput_in gi = {l->cfg, l->n_cfg, l->noise,
+                               l->decided_batch > 0 ? l->decided_batch
+                               : l->cur_batch > 0   ? l->cur_batch
+                                                    : job->batch_size,
+                               job->batch_size, kd_spec_batch_ceiling(job, job->batch_size),
+                               0.1};
+        int top = job->agents_max < MAX_WORKERS ? job->agents_max : MAX_WORKERS;
+        int ng = sched_goodput_table(&gi, top, l->goodput, l->gbatch);
+        if (ng > 0) {
+            sj.goodput = l->goodput;
+            sj.goodput_batch = job->adaptive_batch ? l->gbatch : NULL;
+            sj.n_goodput = ng;
+        }
+    }
     sched_snapshot s = {.nodes = &node, .n_nodes = 1, .jobs = &sj, .n_jobs = 1,
                         .interval_s = 5.0, .restart_s = 1.0};
     sched_decision d;
@@ -366,8 +400,51 @@ static int policy_decide(launch *l)
         if (strncmp(reason, name, nl) == 0 && strncmp(reason + nl, ": ", 2) == 0)
             reason += nl + 2;
         snprintf(l->why, sizeof l->why, "scheduler %s: %s", name, reason);
+        if (d.batch > 0 && d.batch != l->decided_batch)
+            KD_INFO("run: scheduler %s chose batch=%d agents=%d noise_scale=%.0f", name,
+                    d.batch, d.desired, l->noise);
+        if (d.batch > 0)
+            l->decided_batch = d.batch;
     }
     return d.desired > 0 ? d.desired : l->target;
+}
+
+/* Sends the policy's batch to the coordinator while the running world has another one,
+ * at most every 5 s: a BATCH message over CURVE with this run's operator key, the one
+ * sender the coordinator takes it from (docs/security.md). */
+static void send_batch(launch *l, void *zctx)
+{
+    if (l->decided_batch <= 0 || l->decided_batch == l->cur_batch || l->op_pub[0] == '\0' ||
+        l->ctl_ep[0] == '\0' || kd_now() - l->batch_sent_at < 5.0)
+        return;
+    l->batch_sent_at = kd_now();
+    if (l->ctl == NULL) {
+        int linger = 0;
+        l->ctl = zmq_socket(zctx, ZMQ_DEALER);
+        if (l->ctl == NULL)
+            return;
+        zmq_setsockopt(l->ctl, ZMQ_LINGER, &linger, sizeof linger);
+        if (kd_curve_client(l->ctl, l->keys->pub, l->op_pub, l->op_sec) != 0 ||
+            zmq_connect(l->ctl, l->ctl_ep) != 0) {
+            KD_WARN("run: cannot reach the coordinator for the batch: %s",
+                    zmq_strerror(zmq_errno()));
+            zmq_close(l->ctl);
+            l->ctl = NULL;
+            return;
+        }
+    }
+    char body[64];
+    int n = snprintf(body, sizeof body, "{\"batch\":%d}", l->decided_batch);
+    kd_wire_hdr h = {.type = KD_WIRE_BATCH, .sender = KD_WIRE_NO_RANK,
+                     .payload_len = (uint32_t)n};
+    unsigned char hdr[KD_WIRE_HDR_SIZE];
+    kd_wire_encode(&h, hdr);
+    if (zmq_send(l->ctl, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(l->ctl, body, (size_t)n, ZMQ_DONTWAIT) < 0)
+        KD_DEBUG("run: batch not sent: %s", zmq_strerror(zmq_errno()));
+    else
+        KD_INFO("run: batch %d sent to the coordinator (running %d)", l->decided_batch,
+                l->cur_batch);
 }
 
 static void record_speed(launch *l, int agents, double speed)
@@ -385,20 +462,19 @@ static void record_speed(launch *l, int agents, double speed)
 
 /* The progress line of an evaluated epoch, from its record in the coordinator's metrics
  * (last_epoch: epoch, accuracy, train_loss, lr, samples_per_s, agents, batch). */
-static void print_epoch(launch *l, const json_t *rec, int epochs)
+static void print_epoch(launch *l, const kd_metrics_epoch *rec, int epochs)
 {
-    json_t *lr = json_object_get(rec, "lr");
     kd_run_line line = {
         .t = kd_now() - l->t0,
-        .epoch = (int)json_integer_value(json_object_get(rec, "epoch")),
+        .epoch = rec->epoch,
         .epochs = epochs,
-        .agents = (int)json_integer_value(json_object_get(rec, "agents")),
-        .batch = (int)json_integer_value(json_object_get(rec, "batch")),
-        .lr = json_is_number(lr) ? json_number_value(lr) : -1.0,
-        .loss = json_number_value(json_object_get(rec, "train_loss")),
+        .agents = rec->agents,
+        .batch = rec->batch,
+        .lr = (rec->has & KD_MET_EPOCH_LR) ? rec->lr : -1.0,
+        .loss = rec->train_loss,
         .evaluated = 1,
-        .test_acc = json_number_value(json_object_get(rec, "accuracy")),
-        .samples_per_s = json_number_value(json_object_get(rec, "samples_per_s")),
+        .test_acc = rec->accuracy,
+        .samples_per_s = rec->samples_per_s,
     };
     if (l->o->quiet)
         return;
@@ -408,21 +484,19 @@ static void print_epoch(launch *l, const json_t *rec, int epochs)
 }
 
 /* A line while an epoch runs, when no epoch ended for a while (long epochs). */
-static void print_running(launch *l, const json_t *o, int epochs)
+static void print_running(launch *l, const kd_metrics *m)
 {
-    json_t *lr = json_object_get(o, "lr");
-    long long done = json_integer_value(json_object_get(o, "epochs_done"));
     kd_run_line line = {
         .t = kd_now() - l->t0,
-        .epoch = (int)json_integer_value(json_object_get(o, "epoch")),
-        .epochs = epochs,
-        .agents = (int)json_integer_value(json_object_get(o, "agents")),
-        .batch = (int)json_integer_value(json_object_get(o, "batch")),
-        .lr = json_is_number(lr) ? json_number_value(lr) : -1.0,
-        .loss = json_number_value(json_object_get(o, "loss")),
-        .evaluated = done > 0,
-        .test_acc = json_number_value(json_object_get(o, "accuracy")),
-        .samples_per_s = json_number_value(json_object_get(o, "samples_per_s")),
+        .epoch = (int)m->epoch,
+        .epochs = m->epochs,
+        .agents = m->agents,
+        .batch = m->batch,
+        .lr = (m->has & KD_MET_LR) ? m->lr : -1.0,
+        .loss = m->loss,
+        .evaluated = m->epochs_done > 0,
+        .test_acc = m->accuracy,
+        .samples_per_s = m->samples_per_s,
         .in_progress = 1,
     };
     kd_run_line_print(stdout, &line);
@@ -433,21 +507,21 @@ static void print_running(launch *l, const json_t *o, int epochs)
 
 static void on_metrics(launch *l, const char *text, size_t len)
 {
-    json_error_t e;
-    json_t *o = json_loadb(text, len, 0, &e);
-    if (!json_is_object(o)) {
-        json_decref(o);
+    kd_metrics *m = malloc(sizeof *m);
+    char err[256];
+    if (m == NULL)
+        return;
+    if (kd_metrics_decode(text, len, m, err, sizeof err) != KD_OK) {
+        KD_DEBUG("run: metrics dropped: %s", err);
+        free(m);
         return;
     }
-    int agents = (int)json_integer_value(json_object_get(o, "agents"));
-    int epoch = (int)json_integer_value(json_object_get(o, "epoch"));
-    int epochs = (int)json_integer_value(json_object_get(o, "epochs"));
-    double sps = json_number_value(json_object_get(o, "samples_per_s"));
-    const char *state = json_string_value(json_object_get(o, "state"));
-    long long step = (long long)json_integer_value(json_object_get(o, "step"));
-    const char *ckpt = json_string_value(json_object_get(o, "checkpoint"));
+    int agents = m->agents, epoch = (int)m->epoch, epochs = m->epochs;
+    double sps = m->samples_per_s;
+    const char *state = (m->has & KD_MET_STATE) ? m->state : NULL;
+    const char *ckpt = (m->has & KD_MET_CHECKPOINT) ? m->checkpoint : NULL;
     if (ckpt != NULL && strcmp(ckpt, "failing") == 0 && !l->ckpt_warned) {
-        const char *why = json_string_value(json_object_get(o, "checkpoint_error"));
+        const char *why = (m->has & KD_MET_CHECKPOINT_ERROR) ? m->checkpoint_error : NULL;
         fprintf(stderr,
                 "kadet run: warning: checkpoints cannot be written (%s); training goes on, "
                 "but a restarted coordinator would resume from an older checkpoint or from "
@@ -458,18 +532,26 @@ static void on_metrics(launch *l, const char *text, size_t len)
         fprintf(stderr, "kadet run: checkpoints are written again\n");
         l->ckpt_warned = 0;
     }
-    if (step > l->last_step) {
-        l->last_step = step;
+    if (m->step > l->last_step) {
+        l->last_step = m->step;
         l->worker_failures = 0;
     }
+    if (m->has & KD_MET_CONFIGS) {
+        l->n_cfg = 0;
+        for (int i = 0; i < m->n_configs && l->n_cfg < SCHED_GP_MAX_CFG; i++)
+            if (m->configs[i].step_ms > 0)
+                l->cfg[l->n_cfg++] = (sched_cfg){m->configs[i].agents, m->configs[i].batch,
+                                                 m->configs[i].step_ms / 1000.0,
+                                                 m->configs[i].compute_ms / 1000.0};
+    }
+    if (m->has & KD_MET_NOISE)
+        l->noise = m->noise_scale;
     /* Every newly evaluated epoch gets its line (the coordinator publishes at each). */
-    const json_t *rec = json_object_get(o, "last_epoch");
-    if (json_is_object(rec) &&
-        json_integer_value(json_object_get(rec, "epoch")) > l->printed_epoch)
-        print_epoch(l, rec, epochs);
+    if ((m->has & KD_MET_LAST_EPOCH) && m->last_epoch.epoch > l->printed_epoch)
+        print_epoch(l, &m->last_epoch, epochs);
     if (state != NULL && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0)) {
         l->finished = l->end_printed = 1;
-        json_decref(o);
+        free(m);
         return;
     }
     if (state != NULL && strcmp(state, "running") == 0) {
@@ -482,20 +564,26 @@ static void on_metrics(launch *l, const char *text, size_t len)
         if (epochs > 0)
             l->progress = (double)(epoch - 1) / epochs;
         if (!l->o->quiet && kd_now() - l->last_line >= LAUNCH_QUIET_LINE_S)
-            print_running(l, o, epochs);
+            print_running(l, m);
     }
-    int batch = (int)json_integer_value(json_object_get(o, "batch"));
+    int batch = m->batch;
     if (l->last_batch > 0 && batch != l->last_batch && state != NULL &&
         strcmp(state, "running") == 0) {
-        printf("[%6.1fs] batch %d -> %d per agent (adaptive: measured gradient noise)\n",
-               kd_now() - l->t0, l->last_batch, batch);
+        if (batch == l->decided_batch)
+            printf("[%6.1fs] batch %d -> %d per agent (scheduler %s: goodput with the "
+                   "measured gradient noise)\n",
+                   kd_now() - l->t0, l->last_batch, batch, sched_policy_name(l->policy));
+        else
+            printf("[%6.1fs] batch %d -> %d per agent (adaptive: measured gradient noise)\n",
+                   kd_now() - l->t0, l->last_batch, batch);
         fflush(stdout);
     }
     if (state != NULL && strcmp(state, "running") == 0) {
         l->last_agents = agents;
         l->last_batch = batch;
+        l->cur_batch = batch;
     }
-    json_decref(o);
+    free(m);
 }
 
 static int read_endpoints(launch *l, const char *path)
@@ -601,6 +689,26 @@ static void stop_all(launch *l)
     }
 }
 
+/* This run's operator keypair (the launcher hosts the policy, as the operator does):
+ * operator.pub next to the job's keys, so that the coordinator admits it and takes BATCH
+ * from it only. */
+static int write_operator_key(launch *l, const char *keydir, char *err, size_t errlen)
+{
+    char path[256];
+    if (zmq_curve_keypair(l->op_pub, l->op_sec) != 0)
+        return kd_errf(err, errlen, KD_EIO, "zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
+    snprintf(path, sizeof path, "%s/operator.pub", keydir);
+    FILE *f = fopen(path, "w");
+    int ok = f != NULL && fprintf(f, "%s\n", l->op_pub) > 0;
+    if (f != NULL && fclose(f) != 0)
+        ok = 0;
+    if (!ok) {
+        l->op_pub[0] = '\0';
+        return kd_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
+    }
+    return KD_OK;
+}
+
 int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
 {
     *summary_out = NULL;
@@ -644,6 +752,7 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
         char kerr[600] = "";
         errno = 0;
         if (mkdir(keydir, 0700) != 0 || kd_curve_make(keydir, kerr, sizeof kerr) != KD_OK ||
+            write_operator_key(l, keydir, kerr, sizeof kerr) != KD_OK ||
             kd_curve_load(keydir, &keys, kerr, sizeof kerr) != KD_OK) {
             fprintf(stderr, "kadet run: cannot make the job's keys in %s: %s\n", keydir,
                     kerr[0] != '\0' ? kerr : strerror(errno));
@@ -654,6 +763,7 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
             return 1;
         }
         setenv(KD_CURVE_ENV, keydir, 1);
+        l->keys = &keys;
         setenv("KADET_DATA_PLANE", kd_spec_data_plane_name(o->job->data_plane), 1);
     }
     char epfile[128], summary[128];
@@ -738,10 +848,12 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
             break;
         zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
         zmq_poll(&it, 1, 100);
-        char buf[4096];
+        static char buf[KD_METRICS_TEXT_MAX];
         int len;
+        /* A frame longer than the buffer was truncated by zmq_recv: not a message. */
         while ((len = zmq_recv(sub, buf, sizeof buf, ZMQ_DONTWAIT)) > 0)
-            on_metrics(l, buf, (size_t)len < sizeof buf ? (size_t)len : sizeof buf);
+            if ((size_t)len <= sizeof buf)
+                on_metrics(l, buf, (size_t)len);
         reap(l, &coord_status);
         /* Workers that fail again and again before a step is trained (a missing dataset,
          * a model that does not fit) would otherwise be respawned for ever. */
@@ -762,6 +874,8 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
             want = policy_decide(l);
             last_decide = kd_now();
         }
+        if (l->policy != NULL && l->keys != NULL)
+            send_batch(l, zctx);
         if (want != l->target) {
             printf("[%6.1fs] agents %d -> %d (%s)\n", t, l->target, want,
                    o->schedule != NULL ? "--agents-schedule" : l->why);
@@ -810,6 +924,9 @@ out:
     }
     if (sub != NULL)
         zmq_close(sub);
+    if (l->ctl != NULL)
+        zmq_close(l->ctl);
+    memset(l->op_sec, 0, sizeof l->op_sec);
     zmq_ctx_term(zctx);
     sched_policy_free(&l->policy);
     unlink(epfile);

@@ -78,6 +78,11 @@ kd_add_script_test(NAME dist_local_sgd
 kd_add_script_test(NAME dist_adaptive_batch
   COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_adaptive_batch.py
   LABELS integration TIMEOUT 240)
+# Issue 16 part 5: kadet run's policy chooses the batch with the count (goodput model
+# from the coordinator's metrics) and sends it to the coordinator as the operator does.
+kd_add_script_test(NAME dist_coadapt
+  COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/integration/dist_coadapt.py
+  LABELS integration TIMEOUT 300)
 
 # Issue 17: the job's CURVE keys and the ZAP handler (common/kd_curve.c).
 kd_add_test(NAME test_curve SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_curve.c

@@ -64,3 +64,9 @@ kd_add_script_test(NAME operator_failure_reason
   COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_failure_reason.py
   LABELS e2e integration slow TIMEOUT 300)
 set_tests_properties(operator_failure_reason PROPERTIES SKIP_RETURN_CODE 77)
+# Co-adaptation (issue 16 part 5): no pod for a job that must wait; pollux's batch in
+# status and applied by the coordinator.
+kd_add_script_test(NAME operator_coadapt
+  COMMAND ${KD_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/integration/operator_coadapt.py
+  LABELS e2e integration slow TIMEOUT 480)
+set_tests_properties(operator_coadapt PROPERTIES SKIP_RETURN_CODE 77)

@@ -68,6 +68,9 @@ typedef struct sched_job {
                              it) at 1..n_goodput agents on the fewest nodes; NULL = use
                              the speed model's throughput */
     int n_goodput;        /* entries in goodput */
+    const int *goodput_batch; /* per-agent batch goodput[n - 1] assumes (n_goodput
+                             entries), or NULL: a policy that chooses batch (pollux, rl)
+                             then returns it with the count (sched_decision.batch) */
     int restarts;         /* pollux: changes of the job's allocation since it started */
 } sched_job;
 
@@ -88,6 +91,8 @@ typedef struct sched_decision {
     double pred_cost;     /* predicted cost: agents held over the next interval (agent-s) */
     double pred_reward;   /* predicted reward alpha/T + beta/C, normalised across jobs */
     char reason[SCHED_REASON_MAX]; /* one human line: why this count */
+    int batch;            /* per-agent batch chosen with the count (pollux and rl, from
+                             the job's goodput_batch); 0 = the policy does not choose */
 } sched_decision;
 
 /* Policy options. Fields that a policy does not use are ignored. */
@@ -159,6 +164,35 @@ void sched_episode_end(sched_policy *p);
 /* Predicted throughput (samples/s) of a job at n agents from its measured points (fitted
  * speed model; 0 when the job has no measurement, or n <= 0). */
 double sched_predict_speed(const sched_job *j, int n, double prior_k);
+
+/* One measured configuration of a live job (its coordinator's metrics, "configs"). */
+typedef struct sched_cfg {
+    int agents;           /* agents of the world (>= 1) */
+    int batch;            /* per-agent batch (>= 1) */
+    double step_s;        /* seconds per step */
+    double compute_s;     /* of which grow with the batch (forward and backward) */
+} sched_cfg;
+
+#define SCHED_GP_MAX_CFG 16 /* configurations a goodput model reads */
+
+/* What sched_goodput_table() builds a job's goodput model from. */
+typedef struct sched_goodput_in {
+    const sched_cfg *cfg; /* measured configurations, any order (at most 16 are read) */
+    int n_cfg;
+    double noise_scale;   /* gradient noise scale; <= 0 = unknown: the batch stays */
+    int batch;            /* the job's current per-agent batch (>= 1): kept at a count
+                             unless another promises 5% more goodput there */
+    int batch_min;        /* smallest per-agent batch the job accepts (its spec's) */
+    int batch_max;        /* largest (adaptive.maxBatchSize); == batch_min = fixed */
+    double prior_k;       /* contention assumed when one agent count was measured */
+} sched_goodput_in;
+
+/* Goodput (useful samples/s) at 1..max_agents agents, each with the per-agent batch of
+ * best goodput for that count (docs/scheduler.md, "Co-adaptation in the cluster"):
+ * fills goodput[0..max_agents-1] and batch[0..max_agents-1] and returns max_agents, or
+ * returns 0 (nothing written) when no configuration is usable. Pure; can't fail. */
+int sched_goodput_table(const sched_goodput_in *in, int max_agents, double *goodput,
+                        int *batch);
 
 /* Statistics of the rl table, for logs, metrics and tests. */
 typedef struct sched_rl_stats {

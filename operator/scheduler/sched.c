@@ -746,6 +746,15 @@ int sched_decide(sched_policy *p, const sched_snapshot *s, sched_decision *out, 
             return kd_errf(err, errlen, rc, "rl: out of memory");
         break;
     }
+    /* Policies that allocate by goodput choose the batch with the count: the one the
+     * job's goodput table assumes at the count decided (after the safety stage). */
+    if (p->kind == SCHED_POLLUX || p->kind == SCHED_RL)
+        for (int i = 0; i < s->n_jobs; i++) {
+            const sched_job *j = &s->jobs[i];
+            int d = out[i].desired;
+            if (d > 0 && j->goodput_batch != NULL && j->n_goodput > 0)
+                out[i].batch = j->goodput_batch[(d <= j->n_goodput ? d : j->n_goodput) - 1];
+        }
     return KD_OK;
 }
 

@@ -1,11 +1,14 @@
 /* libFuzzer target for the wire decoder: the input is split into up to three frames
  * (the first two bytes choose the split points), decoded, and JSON bodies are parsed
- * and probed with the field helpers the coordinator and workers use. Any crash,
+ * and probed with the field helpers the coordinator and workers use and with the metrics
+ * codec (common/kd_metrics.h). Any crash,
  * sanitizer report or accepted message violating the decoder's promises is a bug. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kd_error.h"
+#include "kd_metrics.h"
 #include "kd_wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -46,6 +49,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)kd_wire_get_int(o, "rank", 0, KD_WIRE_MAX_WORLD, &v);
             (void)kd_wire_get_num(o, "lr_scale", 0, 1e6, &d);
             (void)kd_wire_get_str(o, "endpoint", 256, &s);
+            /* The metrics codec on the same object: whatever it accepts must survive a
+             * round trip unchanged in its presence bits. */
+            kd_metrics *m = malloc(sizeof *m), *m2 = malloc(sizeof *m2);
+            char err[256];
+            if (m != NULL && m2 != NULL &&
+                kd_metrics_decode_obj(o, m, err, sizeof err) == KD_OK) {
+                size_t len = 0;
+                char *text = kd_metrics_encode(m, &len);
+                if (text != NULL && (kd_metrics_decode(text, len, m2, err, sizeof err) != KD_OK ||
+                                     m2->has != m->has || m2->n_configs != m->n_configs))
+                    abort();
+                free(text);
+            }
+            free(m);
+            free(m2);
             json_decref(o);
         }
     }

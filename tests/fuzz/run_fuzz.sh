@@ -16,7 +16,8 @@ cp "$src"/tests/fuzz/corpus/wire/* "$work/corpus/"
 # shellcheck disable=SC2046
 if ! "$cc" -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L \
     -D_DEFAULT_SOURCE -I"$src/common" "$src/tests/fuzz/fuzz_wire.c" \
-    "$src/common/kd_wire.c" "$src/common/kd_log.c" $(pkg-config --cflags --libs jansson) \
+    "$src/common/kd_wire.c" "$src/common/kd_log.c" "$src/common/kd_metrics.c" \
+    "$src/common/kd_error.c" $(pkg-config --cflags --libs jansson) \
     -o "$work/fuzz_wire" 2>"$work/build.log"; then
     cat "$work/build.log"
     echo "libFuzzer build failed: skipping"; exit 77

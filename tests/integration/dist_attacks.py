@@ -138,6 +138,9 @@ def main():
     check("refused STATE (not asked for)" in clog, "unrequested STATE refused")
     check("refused METRICS (epoch report)" in clog, "forged epoch report refused")
     check("refused READY (claimed position)" in clog, "READY at step 1000000 not trusted")
+    check("refused BATCH from a peer that is not the operator" in clog,
+          "the insider's BATCH refused (the operator's key only)")
+    check("decided by the operator's scheduler" not in clog, "no batch taken from the insider")
     # Slots are reclaimed once the table is full and an identity that never became ready
     # has held its slot for a second: the flood's identities join again after 1.2 s, so
     # the job must still be running then (it is, unless the machine is very fast).

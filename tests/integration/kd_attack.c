@@ -6,7 +6,8 @@
  *
  *   kd_attack control EP WHO PUBFILE SECONDS NPARAMS NSTATE NTRAIN
  *       JOIN, READY claiming step 1000000, a STATE of NaNs, METRICS with epoch_done 1000
- *       and accuracy 0.999, repeated every 0.3 s; counts the messages received
+ *       and accuracy 0.999, a BATCH (only the operator may send it), repeated every
+ *       0.3 s; counts the messages received
  *   kd_attack flood EP WHO PUBFILE SECONDS N
  *       N identities JOIN (again every 1.2 s), and one identity JOINs every 0.1 s
  *   kd_attack data EP WHO PUBFILE SECONDS NFLOATS
@@ -139,6 +140,8 @@ static int attack_control(void *ctx, const char *ep, double secs, long np, long 
                       "\"train_loss\": 0.01, \"epoch_seconds\": 1.0, \"agents\": 2}");
             /* Finished at an implausible position: must not end the job. */
             send_json(s, KD_WIRE_FINISHED, h, "{\"ok\": true}");
+            /* The scheduler's batch: the operator's message, refused from the job key. */
+            send_json(s, KD_WIRE_BATCH, h, "{\"batch\": 1}");
         }
         for (int i = 0; i < 6; i++) {
             usleep(50 * 1000);

@@ -102,7 +102,7 @@ def test_profile_keys_and_policy(c):
           "NetworkPolicy selects %r" % np["spec"]["podSelector"])
     ports = sorted(p["port"] for p in np["spec"]["ingress"][0]["ports"])
     check(ports == [7070, 7071, 7072], "job ports %r" % ports)
-    check([p["port"] for p in np["spec"]["ingress"][1]["ports"]] == [7071],
+    check([p["port"] for p in np["spec"]["ingress"][1]["ports"]] == [7070, 7071],
           "operator port %r" % np["spec"]["ingress"][1])
     # A Secret deleted by mistake comes back with the next pods, with the same key (it is
     # derived from the operator's key and the job's uid): the running pods keep working.

@@ -212,17 +212,27 @@ static void test_zap_admits_only_the_job_key(void **state)
     crosses(ctx, ep[0], cfg_job, &k, 1);
     crosses(ctx, ep[1], cfg_job, &k, 1);
     crosses(ctx, ep[2], cfg_plain, &k, 1);
-    /* Strangers, the operator outside the metrics, no security at all, a guessed
-     * password: refused, and none of their messages arrives. */
+    /* Strangers, no security at all, a guessed password: refused, and none of their
+     * messages arrives. The operator is admitted on control (its BATCH) and metrics, with
+     * its own user id, which the coordinator checks. */
     crosses(ctx, ep[0], cfg_stranger, &k, 0);
-    crosses(ctx, ep[0], cfg_operator, op, 0);
+    crosses(ctx, ep[0], cfg_operator, op, 1);
     crosses(ctx, ep[0], NULL, NULL, 0);
     crosses(ctx, ep[2], cfg_wrong_plain, &k, 0);
     crosses(ctx, ep[2], cfg_stranger, &k, 0); /* CURVE to a PLAIN server: mechanism mismatch */
     crosses(ctx, ep[1], cfg_operator, op, 1);
     usleep(300 * 1000);
     char buf[8];
-    assert_int_equal(zmq_recv(ctl, buf, sizeof buf, 0), 2); /* the job key's */
+    const char *uids[2] = {KD_ZAP_USER_JOB, KD_ZAP_USER_OPERATOR};
+    for (int i = 0; i < 2; i++) { /* the job key's, then the operator's */
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        assert_int_equal(zmq_msg_recv(&m, ctl, 0), 2);
+        const char *uid = zmq_msg_gets(&m, "User-Id");
+        assert_non_null(uid);
+        assert_string_equal(uid, uids[i]);
+        zmq_msg_close(&m);
+    }
     assert_int_equal(received(ctl), 0);
     assert_int_equal(zmq_recv(met, buf, sizeof buf, 0), 2);
     assert_int_equal(zmq_recv(met, buf, sizeof buf, 0), 2); /* job key, then the operator */
@@ -233,8 +243,8 @@ static void test_zap_admits_only_the_job_key(void **state)
     kd_zap_get_stats(z, &zs);
     printf("admitted=%llu refused=%llu handshakes=%llu\n", (unsigned long long)zs.admitted,
            (unsigned long long)zs.refused, (unsigned long long)zs.handshakes);
-    assert_int_equal(zs.admitted, 4);
-    assert_int_equal(zs.refused, 3); /* stranger, operator on control, guessed password */
+    assert_int_equal(zs.admitted, 5);
+    assert_int_equal(zs.refused, 2); /* stranger, guessed password */
     assert_true(zs.handshakes >= 1); /* the unauthenticated client on the watched socket */
     for (int i = 0; i < 3; i++)
         zmq_close(socks[i]);

@@ -235,7 +235,7 @@ static void test_bad_flags_are_refused_with_their_name(void **state)
     const char *workers[] = {"--workers", "0", NULL};
     expect_error(NULL, workers, "--workers: workers: '0' is not an integer in [1, 64]");
     const char *policy[] = {"--scheduler-policy", "magic", NULL};
-    expect_error(NULL, policy, "'magic' is not one of static, tiresias, fair, greedy, rl");
+    expect_error(NULL, policy, "'magic' is not one of static, tiresias, fair, greedy, pollux, rl");
     const char *addr[] = {"--metrics-addr", "8080", NULL};
     expect_error(NULL, addr, "--metrics-addr");
     const char *lease[] = {"--lease-duration", "1s", NULL};

@@ -529,8 +529,9 @@ static void test_key_secret_and_network_policy_are_owned_by_the_job(void **state
                         "kadet-system");
     assert_string_equal(str_at(json_object_get(from, "podSelector"), "matchLabels", "role"), "op");
     const json_t *ports = json_object_get(r1, "ports");
-    assert_int_equal(json_array_size(ports), 1);
-    assert_int_equal(json_integer_value(json_object_get(json_array_get(ports, 0), "port")), 7071);
+    assert_int_equal(json_array_size(ports), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(ports, 0), "port")), 7070);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(ports, 1), "port")), 7071);
     json_decref(np);
     o.operator_labels = "no-equals-sign";
     assert_int_equal(podspec_network_policy(f->job, &f->spec, &o, &np, err, sizeof err), KD_EINVAL);

@@ -127,6 +127,46 @@ static void test_scheduler_zero_waits_for_capacity(void **state)
     assert_int_equal(p.n_create, 0);
     assert_int_equal(p.phase, RC_PENDING);
     assert_string_equal(cond(&p, "Running")->reason, "WaitingForCapacity");
+    assert_false(p.create_coordinator); /* a queued job gets no pod at all */
+    rc_plan_free(&p);
+}
+
+/* With a scheduler host, a new job creates nothing before the first decision (issue 16:
+ * no worker created and deleted 20 ms later), then what was decided; should no decision
+ * come, it starts at agents.min after RC_SCHED_WAIT_S. */
+static void test_new_job_waits_for_the_first_decision(void **state)
+{
+    (void)state;
+    rc_input in = base();
+    in.await_sched = 1;
+    in.created_time = NOW - 1;
+    rc_plan p;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(p.awaiting);
+    assert_false(p.create_coordinator);
+    assert_int_equal(p.n_create, 0);
+    assert_false(p.set_start);
+    assert_int_equal(p.phase, RC_PENDING);
+    assert_string_equal(cond(&p, "Running")->reason, "AwaitingScheduler");
+    assert_true(p.requeue_s > 0 && p.requeue_s <= RC_SCHED_WAIT_S);
+    rc_plan_free(&p);
+    in.sched_desired = 0; /* decided: wait for capacity, still no pod */
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_false(p.awaiting);
+    assert_false(p.create_coordinator);
+    assert_int_equal(p.n_create, 0);
+    assert_string_equal(cond(&p, "Running")->reason, "WaitingForCapacity");
+    rc_plan_free(&p);
+    in.sched_desired = 3; /* decided: the pods */
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_true(p.create_coordinator);
+    assert_int_equal(p.n_create, 3);
+    rc_plan_free(&p);
+    in.sched_desired = -1; /* no decision for too long: agents.min */
+    in.created_time = NOW - RC_SCHED_WAIT_S - 1;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_false(p.awaiting);
+    assert_int_equal(p.n_create, 1);
     rc_plan_free(&p);
 }
 
@@ -903,6 +943,7 @@ int main(void)
         cmocka_unit_test(test_new_job_creates_service_coordinator_and_min_workers),
         cmocka_unit_test(test_desired_count_pin_then_scheduler_then_status_then_min),
         cmocka_unit_test(test_scheduler_zero_waits_for_capacity),
+        cmocka_unit_test(test_new_job_waits_for_the_first_decision),
         cmocka_unit_test(test_scale_up_numbers_after_the_highest_index_ever_seen),
         cmocka_unit_test(test_scale_down_deletes_the_newest_workers),
         cmocka_unit_test(test_failed_worker_is_counted_once_kept_and_replaced),

@@ -208,6 +208,66 @@ static void test_pollux_goodput_and_fairness(void **state)
     sched_policy_free(&p);
 }
 
+/* The live goodput model: step time a b + k(W) from the measured configurations, the
+ * batch of best goodput per count from the noise scale, and pollux returning that batch
+ * with the count it decides. */
+static void test_goodput_table_from_measurements(void **state)
+{
+    (void)state;
+    /* a = 0.08 s / 64 samples; k(1) = 0.02 s, k(2) = 0.04 s */
+    sched_cfg cfg[2] = {{1, 64, 0.10, 0.08}, {2, 64, 0.12, 0.08}};
+    sched_goodput_in in = {cfg, 2, 0, 64, 64, 256, 0.1};
+    double g[4];
+    int b[4];
+    /* No noise scale: the batch stays, goodput is the throughput. */
+    assert_int_equal(sched_goodput_table(&in, 4, g, b), 4);
+    assert_int_equal(b[0], 64);
+    assert_int_equal(b[1], 64);
+    assert_float_equal(g[0], 64 / 0.10, 1e-6);
+    assert_float_equal(g[1], 128 / 0.12, 1e-6);
+    /* k grows on beyond the largest measured count with the last slope (0.02 / agent). */
+    assert_float_equal(g[3], 256 / (0.08 + 0.08), 1e-6);
+    /* Noise scale 1000: at 2 agents b* = sqrt(0.04 * 1000 / (0.00125 * 2)) = 126.5 -> 128;
+     * goodput 256 / 0.2 * (1000 + 64) / (1000 + 256). */
+    in.noise_scale = 1000;
+    assert_int_equal(sched_goodput_table(&in, 4, g, b), 4);
+    assert_int_equal(b[1], 128);
+    assert_float_equal(g[1], 256 / 0.2 * 1064.0 / 1256.0, 1e-6);
+    for (int i = 0; i < 4; i++)
+        assert_true(b[i] >= 64 && b[i] <= 256 && b[i] % 8 == 0);
+    /* Fixed bounds: no choice even with a noise scale. */
+    in.batch_max = 64;
+    sched_goodput_table(&in, 4, g, b);
+    assert_int_equal(b[1], 64);
+    /* Nothing usable: nothing written. */
+    sched_cfg bad[1] = {{1, 64, 0.1, 0.5}}; /* compute longer than the step */
+    sched_goodput_in none = {bad, 1, 1000, 64, 64, 256, 0.1};
+    assert_int_equal(sched_goodput_table(&none, 4, g, b), 0);
+    assert_int_equal(sched_goodput_table(NULL, 4, g, b), 0);
+    /* pollux carries the batch of the count it decides; greedy chooses none. */
+    in.batch_max = 256;
+    sched_goodput_table(&in, 4, g, b);
+    sched_node n = {0, 0, 4};
+    sched_tp tp[1] = {{2, 1000}};
+    sched_job j = job("gp", 1, 4, 2, 3600);
+    j.goodput = g;
+    j.goodput_batch = b;
+    j.n_goodput = 4;
+    j.tp = tp;
+    j.n_tp = 1;
+    sched_snapshot s = {&n, 1, &j, 1, 60, 30};
+    sched_decision d[1];
+    sched_policy *p = make("pollux", NULL);
+    decide_ok(p, &s, d);
+    assert_true(d[0].desired >= 1);
+    assert_int_equal(d[0].batch, b[d[0].desired - 1]);
+    sched_policy_free(&p);
+    p = make("greedy", NULL);
+    decide_ok(p, &s, d);
+    assert_int_equal(d[0].batch, 0);
+    sched_policy_free(&p);
+}
+
 static void test_greedy_restart_must_pay(void **state)
 {
     (void)state;
@@ -854,6 +914,7 @@ int main(void)
         cmocka_unit_test(test_greedy_prefers_the_job_that_scales),
         cmocka_unit_test(test_greedy_restart_must_pay),
         cmocka_unit_test(test_pollux_goodput_and_fairness),
+        cmocka_unit_test(test_goodput_table_from_measurements),
         cmocka_unit_test(test_rl_cluster_layer),
         cmocka_unit_test(test_launcher_one_job_one_node),
         cmocka_unit_test(test_pin_and_cooldown),
