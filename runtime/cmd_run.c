@@ -19,6 +19,7 @@
 #include "kd_cmd.h"
 #include "kd_error.h"
 #include "kd_log.h"
+#include "kd_metrics.h"
 #include "kd_spec.h"
 #include "kd_train.h"
 #include "launcher.h"
@@ -119,7 +120,8 @@ static int parse_args(int argc, char **argv, run_args *a)
 typedef struct epoch_sink {
     int batch;
     int print;
-    json_t *log; /* NULL without --plot */
+    json_t *log;      /* NULL without --plot */
+    double last_wall; /* the previous epoch's end, seconds since the start */
 } epoch_sink;
 
 /* The same line as the distributed launcher's (run_output.h). */
@@ -134,13 +136,21 @@ static void on_epoch(void *arg, const kd_epoch_report *r)
                             .samples_per_s = r->samples_per_second};
         kd_run_line_print(stdout, &line);
     }
-    if (s->log != NULL)
-        json_array_append_new(s->log,
-                              json_pack("{s:i, s:f, s:i, s:f, s:f, s:f}", "epoch", r->epoch,
-                                        "wall_seconds", r->wall_seconds, "agents", r->agents,
-                                        "train_loss", r->train_loss, "accuracy",
-                                        r->test_accuracy, "samples_per_s",
-                                        r->samples_per_second));
+    if (s->log != NULL) {
+        /* The coordinator's epoch record (kd_metrics.h), so that one plotter reads both. */
+        double since_last = r->wall_seconds - s->last_wall;
+        kd_metrics_epoch e = {.has = KD_MET_EPOCH_LR | KD_MET_EPOCH_SAMPLES_PER_S,
+                              .epoch = r->epoch, .accuracy = r->test_accuracy,
+                              .train_loss = r->train_loss, .wall_seconds = r->wall_seconds,
+                              .train_seconds = r->wall_seconds,
+                              .epoch_seconds = since_last > 0 ? since_last : 0,
+                              .agents = r->agents, .batch = s->batch, .lr = r->lr,
+                              .samples_per_s = r->samples_per_second};
+        s->last_wall = r->wall_seconds;
+        json_t *o = kd_metrics_epoch_to_json(&e);
+        if (o != NULL)
+            json_array_append_new(s->log, o);
+    }
 }
 
 /* Written to a temporary file then renamed, so readers never see half a summary. */
