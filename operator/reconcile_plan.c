@@ -450,9 +450,10 @@ int rc_plan_compute(const rc_input *in, rc_plan *p)
     p->desired = clamp_desired(in);
     p->create_service = !in->have_service;
     /* The first pods only once the policy decided how many: a job that must wait gets no
-     * pod at all rather than one deleted a moment later. Should no decision come (a
+     * pod at all rather than one deleted a moment later (a job whose spec.replicas pins
+     * the count has nothing to wait for). Should no decision come (a
      * scheduler host that fails), the job starts at agents.min after RC_SCHED_WAIT_S. */
-    if (in->await_sched && in->sched_desired < 0 && in->status_desired < 0 &&
+    if (in->await_sched && in->pin <= 0 && in->sched_desired < 0 && in->status_desired < 0 &&
         !(in->created_time > 0 && in->now - in->created_time >= RC_SCHED_WAIT_S)) {
         p->awaiting = 1;
         p->desired = 0;

@@ -168,6 +168,14 @@ static void test_new_job_waits_for_the_first_decision(void **state)
     assert_false(p.awaiting);
     assert_int_equal(p.n_create, 1);
     rc_plan_free(&p);
+    /* spec.replicas pins the count: nothing to wait for, the pods at once. */
+    in.created_time = NOW - 1;
+    in.pin = 2;
+    assert_int_equal(rc_plan_compute(&in, &p), KD_OK);
+    assert_false(p.awaiting);
+    assert_true(p.create_coordinator);
+    assert_int_equal(p.n_create, 2);
+    rc_plan_free(&p);
 }
 
 static void test_scale_up_numbers_after_the_highest_index_ever_seen(void **state)
