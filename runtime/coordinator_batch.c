@@ -49,6 +49,7 @@ void coord_batch_init(coord *c)
                 "does not exchange gradients every step); the batch stays %d", c->batch);
     c->gns_g2 = c->gns_s = 0;
     c->gns_reports = 0;
+    c->gns_last = 0;
     c->batch_changed = 0;
 }
 
@@ -106,6 +107,8 @@ void coord_batch_observe(coord *c, const json_t *b)
     smooth(&c->gns_g2, g2, c->gns_reports == 0);
     smooth(&c->gns_s, s, c->gns_reports == 0);
     c->gns_reports++;
+    if (c->gns_g2 > 0 && c->gns_s > 0)
+        c->gns_last = c->gns_s / c->gns_g2;
     c->gns_steps += (uint64_t)gsteps;
 }
 
@@ -151,8 +154,10 @@ void coord_configs_observe(coord *c, const json_t *b, double now)
 
 double coord_batch_noise(const coord *c)
 {
+    /* Late in training |G|^2 is small and its unbiased estimate may dip below 0 for a
+     * while: the last estimate of two positive components stands meanwhile. */
     if (c->gns_reports == 0 || c->gns_g2 <= 0 || c->gns_s <= 0)
-        return 0;
+        return c->gns_last;
     return c->gns_s / c->gns_g2;
 }
 
@@ -240,6 +245,7 @@ void coord_batch_restore(coord *c, int batch, double noise_g2, double noise_s)
         c->gns_g2 = noise_g2;
         c->gns_s = noise_s;
         c->gns_reports = 1;
+        c->gns_last = noise_g2 > 0 && noise_s > 0 ? noise_s / noise_g2 : 0;
     }
     KD_INFO("coordinator: batch %d from the checkpoint noise_scale=%.0f", c->batch,
             coord_batch_noise(c));

@@ -64,6 +64,7 @@ typedef struct coord {
     int batch0, batch_max;   /* the spec's batch (the floor) and adaptive.maxBatchSize */
     double gns_g2, gns_s;    /* smoothed estimates of |G|^2 and of S (noise trace) */
     int gns_reports;         /* reports folded into them */
+    double gns_last;         /* the last noise scale of two positive estimates, 0 = none */
     uint64_t gns_steps;      /* noise samples (steps) in the current world */
     double step_a, step_k;   /* step time model of the current world: a*batch + k */
     int step_reports;        /* reports folded into it */
