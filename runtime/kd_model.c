@@ -378,21 +378,39 @@ static void first_layer_blocked(kd_model *m, const float *x, const float *dy, in
     }
 }
 
-/* The declared network's step: the same loss, scale and callback as the MLP's. */
+/* The declared network's step: the same loss, scale and callback as the MLP's. The batch
+ * runs as near-equal parts of at most net->chunk samples (kd_layers.h), each part's
+ * gradient weighted by its share of the batch and accumulated; grad_ready is called
+ * during the last part's backward pass, when each layer's sum is complete. */
 static float net_forward_backward(kd_model *m, const float *x, const int32_t *labels,
                                   int batch)
 {
     kd_net *net = m->net;
-    float *z = kd_net_forward(net, m->params, x, batch, 1);
     int classes = net->l[net->n - 1].spec.units;
-    float loss = kd_softmax_xent(z, labels, z, batch, classes);
-    if (m->grad_scale != 0.0f && m->grad_scale != 1.0f) {
-        size_t nd = (size_t)batch * (size_t)classes;
-        for (size_t k = 0; k < nd; k++)
-            z[k] *= m->grad_scale;
+    int parts = (batch + net->chunk - 1) / net->chunk;
+    size_t in_len = net->l[0].in_len;
+    uint64_t first = net->dropout_first;
+    float gs = m->grad_scale != 0.0f ? m->grad_scale : 1.0f;
+    double loss = 0.0;
+    for (int q = 0, b0 = 0; q < parts; q++) {
+        int nb = (batch - b0) / (parts - q);
+        net->dropout_first = first + (uint64_t)b0;
+        float *z = kd_net_forward(net, m->params, x + (size_t)b0 * in_len, nb, 1);
+        loss += (double)kd_softmax_xent(z, labels + b0, z, nb, classes) * nb;
+        float scale = parts > 1 ? gs * (float)nb / (float)batch : gs;
+        if (scale != 1.0f) {
+            size_t nd = (size_t)nb * (size_t)classes;
+            for (size_t k = 0; k < nd; k++)
+                z[k] *= scale;
+        }
+        net->accumulate = q > 0;
+        kd_net_backward(net, m->params, m->grads, z, nb,
+                        q == parts - 1 ? m->grad_ready : NULL, m->grad_ready_arg);
+        b0 += nb;
     }
-    kd_net_backward(net, m->params, m->grads, z, batch, m->grad_ready, m->grad_ready_arg);
-    return loss;
+    net->accumulate = 0;
+    net->dropout_first = first;
+    return (float)(loss / batch); /* exactly the part's loss when parts == 1 */
 }
 
 float kd_model_forward_backward(kd_model *m, const float *x, const int32_t *labels,
