@@ -23,10 +23,12 @@
 #define ALIGN_FLOATS 16
 /* A training pass over a net with convolutions takes at most as many samples as fit
  * their largest layer's im2col and output in this many bytes (kd_net.chunk). Measured on
- * the CNN sample (170 KB per sample in its second convolution; 1 MB L2 per core) with
- * 64 samples split in 1, 2, 4 and 8 passes: 18.1, 15.6-17.1, 14.6-15.8 and 14.8-15.4 ms
- * of CPU per step; 3 MB gives 4 passes of 16. */
-#define KD_NET_CHUNK_BYTES ((size_t)3 << 20)
+ * the CNN sample (170 KB per sample in its second convolution; 1 MB L2 per core), CPU
+ * time of a batch-64 step, 3 runs each, machine shared: one pass 18.1 ms; without the
+ * pooling fusion 2, 4, 8 passes 15.6-17.1, 14.6-15.8, 14.8-15.4 ms; with it, parts of
+ * 8, 11, 16, 22, 32 samples 15.3-16.1, 15.1-15.9, 15.8-17.4, 17.2-18.4, 17.0-21.4 ms.
+ * 2 MB gives parts of 10-11. */
+#define KD_NET_CHUNK_BYTES ((size_t)2 << 20)
 
 static size_t round_up(size_t n)
 {

@@ -478,19 +478,37 @@ void kd_model_first_layer_bias(kd_model *m, const float *dy, int batch)
     column_sums(dy, m->grads + m->b_off[0], batch, m->sizes[1]);
 }
 
+/* Argmax into pred (may be NULL) and summed cross-entropy against labels (may be NULL)
+ * of logits z [batch x classes]. */
+static double score_logits(const float *z, const int32_t *labels, int batch, int classes,
+                           int32_t *pred);
+
 double kd_model_predict(kd_model *m, const float *x, const int32_t *labels, int batch,
                         int32_t *pred)
 {
-    int classes;
-    const float *z;
     if (m->net) {
-        z = kd_net_forward(m->net, m->params, x, batch, 0);
-        classes = m->net->l[m->net->n - 1].spec.units;
-    } else {
-        forward(m, x, batch);
-        classes = m->sizes[m->n_layers];
-        z = m->act[m->n_layers - 1];
+        /* In parts of at most net->chunk samples, as in training (kd_layers.h). */
+        kd_net *net = m->net;
+        int classes = net->l[net->n - 1].spec.units;
+        int parts = (batch + net->chunk - 1) / net->chunk;
+        double total = 0.0;
+        for (int q = 0, b0 = 0; q < parts; q++) {
+            int nb = (batch - b0) / (parts - q);
+            const float *z = kd_net_forward(net, m->params, x + (size_t)b0 * net->l[0].in_len,
+                                            nb, 0);
+            total += score_logits(z, labels ? labels + b0 : NULL, nb, classes,
+                                  pred ? pred + b0 : NULL);
+            b0 += nb;
+        }
+        return total;
     }
+    forward(m, x, batch);
+    return score_logits(m->act[m->n_layers - 1], labels, batch, m->sizes[m->n_layers], pred);
+}
+
+static double score_logits(const float *z, const int32_t *labels, int batch, int classes,
+                           int32_t *pred)
+{
     double total = 0.0;
     for (int b = 0; b < batch; b++) {
         const float *row = z + (size_t)b * classes;
