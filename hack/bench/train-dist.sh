@@ -71,8 +71,8 @@ case "$coretype" in
     *) export OPENBLAS_CORETYPE="$coretype" ;;
 esac
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-auto}" >&2
-set -- $accs
-if [ $# -ne 2 ] || ! /usr/bin/python3 -c 'import sys; assert all(0 < float(a) <= 1 for a in sys.argv[1:])' "$1" "$2" 2>/dev/null; then
+if ! /usr/bin/python3 -c 'import sys; a = sys.argv[1].split()
+assert len(a) == 2 and all(0 < float(x) <= 1 for x in a)' "$accs" 2>/dev/null; then
     echo "train-dist.sh: -a wants two accuracies in (0, 1], MLP then CNN: \"$accs\"" >&2
     exit 2
 fi
