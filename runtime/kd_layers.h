@@ -9,7 +9,10 @@
  *     backward: dW = col^T dy, db = column sums of dy, dcol = dy W^T, dx = col2im(dcol)
  * Dense layers are the MLP's ([in x out] weights then the bias; an image input is
  * flattened in H, W, C order). A ReLU right after a convolution or a dense layer is
- * fused into its bias pass and its mask into its backward pass.
+ * fused into its bias pass and its mask into its backward pass. A convolution followed by
+ * max pooling (with or without a ReLU between) leaves its bias and ReLU to the pooling,
+ * which applies them to the pooled outputs only (relu(max(z) + b) = max(relu(z + b))),
+ * and whose backward pass then yields the bias gradient and the ReLU mask.
  *
  * Every buffer a step needs (activations, im2col, pooling argmax, dropout masks, two
  * gradient ping-pong buffers) is allocated by kd_net_init for max_batch samples: a step
@@ -42,6 +45,9 @@ typedef struct kd_net_layer {
     size_t b_off;         /* params offset of the bias (n = out.c) */
     int fuse_relu;        /* dense/conv2d followed by relu: relu applied in the bias pass */
     int fused;            /* this relu is fused into the layer before (forward no-op) */
+    int pooled;           /* conv2d followed by maxpool2d (a relu between): its bias and
+                           * ReLU are applied by the pooling, y is conv(x) without them */
+    int conv;             /* maxpool2d: index of the pooled conv2d above, or -1 */
     float *y;             /* output [max_batch x out_len] (aliases for fused/flatten) */
     const float *x;       /* input of the last forward pass (previous y or the data) */
     float *col;           /* conv2d: im2col [max_batch*OH*OW x K*K*C], NULL for 1x1 */
@@ -59,6 +65,10 @@ typedef struct kd_net {
     uint64_t dropout_seed;              /* set by kd_net_init_params */
     uint64_t dropout_key;               /* per step (kd_model_set_dropout_key) */
     uint64_t dropout_first;             /* index of this net's first sample in the batch */
+    int chunk;                          /* most samples per forward/backward call for
+                                         * speed (kd_net_chunk); max_batch without
+                                         * convolutions */
+    int accumulate;                     /* backward adds to grads instead of writing */
 } kd_net;
 
 /* Lays out layers[0..n) for an input of shape `in` (params start at offset 0), and
@@ -77,7 +87,13 @@ void kd_net_init_params(kd_net *net, float *params, uint64_t seed);
 float *kd_net_forward(kd_net *net, const float *params, const float *x, int batch,
                       int train);
 
-/* Backward from dlogits (in place of the logits buffer) into grads; calls ready(arg,
+/* Batches larger than net->chunk run faster as several forward/backward passes of at
+ * most chunk samples, their gradients accumulated (net->accumulate): a convolution's
+ * im2col and output then stay in the core's cache between the kernels that read them.
+ * kd_model does this split; chunk is set by kd_net_init. */
+
+/* Backward from dlogits (in place of the logits buffer) into grads (added to them when
+ * net->accumulate is set); calls ready(arg,
  * layer, offset, length) after each parameterised layer, last first, `layer` being its
  * index among the parameterised layers. */
 typedef void (*kd_net_ready_fn)(void *arg, int layer, size_t offset, size_t length);
@@ -109,7 +125,8 @@ void kd_conv2d_backward(const float *w, const float *dy, float *dw, float *db, f
 
 /* Max pooling over k x k windows with stride s (no padding): y[batch x oh x ow x c].
  * Backward: dx = 0, then each dy goes to the first input of its window (row-major) that
- * equals the window's maximum y, found again from x and y rather than stored. */
+ * equals the window's maximum y, found again from x and y rather than stored. (The
+ * network's pooling of a convolution uses fused forms of these with its bias and ReLU.) */
 void kd_maxpool_forward(const float *x, float *y, int batch, int h, int w, int c, int k,
                         int s);
 void kd_maxpool_backward(const float *x, const float *y, const float *dy, float *dx,

@@ -378,21 +378,39 @@ static void first_layer_blocked(kd_model *m, const float *x, const float *dy, in
     }
 }
 
-/* The declared network's step: the same loss, scale and callback as the MLP's. */
+/* The declared network's step: the same loss, scale and callback as the MLP's. The batch
+ * runs as near-equal parts of at most net->chunk samples (kd_layers.h), each part's
+ * gradient weighted by its share of the batch and accumulated; grad_ready is called
+ * during the last part's backward pass, when each layer's sum is complete. */
 static float net_forward_backward(kd_model *m, const float *x, const int32_t *labels,
                                   int batch)
 {
     kd_net *net = m->net;
-    float *z = kd_net_forward(net, m->params, x, batch, 1);
     int classes = net->l[net->n - 1].spec.units;
-    float loss = kd_softmax_xent(z, labels, z, batch, classes);
-    if (m->grad_scale != 0.0f && m->grad_scale != 1.0f) {
-        size_t nd = (size_t)batch * (size_t)classes;
-        for (size_t k = 0; k < nd; k++)
-            z[k] *= m->grad_scale;
+    int parts = (batch + net->chunk - 1) / net->chunk;
+    size_t in_len = net->l[0].in_len;
+    uint64_t first = net->dropout_first;
+    float gs = m->grad_scale != 0.0f ? m->grad_scale : 1.0f;
+    double loss = 0.0;
+    for (int q = 0, b0 = 0; q < parts; q++) {
+        int nb = (batch - b0) / (parts - q);
+        net->dropout_first = first + (uint64_t)b0;
+        float *z = kd_net_forward(net, m->params, x + (size_t)b0 * in_len, nb, 1);
+        loss += (double)kd_softmax_xent(z, labels + b0, z, nb, classes) * nb;
+        float scale = parts > 1 ? gs * (float)nb / (float)batch : gs;
+        if (scale != 1.0f) {
+            size_t nd = (size_t)nb * (size_t)classes;
+            for (size_t k = 0; k < nd; k++)
+                z[k] *= scale;
+        }
+        net->accumulate = q > 0;
+        kd_net_backward(net, m->params, m->grads, z, nb,
+                        q == parts - 1 ? m->grad_ready : NULL, m->grad_ready_arg);
+        b0 += nb;
     }
-    kd_net_backward(net, m->params, m->grads, z, batch, m->grad_ready, m->grad_ready_arg);
-    return loss;
+    net->accumulate = 0;
+    net->dropout_first = first;
+    return (float)(loss / batch); /* exactly the part's loss when parts == 1 */
 }
 
 float kd_model_forward_backward(kd_model *m, const float *x, const int32_t *labels,
@@ -460,19 +478,37 @@ void kd_model_first_layer_bias(kd_model *m, const float *dy, int batch)
     column_sums(dy, m->grads + m->b_off[0], batch, m->sizes[1]);
 }
 
+/* Argmax into pred (may be NULL) and summed cross-entropy against labels (may be NULL)
+ * of logits z [batch x classes]. */
+static double score_logits(const float *z, const int32_t *labels, int batch, int classes,
+                           int32_t *pred);
+
 double kd_model_predict(kd_model *m, const float *x, const int32_t *labels, int batch,
                         int32_t *pred)
 {
-    int classes;
-    const float *z;
     if (m->net) {
-        z = kd_net_forward(m->net, m->params, x, batch, 0);
-        classes = m->net->l[m->net->n - 1].spec.units;
-    } else {
-        forward(m, x, batch);
-        classes = m->sizes[m->n_layers];
-        z = m->act[m->n_layers - 1];
+        /* In parts of at most net->chunk samples, as in training (kd_layers.h). */
+        kd_net *net = m->net;
+        int classes = net->l[net->n - 1].spec.units;
+        int parts = (batch + net->chunk - 1) / net->chunk;
+        double total = 0.0;
+        for (int q = 0, b0 = 0; q < parts; q++) {
+            int nb = (batch - b0) / (parts - q);
+            const float *z = kd_net_forward(net, m->params, x + (size_t)b0 * net->l[0].in_len,
+                                            nb, 0);
+            total += score_logits(z, labels ? labels + b0 : NULL, nb, classes,
+                                  pred ? pred + b0 : NULL);
+            b0 += nb;
+        }
+        return total;
     }
+    forward(m, x, batch);
+    return score_logits(m->act[m->n_layers - 1], labels, batch, m->sizes[m->n_layers], pred);
+}
+
+static double score_logits(const float *z, const int32_t *labels, int batch, int classes,
+                           int32_t *pred)
+{
     double total = 0.0;
     for (int b = 0; b < batch; b++) {
         const float *row = z + (size_t)b * classes;

@@ -19,25 +19,26 @@
 # and sample order, so that time to accuracy is the median of different training runs,
 # not of one run timed again):
 #   samples/s  median of the per-epoch training throughput, epoch 1 excluded
-#   t0.88      training time (from the first step, evaluation included, start-up and data
+#   t0.88      (-a) training time (from the first step, evaluation included, start-up and data
 #              loading excluded) to the first epoch with test accuracy >= 0.88
 #   acc        final test accuracy
 # -m "mlp cnn" models, interleaved within each repetition: mlp is the sample above, cnn
 # manifests/samples/fashion-mnist-cnn.yaml (conv3x3(32) relu maxpool2 conv3x3(64) relu
 # maxpool2 dense(128) relu dense(10), same optimizer and schedule; DDP builds the same
 # network). The CNN's rows: 2 agents, 1 agent, DDP, bf16 (factors apply to dense first
-# layers only, and the adaptive batch row is the MLP's); its time to accuracy is t0.91.
+# layers only, and the adaptive batch row is the MLP's); its time to accuracy is t0.91 (-a).
 # -c CORETYPE sets OPENBLAS_CORETYPE for every trainer (e.g. Haswell, SkylakeX; `auto`
 # unsets it so that OpenBLAS detects the CPU); by default the environment's value is kept.
 # -t "TRAINERS" runs only these (of kadet2 kadet1 ddp2 kadet2f kadet2a kadet2c kadet2n
 # kadet2s cnn-kadet2 cnn-kadet1 cnn-ddp2 cnn-kadet2c; e.g. -t "kadet2 kadet2n kadet2s" for
 # the security rows alone); by default every trainer of the models -m names.
+# -a "MLP_ACC CNN_ACC" the test accuracies whose time is reported (default "0.88 0.91").
 # usage: hack/bench/train-dist.sh [-r REPS] [-e EPOCHS] [-b BUILD_DIR] [-o DIR] [-c CORETYPE]
-#                                 [-m "mlp cnn"] [-t TRAINERS]
+#                                 [-m "mlp cnn"] [-t TRAINERS] [-a "0.88 0.91"]
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
-reps=3 epochs=10 build="$top/build" out="" coretype="" models="mlp" only=""
-while getopts "r:e:b:o:c:m:t:h" opt; do
+reps=3 epochs=10 build="$top/build" out="" coretype="" models="mlp" only="" accs="0.88 0.91"
+while getopts "r:e:b:o:c:m:t:a:h" opt; do
     case "$opt" in
         r) reps=$OPTARG ;;
         e) epochs=$OPTARG ;;
@@ -46,6 +47,7 @@ while getopts "r:e:b:o:c:m:t:h" opt; do
         c) coretype=$OPTARG ;;
         m) models=$OPTARG ;;
         t) only=$OPTARG ;;
+        a) accs=$OPTARG ;;
         *) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
     esac
 done
@@ -69,6 +71,11 @@ case "$coretype" in
     *) export OPENBLAS_CORETYPE="$coretype" ;;
 esac
 echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-auto}" >&2
+if ! /usr/bin/python3 -c 'import sys; a = sys.argv[1].split()
+assert len(a) == 2 and all(0 < float(x) <= 1 for x in a)' "$accs" 2>/dev/null; then
+    echo "train-dist.sh: -a wants two accuracies in (0, 1], MLP then CNN: \"$accs\"" >&2
+    exit 2
+fi
 for m in $models; do
     case "$m" in
         mlp|cnn) ;;
@@ -137,9 +144,10 @@ while [ "$i" -le "$reps" ]; do
     done
     i=$((i + 1))
 done
-/usr/bin/python3 - "$out" "$reps" "$trainers" <<'PY'
+/usr/bin/python3 - "$out" "$reps" "$trainers" "$accs" <<'PY'
 import json, statistics, sys
 out, reps, ran = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+mlp_acc, cnn_acc = (float(a) for a in sys.argv[4].split())
 
 def per_rep(t):
     return [statistics.median([60000 / e["epoch_seconds"] for e in
@@ -182,7 +190,7 @@ if any(t in ran for t in mlp):
                        for i in range(1, reps + 1)]
         names["kadet2a"] %= "/".join(str(b) for b in final_batch)
     print("MLP 784-256-128-10:")
-    r = table(mlp, names, 0.88)
+    r = table(mlp, names, mlp_acc)
     print()
     if all(t in r for t in ("kadet2", "kadet1", "ddp2")):
         k2, k1, d2 = r["kadet2"][0], r["kadet1"][0], r["ddp2"][0]
@@ -208,7 +216,7 @@ if any(t in ran for t in cnn):
              "cnn-ddp2": "PyTorch DDP gloo, 2 processes",
              "cnn-kadet2c": "kadet, 2 agents, bf16 compression"}
     print("\nCNN conv3x3(32) relu maxpool2 conv3x3(64) relu maxpool2 dense(128) relu dense(10):")
-    r = table(cnn, names, 0.91)
+    r = table(cnn, names, cnn_acc)
     if all(t in r for t in ("cnn-kadet2", "cnn-kadet1", "cnn-ddp2")):
         k2, k1, d2 = r["cnn-kadet2"][0], r["cnn-kadet1"][0], r["cnn-ddp2"][0]
         print(f"\nCNN: kadet 2 agents / DDP 2 processes: {k2 / d2:.2f}x samples/s; "

@@ -132,7 +132,10 @@ import re, statistics, sys
 from collections import defaultdict
 
 path, epochs, env_core = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+# torch_train.py: "epoch e/E ... test_acc A  samples/s S ... time Ts"; kadet run (run_output.c):
+# "[   Ts] epoch e/E ... test_acc A  samples/s S".
 line_re = re.compile(r"^epoch\s+(\d+)/\d+.*test_acc ([0-9.]+)\s+samples/s (\d+).*time ([0-9.]+)s")
+kadet_re = re.compile(r"^\[\s*([0-9.]+)s\]\s+epoch\s+(\d+)/\d+.*test_acc ([0-9.]+)\s+samples/s (\d+)")
 THRESHOLDS = {"mlp": (0.85, 0.88), "cnn": (0.88, 0.91)}
 NAMES = {"mlp": "MLP 784-256-128-10",
          "cnn": "CNN conv3x3(32) relu maxpool2 conv3x3(64) relu maxpool2 dense(128) relu dense(10)"}
@@ -143,6 +146,10 @@ def parse(log, model):
         m = line_re.match(line)
         if m:
             eps.append((int(m[1]), float(m[2]), float(m[3]), float(m[4])))
+            continue
+        m = kadet_re.match(line)
+        if m:
+            eps.append((int(m[2]), float(m[3]), float(m[4]), float(m[1])))
     steady = [e[2] for e in eps if e[0] > 1] or [e[2] for e in eps]
     def reach(thr):
         for e in eps:
