@@ -14,8 +14,8 @@
 # trained on 5-8 with the first seed). Needs gnuplot (hack/deps.sh --plot, run here
 # when gnuplot is missing).
 # --episodes is per training half (4 workloads); default 40 (goodput) as the shipped
-# table. rl trains with kadet-sim's default difference reward (--train-baseline greedy:
-# greedy replayed on the same workload, reward = its jobs in the system minus rl's).
+# table. rl trains with kadet-sim's default --train-baseline auto (fixed model: a
+# difference reward, greedy's jobs in the system minus rl's on the same workload).
 # Environment: BUILD (build directory, default build/; kadet-sim and test_sched are
 # built there if missing), KADET_POLLUX_DIR (data, default ../shared/data/pollux beside
 # the repository). Runs under nice; training halves run two at a time; timings on a
