@@ -14,7 +14,9 @@
 # trained on 5-8 with the first seed). Needs gnuplot (hack/deps.sh --plot, run here
 # when gnuplot is missing).
 # --episodes is per training half (4 workloads); default 40 (goodput) as the shipped
-# table. Environment: BUILD (build directory, default build/; kadet-sim and test_sched are
+# table. rl trains with kadet-sim's default --train-baseline auto (fixed model: a
+# difference reward, greedy's jobs in the system minus rl's on the same workload).
+# Environment: BUILD (build directory, default build/; kadet-sim and test_sched are
 # built there if missing), KADET_POLLUX_DIR (data, default ../shared/data/pollux beside
 # the repository). Runs under nice; training halves run two at a time; timings on a
 # shared machine are noisy.
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
     --seeds) seeds=$2; shift 2 ;;
     --models) models=$2; shift 2 ;;
     --plot) plot=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "scheduler.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

@@ -196,8 +196,9 @@ int sched_goodput_table(const sched_goodput_in *in, int max_agents, double *good
 
 /* Statistics of the rl table, for logs, metrics and tests. */
 typedef struct sched_rl_stats {
-    long states_visited;  /* distinct states with at least one update */
-    long updates;         /* Q updates applied since creation or load */
+    long states_visited;  /* distinct states with at least one update (per-job and
+                             cluster layers) */
+    long updates;         /* Q updates applied since creation or load (both layers) */
     long fallbacks;       /* decisions that used the greedy fallback (unvisited state) */
     double epsilon;       /* current exploration probability */
 } sched_rl_stats;
@@ -208,5 +209,12 @@ int sched_rl_get_stats(const sched_policy *p, sched_rl_stats *st);
 /* Sets an rl policy's exploration probability (e.g. to explore again after loading a
  * trained table); returns KD_EINVAL for other policies or epsilon outside [0, 1]. */
 int sched_rl_set_epsilon(sched_policy *p, double epsilon);
+
+/* Training with a difference reward (the simulator): the jobs a baseline policy had in the
+ * system at this decision on the same arrivals, given before sched_decide(). rl's cluster
+ * layer then earns the baseline's jobs minus its own over each interval instead of minus
+ * its own, which removes the arrivals' noise from the reward. Negative or NaN = none (the
+ * default). Returns KD_EINVAL for other policies. */
+int sched_rl_set_baseline(sched_policy *p, double jobs);
 
 #endif

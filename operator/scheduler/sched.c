@@ -100,6 +100,7 @@ int sched_policy_create(const char *name, const sched_options *opt, sched_policy
     if (!p)
         return kd_errf(err, errlen, KD_ENOMEM, "out of memory");
     p->kind = (enum sched_kind)kind;
+    p->gr_pow = 1;
     snprintf(p->name, sizeof(p->name), "%s", name);
     p->o = o;
     /* xorshift must not start at 0; mix the seed so that nearby seeds diverge */
@@ -311,6 +312,7 @@ void sched_scale_init(sched_scale *sc, const sched_snapshot *s, const sched_opti
     double inv_t = 0, inv_c = 0;
     int cnt = 0, running = 0;
     sc->interval_s = s->interval_s;
+    sc->pow = 1;
     for (int i = 0; i < s->n_jobs; i++)
         running += s->jobs[i].current > 0;
     /* over the running jobs; over everyone at min when nothing runs yet */
@@ -341,6 +343,8 @@ double sched_utility(const sched_scale *sc, const sched_job *j, int n, const sch
     double beta = j->beta >= 0 ? j->beta : o->beta;
     double t = sched_time_left(j, n, o->prior_k);
     double time_term = isfinite(t) ? (1.0 / fmax(t + extra_s, 1.0)) / sc->inv_t_mean : 0;
+    if (sc->pow != 1 && time_term > 0) /* < 1: a short job's lead over a long one counts less */
+        time_term = pow(time_term, sc->pow);
     return alpha * time_term + beta * (1.0 / n) / sc->inv_c_mean;
 }
 
@@ -781,6 +785,14 @@ int sched_rl_set_epsilon(sched_policy *p, double epsilon)
     return KD_OK;
 }
 
+int sched_rl_set_baseline(sched_policy *p, double jobs)
+{
+    if (!p || p->kind != SCHED_RL)
+        return KD_EINVAL;
+    p->rl->c.base = jobs >= 0 ? jobs : -1; /* NaN fails the test too */
+    return KD_OK;
+}
+
 int sched_rl_get_stats(const sched_policy *p, sched_rl_stats *st)
 {
     if (!p || !st || p->kind != SCHED_RL)
@@ -788,8 +800,8 @@ int sched_rl_get_stats(const sched_policy *p, sched_rl_stats *st)
     long visited = 0;
     for (int i = 0; i < SCHED_N_STATES; i++)
         visited += p->rl->visits[i] > 0;
-    st->states_visited = visited;
-    st->updates = p->rl->updates;
+    st->states_visited = visited + sched_rlc_states(&p->rl->c);
+    st->updates = p->rl->updates + p->rl->c.updates;
     st->fallbacks = p->rl->fallbacks;
     st->epsilon = p->rl->epsilon;
     return KD_OK;

@@ -38,10 +38,15 @@ typedef struct sched_pending {
 #define SCHED_C_GP 2     /* jobs carry goodput tables (half or more): no, yes */
 #define SCHED_C_SPREAD 3 /* longest / median estimated time left: <10, <100, >=100 */
 #define SCHED_C_STATES (SCHED_C_JOBS * SCHED_C_QUEUE * SCHED_C_GP * SCHED_C_SPREAD)
-#define SCHED_C_ACTIONS 5 /* 0 = greedy with the per-job table; 1..4 = goodput allocation
-                             (pollux's search) with job weights (time left)^-k, k below */
+#define SCHED_C_ACTIONS 7 /* 0 = greedy with the per-job table; 1..4 = goodput allocation
+                             (pollux's search) with job weights (time left)^-k, k below;
+                             5..6 = greedy with its time term to a power and preemption
+                             (sched_c_pow, sched_c_pre), offered without goodput tables */
+#define SCHED_C_ACTIONS_V2 5 /* actions of a version 2 table (0..4 above) */
 #define SCHED_C_HOLD 10   /* decisions one cluster action is kept */
 extern const double sched_c_k[SCHED_C_ACTIONS];
+extern const double sched_c_pow[SCHED_C_ACTIONS]; /* greedy's rule per action (1 = greedy) */
+extern const double sched_c_pre[SCHED_C_ACTIONS]; /* its preemption price (0 = never) */
 
 typedef struct sched_rlc {
     double q1[SCHED_C_STATES * SCHED_C_ACTIONS];
@@ -54,6 +59,8 @@ typedef struct sched_rlc {
     double reward;         /* reward collected since it was chosen */
     int prev_jobs;         /* jobs in the previous snapshot; -1 = none */
     double prev_interval;  /* that snapshot's interval */
+    double base;           /* baseline's jobs at this decision (sched_rl_set_baseline); -1 = none */
+    double prev_base;      /* the same at the previous decision */
 } sched_rlc;
 
 /* The rl policy's learned state; the table is dense (SCHED_N_STATES x SCHED_N_ACTIONS). */
@@ -87,6 +94,10 @@ struct sched_policy {
     size_t cap_pxg;        /* allocated entries of pxg */
     double px_k;           /* pollux's search: weight job terms by (time left)^-px_k (0 =
                               Pollux's objective; rl's cluster layer sets it) */
+    double gr_pow;         /* greedy: power of its time term (1 = greedy; rl's cluster
+                              layer sets other values) */
+    double gr_pre;         /* greedy: a running job at min 1 may be preempted for a job
+                              gaining more than gr_pre times its utility (0 = never) */
     double *ncpu, *nmem;   /* per node: capacity left while packing */
     int *nslots;           /* per node: slots left while packing */
     int cap_jobs, cap_nodes; /* allocated sizes of the scratch buffers */
@@ -124,6 +135,7 @@ typedef struct sched_scale {
     double inv_t_mean;     /* mean of 1/T over running jobs (all jobs at min if none) */
     double inv_c_mean;     /* mean of 1/agents over the same jobs */
     double interval_s;     /* the snapshot's decision interval */
+    double pow;            /* power of the time term (1 = greedy's utility) */
 } sched_scale;
 
 void sched_scale_init(sched_scale *sc, const sched_snapshot *s, const sched_options *o);
@@ -169,6 +181,8 @@ int sched_rlc_step(sched_policy *p, const sched_snapshot *s);
 /* Closes the running cluster action as terminal (end of an episode). */
 void sched_rlc_end(sched_policy *p);
 void sched_rlc_clear(sched_rlc *c);
+/* Cluster states with at least one update. */
+long sched_rlc_states(const sched_rlc *c);
 void sched_rl_episode_end(sched_policy *p);
 
 /* Sorts idx[0..n) by key descending, ties by index ascending (stable, deterministic). */

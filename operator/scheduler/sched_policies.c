@@ -159,10 +159,13 @@ static double sched_gain_up(const sched_scale *sc, const sched_job *j, int n,
     return (sched_reff(sc, j, n + step, o, restart_s) - sched_reff(sc, j, n, o, restart_s)) / step;
 }
 
-/* Utility lost by taking one agent from a job (never below min). */
+/* Utility lost by taking one agent from a job (never below min, except a job at min 1
+ * when the rule preempts: then its whole utility times the price pre). */
 static double sched_loss_down(const sched_scale *sc, const sched_job *j, int n,
-                              const sched_options *o, double restart_s)
+                              const sched_options *o, double restart_s, double pre)
 {
+    if (pre > 0 && n == 1 && j->min == 1 && j->pin <= 0)
+        return pre * sched_reff(sc, j, n, o, restart_s);
     if (n <= j->min)
         return INFINITY;
     return sched_reff(sc, j, n, o, restart_s) - sched_reff(sc, j, n - 1, o, restart_s);
@@ -192,6 +195,7 @@ void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fix
     const sched_options *o = &p->o;
 
     sched_scale_init(&sc, s, o);
+    sc.pow = p->gr_pow;
     sched_pack_init(&pk, s, p->ncpu, p->nmem, p->nslots);
     /* fixed counts first: they are not the greedy's to change */
     for (int i = 0; i < s->n_jobs; i++) {
@@ -225,7 +229,7 @@ void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fix
         if (blocked[i] == 3 || p->want[i] <= 0)
             continue;
         int n0 = p->want[i];
-        while (sched_loss_down(&sc, &s->jobs[i], p->want[i], o, rs) < -SCHED_GAIN_EPS)
+        while (sched_loss_down(&sc, &s->jobs[i], p->want[i], o, rs, 0) < -SCHED_GAIN_EPS)
             p->want[i]--;
         if (p->want[i] != n0)
             sched_repack(&pk, s, p);
@@ -289,7 +293,7 @@ void sched_greedy_alloc(sched_policy *p, const sched_snapshot *s, const int *fix
             for (int i = 0; i < s->n_jobs; i++) {
                 if (i == r || p->want[i] <= 0 || blocked[i] == 3 || role[i] == 1)
                     continue;
-                double l = sched_loss_down(&sc, &s->jobs[i], p->want[i], o, rs);
+                double l = sched_loss_down(&sc, &s->jobs[i], p->want[i], o, rs, p->gr_pre);
                 if (l < dl) {
                     dl = l;
                     d = i;

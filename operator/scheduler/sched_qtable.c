@@ -20,12 +20,14 @@
 #include "sched_internal.h"
 
 #define SCHED_QT_FORMAT "kadet-qtable"
-#define SCHED_QT_VERSION 2 /* 2 adds "cluster" (the cluster layer); 1 is still read */
+#define SCHED_QT_VERSION 3 /* 2 adds "cluster" (the cluster layer), 3 its actions 5-6;
+                              1 and 2 are still read */
 
 static const char *const sched_qt_c_feature_names[4] = {"jobs", "queue", "goodput", "spread"};
 static const int sched_qt_c_dims[4] = {SCHED_C_JOBS, SCHED_C_QUEUE, SCHED_C_GP, SCHED_C_SPREAD};
 static const char *const sched_qt_c_actions[SCHED_C_ACTIONS] = {
-    "greedy-table", "goodput-k0", "goodput-k0.5", "goodput-k1", "goodput-k2"};
+    "greedy-table", "goodput-k0", "goodput-k0.5", "goodput-k1", "goodput-k2",
+    "greedy-p0.4-preempt0.5", "greedy-p0.5-preempt0.5"};
 
 static const char *const sched_qt_feature_names[6] = {"count", "efficiency", "free",
                                                       "queue", "progress", "time_left"};
@@ -38,7 +40,8 @@ static int qt_is_rl(const sched_policy *p)
 }
 
 /* The cluster layer as {"features":{...},"actions":[...],"hold":H,"updates":U,
- * "entries":[{"s":[4 ints],"n":[5],"q":[5],"q2":[5]}]}; visited states only. */
+ * "entries":[{"s":[4 ints],"n":[7],"q":[7],"q2":[7]}]}; visited states only (version 2
+ * had the first 5 actions). */
 static int qt_cluster_to_json(const sched_rlc *c, json_t *doc)
 {
     json_t *cl = json_object(), *feats = json_object(), *acts = json_array(),
@@ -193,11 +196,14 @@ static int qt_numbers(const json_t *arr, int n, int ints, double *out)
     return 0;
 }
 
-static int qt_parse_cluster(sched_rlc *c, const json_t *cl, char *err, size_t errlen)
+/* na: the actions of the table's version (SCHED_C_ACTIONS_V2 for version 2, whose
+ * actions are the first ones of today's; the others start unvisited). */
+static int qt_parse_cluster(sched_rlc *c, const json_t *cl, int na, char *err, size_t errlen)
 {
     double v[SCHED_C_ACTIONS], q[SCHED_C_ACTIONS], q2[SCHED_C_ACTIONS], n[SCHED_C_ACTIONS];
     if (!json_is_object(cl))
-        return kd_errf(err, errlen, KD_EFORMAT, "Q-table: version 2 needs a \"cluster\" object");
+        return kd_errf(err, errlen, KD_EFORMAT, "Q-table: version %d needs a \"cluster\" object",
+                       na == SCHED_C_ACTIONS ? SCHED_QT_VERSION : 2);
     const json_t *feats = json_object_get(cl, "features");
     for (int f = 0; f < 4; f++) {
         const json_t *d = json_is_object(feats) ? json_object_get(feats, sched_qt_c_feature_names[f])
@@ -208,10 +214,10 @@ static int qt_parse_cluster(sched_rlc *c, const json_t *cl, char *err, size_t er
                            sched_qt_c_feature_names[f], sched_qt_c_dims[f]);
     }
     const json_t *acts = json_object_get(cl, "actions");
-    if (!json_is_array(acts) || json_array_size(acts) != SCHED_C_ACTIONS)
+    if (!json_is_array(acts) || json_array_size(acts) != (size_t)na)
         return kd_errf(err, errlen, KD_EFORMAT, "Q-table: cluster \"actions\" must list %d",
-                       SCHED_C_ACTIONS);
-    for (int a = 0; a < SCHED_C_ACTIONS; a++) {
+                       na);
+    for (int a = 0; a < na; a++) {
         const json_t *x = json_array_get(acts, (size_t)a);
         if (!json_is_string(x) || strcmp(json_string_value(x), sched_qt_c_actions[a]) != 0)
             return kd_errf(err, errlen, KD_EFORMAT, "Q-table: cluster action %d must be \"%s\"",
@@ -232,12 +238,13 @@ static int qt_parse_cluster(sched_rlc *c, const json_t *cl, char *err, size_t er
     for (size_t e = 0; e < json_array_size(entries); e++) {
         const json_t *en = json_array_get(entries, e);
         if (!json_is_object(en) || qt_numbers(json_object_get(en, "s"), 4, 1, v) != 0 ||
-            qt_numbers(json_object_get(en, "n"), SCHED_C_ACTIONS, 1, n) != 0 ||
-            qt_numbers(json_object_get(en, "q"), SCHED_C_ACTIONS, 0, q) != 0 ||
-            qt_numbers(json_object_get(en, "q2"), SCHED_C_ACTIONS, 0, q2) != 0)
+            qt_numbers(json_object_get(en, "n"), na, 1, n) != 0 ||
+            qt_numbers(json_object_get(en, "q"), na, 0, q) != 0 ||
+            qt_numbers(json_object_get(en, "q2"), na, 0, q2) != 0)
             return kd_errf(err, errlen, KD_EFORMAT,
-                           "Q-table: cluster entry %zu needs s[4], n, q, q2[%d]", e,
-                           SCHED_C_ACTIONS);
+                           "Q-table: cluster entry %zu needs s[4], n, q, q2[%d]", e, na);
+        for (int a = na; a < SCHED_C_ACTIONS; a++)
+            n[a] = q[a] = q2[a] = 0;
         int st = 0;
         for (int f = 0; f < 4; f++) {
             if (v[f] < 0 || v[f] >= sched_qt_c_dims[f])
@@ -281,7 +288,10 @@ static int qt_parse(sched_policy *p, const json_t *doc, char *err, size_t errlen
         return kd_errf(err, errlen, KD_EFORMAT, "Q-table: unsupported \"version\" (want 1..%d)",
                        SCHED_QT_VERSION);
     if (json_integer_value(ver) >= 2) {
-        int rc = qt_parse_cluster(&rl->c, json_object_get(doc, "cluster"), err, errlen);
+        int rc = qt_parse_cluster(&rl->c, json_object_get(doc, "cluster"),
+                                  json_integer_value(ver) == 2 ? SCHED_C_ACTIONS_V2
+                                                               : SCHED_C_ACTIONS,
+                                  err, errlen);
         if (rc != KD_OK)
             return rc;
     }

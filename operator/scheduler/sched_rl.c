@@ -269,13 +269,26 @@ int sched_policy_rl(sched_policy *p, const sched_snapshot *s, sched_decision *ou
     if (ca > 0) {
         char why[SCHED_REASON_MAX];
         rl->n_pend = 0; /* per-job transitions do not span another rule's decisions */
-        p->px_k = sched_c_k[ca];
-        sched_policy_pollux(p, s, out);
-        p->px_k = 0;
+        if (sched_c_pow[ca] > 0) { /* greedy's rule with a flatter time term, preempting */
+            p->gr_pow = sched_c_pow[ca];
+            p->gr_pre = sched_c_pre[ca];
+            sched_policy_greedy(p, s, out);
+            p->gr_pow = 1;
+            p->gr_pre = 0;
+        } else {
+            p->px_k = sched_c_k[ca];
+            sched_policy_pollux(p, s, out);
+            p->px_k = 0;
+        }
         for (int i = 0; i < s->n_jobs; i++) {
             snprintf(why, sizeof(why), "%s", out[i].reason);
-            snprintf(out[i].reason, SCHED_REASON_MAX, "rl goodput rule k=%.1f: %.100s",
-                     sched_c_k[ca], why);
+            if (sched_c_pow[ca] > 0)
+                snprintf(out[i].reason, SCHED_REASON_MAX,
+                         "rl rule power=%.1f preempt=%.1f: %.100s", sched_c_pow[ca],
+                         sched_c_pre[ca], why);
+            else
+                snprintf(out[i].reason, SCHED_REASON_MAX, "rl goodput rule k=%.1f: %.100s",
+                         sched_c_k[ca], why);
         }
         sched_finish(p, s, out, 0, 0);
         if (p->o.learn)

@@ -18,14 +18,35 @@
 #include <stdlib.h>
 #include <string.h>
 
-const double sched_c_k[SCHED_C_ACTIONS] = {0, 0, 0.5, 1, 2};
+const double sched_c_k[SCHED_C_ACTIONS] = {0, 0, 0.5, 1, 2, 0, 0};
+/* actions 5 and 6: greedy with its time term (1/T)/mean(1/T) raised to pow (a short
+ * job's lead over a long one counts less) and a running job at min 1 preemptible for a
+ * job that gains more than pre times its utility (greedy itself never preempts) */
+const double sched_c_pow[SCHED_C_ACTIONS] = {0, 0, 0, 0, 0, 0.4, 0.5};
+const double sched_c_pre[SCHED_C_ACTIONS] = {0, 0, 0, 0, 0, 0.5, 0.5};
 
 #define SCHED_C_MIN_VISITS 10 /* evaluation trusts an action after this many updates */
+#define SCHED_C_SHRINK 100    /* pseudo-visits of the pooled advantage in evaluation */
+#define SCHED_C_POOL_CAP 100  /* visits one state contributes to the pool, at most */
 
 void sched_rlc_clear(sched_rlc *c)
 {
     memset(c, 0, sizeof(*c));
     c->prev_jobs = -1;
+    c->base = -1;
+    c->prev_base = -1;
+}
+
+long sched_rlc_states(const sched_rlc *c)
+{
+    long n = 0;
+    for (int st = 0; st < SCHED_C_STATES; st++)
+        for (int a = 0; a < SCHED_C_ACTIONS; a++)
+            if (c->visits[st * SCHED_C_ACTIONS + a] > 0) {
+                n++;
+                break;
+            }
+    return n;
 }
 
 static int rlc_bucket(double x, const double *edges, int n_edges)
@@ -77,7 +98,15 @@ static int rlc_state(sched_policy *p, const sched_snapshot *s)
  * trained with them was 1.10x greedy held out (fixed model, 1.0x). */
 static int rlc_allowed(int st, int a)
 {
-    return ((st / SCHED_C_SPREAD) % SCHED_C_GP == 1) ? a != 0 : a == 0;
+    return ((st / SCHED_C_SPREAD) % SCHED_C_GP == 1) ? (a >= 1 && a <= 4) : a >= 5;
+}
+
+/* What evaluation falls back to where the table knows nothing: greedy moderated by the
+ * per-job table without goodput tables (so an empty table decides like greedy), Pollux's
+ * objective with them. */
+static int rlc_default(int st)
+{
+    return ((st / SCHED_C_SPREAD) % SCHED_C_GP == 1) ? 1 : 0;
 }
 
 static double rlc_q(const sched_rlc *c, int x)
@@ -141,10 +170,74 @@ static int rlc_backoff(const sched_rlc *c, int st)
         if (a >= 0)
             votes[a]++;
     }
-    best = rlc_allowed(st, 0) ? 0 : 1;
-    for (int a = best + 1; a < SCHED_C_ACTIONS; a++)
-        if (votes[a] > votes[best])
+    best = rlc_default(st);
+    for (int a = 0; a < SCHED_C_ACTIONS; a++)
+        if (rlc_allowed(st, a) && votes[a] > votes[best])
             best = a;
+    return best;
+}
+
+/* Relative advantages of the actions tried in state x: Q over the visit-weighted mean Q
+ * of the state's tried (allowed) actions, divided by that mean's magnitude, since states
+ * differ in scale by the jobs they hold. Returns 0 when fewer than two actions were tried
+ * (no comparison in the state). */
+static int rlc_adv(const sched_rlc *c, int x, double *adv)
+{
+    double tot = 0, m = 0;
+    int tried = 0;
+    for (int a = 0; a < SCHED_C_ACTIONS; a++) {
+        unsigned n = c->visits[x * SCHED_C_ACTIONS + a];
+        adv[a] = 0;
+        if (n == 0 || !rlc_allowed(x, a))
+            continue;
+        tried++;
+        tot += n;
+        m += n * rlc_q(c, x * SCHED_C_ACTIONS + a);
+    }
+    if (tried < 2)
+        return 0;
+    m /= tot;
+    double scale = fabs(m) > 1e-9 ? fabs(m) : 1;
+    for (int a = 0; a < SCHED_C_ACTIONS; a++)
+        if (c->visits[x * SCHED_C_ACTIONS + a] > 0 && rlc_allowed(x, a))
+            adv[a] = (rlc_q(c, x * SCHED_C_ACTIONS + a) - m) / scale;
+    return 1;
+}
+
+/* Evaluation's choice in state st: each action's relative advantage in st shrunk towards
+ * its advantage pooled over the states with the same goodput feature (weighted by
+ * visits, each capped at SCHED_C_POOL_CAP), with SCHED_C_SHRINK pseudo-visits of the pool:
+ * the cluster reward is noisy (arrivals are exogenous), so a state's own estimate wins
+ * only where it has many more visits than the prior. -1 when nothing was compared. */
+static int rlc_choose(const sched_rlc *c, int st)
+{
+    double pool[SCHED_C_ACTIONS] = {0}, w[SCHED_C_ACTIONS] = {0}, adv[SCHED_C_ACTIONS];
+    int gp = (st / SCHED_C_SPREAD) % SCHED_C_GP;
+    double prior = SCHED_C_SHRINK;
+    for (int x = 0; x < SCHED_C_STATES; x++) {
+        if ((x / SCHED_C_SPREAD) % SCHED_C_GP != gp || !rlc_adv(c, x, adv))
+            continue;
+        for (int a = 0; a < SCHED_C_ACTIONS; a++) {
+            unsigned n = c->visits[x * SCHED_C_ACTIONS + a];
+            double wn = n < SCHED_C_POOL_CAP ? n : SCHED_C_POOL_CAP;
+            if (n == 0 || !rlc_allowed(x, a))
+                continue;
+            pool[a] += wn * adv[a];
+            w[a] += wn;
+        }
+    }
+    int own = rlc_adv(c, st, adv), best = -1;
+    double best_v = 0;
+    for (int a = 0; a < SCHED_C_ACTIONS; a++) {
+        if (!rlc_allowed(st, a) || w[a] <= 0)
+            continue;
+        double n = own ? c->visits[st * SCHED_C_ACTIONS + a] : 0;
+        double v = (n * adv[a] + prior * pool[a] / w[a]) / (n + prior);
+        if (best < 0 || v > best_v) {
+            best = a;
+            best_v = v;
+        }
+    }
     return best;
 }
 
@@ -153,36 +246,52 @@ int sched_rlc_step(sched_policy *p, const sched_snapshot *s)
     sched_rlc *c = &p->rl->c;
     int st = rlc_state(p, s);
     if (c->pending) {
-        if (c->prev_jobs >= 0)
-            c->reward -= 0.5 * (c->prev_jobs + s->n_jobs) * c->prev_interval / 3600.0;
+        if (c->prev_jobs >= 0) {
+            double mine = 0.5 * (c->prev_jobs + s->n_jobs);
+            /* difference reward: the baseline's jobs on the same arrivals minus its own */
+            double theirs = c->base >= 0 && c->prev_base >= 0 ? 0.5 * (c->prev_base + c->base) : 0;
+            c->reward += (theirs - mine) * c->prev_interval / 3600.0;
+        }
         c->held++;
     }
     c->prev_jobs = s->n_jobs;
     c->prev_interval = s->interval_s;
+    c->prev_base = c->base;
+    c->base = -1; /* given again before the next decision, or none */
     if (c->pending && c->held < SCHED_C_HOLD)
         return c->action;
     if (c->pending && p->o.learn)
         rlc_update(p, c->state, c->action, c->reward, st);
     int a;
     if (p->o.learn) {
-        int lo = rlc_allowed(st, 0) ? 0 : 1, hi = rlc_allowed(st, 1) ? SCHED_C_ACTIONS : 1;
+        int ok[SCHED_C_ACTIONS], n_ok = 0;
+        for (int b = 0; b < SCHED_C_ACTIONS; b++)
+            if (rlc_allowed(st, b))
+                ok[n_ok++] = b;
         if (sched_rand(p) < p->rl->epsilon) {
-            a = lo + (int)(sched_rand(p) * (hi - lo));
-            if (a >= hi)
-                a = hi - 1;
+            int k = (int)(sched_rand(p) * n_ok);
+            a = ok[k < n_ok ? k : n_ok - 1];
         } else {
-            /* unvisited actions keep Q = 0 above any negative value: tried first */
-            a = lo;
-            for (int b = lo + 1; b < hi; b++)
-                if (rlc_q(c, st * SCHED_C_ACTIONS + b) > rlc_q(c, st * SCHED_C_ACTIONS + a))
-                    a = b;
+            /* unvisited actions are tried first */
+            a = -1;
+            for (int k = 0; k < n_ok && a < 0; k++)
+                if (c->visits[st * SCHED_C_ACTIONS + ok[k]] == 0)
+                    a = ok[k];
+            if (a < 0) {
+                a = ok[0];
+                for (int k = 1; k < n_ok; k++)
+                    if (rlc_q(c, st * SCHED_C_ACTIONS + ok[k]) > rlc_q(c, st * SCHED_C_ACTIONS + a))
+                        a = ok[k];
+            }
         }
     } else {
-        a = rlc_argmax(c, NULL, st, SCHED_C_MIN_VISITS);
+        a = rlc_choose(c, st);
+        if (a < 0)
+            a = rlc_argmax(c, NULL, st, SCHED_C_MIN_VISITS);
         if (a < 0)
             a = rlc_backoff(c, st);
         if (!rlc_allowed(st, a))
-            a = rlc_allowed(st, 0) ? 0 : 1;
+            a = rlc_default(st);
     }
     c->pending = 1;
     c->state = st;
@@ -199,4 +308,6 @@ void sched_rlc_end(sched_policy *p)
         rlc_update(p, c->state, c->action, c->reward, -1);
     c->pending = 0;
     c->prev_jobs = -1;
+    c->base = -1;
+    c->prev_base = -1;
 }

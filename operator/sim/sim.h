@@ -152,6 +152,12 @@ typedef struct sim_config {
     int batch_model;     /* SIM_BATCH_FIXED (default) or SIM_BATCH_GOODPUT */
     int adaptive;        /* goodput model: -1 = by policy (elastic policies adapt the batch,
                             static and tiresias keep the workload's), 0 = never, 1 = always */
+    double *jobs_out;    /* if set: jobs in the system at each decision, by interval index
+                            (t / interval_s), -1 where none was taken; jobs_cap entries */
+    int jobs_cap;
+    const double *baseline; /* if set: a baseline run's jobs_out, given to rl before each
+                               decision (sched_rl_set_baseline; difference reward) */
+    int n_baseline;
 } sim_config;
 
 #define SIM_BATCH_FIXED 0

@@ -59,6 +59,10 @@ void sim_config_default(sim_config *c)
     c->trace_job = NULL;
     c->batch_model = SIM_BATCH_FIXED;
     c->adaptive = -1;
+    c->jobs_out = NULL;
+    c->jobs_cap = 0;
+    c->baseline = NULL;
+    c->n_baseline = 0;
 }
 
 /* Moves job i to n agents: grows on nodes it already uses, then on the emptiest nodes;
@@ -345,6 +349,12 @@ int sim_run(const sim_model *m, const sim_workload *w, const sim_config *c, sche
                 s->n_goodput = top;
             }
         }
+        long ki = lround(t / c->interval_s); /* interval index of this decision */
+        if (c->jobs_out && ki >= 0 && ki < c->jobs_cap)
+            c->jobs_out[ki] = na;
+        if (c->baseline) /* after the baseline's last decision it has no jobs left */
+            sched_rl_set_baseline(p, ki >= 0 && ki < c->n_baseline && c->baseline[ki] >= 0
+                                         ? c->baseline[ki] : 0);
         sched_snapshot snap = {nodes, c->nodes, sj, na, c->interval_s, c->restart_s};
         rc = sched_decide(p, &snap, dec, err, errlen);
         if (rc != KD_OK)

@@ -30,6 +30,16 @@ for p in static tiresias fair greedy rl; do
     grep -q "\"$p\"" "$TMP/all.json" || fail "summary lacks $p"
 done
 
+# the difference reward's baseline: none trains too, an unknown policy is a usage error
+"$SIM" --traces "$DATA/traces" --nodes 2 --train 2 --quiet --train-baseline none \
+    --train-workloads "$DATA/workload-toy.csv" --qtable "$TMP/q0.json" || fail "training, no baseline"
+grep -q '"version": *3' "$TMP/q0.json" || fail "saved table version"
+if "$SIM" --traces "$DATA/traces" --nodes 2 --train 2 --quiet --train-baseline fifo \
+    --train-workloads "$DATA/workload-toy.csv" --qtable "$TMP/q1.json" 2>"$TMP/err"; then
+    fail "unknown baseline accepted"
+fi
+grep -q "train-baseline" "$TMP/err" || fail "baseline message: $(cat "$TMP/err")"
+
 # the goodput model and tiresias thresholds
 "$SIM" --workload "$DATA/workload-toy.csv" --traces "$DATA/traces" --nodes 2 \
     --policy tiresias,greedy --batch-model goodput --tiresias-thresholds 0.5,2 \
