@@ -8,4 +8,4 @@ endforeach()
 kd_add_test(NAME test_train SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_train.c
             LIBS kd_train kd_common LABELS unit TIMEOUT 120)
 kd_add_script_test(NAME run_cli COMMAND ${CMAKE_CURRENT_LIST_DIR}/integration/run_cli.sh
-                   LABELS integration TIMEOUT 120)
+                   LABELS integration TIMEOUT 600)
