@@ -165,6 +165,19 @@ int kd_curve_make(const char *dir, char *err, size_t errlen)
     return rc;
 }
 
+int kd_curve_make_operator(const char *dir, char *pub, char *sec, char *err, size_t errlen)
+{
+    if (zmq_curve_keypair(pub, sec) != 0)
+        return kd_errf(err, errlen, KD_EUNSUPPORTED, "zmq_curve_keypair: %s",
+                       zmq_strerror(zmq_errno()));
+    int rc = write_key(dir, "operator.pub", pub, err, errlen);
+    if (rc != KD_OK) {
+        sodium_memzero(sec, KD_CURVE_KEY_LEN + 1);
+        pub[0] = '\0';
+    }
+    return rc;
+}
+
 void kd_curve_unmake(const char *dir)
 {
     static const char *const names[] = {"agent.key", "agent.pub", "operator.pub"};

@@ -61,6 +61,11 @@ int kd_curve_load(const char *dir, kd_curve_keys *k, char *err, size_t errlen);
 /* Writes a new job keypair into the existing directory dir (agent.pub and agent.key,
  * mode 0600). KD_EIO with detail in err. */
 int kd_curve_make(const char *dir, char *err, size_t errlen);
+/* Makes an operator keypair for a process that hosts the job's policy itself (`kadet run`):
+ * writes the public key as dir/operator.pub (mode 0600, like kd_curve_make's files) and
+ * returns both keys (z85, KD_CURVE_KEY_LEN + 1 bytes each). KD_EIO / KD_EUNSUPPORTED with
+ * detail in err. */
+int kd_curve_make_operator(const char *dir, char *pub, char *sec, char *err, size_t errlen);
 /* Removes what kd_curve_make wrote (and operator.pub); accepts a missing file. */
 void kd_curve_unmake(const char *dir);
 

@@ -59,6 +59,17 @@ void kd_wire_encode(const kd_wire_hdr *h, unsigned char out[KD_WIRE_HDR_SIZE])
     kd_le_put32(out + 44, 0);
 }
 
+size_t kd_wire_batch_encode(int batch, unsigned char hdr[KD_WIRE_HDR_SIZE],
+                            char body[KD_WIRE_BATCH_BODY_MAX])
+{
+    int n = snprintf(body, KD_WIRE_BATCH_BODY_MAX, "{\"batch\":%d}", batch);
+    size_t len = n > 0 && n < KD_WIRE_BATCH_BODY_MAX ? (size_t)n : 0;
+    kd_wire_hdr h = {.type = KD_WIRE_BATCH, .sender = KD_WIRE_NO_RANK,
+                     .payload_len = (uint32_t)len};
+    kd_wire_encode(&h, hdr);
+    return len;
+}
+
 static int reject(kd_wire_drop_reason *reason, kd_wire_drop_reason why)
 {
     if (reason != NULL)

@@ -115,6 +115,13 @@ int kd_wire_body_of(unsigned type);
 /* Writes the KD_WIRE_HDR_SIZE bytes of h into out. Can't fail. */
 void kd_wire_encode(const kd_wire_hdr *h, unsigned char out[KD_WIRE_HDR_SIZE]);
 
+/* The BATCH message (the operator's scheduler to a coordinator): writes its header into
+ * hdr and its JSON body {"batch": N} into body, and returns the body's length. Can't
+ * fail for a batch in the coordinator's range (1..2^20). */
+#define KD_WIRE_BATCH_BODY_MAX 32
+size_t kd_wire_batch_encode(int batch, unsigned char hdr[KD_WIRE_HDR_SIZE],
+                            char body[KD_WIRE_BATCH_BODY_MAX]);
+
 /* Validates a received message given as its frames (frame 0 is the header) and fills
  * *h. Returns KD_OK, or KD_EPROTO with *reason set to why it must be dropped. The
  * payload (frame 1) of a JSON type is only checked for size here; parse it with

@@ -457,33 +457,26 @@ int progress_send_batch(progress *p, const char *key, const char *endpoint, int 
      * refuse it, so nothing is sent. */
     if (job_pub[0] == '\0' || op_pub[0] == '\0')
         return kd_errf(err, errlen, KD_EINVAL, "no CURVE keys for job %s: batch not sent", key);
-    json_t *body = json_pack("{s:i}", "batch", batch);
-    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    if (text == NULL)
-        return KD_ENOMEM;
+    char body[KD_WIRE_BATCH_BODY_MAX];
+    unsigned char hdr[KD_WIRE_HDR_SIZE];
+    size_t body_len = kd_wire_batch_encode(batch, hdr, body);
     /* One short-lived DEALER on the shared context (contexts are thread-safe, this socket
      * is used by this thread only); the linger lets the handshake and the message go out
      * after the close. */
     void *sock = zmq_socket(p->zctx, ZMQ_DEALER);
     int rc = KD_OK, linger = 2000;
     if (sock == NULL) {
-        free(text);
+        memset(op_sec, 0, sizeof op_sec);
         return kd_errf(err, errlen, KD_ENOMEM, "socket: %s", zmq_strerror(zmq_errno()));
     }
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    kd_wire_hdr h = {.type = KD_WIRE_BATCH, .sender = KD_WIRE_NO_RANK,
-                     .payload_len = (uint32_t)strlen(text)};
-    unsigned char hdr[KD_WIRE_HDR_SIZE];
-    kd_wire_encode(&h, hdr);
     if (kd_curve_client(sock, job_pub, op_pub, op_sec) != 0 || zmq_connect(sock, endpoint) != 0 ||
         zmq_send(sock, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-        zmq_send(sock, text, strlen(text), ZMQ_DONTWAIT) < 0)
+        zmq_send(sock, body, body_len, ZMQ_DONTWAIT) < 0)
         rc = kd_errf(err, errlen, KD_ENETWORK, "batch to %s: %s", endpoint,
                      zmq_strerror(zmq_errno()));
     zmq_close(sock);
     memset(op_sec, 0, sizeof op_sec);
-    free(text);
     return rc;
 }
 

@@ -509,13 +509,8 @@ static void run_round(schedhost *h)
                                        r->spec.batch_size,
                                        kd_spec_batch_ceiling(&r->spec, r->spec.batch_size),
                                        h->prior_k};
-                int top = j->max < SH_MAX_GOODPUT ? j->max : SH_MAX_GOODPUT;
-                int ng = sched_goodput_table(&gi, top, r->goodput, r->gbatch);
-                if (ng > 0) {
-                    j->goodput = r->goodput;
-                    j->goodput_batch = r->spec.adaptive_batch ? r->gbatch : NULL;
-                    j->n_goodput = ng;
-                }
+                sched_job_set_goodput(j, &gi, j->max < SH_MAX_GOODPUT ? j->max : SH_MAX_GOODPUT,
+                                      r->spec.adaptive_batch, r->goodput, r->gbatch);
             }
         }
         j->remaining = 0;

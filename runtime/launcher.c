@@ -85,6 +85,7 @@ typedef struct launch {
     double goodput[MAX_WORKERS]; /* goodput model at 1..n agents ... */
     int gbatch[MAX_WORKERS]; /* ... with the batch chosen for each count */
     int decided_batch;       /* the policy's batch, 0 = it does not choose */
+    double prior_k;          /* the policy's speed-model prior, for the goodput model */
     double batch_sent_at;    /* when BATCH was last sent */
     char op_pub[KD_CURVE_KEY_LEN + 1], op_sec[KD_CURVE_KEY_LEN + 1]; /* "" = no keys */
     const kd_curve_keys *keys; /* the job's keys (the coordinator's server key) */
@@ -376,14 +377,10 @@ static int policy_decide(launch *l)
                                : l->cur_batch > 0   ? l->cur_batch
                                                     : job->batch_size,
                                job->batch_size, kd_spec_batch_ceiling(job, job->batch_size),
-                               0.1};
-        int top = job->agents_max < MAX_WORKERS ? job->agents_max : MAX_WORKERS;
-        int ng = sched_goodput_table(&gi, top, l->goodput, l->gbatch);
-        if (ng > 0) {
-            sj.goodput = l->goodput;
-            sj.goodput_batch = job->adaptive_batch ? l->gbatch : NULL;
-            sj.n_goodput = ng;
-        }
+                               l->prior_k};
+        sched_job_set_goodput(&sj, &gi,
+                              job->agents_max < MAX_WORKERS ? job->agents_max : MAX_WORKERS,
+                              job->adaptive_batch, l->goodput, l->gbatch);
     }
     sched_snapshot s = {.nodes = &node, .n_nodes = 1, .jobs = &sj, .n_jobs = 1,
                         .interval_s = 5.0, .restart_s = 1.0};
@@ -433,14 +430,11 @@ static void send_batch(launch *l, void *zctx)
             return;
         }
     }
-    char body[64];
-    int n = snprintf(body, sizeof body, "{\"batch\":%d}", l->decided_batch);
-    kd_wire_hdr h = {.type = KD_WIRE_BATCH, .sender = KD_WIRE_NO_RANK,
-                     .payload_len = (uint32_t)n};
+    char body[KD_WIRE_BATCH_BODY_MAX];
     unsigned char hdr[KD_WIRE_HDR_SIZE];
-    kd_wire_encode(&h, hdr);
+    size_t n = kd_wire_batch_encode(l->decided_batch, hdr, body);
     if (zmq_send(l->ctl, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-        zmq_send(l->ctl, body, (size_t)n, ZMQ_DONTWAIT) < 0)
+        zmq_send(l->ctl, body, n, ZMQ_DONTWAIT) < 0)
         KD_DEBUG("run: batch not sent: %s", zmq_strerror(zmq_errno()));
     else
         KD_INFO("run: batch %d sent to the coordinator (running %d)", l->decided_batch,
@@ -689,26 +683,6 @@ static void stop_all(launch *l)
     }
 }
 
-/* This run's operator keypair (the launcher hosts the policy, as the operator does):
- * operator.pub next to the job's keys, so that the coordinator admits it and takes BATCH
- * from it only. */
-static int write_operator_key(launch *l, const char *keydir, char *err, size_t errlen)
-{
-    char path[256];
-    if (zmq_curve_keypair(l->op_pub, l->op_sec) != 0)
-        return kd_errf(err, errlen, KD_EIO, "zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
-    snprintf(path, sizeof path, "%s/operator.pub", keydir);
-    FILE *f = fopen(path, "w");
-    int ok = f != NULL && fprintf(f, "%s\n", l->op_pub) > 0;
-    if (f != NULL && fclose(f) != 0)
-        ok = 0;
-    if (!ok) {
-        l->op_pub[0] = '\0';
-        return kd_errf(err, errlen, KD_EIO, "%s: %s", path, strerror(errno));
-    }
-    return KD_OK;
-}
-
 int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
 {
     *summary_out = NULL;
@@ -752,7 +726,9 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
         char kerr[600] = "";
         errno = 0;
         if (mkdir(keydir, 0700) != 0 || kd_curve_make(keydir, kerr, sizeof kerr) != KD_OK ||
-            write_operator_key(l, keydir, kerr, sizeof kerr) != KD_OK ||
+            /* This run's operator keypair (the launcher hosts the policy, as the operator
+             * does): the coordinator admits it and takes BATCH from it only. */
+            kd_curve_make_operator(keydir, l->op_pub, l->op_sec, kerr, sizeof kerr) != KD_OK ||
             kd_curve_load(keydir, &keys, kerr, sizeof kerr) != KD_OK) {
             fprintf(stderr, "kadet run: cannot make the job's keys in %s: %s\n", keydir,
                     kerr[0] != '\0' ? kerr : strerror(errno));
@@ -786,6 +762,7 @@ int kd_launch_run(const kd_launch_opts *o, json_t **summary_out)
         sched_options so;
         sched_options_default(&so);
         so.learn = 0; /* a local run acts on what the policy knows; it does not explore */
+        l->prior_k = so.prior_k; /* the operator's scheduler host uses the same */
         const char *name = kd_spec_policy_name(job->policy);
         if (sched_policy_create(name, &so, &l->policy, err, sizeof err) != KD_OK) {
             KD_WARN("run: scheduler %s unavailable (%s), using greedy", name, err);

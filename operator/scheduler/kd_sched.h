@@ -194,6 +194,14 @@ typedef struct sched_goodput_in {
 int sched_goodput_table(const sched_goodput_in *in, int max_agents, double *goodput,
                         int *batch);
 
+/* The same table given to a job (the operator's scheduler host and `kadet run` both):
+ * builds it into goodput and batch (max_agents entries each) and, when it is usable,
+ * points j->goodput at it, and j->goodput_batch too when the job's batch adapts
+ * (choose_batch), so that pollux and rl choose the batch with the count. Returns the
+ * entries (0: j is left as it was). */
+int sched_job_set_goodput(sched_job *j, const sched_goodput_in *in, int max_agents,
+                          int choose_batch, double *goodput, int *batch);
+
 /* Statistics of the rl table, for logs, metrics and tests. */
 typedef struct sched_rl_stats {
     long states_visited;  /* distinct states with at least one update (per-job and

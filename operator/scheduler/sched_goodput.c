@@ -50,6 +50,13 @@ static double gp_overhead(const int *ws, const double *ks, int m, int w, double 
     return k > 0 ? k : 0;
 }
 
+/* A configuration the model can read (a step whose compute part fits inside it). */
+static int cfg_usable(const sched_cfg *c)
+{
+    return c->agents >= 1 && c->batch >= 1 && c->step_s > 0 && c->compute_s >= 0 &&
+           c->compute_s <= c->step_s;
+}
+
 static double gp_value(double a, double k, double bn, double m0, int w, int b)
 {
     double t = a * b + k;
@@ -71,8 +78,7 @@ int sched_goodput_table(const sched_goodput_in *in, int max_agents, double *good
     int na = 0;
     for (int i = 0; i < n; i++) {
         const sched_cfg *c = &in->cfg[i];
-        if (c->agents < 1 || c->batch < 1 || !(c->step_s > 0) || !(c->compute_s >= 0) ||
-            c->compute_s > c->step_s)
+        if (!cfg_usable(c))
             continue;
         asum += c->compute_s / c->batch;
         na++;
@@ -85,8 +91,7 @@ int sched_goodput_table(const sched_goodput_in *in, int max_agents, double *good
     double ks[SCHED_GP_MAX_CFG], t_ref = 0;
     for (int i = 0; i < n; i++) {
         const sched_cfg *c = &in->cfg[i];
-        if (c->agents < 1 || c->batch < 1 || !(c->step_s > 0) || !(c->compute_s >= 0) ||
-            c->compute_s > c->step_s)
+        if (!cfg_usable(c))
             continue;
         double k = c->step_s - a * c->batch;
         if (k < 0)
@@ -150,4 +155,16 @@ int sched_goodput_table(const sched_goodput_in *in, int max_agents, double *good
         goodput[w - 1] = gp_value(a, k, bn, m0, w, best);
     }
     return max_agents;
+}
+
+int sched_job_set_goodput(sched_job *j, const sched_goodput_in *in, int max_agents,
+                          int choose_batch, double *goodput, int *batch)
+{
+    int n = sched_goodput_table(in, max_agents, goodput, batch);
+    if (n > 0) {
+        j->goodput = goodput;
+        j->goodput_batch = choose_batch ? batch : NULL;
+        j->n_goodput = n;
+    }
+    return n;
 }
